@@ -1,0 +1,277 @@
+//! Request and response bodies of the HTTP API. Requests deny unknown fields so
+//! that a typo is a 400 naming it rather than a silently ignored setting.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+
+/// `?limit=&offset=` of every list.
+#[derive(Debug, Clone, Copy)]
+pub struct Page {
+    pub limit: usize,
+    pub offset: usize,
+}
+
+impl Default for Page {
+    fn default() -> Self {
+        Page { limit: usize::MAX, offset: 0 }
+    }
+}
+
+/// Query strings arrive as strings; numbers are parsed here so the error names the parameter.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct PageQuery {
+    /// Largest number of items to return.
+    pub limit: Option<String>,
+    /// Number of items to skip.
+    pub offset: Option<String>,
+}
+
+impl PageQuery {
+    pub fn page(&self) -> Result<Page, crate::ApiError> {
+        let num = |name: &str, v: &Option<String>| -> Result<Option<usize>, crate::ApiError> {
+            v.as_deref()
+                .map(|s| {
+                    s.parse::<usize>().map_err(|_| {
+                        crate::ApiError::invalid(name, format!("query parameter `{name}` must be a non-negative integer, got `{s}`"))
+                    })
+                })
+                .transpose()
+        };
+        Ok(Page {
+            limit: num("limit", &self.limit)?.unwrap_or(usize::MAX),
+            offset: num("offset", &self.offset)?.unwrap_or(0),
+        })
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Project {
+    pub id: String,
+    pub name: String,
+    pub description: Option<String>,
+    pub created_at: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateProject {
+    pub name: String,
+    pub description: Option<String>,
+}
+
+/// Lifecycle state of a container. The daemon does not run processes; it tracks
+/// the state because shares, snapshots and sync depend on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum ContainerStatus {
+    Running,
+    Stopped,
+    Paused,
+    Copying,
+    Failed,
+    Deleting,
+}
+
+impl ContainerStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ContainerStatus::Running => "running",
+            ContainerStatus::Stopped => "stopped",
+            ContainerStatus::Paused => "paused",
+            ContainerStatus::Copying => "copying",
+            ContainerStatus::Failed => "failed",
+            ContainerStatus::Deleting => "deleting",
+        }
+    }
+}
+
+/// Progress of a long job running on a container.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Progress {
+    pub phase: String,
+    pub bytes_done: u64,
+    pub bytes_total: u64,
+    pub files_done: u64,
+    pub files_total: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Container {
+    pub id: String,
+    pub name: String,
+    pub project_id: String,
+    pub server_id: String,
+    pub server_name: String,
+    pub status: ContainerStatus,
+    pub status_message: Option<String>,
+    pub source_container_id: Option<String>,
+    pub snapshot_count: u64,
+    pub ssh_public_key: Option<String>,
+    /// The container's root filesystem on its server.
+    pub rootfs_path: String,
+    /// The container's cgroup (v2) directory, used to freeze it for consistent snapshots.
+    pub cgroup_path: Option<String>,
+    pub env: BTreeMap<String, String>,
+    #[schema(value_type = Object)]
+    pub resources: serde_json::Map<String, Value>,
+    #[schema(value_type = Vec<Object>)]
+    pub firewall_rules: Vec<Value>,
+    #[schema(value_type = Vec<Object>)]
+    pub network_rules: Vec<Value>,
+    pub created_at: String,
+    pub updated_at: String,
+    pub progress: Option<Progress>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateContainer {
+    pub name: String,
+    pub project_id: String,
+    /// Defaults to the server that received the request.
+    pub server_id: Option<String>,
+    /// Adopt this existing directory as the rootfs instead of creating an empty one.
+    pub rootfs_path: Option<String>,
+    pub cgroup_path: Option<String>,
+    pub env: Option<BTreeMap<String, String>>,
+    #[schema(value_type = Option<Object>)]
+    pub resources: Option<serde_json::Map<String, Value>>,
+    pub ssh_public_key: Option<String>,
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub firewall_rules: Option<Vec<serde_json::Map<String, Value>>>,
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub network_rules: Option<Vec<serde_json::Map<String, Value>>>,
+}
+
+/// Rename or change settings. Absent fields stay as they are; `cgroup_path: null` clears it.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateContainer {
+    pub name: Option<String>,
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>)]
+    pub cgroup_path: Option<Option<String>>,
+    pub env: Option<BTreeMap<String, String>>,
+    #[schema(value_type = Option<Object>)]
+    pub resources: Option<serde_json::Map<String, Value>>,
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>)]
+    pub ssh_public_key: Option<Option<String>>,
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub firewall_rules: Option<Vec<serde_json::Map<String, Value>>>,
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub network_rules: Option<Vec<serde_json::Map<String, Value>>>,
+}
+
+/// Distinguishes an absent field (`None`) from an explicit `null` (`Some(None)`).
+fn double_option<'de, D, T>(de: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(de).map(Some)
+}
+
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ContainerQuery {
+    pub project_id: Option<String>,
+    pub source_container_id: Option<String>,
+    pub server_id: Option<String>,
+    pub limit: Option<String>,
+    pub offset: Option<String>,
+}
+
+impl ContainerQuery {
+    pub fn page(&self) -> Result<Page, crate::ApiError> {
+        PageQuery { limit: self.limit.clone(), offset: self.offset.clone() }.page()
+    }
+    pub fn filter(&self) -> ContainerFilter {
+        ContainerFilter {
+            project_id: self.project_id.clone(),
+            source_container_id: self.source_container_id.clone(),
+            server_id: self.server_id.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ContainerFilter {
+    pub project_id: Option<String>,
+    pub source_container_id: Option<String>,
+    pub server_id: Option<String>,
+}
+
+/// `POST /containers/{id}/{operation}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum ContainerOperation {
+    Start,
+    Stop,
+    ForceStop,
+    Restart,
+    Pause,
+    Resume,
+}
+
+impl ContainerOperation {
+    pub const ALL: [ContainerOperation; 6] = [
+        ContainerOperation::Start,
+        ContainerOperation::Stop,
+        ContainerOperation::ForceStop,
+        ContainerOperation::Restart,
+        ContainerOperation::Pause,
+        ContainerOperation::Resume,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ContainerOperation::Start => "start",
+            ContainerOperation::Stop => "stop",
+            ContainerOperation::ForceStop => "force-stop",
+            ContainerOperation::Restart => "restart",
+            ContainerOperation::Pause => "pause",
+            ContainerOperation::Resume => "resume",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|op| op.as_str() == s)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ServerAddresses {
+    pub http: String,
+    pub quic: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Server {
+    pub id: String,
+    pub name: String,
+    pub addresses: ServerAddresses,
+    pub version: String,
+    /// Bytes of the filesystem holding the data dir.
+    pub capacity_bytes: u64,
+    pub free_bytes: u64,
+    pub started_at: String,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Health {
+    pub status: String,
+    pub version: String,
+}
+
+/// Who is calling, as established by the bearer token.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub account_id: String,
+    pub account_name: String,
+    pub is_admin: bool,
+}

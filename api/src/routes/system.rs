@@ -1,0 +1,40 @@
+use axum::extract::{Path, State};
+use axum::http::header::CONTENT_TYPE;
+use axum::response::IntoResponse;
+use axum::Extension;
+
+use super::AppState;
+use crate::model::{Health, Principal, Server};
+use crate::{ApiError, ListReply, Reply};
+
+/// Liveness; needs no token and reveals no tenant data.
+#[utoipa::path(get, path = "/healthz", tag = "system", security(()), responses((status = 200, description = "Healthy", body = Health)))]
+pub(super) async fn healthz(State(s): State<AppState>) -> Reply<Health> {
+    Reply::ok("ok", s.service.health().await)
+}
+
+/// Prometheus text format; needs no token and reveals no tenant data.
+#[utoipa::path(get, path = "/metrics", tag = "system", security(()), responses((status = 200, description = "Prometheus metrics", content_type = "text/plain")))]
+pub(super) async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
+    let mut text = s.metrics.render();
+    text.push_str(&s.service.metrics_text());
+    ([(CONTENT_TYPE, "text/plain; version=0.0.4")], text)
+}
+
+/// The servers of the cluster (this node alone when it runs on its own).
+#[utoipa::path(get, path = "/servers", tag = "servers", responses((status = 200, description = "Servers", body = [Server])))]
+pub(super) async fn list_servers(State(s): State<AppState>, Extension(who): Extension<Principal>) -> Result<ListReply<Server>, ApiError> {
+    let servers = s.service.list_servers(&who).await?;
+    Ok(ListReply::page("servers", servers, Default::default()))
+}
+
+/// One server.
+#[utoipa::path(get, path = "/servers/{id}", tag = "servers", params(("id" = String, Path, description = "Server id")),
+    responses((status = 200, description = "The server", body = Server), (status = 404, description = "Unknown")))]
+pub(super) async fn get_server(
+    State(s): State<AppState>,
+    Extension(who): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Result<Reply<Server>, ApiError> {
+    Ok(Reply::ok("server", s.service.get_server(&who, &id).await?))
+}

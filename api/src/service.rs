@@ -1,0 +1,33 @@
+//! The seam between HTTP and the engine: everything the routes need, nothing of how.
+
+use async_trait::async_trait;
+
+use crate::model::*;
+use crate::ApiError;
+
+/// Implemented by the daemon. Every call gets the authenticated caller; objects of
+/// another account must be answered as `NotFound`.
+#[async_trait]
+pub trait HoodyService: Send + Sync + 'static {
+    /// Resolves a bearer token to its account; `Unauthorized` when unknown.
+    async fn authenticate(&self, token: &str) -> Result<Principal, ApiError>;
+
+    async fn create_project(&self, who: &Principal, req: CreateProject) -> Result<Project, ApiError>;
+    async fn list_projects(&self, who: &Principal) -> Result<Vec<Project>, ApiError>;
+    async fn get_project(&self, who: &Principal, id: &str) -> Result<Project, ApiError>;
+
+    async fn create_container(&self, who: &Principal, req: CreateContainer) -> Result<Container, ApiError>;
+    async fn list_containers(&self, who: &Principal, filter: ContainerFilter) -> Result<Vec<Container>, ApiError>;
+    async fn get_container(&self, who: &Principal, id: &str) -> Result<Container, ApiError>;
+    async fn update_container(&self, who: &Principal, id: &str, req: UpdateContainer) -> Result<Container, ApiError>;
+    async fn delete_container(&self, who: &Principal, id: &str) -> Result<(), ApiError>;
+    async fn container_operation(&self, who: &Principal, id: &str, op: ContainerOperation) -> Result<Container, ApiError>;
+
+    async fn list_servers(&self, who: &Principal) -> Result<Vec<Server>, ApiError>;
+    async fn get_server(&self, who: &Principal, id: &str) -> Result<Server, ApiError>;
+
+    /// Liveness without tenant data.
+    async fn health(&self) -> Health;
+    /// Engine metrics in Prometheus text format, appended to the HTTP ones.
+    fn metrics_text(&self) -> String;
+}

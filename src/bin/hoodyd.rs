@@ -1,0 +1,128 @@
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use hoodyd::config::{default_data_dir, Config, ConfigLayer, LogFormat};
+
+#[derive(Parser)]
+#[command(name = "hoodyd", version, about = "The hoody storage daemon: shares, snapshots, copies and syncs of containers")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon (embedded defaults work on a fresh machine).
+    Serve(ServeArgs),
+    /// Create the data dir, node identity, certificates, catalog and admin token, then exit.
+    Init {
+        #[command(flatten)]
+        dir: DataDirArg,
+        #[arg(long, env = "HOODY_NODE_NAME")]
+        node_name: Option<String>,
+    },
+    /// Manage API tokens.
+    #[command(subcommand)]
+    Token(TokenCmd),
+}
+
+#[derive(Subcommand)]
+enum TokenCmd {
+    /// Print a new token for ACCOUNT (created if new); works whether or not the daemon runs.
+    Create {
+        #[arg(long)]
+        account: String,
+        #[command(flatten)]
+        dir: DataDirArg,
+    },
+}
+
+#[derive(Args)]
+struct DataDirArg {
+    /// Data dir [default: /var/lib/hoody as root, else $XDG_DATA_HOME/hoody].
+    #[arg(long, env = "HOODY_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+impl DataDirArg {
+    fn resolve(&self) -> PathBuf {
+        self.data_dir.clone().unwrap_or_else(default_data_dir)
+    }
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Data dir [default: /var/lib/hoody as root, else $XDG_DATA_HOME/hoody].
+    #[arg(long, env = "HOODY_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// HTTP listen address (port 0: any free port) [default: 127.0.0.1:7700].
+    #[arg(long, env = "HOODY_HTTP")]
+    http: Option<SocketAddr>,
+    /// QUIC listen address for peers (port 0: any free port) [default: 127.0.0.1:7701].
+    #[arg(long, env = "HOODY_QUIC")]
+    quic: Option<SocketAddr>,
+    /// TOML file with the same settings (data_dir, http, quic, node_name, log_format, log_level).
+    #[arg(long, env = "HOODY_CONFIG")]
+    config: Option<PathBuf>,
+    /// Human name of this node [default: the host name].
+    #[arg(long, env = "HOODY_NODE_NAME")]
+    node_name: Option<String>,
+    /// Log format.
+    #[arg(long, env = "HOODY_LOG_FORMAT", value_enum)]
+    log_format: Option<LogFormat>,
+    /// Log filter, e.g. `info` or `hoodyd=debug` [default: info].
+    #[arg(long, env = "HOODY_LOG")]
+    log_level: Option<String>,
+}
+
+impl ServeArgs {
+    fn config(self) -> anyhow::Result<Config> {
+        let file = match &self.config {
+            Some(path) => ConfigLayer::from_file(path)?,
+            None => ConfigLayer::default(),
+        };
+        let cli = ConfigLayer {
+            data_dir: self.data_dir,
+            http: self.http,
+            quic: self.quic,
+            node_name: self.node_name,
+            log_format: self.log_format,
+            log_level: self.log_level,
+        };
+        Ok(cli.over(file).resolve())
+    }
+}
+
+fn init_logging(format: LogFormat, level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(level).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    match cli.command {
+        Command::Serve(args) => {
+            let config = args.config()?;
+            init_logging(config.log_format, &config.log_level);
+            runtime.block_on(hoodyd::daemon::run(config, hoodyd::daemon::termination_signal()))
+        }
+        Command::Init { dir, node_name } => {
+            let layout = hoodyd::layout::DataLayout::new(dir.resolve());
+            let name = ConfigLayer { node_name, ..Default::default() }.resolve().node_name;
+            let boot = runtime.block_on(hoodyd::bootstrap::init(&layout, &name))?;
+            println!("initialized {} as node {} ({})", layout.root().display(), boot.node.name, boot.node.id);
+            Ok(())
+        }
+        Command::Token(TokenCmd::Create { account, dir }) => {
+            let token = runtime.block_on(hoodyd::bootstrap::create_token(&dir.resolve(), &account))?;
+            println!("{token}");
+            Ok(())
+        }
+    }
+}

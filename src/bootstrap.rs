@@ -1,0 +1,86 @@
+//! First start and every start: the data dir's layout, the node's identity and
+//! cluster certificate, the catalog, and the admin account with its token.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use hoody_transport::tls::{issue_node_identity, new_cluster_ca};
+use hoody_transport::ClusterIdentity;
+
+use crate::catalog::sqlite::SqliteKv;
+use crate::catalog::Catalog;
+use crate::layout::{write_atomic, DataLayout, NodeIdentity};
+
+pub const ADMIN_ACCOUNT: &str = "admin";
+
+/// Everything `serve` needs from the data dir.
+pub struct Bootstrapped {
+    pub node: NodeIdentity,
+    pub tls: ClusterIdentity,
+    pub catalog: Catalog,
+}
+
+/// Creates what is missing (idempotent): directories, node identity, cluster CA
+/// and node certificate, catalog, admin account and `admin.token` (mode 0600).
+pub async fn init(layout: &DataLayout, node_name: &str) -> anyhow::Result<Bootstrapped> {
+    layout.create_dirs().with_context(|| format!("creating data dir {}", layout.root().display()))?;
+    let node = node_identity(layout, node_name)?;
+    let tls = tls_identity(layout, &node)?;
+    let catalog = open_catalog(layout).await?;
+    let admin = catalog.ensure_account(ADMIN_ACCOUNT, true).await?;
+    if !layout.admin_token().exists() {
+        let token = crate::tokens::issue(&catalog, &admin).await?;
+        write_atomic(&layout.admin_token(), format!("{token}\n").as_bytes(), 0o600).context("writing admin.token")?;
+    }
+    Ok(Bootstrapped { node, tls, catalog })
+}
+
+/// Opens the embedded catalog of `layout` (usable while the daemon runs).
+pub async fn open_catalog(layout: &DataLayout) -> anyhow::Result<Catalog> {
+    std::fs::create_dir_all(layout.root()).with_context(|| format!("creating {}", layout.root().display()))?;
+    let path = layout.catalog();
+    let kv = tokio::task::spawn_blocking(move || SqliteKv::open(&path)).await??;
+    Ok(Catalog::open(Arc::new(kv)).await?)
+}
+
+fn node_identity(layout: &DataLayout, node_name: &str) -> anyhow::Result<NodeIdentity> {
+    let path = layout.node_file();
+    let mut node = match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice::<NodeIdentity>(&bytes).with_context(|| format!("reading {}", path.display()))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => NodeIdentity { id: crate::ids::new_id(), name: node_name.to_string() },
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    // The id is forever; the name follows the configuration.
+    node.name = node_name.to_string();
+    write_atomic(&path, &serde_json::to_vec_pretty(&node)?, 0o644)?;
+    Ok(node)
+}
+
+/// A single node is its own cluster: it makes a CA when none was installed
+/// (`hoodyd cert` verbs of the cluster issue replace these files on joining).
+fn tls_identity(layout: &DataLayout, node: &NodeIdentity) -> anyhow::Result<ClusterIdentity> {
+    let dir = layout.tls();
+    if dir.join("node.pem").exists() {
+        return Ok(ClusterIdentity::load(&dir)?);
+    }
+    let (ca_cert, ca_key) = if dir.join("ca.key").exists() {
+        (std::fs::read_to_string(dir.join("ca.pem"))?, std::fs::read_to_string(dir.join("ca.key"))?)
+    } else {
+        let (cert, key) = new_cluster_ca()?;
+        write_atomic(&dir.join("ca.key"), key.as_bytes(), 0o600)?;
+        (cert, key)
+    };
+    let identity = issue_node_identity(&ca_cert, &ca_key, &node.id, &node.name)?;
+    identity.save(&dir)?;
+    Ok(identity)
+}
+
+/// `hoodyd token create`: a new token for `account` (created if new).
+pub async fn create_token(data_dir: &Path, account: &str) -> anyhow::Result<String> {
+    crate::containers::validate_name("account", account).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let layout = DataLayout::new(data_dir);
+    let catalog = open_catalog(&layout).await?;
+    let account = catalog.ensure_account(account, account == ADMIN_ACCOUNT).await?;
+    Ok(crate::tokens::issue(&catalog, &account).await?)
+}

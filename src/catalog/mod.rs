@@ -1,0 +1,261 @@
+//! The catalog: accounts, tokens, projects, containers and servers, as typed
+//! records over the [`KvStore`] seam. In a cluster the same records live in etcd;
+//! nothing here knows which engine serves the seam.
+//!
+//! Key layout (values are JSON):
+//! `accounts/<id>`, `account-names/<name>` → id, `tokens/<id>`, `projects/<id>`,
+//! `project-names/<account>/<name>` → id, `containers/<id>`, `servers/<id>`,
+//! `meta/schema_version`.
+
+pub mod kv;
+mod migrations;
+pub mod sqlite;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use hoody_api::model::{ContainerStatus, Progress};
+pub use kv::{Compare, KvError, KvStore, Op, Txn};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error(transparent)]
+    Kv(#[from] KvError),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("corrupt catalog record {key}: {reason}")]
+    Corrupt { key: String, reason: String },
+}
+
+pub type CatalogResult<T> = Result<T, CatalogError>;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AccountRecord {
+    pub id: String,
+    pub name: String,
+    pub is_admin: bool,
+    pub created_at: String,
+}
+
+/// A token is stored as the BLAKE3 hash of its secret, never the secret itself.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TokenRecord {
+    pub id: String,
+    pub account_id: String,
+    pub secret_hash: String,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ProjectRecord {
+    pub id: String,
+    pub account_id: String,
+    pub name: String,
+    pub description: Option<String>,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ContainerRecord {
+    pub id: String,
+    pub account_id: String,
+    pub project_id: String,
+    pub name: String,
+    pub server_id: String,
+    pub status: ContainerStatus,
+    pub status_message: Option<String>,
+    pub source_container_id: Option<String>,
+    pub ssh_public_key: Option<String>,
+    pub rootfs_path: String,
+    /// Whether the daemon created the rootfs (under the data dir) or adopted it.
+    pub rootfs_adopted: bool,
+    pub cgroup_path: Option<String>,
+    pub env: BTreeMap<String, String>,
+    pub resources: serde_json::Map<String, Value>,
+    pub firewall_rules: Vec<Value>,
+    pub network_rules: Vec<Value>,
+    pub created_at: String,
+    pub updated_at: String,
+    pub progress: Option<Progress>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ServerRecord {
+    pub id: String,
+    pub name: String,
+    pub http: String,
+    pub quic: String,
+    pub version: String,
+    pub started_at: String,
+}
+
+fn account_key(id: &str) -> Vec<u8> {
+    format!("accounts/{id}").into_bytes()
+}
+fn account_name_key(name: &str) -> Vec<u8> {
+    format!("account-names/{name}").into_bytes()
+}
+fn token_key(id: &str) -> Vec<u8> {
+    format!("tokens/{id}").into_bytes()
+}
+fn project_key(id: &str) -> Vec<u8> {
+    format!("projects/{id}").into_bytes()
+}
+fn project_name_key(account: &str, name: &str) -> Vec<u8> {
+    format!("project-names/{account}/{name}").into_bytes()
+}
+fn container_key(id: &str) -> Vec<u8> {
+    format!("containers/{id}").into_bytes()
+}
+fn server_key(id: &str) -> Vec<u8> {
+    format!("servers/{id}").into_bytes()
+}
+
+fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).expect("catalog records always serialize")
+}
+
+fn decode<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> CatalogResult<T> {
+    serde_json::from_slice(bytes).map_err(|e| CatalogError::Corrupt { key: String::from_utf8_lossy(key).into_owned(), reason: e.to_string() })
+}
+
+/// Typed access to the catalog.
+#[derive(Clone)]
+pub struct Catalog {
+    kv: Arc<dyn KvStore>,
+}
+
+impl Catalog {
+    /// Wraps `kv` and brings its records to the current schema version.
+    pub async fn open(kv: Arc<dyn KvStore>) -> CatalogResult<Self> {
+        let catalog = Catalog { kv };
+        migrations::run(&catalog.kv).await?;
+        Ok(catalog)
+    }
+
+    pub fn kv(&self) -> &Arc<dyn KvStore> {
+        &self.kv
+    }
+
+    async fn get_record<T: DeserializeOwned>(&self, key: Vec<u8>) -> CatalogResult<Option<T>> {
+        match self.kv.get(&key).await? {
+            Some(bytes) => decode(&key, &bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    async fn list_records<T: DeserializeOwned>(&self, prefix: &str) -> CatalogResult<Vec<T>> {
+        self.kv.range(prefix.as_bytes()).await?.iter().map(|(k, v)| decode(k, v)).collect()
+    }
+
+    // --- accounts and tokens
+
+    pub async fn account(&self, id: &str) -> CatalogResult<Option<AccountRecord>> {
+        self.get_record(account_key(id)).await
+    }
+
+    pub async fn account_by_name(&self, name: &str) -> CatalogResult<Option<AccountRecord>> {
+        match self.kv.get(&account_name_key(name)).await? {
+            Some(id) => self.account(&String::from_utf8_lossy(&id)).await,
+            None => Ok(None),
+        }
+    }
+
+    /// The account named `name`, created if it does not exist (one winner under races).
+    pub async fn ensure_account(&self, name: &str, is_admin: bool) -> CatalogResult<AccountRecord> {
+        loop {
+            if let Some(existing) = self.account_by_name(name).await? {
+                return Ok(existing);
+            }
+            let record = AccountRecord { id: crate::ids::new_id(), name: name.to_string(), is_admin, created_at: crate::ids::now() };
+            let created = self
+                .kv
+                .txn(Txn::when(vec![Compare::Absent(account_name_key(name))]).then(vec![
+                    Op::Put(account_name_key(name), record.id.clone().into_bytes()),
+                    Op::Put(account_key(&record.id), encode(&record)),
+                ]))
+                .await?;
+            if created {
+                return Ok(record);
+            }
+        }
+    }
+
+    pub async fn put_token(&self, token: &TokenRecord) -> CatalogResult<()> {
+        Ok(self.kv.put(&token_key(&token.id), &encode(token)).await?)
+    }
+
+    pub async fn token(&self, id: &str) -> CatalogResult<Option<TokenRecord>> {
+        self.get_record(token_key(id)).await
+    }
+
+    // --- projects
+
+    /// Creates `project`; a name already used by the same account is a conflict.
+    pub async fn create_project(&self, project: &ProjectRecord) -> CatalogResult<()> {
+        let name_key = project_name_key(&project.account_id, &project.name);
+        let created = self
+            .kv
+            .txn(Txn::when(vec![Compare::Absent(name_key.clone())]).then(vec![
+                Op::Put(name_key, project.id.clone().into_bytes()),
+                Op::Put(project_key(&project.id), encode(project)),
+            ]))
+            .await?;
+        if created {
+            Ok(())
+        } else {
+            Err(CatalogError::Conflict(format!("a project named `{}` already exists", project.name)))
+        }
+    }
+
+    pub async fn project(&self, id: &str) -> CatalogResult<Option<ProjectRecord>> {
+        self.get_record(project_key(id)).await
+    }
+
+    pub async fn projects(&self) -> CatalogResult<Vec<ProjectRecord>> {
+        self.list_records("projects/").await
+    }
+
+    // --- containers
+
+    pub async fn container(&self, id: &str) -> CatalogResult<Option<ContainerRecord>> {
+        self.get_record(container_key(id)).await
+    }
+
+    pub async fn containers(&self) -> CatalogResult<Vec<ContainerRecord>> {
+        self.list_records("containers/").await
+    }
+
+    pub async fn put_container(&self, c: &ContainerRecord) -> CatalogResult<()> {
+        Ok(self.kv.put(&container_key(&c.id), &encode(c)).await?)
+    }
+
+    /// Replaces `old` by `new` only if the stored record is still `old`, so two
+    /// concurrent transitions of one container cannot both win.
+    pub async fn swap_container(&self, old: &ContainerRecord, new: &ContainerRecord) -> CatalogResult<bool> {
+        let key = container_key(&old.id);
+        Ok(self.kv.txn(Txn::when(vec![Compare::Equals(key.clone(), encode(old))]).then(vec![Op::Put(key, encode(new))])).await?)
+    }
+
+    pub async fn delete_container(&self, id: &str) -> CatalogResult<bool> {
+        Ok(self.kv.delete(&container_key(id)).await?)
+    }
+
+    // --- servers
+
+    pub async fn put_server(&self, s: &ServerRecord) -> CatalogResult<()> {
+        Ok(self.kv.put(&server_key(&s.id), &encode(s)).await?)
+    }
+
+    pub async fn servers(&self) -> CatalogResult<Vec<ServerRecord>> {
+        self.list_records("servers/").await
+    }
+
+    pub async fn server(&self, id: &str) -> CatalogResult<Option<ServerRecord>> {
+        self.get_record(server_key(id)).await
+    }
+}

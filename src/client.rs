@@ -1,0 +1,314 @@
+//! The `hoody` command line: a client of the HTTP API that prints tables for
+//! people and JSON for scripts.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use serde_json::{json, Value};
+
+#[derive(Parser, Debug)]
+#[command(name = "hoody", version, about = "Command line client of hoodyd", long_about = "Command line client of hoodyd.\n\n\
+Finds the daemon through HOODY_URL and HOODY_TOKEN; without them it uses the local node's \
+<data-dir>/run/endpoints.json and <data-dir>/admin.token.")]
+pub struct Cli {
+    /// Base URL of the API, e.g. http://127.0.0.1:7700.
+    #[arg(long, env = "HOODY_URL", global = true)]
+    pub url: Option<String>,
+    /// Bearer token.
+    #[arg(long, env = "HOODY_TOKEN", global = true, hide_env_values = true)]
+    pub token: Option<String>,
+    /// Data dir of the local node, for the fallbacks.
+    #[arg(long, env = "HOODY_DATA_DIR", global = true)]
+    pub data_dir: Option<PathBuf>,
+    /// Print the response's data as JSON instead of a table.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Containers: create, list, get, delete, and lifecycle operations.
+    #[command(subcommand)]
+    Containers(ContainersCmd),
+    /// Projects: create, list, get.
+    #[command(subcommand)]
+    Projects(ProjectsCmd),
+    /// Servers of the cluster.
+    #[command(subcommand)]
+    Servers(ServersCmd),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ContainersCmd {
+    /// Create a container (empty rootfs, or adopt --rootfs-path).
+    Create(CreateContainerArgs),
+    /// List containers.
+    List {
+        #[arg(long)]
+        project: Option<String>,
+        #[arg(long)]
+        server: Option<String>,
+        #[arg(long = "source")]
+        source_container: Option<String>,
+    },
+    /// Show one container.
+    Get { id: String },
+    /// Delete a container and its rootfs.
+    Delete { id: String },
+    Start { id: String },
+    Stop { id: String },
+    ForceStop { id: String },
+    Restart { id: String },
+    Pause { id: String },
+    Resume { id: String },
+}
+
+#[derive(Args, Debug)]
+pub struct CreateContainerArgs {
+    #[arg(long)]
+    pub name: String,
+    #[arg(long = "project")]
+    pub project_id: String,
+    #[arg(long = "server")]
+    pub server_id: Option<String>,
+    #[arg(long)]
+    pub rootfs_path: Option<String>,
+    #[arg(long)]
+    pub cgroup_path: Option<String>,
+    #[arg(long)]
+    pub ssh_public_key: Option<String>,
+    /// KEY=VALUE, repeatable.
+    #[arg(long = "env")]
+    pub env: Vec<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ProjectsCmd {
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        description: Option<String>,
+    },
+    List,
+    Get { id: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ServersCmd {
+    List,
+    Get { id: String },
+}
+
+/// A failed command: what to print and the exit code.
+pub struct Failure {
+    pub message: String,
+    pub code: i32,
+}
+
+impl<E: std::fmt::Display> From<E> for Failure {
+    fn from(e: E) -> Self {
+        Failure { message: e.to_string(), code: 1 }
+    }
+}
+
+struct Api {
+    base: String,
+    token: String,
+    agent: ureq::Agent,
+}
+
+impl Api {
+    fn connect(cli: &Cli) -> Result<Self, Failure> {
+        let data_dir = cli.data_dir.clone().unwrap_or_else(crate::config::default_data_dir);
+        let layout = crate::layout::DataLayout::new(&data_dir);
+        let base = match &cli.url {
+            Some(u) => u.trim_end_matches('/').to_string(),
+            None => {
+                let text = std::fs::read(layout.endpoints()).map_err(|e| Failure {
+                    message: format!("no HOODY_URL and no running local hoodyd ({}: {e})", layout.endpoints().display()),
+                    code: 2,
+                })?;
+                let eps: crate::layout::Endpoints = serde_json::from_slice(&text)?;
+                format!("http://{}", eps.http)
+            }
+        };
+        let token = match &cli.token {
+            Some(t) => t.clone(),
+            None => std::fs::read_to_string(layout.admin_token())
+                .map_err(|e| Failure { message: format!("no HOODY_TOKEN and no readable {} ({e})", layout.admin_token().display()), code: 2 })?
+                .trim()
+                .to_string(),
+        };
+        let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(60)).build();
+        Ok(Api { base, token, agent })
+    }
+
+    /// Calls the API and returns the whole envelope, or the server's message as the failure.
+    fn call(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value, Failure> {
+        let url = format!("{}/api/v1{path}", self.base);
+        let req = self.agent.request(method, &url).set("Authorization", &format!("Bearer {}", self.token));
+        let result = match body {
+            Some(b) => req.set("Content-Type", "application/json").send_string(&b.to_string()),
+            None => req.call(),
+        };
+        match result {
+            Ok(resp) => Ok(resp.into_json()?),
+            Err(ureq::Error::Status(status, resp)) => {
+                let envelope: Value = resp.into_json().unwrap_or(Value::Null);
+                let message = envelope["message"].as_str().unwrap_or("request failed").to_string();
+                let code = envelope["error"]["code"].as_str().unwrap_or("error");
+                Err(Failure { message: format!("{message} (HTTP {status}, {code})"), code: 1 })
+            }
+            Err(e) => Err(Failure { message: format!("cannot reach hoodyd at {}: {e}", self.base), code: 2 }),
+        }
+    }
+}
+
+const CONTAINER_COLUMNS: &[&str] = &["id", "name", "status", "project_id", "server_name", "created_at"];
+const PROJECT_COLUMNS: &[&str] = &["id", "name", "created_at"];
+const SERVER_COLUMNS: &[&str] = &["id", "name", "addresses.http", "addresses.quic", "free_bytes"];
+
+/// Runs one command, printing its output; the error carries the exit code.
+pub fn run(cli: Cli) -> Result<(), Failure> {
+    let api = Api::connect(&cli)?;
+    let (envelope, columns) = match &cli.command {
+        Command::Containers(cmd) => (containers(&api, cmd)?, CONTAINER_COLUMNS),
+        Command::Projects(cmd) => {
+            let env = match cmd {
+                ProjectsCmd::Create { name, description } => api.call("POST", "/projects", Some(json!({"name": name, "description": description})))?,
+                ProjectsCmd::List => api.call("GET", "/projects", None)?,
+                ProjectsCmd::Get { id } => api.call("GET", &format!("/projects/{}", encode(id)), None)?,
+            };
+            (env, PROJECT_COLUMNS)
+        }
+        Command::Servers(cmd) => {
+            let env = match cmd {
+                ServersCmd::List => api.call("GET", "/servers", None)?,
+                ServersCmd::Get { id } => api.call("GET", &format!("/servers/{}", encode(id)), None)?,
+            };
+            (env, SERVER_COLUMNS)
+        }
+    };
+    print_data(&envelope, columns, cli.json);
+    Ok(())
+}
+
+fn containers(api: &Api, cmd: &ContainersCmd) -> Result<Value, Failure> {
+    let op = |id: &str, op: &str| api.call("POST", &format!("/containers/{}/{op}", encode(id)), None);
+    match cmd {
+        ContainersCmd::Create(a) => {
+            let mut env = serde_json::Map::new();
+            for pair in &a.env {
+                let (k, v) = pair.split_once('=').ok_or_else(|| Failure { message: format!("--env {pair}: expected KEY=VALUE"), code: 2 })?;
+                env.insert(k.to_string(), Value::String(v.to_string()));
+            }
+            let mut body = json!({"name": a.name, "project_id": a.project_id});
+            let fields = [("server_id", &a.server_id), ("rootfs_path", &a.rootfs_path), ("cgroup_path", &a.cgroup_path), ("ssh_public_key", &a.ssh_public_key)];
+            for (k, v) in fields {
+                if let Some(v) = v {
+                    body[k] = Value::String(v.clone());
+                }
+            }
+            if !env.is_empty() {
+                body["env"] = Value::Object(env);
+            }
+            api.call("POST", "/containers", Some(body))
+        }
+        ContainersCmd::List { project, server, source_container } => {
+            let mut query = Vec::new();
+            for (k, v) in [("project_id", project), ("server_id", server), ("source_container_id", source_container)] {
+                if let Some(v) = v {
+                    query.push(format!("{k}={}", encode(v)));
+                }
+            }
+            let q = if query.is_empty() { String::new() } else { format!("?{}", query.join("&")) };
+            api.call("GET", &format!("/containers{q}"), None)
+        }
+        ContainersCmd::Get { id } => api.call("GET", &format!("/containers/{}", encode(id)), None),
+        ContainersCmd::Delete { id } => api.call("DELETE", &format!("/containers/{}", encode(id)), None),
+        ContainersCmd::Start { id } => op(id, "start"),
+        ContainersCmd::Stop { id } => op(id, "stop"),
+        ContainersCmd::ForceStop { id } => op(id, "force-stop"),
+        ContainersCmd::Restart { id } => op(id, "restart"),
+        ContainersCmd::Pause { id } => op(id, "pause"),
+        ContainersCmd::Resume { id } => op(id, "resume"),
+    }
+}
+
+/// Percent-encodes a path segment or query value.
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn field(v: &Value, path: &str) -> String {
+    let mut cur = v;
+    for part in path.split('.') {
+        cur = &cur[part];
+    }
+    match cur {
+        Value::Null => "-".into(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn print_data(envelope: &Value, columns: &[&str], as_json: bool) {
+    let data = &envelope["data"];
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(data).unwrap_or_default());
+        return;
+    }
+    match data {
+        Value::Array(items) => print!("{}", table(items, columns)),
+        Value::Object(map) => {
+            let width = map.keys().map(String::len).max().unwrap_or(0);
+            for (k, v) in map {
+                let shown = match v {
+                    Value::Null => "-".to_string(),
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                println!("{k:<width$}  {shown}");
+            }
+        }
+        _ => println!("{}", envelope["message"].as_str().unwrap_or("ok")),
+    }
+}
+
+/// An aligned text table of `columns` of `items`.
+pub fn table(items: &[Value], columns: &[&str]) -> String {
+    let header: Vec<String> = columns.iter().map(|c| c.rsplit('.').next().unwrap_or(c).to_uppercase()).collect();
+    let rows: Vec<Vec<String>> = items.iter().map(|item| columns.iter().map(|c| field(item, c)).collect()).collect();
+    let widths: Vec<usize> = (0..columns.len()).map(|i| rows.iter().map(|r| r[i].chars().count()).chain([header[i].len()]).max().unwrap_or(0)).collect();
+    let line = |cells: &[String]| {
+        let padded: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        format!("{}\n", padded.join("  ").trim_end())
+    };
+    let mut out = line(&header);
+    for r in &rows {
+        out.push_str(&line(r));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_align_columns_and_show_missing_as_dash() {
+        let items = vec![json!({"id": "a", "name": "web", "addresses": {"http": "x"}}), json!({"id": "bbbb", "name": null})];
+        let t = table(&items, &["id", "name", "addresses.http"]);
+        assert_eq!(t, "ID    NAME  HTTP\na     web   x\nbbbb  -     -\n");
+        assert_eq!(encode("a b/c"), "a%20b%2Fc");
+    }
+}

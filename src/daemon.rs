@@ -1,0 +1,106 @@
+//! `hoodyd serve`: bootstrap, recover, listen (HTTP and QUIC), publish the bound
+//! addresses, serve until shutdown, then leave nothing behind.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use async_trait::async_trait;
+use hoody_transport::{Endpoint, Peer, Request, RequestHandler, Response};
+
+use crate::config::Config;
+use crate::engine::Engine;
+use crate::layout::{write_atomic, DataLayout, Endpoints};
+
+/// How long in-flight HTTP requests get to finish once shutdown starts.
+const DRAIN: Duration = Duration::from_secs(3);
+
+/// Answers peers on the QUIC endpoint.
+struct PeerService {
+    node_id: String,
+    node_name: String,
+}
+
+#[async_trait]
+impl RequestHandler for PeerService {
+    async fn handle(&self, peer: &Peer, request: Request) -> Response {
+        match request {
+            Request::Ping { from_node } => {
+                tracing::debug!(%from_node, addr = %peer.addr, "ping");
+                Response::Pong { node_id: self.node_id.clone(), node_name: self.node_name.clone() }
+            }
+        }
+    }
+}
+
+/// Holds an exclusive lock on the data dir for the daemon's lifetime, so two
+/// daemons never serve one data dir.
+struct DataDirLock {
+    _file: std::fs::File,
+}
+
+impl DataDirLock {
+    fn acquire(layout: &DataLayout) -> anyhow::Result<Self> {
+        use std::os::fd::AsRawFd;
+        let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(layout.lock_file())?;
+        // SAFETY: flock on a file descriptor we own.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            anyhow::bail!("another hoodyd is already serving {}", layout.root().display());
+        }
+        Ok(DataDirLock { _file: file })
+    }
+}
+
+pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    let layout = DataLayout::new(&config.data_dir);
+    layout.create_dirs().with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+    let _lock = DataDirLock::acquire(&layout)?;
+    let boot = crate::bootstrap::init(&layout, &config.node_name).await?;
+    let engine = Engine::new(boot.catalog.clone(), layout.clone(), boot.node.clone())?;
+    engine.recover().await.context("recovering interrupted work")?;
+
+    let http = tokio::net::TcpListener::bind(config.http).await.with_context(|| format!("binding HTTP on {}", config.http))?;
+    let http_addr = http.local_addr()?;
+    let peers = Arc::new(PeerService { node_id: boot.node.id.clone(), node_name: boot.node.name.clone() });
+    let quic = Endpoint::bind(config.quic, &boot.tls, peers).with_context(|| format!("binding QUIC on {}", config.quic))?;
+    let quic_addr = quic.local_addr()?;
+
+    engine.register(&http_addr.to_string(), &quic_addr.to_string()).await?;
+    let endpoints = Endpoints { http: http_addr.to_string(), quic: quic_addr.to_string() };
+    write_atomic(&layout.endpoints(), &serde_json::to_vec(&endpoints)?, 0o644)?;
+    tracing::info!(http = %http_addr, quic = %quic_addr, data_dir = %config.data_dir.display(), node = %boot.node.name, "hoodyd listening");
+    println!("{}", serde_json::to_string(&endpoints)?);
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut server_stop = stop_rx.clone();
+    let server = tokio::spawn(async move {
+        hoody_api::serve(http, engine, async move {
+            let _ = server_stop.wait_for(|s| *s).await;
+        })
+        .await
+    });
+
+    shutdown.await;
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    match tokio::time::timeout(DRAIN, server).await {
+        Ok(result) => result??,
+        Err(_) => tracing::warn!("HTTP connections still open after {DRAIN:?}; closing them"),
+    }
+    quic.shutdown().await;
+    let _ = std::fs::remove_file(layout.endpoints());
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Resolves on the first SIGTERM or SIGINT.
+pub async fn termination_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

@@ -1,0 +1,415 @@
+//! The node's engine behind the HTTP API: accounts, projects, containers and
+//! servers over the catalog, and the container root filesystems on this node.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use hoody_api::model::*;
+use hoody_api::{ApiError, HoodyService};
+
+use crate::catalog::{Catalog, CatalogError, ContainerRecord, ProjectRecord, ServerRecord};
+use crate::containers::{transition, validate_cgroup_path, validate_env, validate_name, validate_ssh_key};
+use crate::layout::{DataLayout, NodeIdentity};
+
+impl From<CatalogError> for ApiError {
+    fn from(e: CatalogError) -> Self {
+        match e {
+            CatalogError::Conflict(msg) => ApiError::Conflict(msg),
+            other => ApiError::internal(other),
+        }
+    }
+}
+
+pub struct Engine {
+    catalog: Catalog,
+    layout: DataLayout,
+    /// Canonical data dir, for the "not inside the data dir" rule of adoption.
+    data_dir: PathBuf,
+    node: NodeIdentity,
+    started: Instant,
+    started_at: String,
+    /// Serializes the decisions that compare one container's rootfs with the others'.
+    rootfs_claims: tokio::sync::Mutex<()>,
+}
+
+impl Engine {
+    pub fn new(catalog: Catalog, layout: DataLayout, node: NodeIdentity) -> std::io::Result<Arc<Self>> {
+        let data_dir = layout.root().canonicalize()?;
+        Ok(Arc::new(Engine {
+            catalog,
+            layout,
+            data_dir,
+            node,
+            started: Instant::now(),
+            started_at: crate::ids::now(),
+            rootfs_claims: Default::default(),
+        }))
+    }
+
+    pub fn node(&self) -> &NodeIdentity {
+        &self.node
+    }
+
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    /// Registers this node in the catalog with its bound addresses.
+    pub async fn register(&self, http: &str, quic: &str) -> Result<(), CatalogError> {
+        self.catalog
+            .put_server(&ServerRecord {
+                id: self.node.id.clone(),
+                name: self.node.name.clone(),
+                http: http.into(),
+                quic: quic.into(),
+                version: env!("CARGO_PKG_VERSION").into(),
+                started_at: self.started_at.clone(),
+            })
+            .await
+    }
+
+    /// Finishes or undoes what a crash interrupted: deletions of containers that
+    /// were under way, and rootfs directories whose creation never got a record.
+    pub async fn recover(&self) -> anyhow::Result<()> {
+        let records = self.catalog.containers().await?;
+        for c in records.iter().filter(|c| c.server_id == self.node.id && c.status == ContainerStatus::Deleting) {
+            tracing::info!(container = %c.id, "finishing a deletion interrupted by a restart");
+            self.remove_rootfs(c).await?;
+            self.catalog.delete_container(&c.id).await?;
+        }
+        let known: std::collections::HashSet<_> = records.iter().map(|c| c.id.as_str()).collect();
+        for entry in std::fs::read_dir(self.layout.containers())? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !known.contains(name.as_str()) {
+                tracing::info!(dir = %entry.path().display(), "removing a container directory that has no record");
+                remove_dir_all_blocking(entry.path()).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn remove_rootfs(&self, c: &ContainerRecord) -> std::io::Result<()> {
+        let dir = if c.rootfs_adopted { PathBuf::from(&c.rootfs_path) } else { self.layout.container_dir(&c.id) };
+        remove_dir_all_blocking(dir).await
+    }
+
+    fn server_name(&self, server_id: &str) -> String {
+        if server_id == self.node.id {
+            self.node.name.clone()
+        } else {
+            server_id.to_string()
+        }
+    }
+
+    fn to_api(&self, c: ContainerRecord) -> Container {
+        Container {
+            server_name: self.server_name(&c.server_id),
+            id: c.id,
+            name: c.name,
+            project_id: c.project_id,
+            server_id: c.server_id,
+            status: c.status,
+            status_message: c.status_message,
+            source_container_id: c.source_container_id,
+            snapshot_count: 0,
+            ssh_public_key: c.ssh_public_key,
+            rootfs_path: c.rootfs_path,
+            cgroup_path: c.cgroup_path,
+            env: c.env,
+            resources: c.resources,
+            firewall_rules: c.firewall_rules,
+            network_rules: c.network_rules,
+            created_at: c.created_at,
+            updated_at: c.updated_at,
+            progress: c.progress,
+        }
+    }
+
+    /// The caller's container `id`; another account's or a vanishing one is "not found".
+    async fn owned_container(&self, who: &Principal, id: &str) -> Result<ContainerRecord, ApiError> {
+        match self.catalog.container(id).await? {
+            Some(c) if c.account_id == who.account_id && c.status != ContainerStatus::Deleting => Ok(c),
+            _ => Err(ApiError::not_found(format!("container `{id}` not found"))),
+        }
+    }
+
+    async fn owned_project(&self, who: &Principal, id: &str, field: Option<&str>) -> Result<ProjectRecord, ApiError> {
+        match self.catalog.project(id).await? {
+            Some(p) if p.account_id == who.account_id => Ok(p),
+            _ => {
+                let msg = format!("project `{id}` not found");
+                Err(match field {
+                    Some(f) => ApiError::not_found_field(f, msg),
+                    None => ApiError::not_found(msg),
+                })
+            }
+        }
+    }
+
+    /// Checks an existing directory offered as a rootfs: absolute, a directory, not
+    /// in the data dir, and overlapping no other container's rootfs.
+    async fn adoptable_rootfs(&self, requested: &str) -> Result<PathBuf, ApiError> {
+        let field = "rootfs_path";
+        let path = Path::new(requested);
+        if !path.is_absolute() {
+            return Err(ApiError::invalid(field, format!("`rootfs_path` must be absolute, got `{requested}`")));
+        }
+        let canonical = path.canonicalize().map_err(|e| ApiError::invalid(field, format!("`rootfs_path` {requested}: {e}")))?;
+        if !canonical.is_dir() {
+            return Err(ApiError::invalid(field, format!("`rootfs_path` {requested} is not a directory")));
+        }
+        if canonical.starts_with(&self.data_dir) || self.data_dir.starts_with(&canonical) {
+            return Err(ApiError::invalid(field, format!("`rootfs_path` {requested} overlaps the daemon's data dir {}", self.data_dir.display())));
+        }
+        if canonical == Path::new("/") {
+            return Err(ApiError::invalid(field, "`rootfs_path` cannot be /"));
+        }
+        for other in self.catalog.containers().await? {
+            let theirs = Path::new(&other.rootfs_path);
+            if canonical.starts_with(theirs) || theirs.starts_with(&canonical) {
+                return Err(ApiError::invalid(field, format!("`rootfs_path` {requested} overlaps the rootfs of container `{}`", other.id)));
+            }
+        }
+        Ok(canonical)
+    }
+
+    fn local_server(&self, record: ServerRecord) -> Server {
+        let (capacity_bytes, free_bytes) = disk_space(self.layout.root()).unwrap_or((0, 0));
+        Server {
+            id: record.id,
+            name: record.name,
+            addresses: ServerAddresses { http: record.http, quic: record.quic },
+            version: record.version,
+            capacity_bytes,
+            free_bytes,
+            started_at: record.started_at,
+        }
+    }
+}
+
+async fn remove_dir_all_blocking(dir: PathBuf) -> std::io::Result<()> {
+    tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    })
+    .await
+    .map_err(std::io::Error::other)?
+}
+
+/// `(capacity, free)` bytes of the filesystem holding `path`.
+fn disk_space(path: &Path) -> std::io::Result<(u64, u64)> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a valid NUL-terminated path and `st` a valid out-pointer.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let frsize = st.f_frsize as u64;
+    Ok((st.f_blocks as u64 * frsize, st.f_bavail as u64 * frsize))
+}
+
+fn json_objects(rules: Vec<serde_json::Map<String, serde_json::Value>>) -> Vec<serde_json::Value> {
+    rules.into_iter().map(serde_json::Value::Object).collect()
+}
+
+#[async_trait]
+impl HoodyService for Engine {
+    async fn authenticate(&self, token: &str) -> Result<Principal, ApiError> {
+        match crate::tokens::verify(&self.catalog, token).await? {
+            Some(account) => Ok(Principal { account_id: account.id, account_name: account.name, is_admin: account.is_admin }),
+            None => Err(ApiError::Unauthorized("invalid token".into())),
+        }
+    }
+
+    async fn create_project(&self, who: &Principal, req: CreateProject) -> Result<Project, ApiError> {
+        validate_name("name", &req.name)?;
+        let record = ProjectRecord { id: crate::ids::new_id(), account_id: who.account_id.clone(), name: req.name, description: req.description, created_at: crate::ids::now() };
+        self.catalog.create_project(&record).await?;
+        Ok(Project { id: record.id, name: record.name, description: record.description, created_at: record.created_at })
+    }
+
+    async fn list_projects(&self, who: &Principal) -> Result<Vec<Project>, ApiError> {
+        let mut projects: Vec<_> = self.catalog.projects().await?.into_iter().filter(|p| p.account_id == who.account_id).collect();
+        projects.sort_by(|a, b| (&a.created_at, &a.id).cmp(&(&b.created_at, &b.id)));
+        Ok(projects.into_iter().map(|p| Project { id: p.id, name: p.name, description: p.description, created_at: p.created_at }).collect())
+    }
+
+    async fn get_project(&self, who: &Principal, id: &str) -> Result<Project, ApiError> {
+        let p = self.owned_project(who, id, None).await?;
+        Ok(Project { id: p.id, name: p.name, description: p.description, created_at: p.created_at })
+    }
+
+    async fn create_container(&self, who: &Principal, req: CreateContainer) -> Result<Container, ApiError> {
+        validate_name("name", &req.name)?;
+        if let Some(server) = &req.server_id {
+            if server != &self.node.id {
+                return Err(ApiError::not_found_field("server_id", format!("server `{server}` not found")));
+            }
+        }
+        if let Some(key) = &req.ssh_public_key {
+            validate_ssh_key(key)?;
+        }
+        if let Some(cg) = &req.cgroup_path {
+            validate_cgroup_path(cg)?;
+        }
+        let env = req.env.unwrap_or_default();
+        validate_env(&env)?;
+        self.owned_project(who, &req.project_id, Some("project_id")).await?;
+
+        let _claims = self.rootfs_claims.lock().await;
+        let id = crate::ids::new_id();
+        let (rootfs, adopted) = match &req.rootfs_path {
+            Some(requested) => (self.adoptable_rootfs(requested).await?, true),
+            None => {
+                let rootfs = self.layout.container_dir(&id).join("rootfs");
+                std::fs::create_dir_all(&rootfs).map_err(ApiError::internal)?;
+                (rootfs, false)
+            }
+        };
+        let now = crate::ids::now();
+        let record = ContainerRecord {
+            id,
+            account_id: who.account_id.clone(),
+            project_id: req.project_id,
+            name: req.name,
+            server_id: self.node.id.clone(),
+            status: ContainerStatus::Running,
+            status_message: None,
+            source_container_id: None,
+            ssh_public_key: req.ssh_public_key,
+            rootfs_path: rootfs.to_string_lossy().into_owned(),
+            rootfs_adopted: adopted,
+            cgroup_path: req.cgroup_path,
+            env,
+            resources: req.resources.unwrap_or_default(),
+            firewall_rules: json_objects(req.firewall_rules.unwrap_or_default()),
+            network_rules: json_objects(req.network_rules.unwrap_or_default()),
+            created_at: now.clone(),
+            updated_at: now,
+            progress: None,
+        };
+        // The record is the commit point: a crash before it leaves only a
+        // directory without a record, which `recover` removes.
+        self.catalog.put_container(&record).await?;
+        Ok(self.to_api(record))
+    }
+
+    async fn list_containers(&self, who: &Principal, f: ContainerFilter) -> Result<Vec<Container>, ApiError> {
+        let mut mine: Vec<_> = self
+            .catalog
+            .containers()
+            .await?
+            .into_iter()
+            .filter(|c| c.account_id == who.account_id && c.status != ContainerStatus::Deleting)
+            .filter(|c| f.project_id.as_ref().is_none_or(|p| &c.project_id == p))
+            .filter(|c| f.server_id.as_ref().is_none_or(|s| &c.server_id == s))
+            .filter(|c| f.source_container_id.as_ref().is_none_or(|s| c.source_container_id.as_ref() == Some(s)))
+            .collect();
+        mine.sort_by(|a, b| (&a.created_at, &a.id).cmp(&(&b.created_at, &b.id)));
+        Ok(mine.into_iter().map(|c| self.to_api(c)).collect())
+    }
+
+    async fn get_container(&self, who: &Principal, id: &str) -> Result<Container, ApiError> {
+        Ok(self.to_api(self.owned_container(who, id).await?))
+    }
+
+    async fn update_container(&self, who: &Principal, id: &str, req: UpdateContainer) -> Result<Container, ApiError> {
+        if let Some(name) = &req.name {
+            validate_name("name", name)?;
+        }
+        if let Some(Some(key)) = &req.ssh_public_key {
+            validate_ssh_key(key)?;
+        }
+        if let Some(Some(cg)) = &req.cgroup_path {
+            validate_cgroup_path(cg)?;
+        }
+        if let Some(env) = &req.env {
+            validate_env(env)?;
+        }
+        loop {
+            let old = self.owned_container(who, id).await?;
+            let mut new = old.clone();
+            if let Some(name) = &req.name {
+                new.name = name.clone();
+            }
+            if let Some(cg) = &req.cgroup_path {
+                new.cgroup_path = cg.clone();
+            }
+            if let Some(env) = &req.env {
+                new.env = env.clone();
+            }
+            if let Some(r) = &req.resources {
+                new.resources = r.clone();
+            }
+            if let Some(key) = &req.ssh_public_key {
+                new.ssh_public_key = key.clone();
+            }
+            if let Some(rules) = &req.firewall_rules {
+                new.firewall_rules = json_objects(rules.clone());
+            }
+            if let Some(rules) = &req.network_rules {
+                new.network_rules = json_objects(rules.clone());
+            }
+            new.updated_at = crate::ids::now();
+            if self.catalog.swap_container(&old, &new).await? {
+                return Ok(self.to_api(new));
+            }
+        }
+    }
+
+    async fn delete_container(&self, who: &Principal, id: &str) -> Result<(), ApiError> {
+        let old = self.owned_container(who, id).await?;
+        if old.status == ContainerStatus::Copying {
+            return Err(ApiError::Conflict(format!("container `{id}` is copying; wait for the copy to finish")));
+        }
+        let mut deleting = old.clone();
+        deleting.status = ContainerStatus::Deleting;
+        deleting.updated_at = crate::ids::now();
+        if !self.catalog.swap_container(&old, &deleting).await? {
+            return Err(ApiError::Conflict(format!("container `{id}` changed during the request; retry")));
+        }
+        // Marked first, removed second: a crash in between is finished by `recover`.
+        self.remove_rootfs(&deleting).await.map_err(|e| ApiError::internal(format!("removing rootfs of {id}: {e}")))?;
+        self.catalog.delete_container(id).await?;
+        Ok(())
+    }
+
+    async fn container_operation(&self, who: &Principal, id: &str, op: ContainerOperation) -> Result<Container, ApiError> {
+        loop {
+            let old = self.owned_container(who, id).await?;
+            let status = transition(old.status, op).map_err(ApiError::Conflict)?;
+            let mut new = old.clone();
+            new.status = status;
+            new.status_message = None;
+            new.updated_at = crate::ids::now();
+            if self.catalog.swap_container(&old, &new).await? {
+                return Ok(self.to_api(new));
+            }
+        }
+    }
+
+    async fn list_servers(&self, _who: &Principal) -> Result<Vec<Server>, ApiError> {
+        Ok(self.catalog.servers().await?.into_iter().filter(|s| s.id == self.node.id).map(|s| self.local_server(s)).collect())
+    }
+
+    async fn get_server(&self, who: &Principal, id: &str) -> Result<Server, ApiError> {
+        self.list_servers(who).await?.into_iter().find(|s| s.id == id).ok_or_else(|| ApiError::not_found(format!("server `{id}` not found")))
+    }
+
+    async fn health(&self) -> Health {
+        Health { status: "ok".into(), version: env!("CARGO_PKG_VERSION").into() }
+    }
+
+    fn metrics_text(&self) -> String {
+        format!(
+            "# HELP hoody_build_info Version of this hoodyd.\n# TYPE hoody_build_info gauge\nhoody_build_info{{version=\"{}\"}} 1\n\
+             # HELP hoody_uptime_seconds Seconds since this hoodyd started.\n# TYPE hoody_uptime_seconds gauge\nhoody_uptime_seconds {}\n",
+            env!("CARGO_PKG_VERSION"),
+            self.started.elapsed().as_secs()
+        )
+    }
+}

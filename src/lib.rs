@@ -1,0 +1,14 @@
+//! hoodyd: the storage daemon of a container platform. This crate is the engine
+//! and the wiring; HTTP, FUSE and QUIC live behind the traits of the `api`,
+//! `fuse` and `transport` crates.
+
+pub mod bootstrap;
+pub mod catalog;
+pub mod client;
+pub mod config;
+pub mod containers;
+pub mod daemon;
+pub mod engine;
+pub mod ids;
+pub mod layout;
+pub mod tokens;
