@@ -1,0 +1,184 @@
+//! Starts the real `hoodyd` binary on port 0 in a temp dir and drives it over HTTP.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const HOODYD: &str = env!("CARGO_BIN_EXE_hoodyd");
+pub const HOODY: &str = env!("CARGO_BIN_EXE_hoody");
+
+pub struct Daemon {
+    pub dir: tempfile::TempDir,
+    pub child: Option<Child>,
+    pub url: String,
+    pub quic: String,
+    pub token: String,
+}
+
+/// A response: status and the JSON envelope.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub body: Value,
+}
+
+impl Reply {
+    pub fn data(&self) -> &Value {
+        &self.body["data"]
+    }
+    pub fn code(&self) -> &str {
+        self.body["error"]["code"].as_str().unwrap_or("")
+    }
+    pub fn field(&self) -> &str {
+        self.body["error"]["details"]["field"].as_str().unwrap_or("")
+    }
+    pub fn message(&self) -> &str {
+        self.body["message"].as_str().unwrap_or("")
+    }
+    /// Asserts the envelope's shape and that `statusCode` matches the HTTP status.
+    pub fn enveloped(self) -> Self {
+        assert_eq!(self.body["statusCode"].as_u64(), Some(self.status as u64), "envelope of {self:?}");
+        assert!(self.body["message"].is_string(), "message in {self:?}");
+        assert!(self.body.get("data").is_some(), "data in {self:?}");
+        if self.status >= 400 {
+            assert!(self.body["error"]["code"].is_string(), "error.code in {self:?}");
+        }
+        self
+    }
+}
+
+impl Daemon {
+    pub fn start() -> Daemon {
+        Self::start_in(tempfile::tempdir().expect("tempdir"), &[])
+    }
+
+    pub fn start_with(extra: &[&str]) -> Daemon {
+        Self::start_in(tempfile::tempdir().expect("tempdir"), extra)
+    }
+
+    /// Starts a daemon on an existing data dir (kept by the returned Daemon).
+    pub fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> Daemon {
+        let endpoints = dir.path().join("run/endpoints.json");
+        let _ = std::fs::remove_file(&endpoints);
+        let mut cmd = Command::new(HOODYD);
+        cmd.args(["serve", "--data-dir"]).arg(dir.path()).args(["--http", "127.0.0.1:0", "--quic", "127.0.0.1:0", "--node-name", "test-node"]);
+        cmd.args(extra).stdout(Stdio::null()).stderr(Stdio::piped()).env_remove("HOODY_URL").env_remove("HOODY_TOKEN");
+        let child = cmd.spawn().expect("spawn hoodyd");
+        let (http, quic) = wait_for_endpoints(&endpoints, Duration::from_secs(30));
+        let token = std::fs::read_to_string(dir.path().join("admin.token")).expect("admin.token").trim().to_string();
+        Daemon { dir, child: Some(child), url: format!("http://{http}"), quic, token }
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn request(&self, method: &str, path: &str, token: Option<&str>, body: Option<&[u8]>) -> Reply {
+        let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(30)).build();
+        let mut req = agent.request(method, &format!("{}{path}", self.url));
+        if let Some(t) = token {
+            req = req.set("Authorization", &format!("Bearer {t}"));
+        }
+        let result = match body {
+            Some(b) => req.set("Content-Type", "application/json").send_bytes(b),
+            None => req.call(),
+        };
+        let resp = match result {
+            Ok(r) => r,
+            Err(ureq::Error::Status(_, r)) => r,
+            Err(e) => panic!("{method} {path}: {e}"),
+        };
+        let status = resp.status();
+        let text = resp.into_string().expect("body");
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Reply { status, body }
+    }
+
+    /// A call with the admin token.
+    pub fn call(&self, method: &str, path: &str, body: Option<Value>) -> Reply {
+        let bytes = body.map(|b| serde_json::to_vec(&b).unwrap());
+        self.request(method, &format!("/api/v1{path}"), Some(&self.token), bytes.as_deref()).enveloped()
+    }
+
+    pub fn call_as(&self, token: &str, method: &str, path: &str, body: Option<Value>) -> Reply {
+        let bytes = body.map(|b| serde_json::to_vec(&b).unwrap());
+        self.request(method, &format!("/api/v1{path}"), Some(token), bytes.as_deref()).enveloped()
+    }
+
+    pub fn project(&self, name: &str) -> String {
+        let r = self.call("POST", "/projects", Some(serde_json::json!({ "name": name })));
+        assert_eq!(r.status, 201, "{r:?}");
+        r.data()["id"].as_str().unwrap().to_string()
+    }
+
+    pub fn container(&self, project: &str, name: &str) -> Value {
+        let r = self.call("POST", "/containers", Some(serde_json::json!({ "name": name, "project_id": project })));
+        assert_eq!(r.status, 201, "{r:?}");
+        r.data().clone()
+    }
+
+    /// A token of a new account, made with `hoodyd token create` while the daemon runs.
+    pub fn token_for(&self, account: &str) -> String {
+        let out = Command::new(HOODYD).args(["token", "create", "--account", account, "--data-dir"]).arg(self.data_dir()).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().expect("running").id() as i32
+    }
+
+    /// Sends `signal` and waits for the exit status, at most `within`.
+    pub fn stop_with(&mut self, signal: i32, within: Duration) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        // SAFETY: signalling our own child process.
+        unsafe { libc::kill(child.id() as i32, signal) };
+        let started = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if started.elapsed() > within {
+                let _ = child.kill();
+                panic!("hoodyd did not exit within {within:?} of signal {signal}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops the daemon gracefully and hands back its data dir.
+    pub fn into_dir(mut self) -> tempfile::TempDir {
+        let status = self.stop_with(libc::SIGTERM, Duration::from_secs(5));
+        assert!(status.success(), "hoodyd exited with {status}");
+        std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap())
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+pub fn wait_for_endpoints(path: &Path, within: Duration) -> (String, String) {
+    let started = Instant::now();
+    loop {
+        if let Ok(text) = std::fs::read_to_string(path) {
+            if let Ok(v) = serde_json::from_str::<Value>(&text) {
+                return (v["http"].as_str().unwrap().to_string(), v["quic"].as_str().unwrap().to_string());
+            }
+        }
+        assert!(started.elapsed() < within, "hoodyd did not write {} within {within:?}", path.display());
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+pub fn path_of(v: &Value) -> PathBuf {
+    PathBuf::from(v["rootfs_path"].as_str().unwrap())
+}

@@ -1,0 +1,181 @@
+//! The daemon as a process: first start, restart, signals, configuration, tokens,
+//! and recovery of work a crash interrupted.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{path_of, wait_for_endpoints, Daemon, HOODYD};
+use serde_json::json;
+
+#[test]
+fn first_start_writes_endpoints_and_a_private_admin_token() {
+    let d = Daemon::start();
+    let mode = std::fs::metadata(d.data_dir().join("admin.token")).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    assert!(d.token.starts_with("hoody_"));
+    let eps: serde_json::Value = serde_json::from_slice(&std::fs::read(d.data_dir().join("run/endpoints.json")).unwrap()).unwrap();
+    assert_eq!(format!("http://{}", eps["http"].as_str().unwrap()), d.url);
+    assert!(eps["quic"].as_str().unwrap().starts_with("127.0.0.1:"));
+    for dir in ["containers", "store", "state", "tls"] {
+        assert!(d.data_dir().join(dir).is_dir(), "{dir}");
+    }
+    let catalog = std::fs::read(d.data_dir().join("catalog.db")).unwrap();
+    let secret = d.token.rsplit('_').next().unwrap();
+    assert!(!String::from_utf8_lossy(&catalog).contains(secret), "token secret stored in clear");
+}
+
+#[test]
+fn data_survives_a_restart_and_the_token_stays_valid() {
+    let d = Daemon::start();
+    let p = d.project("p");
+    let c = d.container(&p, "keep-me");
+    let id = c["id"].as_str().unwrap().to_string();
+    d.call("POST", &format!("/containers/{id}/stop"), None);
+    let token = d.token.clone();
+    let dir = d.into_dir();
+    assert!(!dir.path().join("run/endpoints.json").exists(), "a clean stop removes endpoints.json");
+
+    let d = Daemon::start_in(dir, &[]);
+    assert_eq!(d.token, token, "admin.token is written once");
+    let got = d.call("GET", &format!("/containers/{id}"), None);
+    assert_eq!(got.status, 200);
+    assert_eq!(got.data()["name"], "keep-me");
+    assert_eq!(got.data()["status"], "stopped");
+    assert!(path_of(got.data()).is_dir());
+    assert_eq!(d.call("GET", &format!("/projects/{p}"), None).status, 200);
+}
+
+#[test]
+fn sigterm_and_sigint_stop_the_daemon_with_exit_0_within_5_s() {
+    for signal in [libc::SIGTERM, libc::SIGINT] {
+        let mut d = Daemon::start();
+        let p = d.project("p");
+        d.container(&p, "c");
+        let started = Instant::now();
+        let status = d.stop_with(signal, Duration::from_secs(5));
+        assert!(status.success(), "signal {signal}: {status}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+}
+
+#[test]
+fn a_second_daemon_on_the_same_data_dir_is_refused() {
+    let d = Daemon::start();
+    let out = Command::new(HOODYD)
+        .args(["serve", "--http", "127.0.0.1:0", "--quic", "127.0.0.1:0", "--data-dir"])
+        .arg(d.data_dir())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("another hoodyd"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(d.call("GET", "/containers", None).status, 200, "the first keeps serving");
+}
+
+#[test]
+fn token_create_works_with_and_without_a_running_daemon() {
+    let dir = tempfile::tempdir().unwrap();
+    let offline = Command::new(HOODYD).args(["token", "create", "--account", "carol", "--data-dir"]).arg(dir.path()).output().unwrap();
+    assert!(offline.status.success(), "{}", String::from_utf8_lossy(&offline.stderr));
+    let carol = String::from_utf8(offline.stdout).unwrap().trim().to_string();
+    let d = Daemon::start_in(dir, &[]);
+    assert_eq!(d.call_as(&carol, "GET", "/containers", None).status, 200);
+    let online = d.token_for("dave");
+    assert_eq!(d.call_as(&online, "POST", "/projects", Some(json!({"name": "x"}))).status, 201);
+    assert_eq!(d.call_as(&carol, "GET", "/projects", None).body["total"], 0, "accounts are separate");
+    let bad = Command::new(HOODYD).args(["token", "create", "--account", "", "--data-dir"]).arg(d.data_dir()).output().unwrap();
+    assert!(!bad.status.success());
+}
+
+#[test]
+fn config_file_env_and_flags_layer_and_json_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("hoodyd.toml");
+    let data = dir.path().join("data");
+    std::fs::write(&config, format!("data_dir = {:?}\nhttp = \"127.0.0.1:0\"\nquic = \"127.0.0.1:0\"\nnode_name = \"from-file\"\n", data)).unwrap();
+    let child = Command::new(HOODYD)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("HOODY_NODE_NAME", "from-env")
+        .env("HOODY_LOG_FORMAT", "json")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (http, _) = wait_for_endpoints(&data.join("run/endpoints.json"), Duration::from_secs(30));
+    let token = std::fs::read_to_string(data.join("admin.token")).unwrap();
+    let resp: serde_json::Value = ureq::get(&format!("http://{http}/api/v1/servers")).set("Authorization", &format!("Bearer {}", token.trim())).call().unwrap().into_json().unwrap();
+    assert_eq!(resp["data"][0]["name"], "from-env", "env wins over the file");
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains(&format!("\"http\":\"{http}\"")), "prints its endpoints: {stdout}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let first = stderr.lines().next().expect("a log line");
+    let line: serde_json::Value = serde_json::from_str(first).unwrap_or_else(|e| panic!("not JSON ({e}): {first}"));
+    assert!(line["level"].is_string() && line["fields"]["message"].is_string(), "{line}");
+
+    let bad = Command::new(HOODYD).args(["serve", "--config"]).arg(dir.path().join("missing.toml")).output().unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("missing.toml"));
+}
+
+#[test]
+fn a_start_after_a_crash_finishes_deletions_and_removes_orphan_rootfs() {
+    let d = Daemon::start();
+    let p = d.project("p");
+    let doomed = d.container(&p, "doomed");
+    let kept = d.container(&p, "kept");
+    let doomed_id = doomed["id"].as_str().unwrap().to_string();
+    let mut d = d;
+    d.stop_with(libc::SIGKILL, Duration::from_secs(5));
+    let dir = std::mem::replace(&mut d.dir, tempfile::tempdir().unwrap());
+    drop(d);
+
+    // What a crash can leave: a deletion marked but not done, a rootfs without record.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let catalog = hoodyd::bootstrap::open_catalog(&hoodyd::layout::DataLayout::new(dir.path())).await.unwrap();
+        let mut rec = catalog.container(&doomed_id).await.unwrap().unwrap();
+        rec.status = hoody_api::model::ContainerStatus::Deleting;
+        catalog.put_container(&rec).await.unwrap();
+    });
+    let orphan = dir.path().join("containers/0123456789abcdef01234567/rootfs");
+    std::fs::create_dir_all(&orphan).unwrap();
+
+    let d = Daemon::start_in(dir, &[]);
+    assert!(!orphan.parent().unwrap().exists(), "orphan rootfs removed at start");
+    assert!(!path_of(&doomed).exists(), "interrupted deletion finished");
+    assert_eq!(d.call("GET", &format!("/containers/{doomed_id}"), None).status, 404);
+    assert_eq!(d.call("GET", &format!("/containers/{}", kept["id"].as_str().unwrap()), None).status, 200);
+    assert!(path_of(&kept).is_dir());
+}
+
+#[test]
+fn concurrent_requests_are_safe() {
+    let d = Daemon::start();
+    let p = d.project("p");
+    std::thread::scope(|s| {
+        for t in 0..8 {
+            let (d, p) = (&d, &p);
+            s.spawn(move || {
+                for i in 0..10 {
+                    d.container(p, &format!("c-{t}-{i}"));
+                }
+            });
+        }
+    });
+    let list = d.call("GET", "/containers", None);
+    assert_eq!(list.body["total"], 80);
+    let id = list.data()[0]["id"].as_str().unwrap().to_string();
+    // Racing transitions: exactly one `pause` wins from `running`.
+    let wins: usize = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..8).map(|_| s.spawn(|| d.call("POST", &format!("/containers/{id}/pause"), None).status)).collect();
+        handles.into_iter().map(|h| h.join().unwrap()).filter(|s| *s == 200).count()
+    });
+    assert_eq!(wins, 1);
+}
