@@ -12,3 +12,4 @@ pub mod engine;
 pub mod ids;
 pub mod layout;
 pub mod tokens;
+pub mod store;

@@ -91,7 +91,7 @@ def section(a, lines):
            "- machine: %s CPUs (`nproc`), %s, %s RAM, kernel %s" % (cpus, model, mem, kernel),
            "- runs: %d (figures are medians)" % a.runs]
     for t in reference:
-        out.append("- reference: %s%s" % (t, (" — " + refs[t]) if refs.get(t) else ""))
+        out.append("- reference: %s" % " ".join(filter(None, [t, refs.get(t)])))
     out += ["", "| metric | unit | better | %s | %s | %s |" % (
         SUBJECT, " | ".join(tools), " | ".join("%s/%s" % (SUBJECT, t) for t in reference)),
         "|---" * (4 + len(tools) + len(reference)) + "|"]
@@ -100,7 +100,7 @@ def section(a, lines):
         row = [m, units[m], better(units[m]), fmt(h)] + [fmt(med.get((m, t))) for t in tools]
         for t in reference:
             r = med.get((m, t))
-            row.append("%.2f×" % (h / r) if h is not None and r else "—")
+            row.append("%.3g×" % (h / r) if h is not None and r else "—")
         out.append("| " + " | ".join(row) + " |")
     # The individual runs, so a reader can judge the spread behind each median.
     out += ["", "<details><summary>values of every run</summary>", ""]
