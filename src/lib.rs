@@ -13,3 +13,4 @@ pub mod ids;
 pub mod layout;
 pub mod tokens;
 pub mod store;
+pub mod snapshot;

@@ -1,0 +1,11 @@
+//! Snapshots: trees of a container's filesystem in the block store, captured
+//! incrementally and restored in place.
+
+pub mod capture;
+pub mod posix;
+pub mod restore;
+pub mod statcache;
+pub mod tree;
+
+#[cfg(test)]
+pub mod fidelity_tests;

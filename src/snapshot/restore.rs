@@ -1,0 +1,332 @@
+//! Restore in place: make a root filesystem exactly a snapshot's tree, writing
+//! only what differs.
+//!
+//! Two phases. *Stage*: walk the snapshot against the current files and write
+//! the content of every file that differs into a staging directory inside the
+//! rootfs (same filesystem, so a rename puts it in place); every block is
+//! verified on the way, and any failure removes the staging area and leaves the
+//! container untouched. *Apply*: remove what the snapshot lacks, rename staged
+//! files into place, create directories, links and special files, then set
+//! owners, modes, xattrs and times (directories after their contents).
+//! Re-running a restore that was cut off converges to the same result.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use super::capture::{CHUNK_AVG, CHUNK_MAX, CHUNK_MIN, STAGING_DIR};
+use super::posix;
+use super::statcache::{CachedFile, StatCache};
+use super::tree::{Content, Entry, EntryKind, Extent, Tree};
+use crate::store::{BlockHash, BlockStore, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error("snapshot data for {path} is unreadable: {source}")]
+    Corrupt { path: String, source: StoreError },
+    #[error("snapshot tree {0} is missing or corrupt")]
+    BadTree(BlockHash),
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+}
+
+fn at(path: &Path) -> impl FnOnce(io::Error) -> RestoreError + '_ {
+    move |source| RestoreError::Io { path: path.to_path_buf(), source }
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RestoreStats {
+    pub files_written: u64,
+    pub bytes_written: u64,
+    pub entries_removed: u64,
+    pub entries_created: u64,
+}
+
+struct Restorer<'a> {
+    store: &'a BlockStore,
+    root: PathBuf,
+    dev: u64,
+    old: &'a StatCache,
+    trees: HashMap<BlockHash, Tree>,
+    staged: HashMap<Vec<u8>, PathBuf>,
+    staging: PathBuf,
+    stats: RestoreStats,
+    new_cache: StatCache,
+}
+
+fn join(rel: &[u8], name: &[u8]) -> Vec<u8> {
+    if rel.is_empty() {
+        name.to_vec()
+    } else {
+        [rel, b"/", name].concat()
+    }
+}
+
+fn lstat(path: &Path) -> Option<std::fs::Metadata> {
+    std::fs::symlink_metadata(path).ok()
+}
+
+fn kind_of(st: &std::fs::Metadata) -> EntryKind {
+    EntryKind::from_mode(st.mode())
+}
+
+fn remove_any(path: &Path) -> io::Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(st) if st.is_dir() => std::fs::remove_dir_all(path),
+        Ok(_) => std::fs::remove_file(path),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// The extents a file's current content would have, hashing without storing.
+fn current_extents(path: &Path, size: u64) -> io::Result<Vec<Extent>> {
+    let file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NOATIME).open(path).or_else(|_| File::open(path))?;
+    if size <= CHUNK_MIN as u64 {
+        let mut data = Vec::new();
+        (&file).read_to_end(&mut data)?;
+        if data.is_empty() {
+            return Ok(Vec::new());
+        }
+        return Ok(vec![Extent { offset: 0, chunks: vec![(BlockHash::of(&data), data.len() as u32)] }]);
+    }
+    let mut extents = Vec::new();
+    for (offset, len) in posix::data_regions(&file, size)? {
+        let mut f = &file;
+        std::io::Seek::seek(&mut f, io::SeekFrom::Start(offset))?;
+        let mut chunks = Vec::new();
+        for chunk in fastcdc::v2020::StreamCDC::new(f.take(len), CHUNK_MIN, CHUNK_AVG, CHUNK_MAX) {
+            let chunk = chunk.map_err(|e| io::Error::other(e.to_string()))?;
+            chunks.push((BlockHash::of(&chunk.data), chunk.data.len() as u32));
+        }
+        if !chunks.is_empty() {
+            extents.push(Extent { offset, chunks });
+        }
+    }
+    Ok(extents)
+}
+
+/// Compares chunk sequences only: the same bytes at the same offsets.
+fn same_content(a: &[Extent], b: &[Extent]) -> bool {
+    a == b
+}
+
+impl Restorer<'_> {
+    fn tree(&mut self, hash: &BlockHash) -> Result<Tree, RestoreError> {
+        if let Some(t) = self.trees.get(hash) {
+            return Ok(t.clone());
+        }
+        let bytes = self.store.get(hash).map_err(|_| RestoreError::BadTree(*hash))?;
+        let tree = Tree::decode(&bytes).ok_or(RestoreError::BadTree(*hash))?;
+        self.trees.insert(*hash, tree.clone());
+        Ok(tree)
+    }
+
+    fn abs(&self, rel: &[u8]) -> PathBuf {
+        self.root.join(OsStr::from_bytes(rel))
+    }
+
+    /// Phase 1: stage the content of every file that differs.
+    fn stage(&mut self, tree: &BlockHash, rel: &[u8]) -> Result<(), RestoreError> {
+        for entry in self.tree(tree)?.entries {
+            let child = join(rel, &entry.name);
+            match &entry.content {
+                Content::Dir(sub) => self.stage(sub, &child)?,
+                Content::File(extents) => {
+                    if entry.link_group.as_ref().is_some_and(|g| g != &child) {
+                        continue; // linked to its group's first member in phase 2
+                    }
+                    if !self.content_matches(&child, &entry, extents) {
+                        self.stage_file(&child, &entry, extents)?;
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn content_matches(&self, rel: &[u8], entry: &Entry, extents: &[Extent]) -> bool {
+        let path = self.abs(rel);
+        let Some(st) = lstat(&path) else { return false };
+        if !st.is_file() || st.dev() != self.dev || st.size() != entry.size {
+            return false;
+        }
+        if st.nlink() > 1 && entry.link_group.is_none() {
+            return false; // must become a file of its own: rewrite to break the link
+        }
+        match self.old.files.get(rel) {
+            Some(c) if c.matches(&st) => same_content(&c.extents, extents),
+            _ => current_extents(&path, st.size()).map(|cur| same_content(&cur, extents)).unwrap_or(false),
+        }
+    }
+
+    fn stage_file(&mut self, rel: &[u8], entry: &Entry, extents: &[Extent]) -> Result<(), RestoreError> {
+        let path = self.staging.join(format!("{}", self.staged.len()));
+        let file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path).map_err(at(&path))?;
+        file.set_len(entry.size).map_err(at(&path))?;
+        for extent in extents {
+            let mut offset = extent.offset;
+            for (hash, len) in &extent.chunks {
+                let data = self.store.get(hash).map_err(|source| RestoreError::Corrupt { path: String::from_utf8_lossy(rel).into_owned(), source })?;
+                file.write_all_at(&data, offset).map_err(at(&path))?;
+                offset += *len as u64;
+                self.stats.bytes_written += *len as u64;
+            }
+        }
+        self.stats.files_written += 1;
+        self.staged.insert(rel.to_vec(), path);
+        Ok(())
+    }
+
+    /// Phase 2: make directory `rel` hold exactly the entries of `tree`.
+    fn apply(&mut self, tree: &BlockHash, rel: &[u8]) -> Result<(), RestoreError> {
+        let dir = self.abs(rel);
+        let tree = self.tree(tree)?;
+        let mut wanted: HashMap<&[u8], &Entry> = HashMap::with_capacity(tree.entries.len());
+        for e in &tree.entries {
+            wanted.insert(&e.name, e);
+        }
+        for name in std::fs::read_dir(&dir).map_err(at(&dir))? {
+            let name = name.map_err(at(&dir))?.file_name();
+            if rel.is_empty() && name == STAGING_DIR {
+                continue;
+            }
+            let path = dir.join(&name);
+            let Some(st) = lstat(&path) else { continue };
+            if st.dev() != self.dev {
+                continue; // a mount inside the container (a share): never touched
+            }
+            let keep = wanted.get(name.as_bytes()).is_some_and(|e| e.kind == kind_of(&st));
+            if !keep {
+                remove_any(&path).map_err(at(&path))?;
+                self.stats.entries_removed += 1;
+            }
+        }
+        for entry in &tree.entries {
+            let child = join(rel, &entry.name);
+            let path = self.abs(&child);
+            let cur = lstat(&path);
+            if cur.as_ref().is_some_and(|st| st.dev() != self.dev) {
+                continue;
+            }
+            match &entry.content {
+                Content::Dir(sub) => {
+                    if cur.is_none() {
+                        std::fs::create_dir(&path).map_err(at(&path))?;
+                        self.stats.entries_created += 1;
+                    }
+                    self.apply(sub, &child)?;
+                }
+                Content::File(extents) => {
+                    match (&entry.link_group, self.staged.remove(&child)) {
+                        (Some(group), _) if group != &child => {
+                            let first = self.abs(group);
+                            let first_ino = lstat(&first).map(|s| s.ino());
+                            if cur.as_ref().map(|s| s.ino()) != first_ino || first_ino.is_none() {
+                                remove_any(&path).map_err(at(&path))?;
+                                std::fs::hard_link(&first, &path).map_err(at(&path))?;
+                                self.stats.entries_created += 1;
+                            }
+                        }
+                        (_, Some(staged)) => {
+                            std::fs::rename(&staged, &path).map_err(at(&path))?;
+                            if cur.is_none() {
+                                self.stats.entries_created += 1;
+                            }
+                        }
+                        _ => {}
+                    }
+                    self.set_meta(&path, entry)?;
+                    if let Some(st) = lstat(&path) {
+                        self.new_cache.files.insert(child, CachedFile::from_stat(&st, extents.clone()));
+                    }
+                    continue;
+                }
+                Content::Symlink(target) => {
+                    let same = cur.as_ref().is_some_and(|_| std::fs::read_link(&path).is_ok_and(|t| t.as_os_str().as_bytes() == target.as_slice()));
+                    if !same {
+                        remove_any(&path).map_err(at(&path))?;
+                        std::os::unix::fs::symlink(OsStr::from_bytes(target), &path).map_err(at(&path))?;
+                        self.stats.entries_created += 1;
+                    }
+                }
+                Content::Special => {
+                    let same = cur.as_ref().is_some_and(|st| kind_of(st) == entry.kind && (st.rdev() == entry.rdev || !matches!(entry.kind, EntryKind::CharDev | EntryKind::BlockDev)));
+                    if !same {
+                        remove_any(&path).map_err(at(&path))?;
+                        let fmt = match entry.kind {
+                            EntryKind::Fifo => libc::S_IFIFO,
+                            EntryKind::Socket => libc::S_IFSOCK,
+                            EntryKind::CharDev => libc::S_IFCHR,
+                            _ => libc::S_IFBLK,
+                        };
+                        posix::mknod(&path, fmt | (entry.mode & 0o777), entry.rdev).map_err(at(&path))?;
+                        self.stats.entries_created += 1;
+                    }
+                }
+            }
+            self.set_meta(&path, entry)?;
+        }
+        Ok(())
+    }
+
+    /// Owner, then mode (a chown clears setuid), then xattrs, then times.
+    fn set_meta(&self, path: &Path, e: &Entry) -> Result<(), RestoreError> {
+        let st = lstat(path).ok_or_else(|| at(path)(io::Error::from(io::ErrorKind::NotFound)))?;
+        if st.uid() != e.uid || st.gid() != e.gid {
+            posix::lchown(path, e.uid, e.gid).map_err(at(path))?;
+        }
+        if e.kind != EntryKind::Symlink && (st.mode() & 0o7777 != e.mode || st.uid() != e.uid || st.gid() != e.gid) {
+            posix::chmod(path, e.mode).map_err(at(path))?;
+        }
+        if e.kind != EntryKind::Symlink || !e.xattrs.is_empty() {
+            posix::sync_xattrs(path, &e.xattrs).map_err(at(path))?;
+        }
+        let (atime, mtime) = (super::tree::Timestamp { sec: st.atime(), nsec: st.atime_nsec() as u32 }, super::tree::Timestamp { sec: st.mtime(), nsec: st.mtime_nsec() as u32 });
+        if atime != e.atime || mtime != e.mtime {
+            posix::set_times(path, e.atime, e.mtime).map_err(at(path))?;
+        }
+        Ok(())
+    }
+}
+
+/// Makes `rootfs` exactly the snapshot `root` (as made by capture). Returns what
+/// was done and the stat cache of the restored state.
+pub fn restore(store: &BlockStore, root: &BlockHash, rootfs: &Path, old: &StatCache) -> Result<(RestoreStats, StatCache), RestoreError> {
+    std::fs::create_dir_all(rootfs).map_err(at(rootfs))?;
+    let root_st = std::fs::symlink_metadata(rootfs).map_err(at(rootfs))?;
+    let dev = root_st.dev();
+    let staging = rootfs.join(STAGING_DIR);
+    remove_any(&staging).map_err(at(&staging))?;
+    std::fs::create_dir(&staging).map_err(at(&staging))?;
+    let mut r = Restorer {
+        store,
+        root: rootfs.to_path_buf(),
+        dev,
+        old,
+        trees: HashMap::new(),
+        staged: HashMap::new(),
+        staging: staging.clone(),
+        stats: RestoreStats::default(),
+        new_cache: StatCache::default(),
+    };
+    let wrapper = r.tree(root)?;
+    let root_entry = wrapper.entries.first().cloned().ok_or(RestoreError::BadTree(*root))?;
+    let Content::Dir(inner) = root_entry.content else { return Err(RestoreError::BadTree(*root)) };
+    if let Err(e) = r.stage(&inner, b"") {
+        // Leave the container exactly as it was, the root's times included.
+        let _ = std::fs::remove_dir_all(&staging);
+        let _ = posix::set_times(rootfs, super::tree::Timestamp { sec: root_st.atime(), nsec: root_st.atime_nsec() as u32 }, super::tree::Timestamp { sec: root_st.mtime(), nsec: root_st.mtime_nsec() as u32 });
+        return Err(e);
+    }
+    r.apply(&inner, b"")?;
+    std::fs::remove_dir_all(&staging).map_err(at(&staging))?;
+    r.set_meta(rootfs, &root_entry)?;
+    posix::syncfs(rootfs).map_err(at(rootfs))?;
+    Ok((r.stats, r.new_cache))
+}

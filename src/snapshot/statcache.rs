@@ -1,0 +1,140 @@
+//! Per container: what each regular file looked like at the last snapshot or
+//! restore (inode, size, mtime, ctime) and its extents, so the next snapshot
+//! reads only files whose stat changed and a restore writes only what differs.
+//! Node-local state: `<data>/state/statcache/<container>.bin`.
+
+use std::collections::HashMap;
+use std::io;
+use std::path::Path;
+
+use super::tree::{decode_extents_from, encode_extents, Extent, Timestamp};
+
+const MAGIC: &[u8; 8] = b"HOODYSC1";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CachedFile {
+    pub ino: u64,
+    pub size: u64,
+    pub mtime: Timestamp,
+    pub ctime: Timestamp,
+    pub extents: Vec<Extent>,
+}
+
+impl CachedFile {
+    pub fn matches(&self, st: &std::fs::Metadata) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        self.ino == st.ino()
+            && self.size == st.size()
+            && self.mtime == Timestamp { sec: st.mtime(), nsec: st.mtime_nsec() as u32 }
+            && self.ctime == Timestamp { sec: st.ctime(), nsec: st.ctime_nsec() as u32 }
+    }
+
+    pub fn from_stat(st: &std::fs::Metadata, extents: Vec<Extent>) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        CachedFile {
+            ino: st.ino(),
+            size: st.size(),
+            mtime: Timestamp { sec: st.mtime(), nsec: st.mtime_nsec() as u32 },
+            ctime: Timestamp { sec: st.ctime(), nsec: st.ctime_nsec() as u32 },
+            extents,
+        }
+    }
+}
+
+/// Relative path (bytes) → cached file.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StatCache {
+    pub files: HashMap<Vec<u8>, CachedFile>,
+}
+
+impl StatCache {
+    /// Loads the cache at `path`; a missing or unreadable cache is an empty one
+    /// (it only makes the next snapshot read more).
+    pub fn load(path: &Path) -> StatCache {
+        std::fs::read(path).ok().and_then(|b| Self::decode(&b)).unwrap_or_default()
+    }
+
+    pub fn save(&self, path: &Path) -> io::Result<()> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        crate::layout::write_atomic(path, &self.encode(), 0o600)
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16 + self.files.len() * 96);
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&(self.files.len() as u64).to_le_bytes());
+        for (path, f) in &self.files {
+            out.extend_from_slice(&(path.len() as u32).to_le_bytes());
+            out.extend_from_slice(path);
+            out.extend_from_slice(&f.ino.to_le_bytes());
+            out.extend_from_slice(&f.size.to_le_bytes());
+            for t in [f.mtime, f.ctime] {
+                out.extend_from_slice(&t.sec.to_le_bytes());
+                out.extend_from_slice(&t.nsec.to_le_bytes());
+            }
+            encode_extents(&mut out, &f.extents);
+        }
+        out
+    }
+
+    fn decode(b: &[u8]) -> Option<StatCache> {
+        if b.len() < 16 || &b[..8] != MAGIC {
+            return None;
+        }
+        let n = u64::from_le_bytes(b[8..16].try_into().ok()?) as usize;
+        let mut cur = Cursor { b, pos: 16 };
+        let mut files = HashMap::with_capacity(n.min(1 << 20));
+        for _ in 0..n {
+            let plen = cur.u32()? as usize;
+            let path = cur.take(plen)?.to_vec();
+            let (ino, size) = (cur.u64()?, cur.u64()?);
+            let mtime = Timestamp { sec: cur.u64()? as i64, nsec: cur.u32()? };
+            let ctime = Timestamp { sec: cur.u64()? as i64, nsec: cur.u32()? };
+            let (extents, used) = decode_extents_from(b.get(cur.pos..)?)?;
+            cur.pos += used;
+            files.insert(path, CachedFile { ino, size, mtime, ctime, extents });
+        }
+        Some(StatCache { files })
+    }
+}
+
+struct Cursor<'a> {
+    b: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, len: usize) -> Option<&'a [u8]> {
+        let s = self.b.get(self.pos..self.pos + len)?;
+        self.pos += len;
+        Some(s)
+    }
+    fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
+    }
+    fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::BlockHash;
+
+    #[test]
+    fn round_trips_through_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = StatCache::default();
+        c.files.insert(
+            b"a/b".to_vec(),
+            CachedFile { ino: 7, size: 9, mtime: Timestamp { sec: 1, nsec: 2 }, ctime: Timestamp { sec: 3, nsec: 4 }, extents: vec![Extent { offset: 0, chunks: vec![(BlockHash::of(b"x"), 9)] }] },
+        );
+        let path = dir.path().join("c.bin");
+        c.save(&path).unwrap();
+        assert_eq!(StatCache::load(&path), c);
+        assert_eq!(StatCache::load(&dir.path().join("missing")), StatCache::default());
+    }
+}
