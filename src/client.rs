@@ -36,6 +36,9 @@ pub enum Command {
     /// Projects: create, list, get.
     #[command(subcommand)]
     Projects(ProjectsCmd),
+    /// Snapshots of a container: create, list, get, restore (in place), delete.
+    #[command(subcommand)]
+    Snapshots(SnapshotsCmd),
     /// Servers of the cluster.
     #[command(subcommand)]
     Servers(ServersCmd),
@@ -95,6 +98,41 @@ pub enum ProjectsCmd {
     },
     List,
     Get { id: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SnapshotsCmd {
+    /// Snapshot the container now.
+    Create {
+        #[arg(long)]
+        container: String,
+        /// Name of the snapshot [default: snap-YYYYMMDD-HHMMSS].
+        #[arg(long)]
+        alias: Option<String>,
+        /// Days until the daemon removes it.
+        #[arg(long)]
+        expiry: Option<f64>,
+    },
+    List {
+        #[arg(long)]
+        container: String,
+    },
+    Get {
+        #[arg(long)]
+        container: String,
+        alias: String,
+    },
+    /// Restore the container in place to the snapshot (its files become exactly the snapshot's).
+    Restore {
+        #[arg(long)]
+        container: String,
+        alias: String,
+    },
+    Delete {
+        #[arg(long)]
+        container: String,
+        alias: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -170,6 +208,7 @@ impl Api {
 
 const CONTAINER_COLUMNS: &[&str] = &["id", "name", "status", "project_id", "server_name", "created_at"];
 const PROJECT_COLUMNS: &[&str] = &["id", "name", "created_at"];
+const SNAPSHOT_COLUMNS: &[&str] = &["alias", "id", "mode", "created_at", "expires_at", "size_bytes", "new_bytes"];
 const SERVER_COLUMNS: &[&str] = &["id", "name", "addresses.http", "addresses.quic", "free_bytes"];
 
 /// Runs one command, printing its output; the error carries the exit code.
@@ -184,6 +223,23 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
                 ProjectsCmd::Get { id } => api.call("GET", &format!("/projects/{}", encode(id)), None)?,
             };
             (env, PROJECT_COLUMNS)
+        }
+        Command::Snapshots(cmd) => {
+            let base = |c: &str| format!("/containers/{}/snapshots", encode(c));
+            let env = match cmd {
+                SnapshotsCmd::Create { container, alias, expiry } => api.call("POST", &base(container), Some(json!({"alias": alias, "expiry": expiry})))?,
+                SnapshotsCmd::List { container } => api.call("GET", &base(container), None)?,
+                SnapshotsCmd::Get { container, alias } => api.call("GET", &format!("{}/{}", base(container), encode(alias)), None)?,
+                SnapshotsCmd::Restore { container, alias } => {
+                    let env = api.call("PATCH", &format!("{}/{}", base(container), encode(alias)), None)?;
+                    if env["data"]["done"] == json!(false) {
+                        wait_for_job(&api, container)?;
+                    }
+                    json!({"statusCode": 200, "message": "restored", "data": env["data"]["snapshot"]})
+                }
+                SnapshotsCmd::Delete { container, alias } => api.call("DELETE", &format!("{}/{}", base(container), encode(alias)), None)?,
+            };
+            (env, SNAPSHOT_COLUMNS)
         }
         Command::Servers(cmd) => {
             let env = match cmd {
@@ -236,6 +292,24 @@ fn containers(api: &Api, cmd: &ContainersCmd) -> Result<Value, Failure> {
         ContainersCmd::Restart { id } => op(id, "restart"),
         ContainersCmd::Pause { id } => op(id, "pause"),
         ContainersCmd::Resume { id } => op(id, "resume"),
+    }
+}
+
+/// Waits for a container's background job to end, printing its progress on stderr.
+fn wait_for_job(api: &Api, container: &str) -> Result<(), Failure> {
+    loop {
+        let env = api.call("GET", &format!("/containers/{}", encode(container)), None)?;
+        let c = &env["data"];
+        match &c["progress"] {
+            Value::Null => {
+                return match c["status_message"].as_str() {
+                    Some(m) if m.contains("failed") => Err(Failure { message: m.to_string(), code: 1 }),
+                    _ => Ok(()),
+                };
+            }
+            p => eprint!("\r{} {}/{} bytes", p["phase"].as_str().unwrap_or(""), p["bytes_done"], p["bytes_total"]),
+        }
+        std::thread::sleep(Duration::from_millis(500));
     }
 }
 

@@ -41,6 +41,14 @@ struct DataDirLock {
 }
 
 impl DataDirLock {
+    /// `None` when a daemon holds the lock.
+    fn try_acquire(layout: &DataLayout) -> anyhow::Result<Option<Self>> {
+        match Self::acquire(layout) {
+            Ok(l) => Ok(Some(l)),
+            Err(_) => Ok(None),
+        }
+    }
+
     fn acquire(layout: &DataLayout) -> anyhow::Result<Self> {
         use std::os::fd::AsRawFd;
         let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(layout.lock_file())?;
@@ -59,6 +67,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     let boot = crate::bootstrap::init(&layout, &config.node_name).await?;
     let engine = Engine::new(boot.catalog.clone(), layout.clone(), boot.node.clone())?;
     engine.recover().await.context("recovering interrupted work")?;
+    let housekeeping = engine.spawn_housekeeping();
 
     let http = tokio::net::TcpListener::bind(config.http).await.with_context(|| format!("binding HTTP on {}", config.http))?;
     let http_addr = http.local_addr()?;
@@ -88,6 +97,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         Ok(result) => result??,
         Err(_) => tracing::warn!("HTTP connections still open after {DRAIN:?}; closing them"),
     }
+    housekeeping.abort();
     quic.shutdown().await;
     let _ = std::fs::remove_file(layout.endpoints());
     tracing::info!("stopped");
@@ -102,5 +112,35 @@ pub async fn termination_signal() {
     tokio::select! {
         _ = term.recv() => {}
         _ = int.recv() => {}
+    }
+}
+
+/// `hoodyd gc`: through the running daemon when there is one (it owns the
+/// store), else in this process with the data dir locked.
+pub async fn gc(data_dir: &std::path::Path) -> anyhow::Result<hoody_api::model::GcSummary> {
+    let layout = DataLayout::new(data_dir);
+    layout.create_dirs()?;
+    match DataDirLock::try_acquire(&layout)? {
+        Some(_lock) => {
+            // Keep the node's configured name: read it rather than defaulting to the host name.
+            let name = std::fs::read(layout.node_file())
+                .ok()
+                .and_then(|b| serde_json::from_slice::<crate::layout::NodeIdentity>(&b).ok())
+                .map(|n| n.name)
+                .unwrap_or_else(|| crate::config::ConfigLayer::default().resolve().node_name);
+            let boot = crate::bootstrap::init(&layout, &name).await?;
+            let engine = Engine::new(boot.catalog, layout.clone(), boot.node)?;
+            engine.gc_now().await
+        }
+        None => {
+            let endpoints: Endpoints = serde_json::from_slice(&std::fs::read(layout.endpoints()).context("the daemon runs but endpoints.json is missing")?)?;
+            let token = std::fs::read_to_string(layout.admin_token())?.trim().to_string();
+            let url = format!("http://{}/api/v1/admin/gc", endpoints.http);
+            let reply: serde_json::Value = tokio::task::spawn_blocking(move || {
+                ureq::post(&url).set("Authorization", &format!("Bearer {token}")).timeout(Duration::from_secs(3600)).call().map_err(|e| anyhow::anyhow!("{e}"))?.into_json::<serde_json::Value>().map_err(anyhow::Error::from)
+            })
+            .await??;
+            Ok(serde_json::from_value(reply["data"].clone())?)
+        }
     }
 }

@@ -14,3 +14,4 @@ pub mod layout;
 pub mod tokens;
 pub mod store;
 pub mod snapshot;
+pub mod verify;

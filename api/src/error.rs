@@ -27,6 +27,10 @@ pub enum ApiError {
     Conflict(String),
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// An operation that failed for a reason the caller should read (a corrupt
+    /// snapshot block, a filesystem error in the container).
+    #[error("{0}")]
+    Failed(String),
     /// A failure of the daemon itself; the detail is logged, not sent.
     #[error("internal error: {0}")]
     Internal(String),
@@ -63,7 +67,7 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Failed(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -76,6 +80,7 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::Conflict(_) => "conflict",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
+            ApiError::Failed(_) => "operation_failed",
             ApiError::Internal(_) => "internal",
         }
     }

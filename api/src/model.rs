@@ -275,3 +275,47 @@ pub struct Principal {
     pub account_name: String,
     pub is_admin: bool,
 }
+
+/// A named point in a container's life. `id` is the content hash of its root tree.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Snapshot {
+    pub alias: String,
+    pub id: String,
+    pub container_id: String,
+    /// `stateless`: the filesystem only (process state is not captured).
+    pub mode: String,
+    pub created_at: String,
+    pub expires_at: Option<String>,
+    /// Logical size: the sum of the sizes of the container's regular files.
+    pub size_bytes: u64,
+    /// Bytes this snapshot added to the node's store.
+    pub new_bytes: u64,
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSnapshot {
+    /// Defaults to `snap-YYYYMMDD-HHMMSS`.
+    pub alias: Option<String>,
+    /// Days until the snapshot is removed by the daemon (fractions allowed).
+    pub expiry: Option<f64>,
+}
+
+/// What a restore in place did: finished, or still running as a job whose
+/// progress shows on the container.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct RestoreOutcome {
+    pub done: bool,
+    pub container: Container,
+    pub snapshot: Snapshot,
+}
+
+/// What a garbage collection reclaimed.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct GcSummary {
+    pub snapshots_expired: u64,
+    pub objects_removed: u64,
+    pub packs_deleted: u64,
+    pub packs_rewritten: u64,
+    pub bytes_freed: u64,
+}

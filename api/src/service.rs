@@ -23,6 +23,15 @@ pub trait HoodyService: Send + Sync + 'static {
     async fn delete_container(&self, who: &Principal, id: &str) -> Result<(), ApiError>;
     async fn container_operation(&self, who: &Principal, id: &str, op: ContainerOperation) -> Result<Container, ApiError>;
 
+    async fn create_snapshot(&self, who: &Principal, container: &str, req: CreateSnapshot) -> Result<Snapshot, ApiError>;
+    async fn list_snapshots(&self, who: &Principal, container: &str) -> Result<Vec<Snapshot>, ApiError>;
+    async fn get_snapshot(&self, who: &Principal, container: &str, alias: &str) -> Result<Snapshot, ApiError>;
+    /// Restore in place; may finish in the background (`done: false`).
+    async fn restore_snapshot(&self, who: &Principal, container: &str, alias: &str) -> Result<RestoreOutcome, ApiError>;
+    async fn delete_snapshot(&self, who: &Principal, container: &str, alias: &str) -> Result<(), ApiError>;
+    /// Expire snapshots and collect garbage now (admin only).
+    async fn collect_garbage(&self, who: &Principal) -> Result<GcSummary, ApiError>;
+
     async fn list_servers(&self, who: &Principal) -> Result<Vec<Server>, ApiError>;
     async fn get_server(&self, who: &Principal, id: &str) -> Result<Server, ApiError>;
 

@@ -22,6 +22,18 @@ enum Command {
         #[arg(long, env = "HOODY_NODE_NAME")]
         node_name: Option<String>,
     },
+    /// Re-read every block and tree of the store and report corruption by snapshot and path
+    /// (read-only; usable while the daemon runs). Exit code 1 when anything is wrong.
+    Verify {
+        #[command(flatten)]
+        dir: DataDirArg,
+    },
+    /// Expire snapshots and reclaim store space no snapshot references (through the
+    /// running daemon when there is one).
+    Gc {
+        #[command(flatten)]
+        dir: DataDirArg,
+    },
     /// Manage API tokens.
     #[command(subcommand)]
     Token(TokenCmd),
@@ -117,6 +129,31 @@ fn main() -> anyhow::Result<()> {
             let name = ConfigLayer { node_name, ..Default::default() }.resolve().node_name;
             let boot = runtime.block_on(hoodyd::bootstrap::init(&layout, &name))?;
             println!("initialized {} as node {} ({})", layout.root().display(), boot.node.name, boot.node.id);
+            Ok(())
+        }
+        Command::Verify { dir } => {
+            let report = runtime.block_on(hoodyd::verify::verify(&dir.resolve()))?;
+            for p in &report.problems {
+                match (&p.snapshot, &p.path) {
+                    (Some(s), Some(path)) => println!("CORRUPT snapshot {s} path {path}: object {} {}", p.object, p.reason),
+                    _ => println!("CORRUPT unreferenced object {}: {}", p.object, p.reason),
+                }
+            }
+            println!(
+                "verified {} objects ({} bytes stored) and {} snapshots: {}",
+                report.objects,
+                report.bytes,
+                report.snapshots,
+                if report.problems.is_empty() { "ok".to_string() } else { format!("{} problems", report.problems.len()) }
+            );
+            if !report.problems.is_empty() {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        Command::Gc { dir } => {
+            let summary = runtime.block_on(hoodyd::daemon::gc(&dir.resolve()))?;
+            println!("{}", serde_json::to_string(&summary)?);
             Ok(())
         }
         Command::Token(TokenCmd::Create { account, dir }) => {

@@ -83,6 +83,23 @@ pub struct ContainerRecord {
     pub progress: Option<Progress>,
 }
 
+/// A snapshot: its root tree hash (the id) and what the API shows of it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SnapshotRecord {
+    pub alias: String,
+    pub id: String,
+    pub container_id: String,
+    pub account_id: String,
+    pub server_id: String,
+    pub mode: String,
+    pub created_at: String,
+    pub expires_at: Option<String>,
+    /// `expires_at` as Unix seconds, for the expiry sweep.
+    pub expires_unix: Option<i64>,
+    pub size_bytes: u64,
+    pub new_bytes: u64,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ServerRecord {
     pub id: String,
@@ -110,6 +127,9 @@ fn project_name_key(account: &str, name: &str) -> Vec<u8> {
 }
 fn container_key(id: &str) -> Vec<u8> {
     format!("containers/{id}").into_bytes()
+}
+fn snapshot_key(container: &str, alias: &str) -> Vec<u8> {
+    format!("snapshots/{container}/{alias}").into_bytes()
 }
 fn server_key(id: &str) -> Vec<u8> {
     format!("servers/{id}").into_bytes()
@@ -243,6 +263,37 @@ impl Catalog {
 
     pub async fn delete_container(&self, id: &str) -> CatalogResult<bool> {
         Ok(self.kv.delete(&container_key(id)).await?)
+    }
+
+    // --- snapshots
+
+    /// Records a snapshot; an alias already used in the container is a conflict.
+    pub async fn create_snapshot(&self, s: &SnapshotRecord) -> CatalogResult<()> {
+        let key = snapshot_key(&s.container_id, &s.alias);
+        if self.kv.txn(Txn::when(vec![Compare::Absent(key.clone())]).then(vec![Op::Put(key, encode(s))])).await? {
+            Ok(())
+        } else {
+            Err(CatalogError::Conflict(format!("snapshot alias `{}` already exists in this container", s.alias)))
+        }
+    }
+
+    pub async fn snapshot(&self, container: &str, alias: &str) -> CatalogResult<Option<SnapshotRecord>> {
+        self.get_record(snapshot_key(container, alias)).await
+    }
+
+    /// The container's snapshots, oldest first.
+    pub async fn snapshots_of(&self, container: &str) -> CatalogResult<Vec<SnapshotRecord>> {
+        let mut all: Vec<SnapshotRecord> = self.list_records(&format!("snapshots/{container}/")).await?;
+        all.sort_by(|a, b| (&a.created_at, &a.alias).cmp(&(&b.created_at, &b.alias)));
+        Ok(all)
+    }
+
+    pub async fn all_snapshots(&self) -> CatalogResult<Vec<SnapshotRecord>> {
+        self.list_records("snapshots/").await
+    }
+
+    pub async fn delete_snapshot(&self, container: &str, alias: &str) -> CatalogResult<bool> {
+        Ok(self.kv.delete(&snapshot_key(container, alias)).await?)
     }
 
     // --- servers

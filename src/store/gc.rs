@@ -68,7 +68,8 @@ pub fn collect(store: &BlockStore, live: &HashSet<BlockHash>) -> StoreResult<GcR
 impl BlockStore {
     /// Appends an existing object again (GC survivors) and points the index at the copy.
     fn relocate(&self, hash: BlockHash, old: Location, stored: &[u8]) -> StoreResult<()> {
-        let mut w = self.writer.lock().expect("writer lock");
+        let mut guard = self.writer()?;
+        let w = guard.as_mut().expect("checked by writer()");
         let header = super::pack::RecordHeader { kind: old.kind, codec: old.codec, stored_len: old.stored_len, raw_len: old.raw_len, hash };
         let offset = w.pack.append(&header, stored)?;
         let loc = super::location(w.pack.id, offset, &header);

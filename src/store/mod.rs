@@ -53,11 +53,37 @@ struct WriterState {
 pub struct BlockStore {
     packs: PathBuf,
     index: RwLock<HashMap<BlockHash, Location>>,
-    writer: Mutex<WriterState>,
+    /// `None` in a read-only view (verify while the daemon runs).
+    writer: Mutex<Option<WriterState>>,
     files: Mutex<HashMap<u32, Arc<File>>>,
     /// Writers (snapshot, restore, transfers) hold this shared; GC holds it
     /// exclusively, so it never removes a block an operation in flight relies on.
-    pub gate: RwLock<()>,
+    pub gate: Arc<tokio::sync::RwLock<()>>,
+}
+
+/// Cross-process exclusion between GC (exclusive) and `hoodyd verify` (shared),
+/// held with `flock` on `<store>/gc.lock`.
+pub struct StoreLock {
+    _file: File,
+}
+
+impl StoreLock {
+    fn take(dir: &Path, op: libc::c_int) -> io::Result<Self> {
+        use std::os::fd::AsRawFd;
+        std::fs::create_dir_all(dir)?;
+        let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(dir.join("gc.lock"))?;
+        // SAFETY: flock on a file descriptor we own.
+        if unsafe { libc::flock(file.as_raw_fd(), op) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(StoreLock { _file: file })
+    }
+    pub fn exclusive(dir: &Path) -> io::Result<Self> {
+        Self::take(dir, libc::LOCK_EX)
+    }
+    pub fn shared(dir: &Path) -> io::Result<Self> {
+        Self::take(dir, libc::LOCK_SH)
+    }
 }
 
 fn pack_path(dir: &Path, id: u32) -> PathBuf {
@@ -95,6 +121,16 @@ impl BlockStore {
     /// rebuilding missing ones from their packs and recovering the active pack's
     /// tail (records made durable but not yet indexed; a torn record is cut).
     pub fn open(dir: &Path) -> io::Result<Self> {
+        Self::open_mode(dir, false)
+    }
+
+    /// Opens a read-only view: indexes only, no recovery, no writes. Safe beside a
+    /// running daemon (objects it has not committed yet are simply not visible).
+    pub fn open_read_only(dir: &Path) -> io::Result<Self> {
+        Self::open_mode(dir, true)
+    }
+
+    fn open_mode(dir: &Path, read_only: bool) -> io::Result<Self> {
         let packs = dir.join("packs");
         std::fs::create_dir_all(&packs)?;
         let ids = pack_ids(&packs)?;
@@ -104,6 +140,7 @@ impl BlockStore {
             let idx = index_path(&packs, id);
             let mut entries = match index::read_index(&idx, id) {
                 Ok(e) => e,
+                Err(_) if read_only => pack::scan(&pack_path(&packs, id), 0)?.0.iter().map(|(off, h)| (h.hash, location(id, *off, h))).collect(),
                 Err(_) => {
                     let (found, _) = pack::scan(&pack_path(&packs, id), 0)?;
                     let entries: Vec<_> = found.iter().map(|(off, h)| (h.hash, location(id, *off, h))).collect();
@@ -111,7 +148,7 @@ impl BlockStore {
                     entries
                 }
             };
-            if i + 1 == ids.len() {
+            if i + 1 == ids.len() && !read_only {
                 let indexed_end = entries.iter().map(|(_, l)| l.offset + RECORD_HEADER as u64 + l.stored_len as u64).max().unwrap_or(0);
                 let (tail, end) = pack::scan(&pack_path(&packs, id), indexed_end)?;
                 let recovered: Vec<_> = tail.iter().map(|(off, h)| (h.hash, location(id, *off, h))).collect();
@@ -125,16 +162,26 @@ impl BlockStore {
                 map.entry(hash).or_insert(loc);
             }
         }
-        let active = ids.last().copied().unwrap_or(1);
-        let pack = PackWriter::open(&pack_path(&packs, active), active, active_end)?;
-        let flushed = pack.len();
+        let writer = if read_only {
+            None
+        } else {
+            let active = ids.last().copied().unwrap_or(1);
+            let pack = PackWriter::open(&pack_path(&packs, active), active, active_end)?;
+            let flushed = pack.len();
+            Some(WriterState { pack, pending: Vec::new(), flushed })
+        };
         Ok(BlockStore {
             packs,
             index: RwLock::new(map),
-            writer: Mutex::new(WriterState { pack, pending: Vec::new(), flushed }),
+            writer: Mutex::new(writer),
             files: Mutex::new(HashMap::new()),
-            gate: RwLock::new(()),
+            gate: Default::default(),
         })
+    }
+
+    /// A shared hold on the gate that can move into a blocking job.
+    pub async fn gate_owned(&self) -> tokio::sync::OwnedRwLockReadGuard<()> {
+        self.gate.clone().read_owned().await
     }
 
     pub fn packs_dir(&self) -> &Path {
@@ -180,14 +227,24 @@ impl BlockStore {
         self.append(RecordHeader { kind, codec, stored_len: stored.len() as u32, raw_len, hash }, stored)
     }
 
+    /// The writer, or an error in a read-only view.
+    fn writer(&self) -> StoreResult<std::sync::MutexGuard<'_, Option<WriterState>>> {
+        let w = self.writer.lock().expect("writer lock");
+        if w.is_none() {
+            return Err(StoreError::Io(io::Error::new(io::ErrorKind::PermissionDenied, "the store is open read-only")));
+        }
+        Ok(w)
+    }
+
     fn append(&self, header: RecordHeader, stored: &[u8]) -> StoreResult<Put> {
-        let mut w = self.writer.lock().expect("writer lock");
+        let mut guard = self.writer()?;
+        let w = guard.as_mut().expect("checked by writer()");
         // Another thread may have stored the same object while we compressed.
         if self.contains(&header.hash) {
             return Ok(Put { hash: header.hash, stored_bytes: 0 });
         }
         if w.pack.len() >= MAX_PACK_BYTES {
-            self.rotate(&mut w)?;
+            self.rotate(w)?;
         }
         let offset = w.pack.append(&header, stored)?;
         let loc = location(w.pack.id, offset, &header);
@@ -216,19 +273,21 @@ impl BlockStore {
 
     /// Makes every object stored so far durable (pack first, then its index).
     pub fn commit(&self) -> StoreResult<()> {
-        let mut w = self.writer.lock().expect("writer lock");
-        Ok(self.commit_locked(&mut w)?)
+        let mut guard = self.writer()?;
+        Ok(self.commit_locked(guard.as_mut().expect("checked by writer()"))?)
     }
 
     /// Starts a new pack for what follows (GC writes survivors to fresh packs).
     pub fn start_new_pack(&self) -> StoreResult<u32> {
-        let mut w = self.writer.lock().expect("writer lock");
-        self.rotate(&mut w)?;
+        let mut guard = self.writer()?;
+        let w = guard.as_mut().expect("checked by writer()");
+        self.rotate(w)?;
         Ok(w.pack.id)
     }
 
+    /// The pack being appended to (`u32::MAX` in a read-only view: none).
     pub fn active_pack(&self) -> u32 {
-        self.writer.lock().expect("writer lock").pack.id
+        self.writer.lock().expect("writer lock").as_ref().map_or(u32::MAX, |w| w.pack.id)
     }
 
     fn file(&self, pack: u32) -> io::Result<Arc<File>> {
@@ -245,10 +304,12 @@ impl BlockStore {
     pub fn get_stored(&self, hash: &BlockHash) -> StoreResult<(Location, Vec<u8>)> {
         let loc = self.location(hash).ok_or(StoreError::Missing(*hash))?;
         {
-            let mut w = self.writer.lock().expect("writer lock");
-            if loc.pack == w.pack.id && loc.offset + RECORD_HEADER as u64 + loc.stored_len as u64 > w.flushed {
-                w.pack.sync()?;
-                w.flushed = w.pack.len();
+            let mut guard = self.writer.lock().expect("writer lock");
+            if let Some(w) = guard.as_mut() {
+                if loc.pack == w.pack.id && loc.offset + RECORD_HEADER as u64 + loc.stored_len as u64 > w.flushed {
+                    w.pack.sync()?;
+                    w.flushed = w.pack.len();
+                }
             }
         }
         let file = self.file(loc.pack)?;
@@ -335,7 +396,7 @@ mod tests {
             let unindexed = store.put(ObjectKind::Block, b"synced but not indexed").unwrap().hash;
             // Make the pack durable without appending to the index: a crash between the two.
             let mut w = store.writer.lock().unwrap();
-            w.pack.sync().unwrap();
+            w.as_mut().unwrap().pack.sync().unwrap();
             (kept, unindexed)
         };
         let pack = dir.path().join("packs/00000001.pack");

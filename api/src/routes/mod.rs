@@ -6,6 +6,7 @@
 
 mod containers;
 mod projects;
+mod snapshots;
 mod system;
 
 use std::sync::Arc;
@@ -55,6 +56,9 @@ fn api_v1() -> OpenApiRouter<AppState> {
         .routes(routes!(containers::create_container, containers::list_containers))
         .routes(routes!(containers::get_container, containers::update_container, containers::delete_container))
         .routes(routes!(containers::container_operation))
+        .routes(routes!(snapshots::create_snapshot, snapshots::list_snapshots))
+        .routes(routes!(snapshots::get_snapshot, snapshots::restore_snapshot, snapshots::delete_snapshot))
+        .routes(routes!(system::collect_garbage))
         .routes(routes!(system::list_servers))
         .routes(routes!(system::get_server))
 }

@@ -4,7 +4,7 @@ use axum::response::IntoResponse;
 use axum::Extension;
 
 use super::AppState;
-use crate::model::{Health, Principal, Server};
+use crate::model::{GcSummary, Health, Principal, Server};
 use crate::{ApiError, ListReply, Reply};
 
 /// Liveness; needs no token and reveals no tenant data.
@@ -37,4 +37,10 @@ pub(super) async fn get_server(
     Path(id): Path<String>,
 ) -> Result<Reply<Server>, ApiError> {
     Ok(Reply::ok("server", s.service.get_server(&who, &id).await?))
+}
+
+/// Expire snapshots and collect the store's garbage now (admin token only).
+#[utoipa::path(post, path = "/admin/gc", tag = "system", responses((status = 200, description = "What was reclaimed", body = GcSummary), (status = 403, description = "Not an admin")))]
+pub(super) async fn collect_garbage(State(s): State<AppState>, Extension(who): Extension<Principal>) -> Result<Reply<GcSummary>, ApiError> {
+    Ok(Reply::ok("garbage collected", s.service.collect_garbage(&who).await?))
 }

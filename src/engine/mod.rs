@@ -1,7 +1,11 @@
 //! The node's engine behind the HTTP API: accounts, projects, containers and
 //! servers over the catalog, and the container root filesystems on this node.
 
+mod snapshots;
+
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -12,6 +16,7 @@ use hoody_api::{ApiError, HoodyService};
 use crate::catalog::{Catalog, CatalogError, ContainerRecord, ProjectRecord, ServerRecord};
 use crate::containers::{transition, validate_cgroup_path, validate_env, validate_name, validate_ssh_key};
 use crate::layout::{DataLayout, NodeIdentity};
+use crate::store::BlockStore;
 
 impl From<CatalogError> for ApiError {
     fn from(e: CatalogError) -> Self {
@@ -32,11 +37,17 @@ pub struct Engine {
     started_at: String,
     /// Serializes the decisions that compare one container's rootfs with the others'.
     rootfs_claims: tokio::sync::Mutex<()>,
+    store: Arc<BlockStore>,
+    /// One filesystem operation (snapshot, restore) at a time per container.
+    op_locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Set when snapshots went away: the next GC round has work.
+    gc_dirty: AtomicBool,
 }
 
 impl Engine {
     pub fn new(catalog: Catalog, layout: DataLayout, node: NodeIdentity) -> std::io::Result<Arc<Self>> {
         let data_dir = layout.root().canonicalize()?;
+        let store = Arc::new(BlockStore::open(&layout.store())?);
         Ok(Arc::new(Engine {
             catalog,
             layout,
@@ -45,6 +56,9 @@ impl Engine {
             started: Instant::now(),
             started_at: crate::ids::now(),
             rootfs_claims: Default::default(),
+            store,
+            op_locks: Default::default(),
+            gc_dirty: AtomicBool::new(false),
         }))
     }
 
@@ -77,8 +91,10 @@ impl Engine {
         for c in records.iter().filter(|c| c.server_id == self.node.id && c.status == ContainerStatus::Deleting) {
             tracing::info!(container = %c.id, "finishing a deletion interrupted by a restart");
             self.remove_rootfs(c).await?;
+            self.forget_snapshots(&c.id).await?;
             self.catalog.delete_container(&c.id).await?;
         }
+        self.finish_interrupted_restores().await?;
         let known: std::collections::HashSet<_> = records.iter().map(|c| c.id.as_str()).collect();
         for entry in std::fs::read_dir(self.layout.containers())? {
             let entry = entry?;
@@ -96,6 +112,15 @@ impl Engine {
         remove_dir_all_blocking(dir).await
     }
 
+    async fn with_count(&self, c: ContainerRecord) -> Result<Container, ApiError> {
+        let n = self.catalog.snapshots_of(&c.id).await?.len() as u64;
+        Ok(self.to_api(c, n))
+    }
+
+    fn op_lock(&self, container: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.op_locks.lock().expect("op locks").entry(container.to_string()).or_default().clone()
+    }
+
     fn server_name(&self, server_id: &str) -> String {
         if server_id == self.node.id {
             self.node.name.clone()
@@ -104,7 +129,7 @@ impl Engine {
         }
     }
 
-    fn to_api(&self, c: ContainerRecord) -> Container {
+    fn to_api(&self, c: ContainerRecord, snapshot_count: u64) -> Container {
         Container {
             server_name: self.server_name(&c.server_id),
             id: c.id,
@@ -114,7 +139,7 @@ impl Engine {
             status: c.status,
             status_message: c.status_message,
             source_container_id: c.source_container_id,
-            snapshot_count: 0,
+            snapshot_count,
             ssh_public_key: c.ssh_public_key,
             rootfs_path: c.rootfs_path,
             cgroup_path: c.cgroup_path,
@@ -295,7 +320,7 @@ impl HoodyService for Engine {
         // The record is the commit point: a crash before it leaves only a
         // directory without a record, which `recover` removes.
         self.catalog.put_container(&record).await?;
-        Ok(self.to_api(record))
+        Ok(self.to_api(record, 0))
     }
 
     async fn list_containers(&self, who: &Principal, f: ContainerFilter) -> Result<Vec<Container>, ApiError> {
@@ -310,11 +335,19 @@ impl HoodyService for Engine {
             .filter(|c| f.source_container_id.as_ref().is_none_or(|s| c.source_container_id.as_ref() == Some(s)))
             .collect();
         mine.sort_by(|a, b| (&a.created_at, &a.id).cmp(&(&b.created_at, &b.id)));
-        Ok(mine.into_iter().map(|c| self.to_api(c)).collect())
+        let mut counts: HashMap<String, u64> = HashMap::new();
+        for s in self.catalog.all_snapshots().await? {
+            *counts.entry(s.container_id).or_default() += 1;
+        }
+        Ok(mine.into_iter().map(|c| {
+            let n = counts.get(&c.id).copied().unwrap_or(0);
+            self.to_api(c, n)
+        }).collect())
     }
 
     async fn get_container(&self, who: &Principal, id: &str) -> Result<Container, ApiError> {
-        Ok(self.to_api(self.owned_container(who, id).await?))
+        let c = self.owned_container(who, id).await?;
+        self.with_count(c).await
     }
 
     async fn update_container(&self, who: &Principal, id: &str, req: UpdateContainer) -> Result<Container, ApiError> {
@@ -356,7 +389,7 @@ impl HoodyService for Engine {
             }
             new.updated_at = crate::ids::now();
             if self.catalog.swap_container(&old, &new).await? {
-                return Ok(self.to_api(new));
+                return self.with_count(new).await;
             }
         }
     }
@@ -366,6 +399,8 @@ impl HoodyService for Engine {
         if old.status == ContainerStatus::Copying {
             return Err(ApiError::Conflict(format!("container `{id}` is copying; wait for the copy to finish")));
         }
+        let lock = self.op_lock(id);
+        let _busy = lock.try_lock().map_err(|_| ApiError::Conflict(format!("container `{id}` is busy with a snapshot or restore")))?;
         let mut deleting = old.clone();
         deleting.status = ContainerStatus::Deleting;
         deleting.updated_at = crate::ids::now();
@@ -374,6 +409,7 @@ impl HoodyService for Engine {
         }
         // Marked first, removed second: a crash in between is finished by `recover`.
         self.remove_rootfs(&deleting).await.map_err(|e| ApiError::internal(format!("removing rootfs of {id}: {e}")))?;
+        self.forget_snapshots(id).await?;
         self.catalog.delete_container(id).await?;
         Ok(())
     }
@@ -387,9 +423,42 @@ impl HoodyService for Engine {
             new.status_message = None;
             new.updated_at = crate::ids::now();
             if self.catalog.swap_container(&old, &new).await? {
-                return Ok(self.to_api(new));
+                return self.with_count(new).await;
             }
         }
+    }
+
+    async fn create_snapshot(&self, who: &Principal, container: &str, req: CreateSnapshot) -> Result<Snapshot, ApiError> {
+        self.snapshot_create(who, container, req).await
+    }
+
+    async fn list_snapshots(&self, who: &Principal, container: &str) -> Result<Vec<Snapshot>, ApiError> {
+        self.owned_container(who, container).await?;
+        Ok(self.catalog.snapshots_of(container).await?.into_iter().map(snapshots::to_api).collect())
+    }
+
+    async fn get_snapshot(&self, who: &Principal, container: &str, alias: &str) -> Result<Snapshot, ApiError> {
+        self.owned_container(who, container).await?;
+        Ok(snapshots::to_api(self.owned_snapshot(container, alias).await?))
+    }
+
+    async fn restore_snapshot(&self, who: &Principal, container: &str, alias: &str) -> Result<RestoreOutcome, ApiError> {
+        self.snapshot_restore(who, container, alias).await
+    }
+
+    async fn delete_snapshot(&self, who: &Principal, container: &str, alias: &str) -> Result<(), ApiError> {
+        self.owned_container(who, container).await?;
+        self.owned_snapshot(container, alias).await?;
+        self.catalog.delete_snapshot(container, alias).await?;
+        self.gc_dirty.store(true, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+
+    async fn collect_garbage(&self, who: &Principal) -> Result<GcSummary, ApiError> {
+        if !who.is_admin {
+            return Err(ApiError::Forbidden("garbage collection needs an admin token".into()));
+        }
+        self.gc_now().await.map_err(|e| ApiError::Failed(format!("garbage collection failed: {e}")))
     }
 
     async fn list_servers(&self, _who: &Principal) -> Result<Vec<Server>, ApiError> {

@@ -1,0 +1,395 @@
+//! Snapshots of containers on this node: create (frozen, incremental), restore
+//! in place as a job, delete, expiry, garbage collection, and finishing
+//! restores a crash interrupted.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hoody_api::model::*;
+use hoody_api::ApiError;
+use serde::{Deserialize, Serialize};
+
+use super::Engine;
+use crate::catalog::{CatalogError, ContainerRecord, SnapshotRecord};
+use crate::containers::validate_name;
+use crate::snapshot::capture::{capture, CaptureError};
+use crate::snapshot::freeze::{is_btrfs_subvolume, Frozen, SubvolumeSnapshot};
+use crate::snapshot::restore::{restore, RestoreError};
+use crate::snapshot::statcache::StatCache;
+use crate::snapshot::tree::{Content, Tree};
+use crate::store::{gc, BlockHash, BlockStore};
+
+/// How often expired snapshots are looked for.
+pub const EXPIRY_INTERVAL: Duration = Duration::from_secs(10);
+/// How often garbage collection runs when snapshots went away.
+pub const GC_INTERVAL: Duration = Duration::from_secs(60);
+/// How long a restore request waits before answering `202` and going on as a job.
+pub const RESTORE_WAIT: Duration = Duration::from_secs(20);
+
+pub fn to_api(s: SnapshotRecord) -> Snapshot {
+    Snapshot {
+        alias: s.alias,
+        id: s.id,
+        container_id: s.container_id,
+        mode: s.mode,
+        created_at: s.created_at,
+        expires_at: s.expires_at,
+        size_bytes: s.size_bytes,
+        new_bytes: s.new_bytes,
+    }
+}
+
+/// A restore in progress, journaled so a crash is finished at the next start.
+#[derive(Debug, Serialize, Deserialize)]
+struct RestoreJournal {
+    container_id: String,
+    alias: String,
+    root: String,
+}
+
+fn validate_alias(alias: &str) -> Result<(), ApiError> {
+    validate_name("alias", alias)?;
+    if alias.contains('/') || alias == "." || alias == ".." || alias.len() > 100 {
+        return Err(ApiError::invalid("alias", "`alias` must be at most 100 characters without `/`"));
+    }
+    Ok(())
+}
+
+fn now_unix() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+impl Engine {
+    fn statcache_path(&self, container: &str) -> PathBuf {
+        self.layout.state().join("statcache").join(format!("{container}.bin"))
+    }
+
+    fn journal_path(&self, container: &str) -> PathBuf {
+        self.layout.state().join("jobs").join(format!("restore-{container}.json"))
+    }
+
+    pub(super) async fn owned_snapshot(&self, container: &str, alias: &str) -> Result<SnapshotRecord, ApiError> {
+        self.catalog.snapshot(container, alias).await?.ok_or_else(|| ApiError::not_found(format!("snapshot `{alias}` not found in container `{container}`")))
+    }
+
+    /// Removes a deleted container's snapshot records and stat cache.
+    pub(super) async fn forget_snapshots(&self, container: &str) -> Result<(), CatalogError> {
+        for s in self.catalog.snapshots_of(container).await? {
+            self.catalog.delete_snapshot(container, &s.alias).await?;
+        }
+        let _ = std::fs::remove_file(self.statcache_path(container));
+        self.gc_dirty.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
+    async fn unique_alias(&self, container: &str) -> Result<String, ApiError> {
+        let f = time::macros::format_description!("snap-[year][month][day]-[hour][minute][second]");
+        let base = time::OffsetDateTime::now_utc().format(&f).map_err(ApiError::internal)?;
+        let mut alias = base.clone();
+        let mut n = 2;
+        while self.catalog.snapshot(container, &alias).await?.is_some() {
+            alias = format!("{base}-{n}");
+            n += 1;
+        }
+        Ok(alias)
+    }
+
+    pub(super) async fn snapshot_create(&self, who: &Principal, id: &str, req: CreateSnapshot) -> Result<Snapshot, ApiError> {
+        let c = self.owned_container(who, id).await?;
+        if let Some(alias) = &req.alias {
+            validate_alias(alias)?;
+        }
+        let expires = match req.expiry {
+            Some(days) if !(days > 0.0 && days <= 36500.0) => return Err(ApiError::invalid("expiry", "`expiry` must be a number of days greater than 0")),
+            Some(days) => Some(time::OffsetDateTime::now_utc() + time::Duration::seconds_f64(days * 86400.0)),
+            None => None,
+        };
+        if c.status == ContainerStatus::Copying {
+            return Err(ApiError::Conflict(format!("container `{id}` is copying")));
+        }
+        let lock = self.op_lock(id);
+        let _busy = lock.try_lock().map_err(|_| ApiError::Conflict(format!("container `{id}` is busy with another snapshot or restore")))?;
+        let alias = match req.alias {
+            Some(a) => {
+                if self.catalog.snapshot(id, &a).await?.is_some() {
+                    return Err(ApiError::Conflict(format!("snapshot alias `{a}` already exists in this container")));
+                }
+                a
+            }
+            None => self.unique_alias(id).await?,
+        };
+        // Held until the record is committed: GC never sees these blocks unreferenced.
+        let _gate = self.store.gate.read().await;
+        let captured = {
+            let store = self.store.clone();
+            let rootfs = PathBuf::from(&c.rootfs_path);
+            let cgroup = (c.status == ContainerStatus::Running).then(|| c.cgroup_path.clone()).flatten().map(PathBuf::from);
+            let cache_path = self.statcache_path(id);
+            tokio::task::spawn_blocking(move || consistent_capture(&store, &rootfs, cgroup.as_deref(), &StatCache::load(&cache_path)))
+                .await
+                .map_err(ApiError::internal)?
+        };
+        let captured = captured.map_err(|e| match e {
+            SnapshotFailure::Capture(CaptureError::RootMissing(p)) => ApiError::Conflict(format!("the container's root filesystem {} does not exist", p.display())),
+            SnapshotFailure::Capture(e) => ApiError::Failed(format!("snapshot failed: {e}")),
+            SnapshotFailure::Freeze(e) => ApiError::Failed(format!("could not freeze the container's processes: {e}")),
+        })?;
+        let created = time::OffsetDateTime::now_utc();
+        let record = SnapshotRecord {
+            alias,
+            id: captured.root.to_hex(),
+            container_id: id.to_string(),
+            account_id: c.account_id.clone(),
+            server_id: self.node.id.clone(),
+            mode: "stateless".into(),
+            created_at: crate::ids::format_time(created),
+            expires_at: expires.map(crate::ids::format_time),
+            expires_unix: expires.map(|t| t.unix_timestamp()),
+            size_bytes: captured.stats.size_bytes,
+            new_bytes: captured.stats.new_bytes,
+        };
+        self.catalog.create_snapshot(&record).await?;
+        drop(_gate);
+        let path = self.statcache_path(id);
+        let cache = captured.cache;
+        tokio::task::spawn_blocking(move || cache.save(&path)).await.map_err(ApiError::internal)?.map_err(ApiError::internal)?;
+        tracing::info!(container = %id, alias = %record.alias, files_read = captured.stats.files_read, new_bytes = record.new_bytes, "snapshot created");
+        Ok(to_api(record))
+    }
+
+    pub(super) async fn snapshot_restore(&self, who: &Principal, id: &str, alias: &str) -> Result<RestoreOutcome, ApiError> {
+        let c = self.owned_container(who, id).await?;
+        let snap = self.owned_snapshot(id, alias).await?;
+        if c.status == ContainerStatus::Copying {
+            return Err(ApiError::Conflict(format!("container `{id}` is copying; restore it when the copy is done")));
+        }
+        let lock = self.op_lock(id);
+        let busy = lock.clone().try_lock_owned().map_err(|_| ApiError::Conflict(format!("container `{id}` is busy with another snapshot or restore")))?;
+        let root = BlockHash::from_hex(&snap.id).ok_or_else(|| ApiError::internal(format!("snapshot {alias} has a malformed id")))?;
+        let journal = RestoreJournal { container_id: id.into(), alias: alias.into(), root: snap.id.clone() };
+        let journal_path = self.journal_path(id);
+        std::fs::create_dir_all(journal_path.parent().expect("jobs dir")).map_err(ApiError::internal)?;
+        crate::layout::write_atomic(&journal_path, &serde_json::to_vec(&journal).map_err(ApiError::internal)?, 0o600).map_err(ApiError::internal)?;
+        self.set_progress(id, Some(Progress { phase: "restoring".into(), bytes_done: 0, bytes_total: snap.size_bytes, files_done: 0, files_total: 0 }), None).await?;
+
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        let gate = self.store.gate_owned().await;
+        let store = self.store.clone();
+        let rootfs = PathBuf::from(&c.rootfs_path);
+        let cache_path = self.statcache_path(id);
+        let job = tokio::task::spawn_blocking(move || {
+            let _gate = gate;
+            let result = restore(&store, &root, &rootfs, &StatCache::load(&cache_path));
+            if let Ok((_, cache)) = &result {
+                if let Err(e) = cache.save(&cache_path) {
+                    tracing::warn!(error = %e, "could not save the stat cache after a restore");
+                }
+            }
+            result.map(|(stats, _)| stats)
+        });
+        let engine_catalog = self.catalog.clone();
+        let container_id = id.to_string();
+        tokio::spawn(async move {
+            let _busy = busy;
+            let result = job.await.map_err(|e| RestoreError::Io { path: PathBuf::new(), source: std::io::Error::other(e.to_string()) }).and_then(|r| r);
+            let message = match &result {
+                Ok(stats) => {
+                    tracing::info!(container = %container_id, files_written = stats.files_written, removed = stats.entries_removed, "restore finished");
+                    let _ = std::fs::remove_file(&journal_path);
+                    None
+                }
+                Err(e) => {
+                    tracing::error!(container = %container_id, error = %e, "restore failed");
+                    if matches!(e, RestoreError::Corrupt { .. } | RestoreError::BadTree(_)) {
+                        // Nothing was changed: there is nothing to finish at the next start.
+                        let _ = std::fs::remove_file(&journal_path);
+                    }
+                    Some(format!("restore failed: {e}"))
+                }
+            };
+            let _ = clear_progress(&engine_catalog, &container_id, message).await;
+            let _ = done_tx.send(result.map_err(|e| e.to_string()));
+        });
+        let done = match tokio::time::timeout(RESTORE_WAIT, done_rx).await {
+            Ok(Ok(Ok(_))) => true,
+            Ok(Ok(Err(message))) => return Err(ApiError::Failed(format!("restore failed: {message}"))),
+            Ok(Err(_)) => return Err(ApiError::internal("restore job vanished")),
+            Err(_) => false,
+        };
+        let container = self.with_count(self.owned_container(who, id).await?).await?;
+        Ok(RestoreOutcome { done, container, snapshot: to_api(snap) })
+    }
+
+    async fn set_progress(&self, id: &str, progress: Option<Progress>, message: Option<String>) -> Result<(), CatalogError> {
+        loop {
+            let Some(old) = self.catalog.container(id).await? else { return Ok(()) };
+            let mut new = old.clone();
+            new.progress = progress.clone();
+            new.status_message = message.clone();
+            new.updated_at = crate::ids::now();
+            if self.catalog.swap_container(&old, &new).await? {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Re-runs restores that a crash cut off; a restore converges, so running it
+    /// again completes it.
+    pub(super) async fn finish_interrupted_restores(&self) -> anyhow::Result<()> {
+        let dir = self.layout.state().join("jobs");
+        let Ok(entries) = std::fs::read_dir(&dir) else { return Ok(()) };
+        for entry in entries {
+            let path = entry?.path();
+            let Ok(journal) = serde_json::from_slice::<RestoreJournal>(&std::fs::read(&path)?) else {
+                std::fs::remove_file(&path)?;
+                continue;
+            };
+            let Some(c) = self.catalog.container(&journal.container_id).await? else {
+                std::fs::remove_file(&path)?;
+                continue;
+            };
+            let Some(root) = BlockHash::from_hex(&journal.root) else { continue };
+            tracing::info!(container = %c.id, alias = %journal.alias, "finishing a restore interrupted by a restart");
+            let store = self.store.clone();
+            let cache_path = self.statcache_path(&c.id);
+            let rootfs = PathBuf::from(&c.rootfs_path);
+            let result = tokio::task::spawn_blocking(move || {
+                let (_, cache) = restore(&store, &root, &rootfs, &StatCache::load(&cache_path))?;
+                let _ = cache.save(&cache_path);
+                Ok::<_, RestoreError>(())
+            })
+            .await?;
+            let message = result.as_ref().err().map(|e| format!("restore failed: {e}"));
+            if let Err(e) = &result {
+                tracing::error!(container = %c.id, error = %e, "could not finish the interrupted restore");
+            }
+            std::fs::remove_file(&path)?;
+            clear_progress(&self.catalog, &c.id, message).await?;
+        }
+        Ok(())
+    }
+
+    /// Deletes expired snapshots of this node's containers; returns how many.
+    pub async fn expire_snapshots(&self) -> Result<u64, CatalogError> {
+        let now = now_unix();
+        let mut n = 0;
+        for s in self.catalog.all_snapshots().await? {
+            if s.server_id == self.node.id && s.expires_unix.is_some_and(|t| t <= now) && self.catalog.delete_snapshot(&s.container_id, &s.alias).await? {
+                tracing::info!(container = %s.container_id, alias = %s.alias, "snapshot expired");
+                n += 1;
+            }
+        }
+        if n > 0 {
+            self.gc_dirty.store(true, Ordering::Relaxed);
+        }
+        Ok(n)
+    }
+
+    /// Expires snapshots, then marks from every snapshot root and sweeps, with the
+    /// store's gate held exclusively so no operation in flight loses a block.
+    pub async fn gc_now(&self) -> anyhow::Result<GcSummary> {
+        let expired = self.expire_snapshots().await?;
+        let _gate = self.store.gate.write().await;
+        self.gc_dirty.store(false, Ordering::Relaxed);
+        let roots: Vec<BlockHash> = self.catalog.all_snapshots().await?.iter().filter(|s| s.server_id == self.node.id).filter_map(|s| BlockHash::from_hex(&s.id)).collect();
+        let store = self.store.clone();
+        let lock_dir = self.layout.store();
+        let report = tokio::task::spawn_blocking(move || -> anyhow::Result<gc::GcReport> {
+            let _lock = crate::store::StoreLock::exclusive(&lock_dir)?;
+            let live = mark(&store, &roots)?;
+            Ok(gc::collect(&store, &live)?)
+        })
+        .await??;
+        tracing::info!(?report, expired, "garbage collected");
+        Ok(GcSummary {
+            snapshots_expired: expired,
+            objects_removed: report.objects_removed,
+            packs_deleted: report.packs_deleted,
+            packs_rewritten: report.packs_rewritten,
+            bytes_freed: report.bytes_freed,
+        })
+    }
+
+    /// Expiry every [`EXPIRY_INTERVAL`], GC every [`GC_INTERVAL`] when there is garbage.
+    pub fn spawn_housekeeping(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let engine = self.clone();
+        tokio::spawn(async move {
+            let mut ticks: u64 = 0;
+            loop {
+                tokio::time::sleep(EXPIRY_INTERVAL).await;
+                ticks += 1;
+                if let Err(e) = engine.expire_snapshots().await {
+                    tracing::warn!(error = %e, "snapshot expiry failed");
+                }
+                if ticks % (GC_INTERVAL.as_secs() / EXPIRY_INTERVAL.as_secs()).max(1) == 0 && engine.gc_dirty.load(Ordering::Relaxed) {
+                    if let Err(e) = engine.gc_now().await {
+                        tracing::warn!(error = %e, "garbage collection failed");
+                    }
+                }
+            }
+        })
+    }
+}
+
+async fn clear_progress(catalog: &crate::catalog::Catalog, id: &str, message: Option<String>) -> Result<(), CatalogError> {
+    loop {
+        let Some(old): Option<ContainerRecord> = catalog.container(id).await? else { return Ok(()) };
+        let mut new = old.clone();
+        new.progress = None;
+        new.status_message = message.clone();
+        new.updated_at = crate::ids::now();
+        if catalog.swap_container(&old, &new).await? {
+            return Ok(());
+        }
+    }
+}
+
+enum SnapshotFailure {
+    Capture(CaptureError),
+    Freeze(std::io::Error),
+}
+
+/// Captures a consistent image: processes frozen for as short a time as possible
+/// (only around a btrfs subvolume snapshot when the rootfs is one).
+fn consistent_capture(store: &BlockStore, rootfs: &std::path::Path, cgroup: Option<&std::path::Path>, cache: &StatCache) -> Result<crate::snapshot::capture::Captured, SnapshotFailure> {
+    if !rootfs.is_dir() {
+        return Err(SnapshotFailure::Capture(CaptureError::RootMissing(rootfs.to_path_buf())));
+    }
+    let frozen = match cgroup {
+        Some(cg) if cg.is_dir() => Some(Frozen::freeze(cg).map_err(SnapshotFailure::Freeze)?),
+        _ => None,
+    };
+    if is_btrfs_subvolume(rootfs) {
+        let sub = SubvolumeSnapshot::create(rootfs).map_err(|e| SnapshotFailure::Capture(CaptureError::Io { path: rootfs.to_path_buf(), source: e }))?;
+        drop(frozen);
+        return capture(store, &sub.path, cache).map_err(SnapshotFailure::Capture);
+    }
+    let captured = capture(store, rootfs, cache).map_err(SnapshotFailure::Capture);
+    drop(frozen);
+    captured
+}
+
+/// Every object reachable from `roots`. Refuses (rather than guessing) when a
+/// tree cannot be read: GC must never delete what it could not see.
+pub fn mark(store: &BlockStore, roots: &[BlockHash]) -> anyhow::Result<HashSet<BlockHash>> {
+    let mut live = HashSet::new();
+    let mut stack: Vec<BlockHash> = roots.to_vec();
+    while let Some(tree) = stack.pop() {
+        if !live.insert(tree) {
+            continue;
+        }
+        let bytes = store.get(&tree).map_err(|e| anyhow::anyhow!("cannot read tree {tree}: {e}; not collecting"))?;
+        let tree = Tree::decode(&bytes).ok_or_else(|| anyhow::anyhow!("tree {tree} does not decode; not collecting"))?;
+        for e in tree.entries {
+            match e.content {
+                Content::Dir(sub) => stack.push(sub),
+                Content::File(extents) => live.extend(extents.iter().flat_map(|x| x.chunks.iter().map(|(h, _)| *h))),
+                _ => {}
+            }
+        }
+    }
+    Ok(live)
+}
