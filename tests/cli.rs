@@ -71,3 +71,25 @@ fn falls_back_to_the_local_nodes_endpoints_and_admin_token() {
     assert_eq!(json(out)["name"], "local");
     assert_eq!(d.call("GET", "/projects", None).body["total"], 1);
 }
+
+#[test]
+fn snapshots_through_the_cli() {
+    let d = Daemon::start();
+    let p = json(hoody(&d, &["--json", "projects", "create", "--name", "s"]))["id"].as_str().unwrap().to_string();
+    let c = json(hoody(&d, &["--json", "containers", "create", "--name", "c", "--project", &p]));
+    let (id, rootfs) = (c["id"].as_str().unwrap().to_string(), std::path::PathBuf::from(c["rootfs_path"].as_str().unwrap()));
+    std::fs::write(rootfs.join("a.txt"), b"version 1").unwrap();
+    let s = json(hoody(&d, &["--json", "snapshots", "create", "--container", &id, "--alias", "v1", "--expiry", "7"]));
+    assert_eq!(s["alias"], "v1");
+    assert!(s["expires_at"].is_string());
+    let table = ok(hoody(&d, &["snapshots", "list", "--container", &id]));
+    assert!(table.starts_with("ALIAS") && table.contains("v1") && table.contains("stateless"), "{table}");
+    assert_eq!(json(hoody(&d, &["--json", "snapshots", "get", "--container", &id, "v1"]))["id"], s["id"]);
+    std::fs::write(rootfs.join("a.txt"), b"version 2").unwrap();
+    ok(hoody(&d, &["snapshots", "restore", "--container", &id, "v1"]));
+    assert_eq!(std::fs::read(rootfs.join("a.txt")).unwrap(), b"version 1");
+    ok(hoody(&d, &["snapshots", "delete", "--container", &id, "v1"]));
+    let out = hoody(&d, &["snapshots", "get", "--container", &id, "v1"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not found"));
+}

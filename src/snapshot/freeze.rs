@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 /// How long to wait for the kernel to report a cgroup frozen.
 const FREEZE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Name of the temporary subvolume snapshot inside the rootfs (never captured:
-/// it is another filesystem device, which capture skips).
-pub const BTRFS_SNAPSHOT_NAME: &str = ".hoody-snapshot-tmp";
+/// Prefix of the temporary subvolume snapshot, made beside the rootfs (in its
+/// parent directory, on the same filesystem) so the rootfs itself is untouched.
+pub const BTRFS_SNAPSHOT_PREFIX: &str = ".hoody-snapshot-of-";
 
 /// A frozen cgroup; thawed on drop, whatever happens in between.
 pub struct Frozen {
@@ -109,30 +109,38 @@ fn name_bytes<const N: usize>(name: &str) -> [u8; N] {
     out
 }
 
-/// A read-only snapshot of a subvolume, inside it; destroyed on drop.
+/// A read-only snapshot of a subvolume, beside it; destroyed on drop.
 pub struct SubvolumeSnapshot {
     parent: std::fs::File,
+    name: String,
     pub path: PathBuf,
 }
 
 impl SubvolumeSnapshot {
     pub fn create(subvolume: &Path) -> io::Result<Self> {
-        let parent = std::fs::File::open(subvolume)?;
-        let path = subvolume.join(BTRFS_SNAPSHOT_NAME);
-        if path.exists() {
-            destroy(&parent)?; // left by a crash
+        let source = std::fs::File::open(subvolume)?;
+        let dir = subvolume.parent().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "a subvolume at / cannot be snapshotted beside itself"))?;
+        let parent = std::fs::File::open(dir)?;
+        let base = subvolume.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = format!("{BTRFS_SNAPSHOT_PREFIX}{base}");
+        if name.len() >= 4000 {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "subvolume name too long"));
         }
-        let mut args = VolArgsV2 { fd: parent.as_raw_fd() as i64, transid: 0, flags: BTRFS_SUBVOL_RDONLY, unused: [0; 4], name: name_bytes(BTRFS_SNAPSHOT_NAME) };
+        let path = dir.join(&name);
+        if path.exists() {
+            destroy(&parent, &name)?; // left by a crash
+        }
+        let mut args = VolArgsV2 { fd: source.as_raw_fd() as i64, transid: 0, flags: BTRFS_SUBVOL_RDONLY, unused: [0; 4], name: name_bytes(&name) };
         // SAFETY: the ioctl reads a struct of the kernel's layout and size.
         if unsafe { libc::ioctl(parent.as_raw_fd(), BTRFS_IOC_SNAP_CREATE_V2, &mut args) } != 0 {
             return Err(io::Error::last_os_error());
         }
-        Ok(SubvolumeSnapshot { parent, path })
+        Ok(SubvolumeSnapshot { parent, name, path })
     }
 }
 
-fn destroy(parent: &std::fs::File) -> io::Result<()> {
-    let mut args = VolArgs { fd: 0, name: name_bytes(BTRFS_SNAPSHOT_NAME) };
+fn destroy(parent: &std::fs::File, name: &str) -> io::Result<()> {
+    let mut args = VolArgs { fd: 0, name: name_bytes(name) };
     // SAFETY: as above.
     if unsafe { libc::ioctl(parent.as_raw_fd(), BTRFS_IOC_SNAP_DESTROY, &mut args) } != 0 {
         return Err(io::Error::last_os_error());
@@ -142,7 +150,7 @@ fn destroy(parent: &std::fs::File) -> io::Result<()> {
 
 impl Drop for SubvolumeSnapshot {
     fn drop(&mut self) {
-        if let Err(e) = destroy(&self.parent) {
+        if let Err(e) = destroy(&self.parent, &self.name) {
             tracing::error!(path = %self.path.display(), error = %e, "could not delete temporary subvolume snapshot");
         }
     }
