@@ -14,4 +14,5 @@ pub mod layout;
 pub mod tokens;
 pub mod store;
 pub mod snapshot;
+pub mod shares;
 pub mod verify;

@@ -40,6 +40,31 @@ pub async fn verify(catalog: &Catalog, token: &str) -> CatalogResult<Option<Acco
     catalog.account(&record.account_id).await
 }
 
+/// `verify` with a memory of tokens already seen (tokens never change once
+/// issued), so a request costs no catalog read for authentication.
+#[derive(Default)]
+pub struct TokenCache {
+    seen: std::sync::RwLock<std::collections::HashMap<String, (String, AccountRecord)>>,
+}
+
+impl TokenCache {
+    pub async fn verify(&self, catalog: &Catalog, token: &str) -> CatalogResult<Option<AccountRecord>> {
+        let Some((id, secret)) = token.strip_prefix(PREFIX).and_then(|rest| rest.split_once('_')) else {
+            return Ok(None);
+        };
+        let cached = self.seen.read().expect("token cache").get(id).cloned();
+        if let Some((hash, account)) = cached {
+            let matches: bool = hash_secret(secret).as_bytes().ct_eq(hash.as_bytes()).into();
+            return Ok(matches.then_some(account));
+        }
+        let (Some(record), Some(account)) = (catalog.token(id).await?, verify(catalog, token).await?) else {
+            return Ok(None);
+        };
+        self.seen.write().expect("token cache").insert(id.to_string(), (record.secret_hash, account.clone()));
+        Ok(Some(account))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -60,6 +85,11 @@ mod tests {
         assert!(verify(&catalog, &forged).await.unwrap().is_none());
         assert!(verify(&catalog, "hoody_nope").await.unwrap().is_none());
         assert!(verify(&catalog, "").await.unwrap().is_none());
+        let cache = TokenCache::default();
+        for _ in 0..2 {
+            assert_eq!(cache.verify(&catalog, &token).await.unwrap().unwrap().id, alice.id);
+            assert!(cache.verify(&catalog, &forged).await.unwrap().is_none(), "a cached id does not admit a wrong secret");
+        }
         let stored = catalog.kv().range(b"tokens/").await.unwrap();
         assert!(!String::from_utf8_lossy(&stored[0].1).contains(token.rsplit('_').next().unwrap()), "secret stored in clear");
     }

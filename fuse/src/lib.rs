@@ -1,18 +1,33 @@
 //! The FUSE side of shares: a filesystem-backend trait, the one error type of
-//! filesystem operations with its errno mapping, and (with the shares issue) the
-//! adapter that turns kernel requests into backend calls.
+//! filesystem operations with its errno mapping, and the adapter that turns
+//! kernel requests into backend calls ([`mount()`]).
 //!
 //! The trait is shaped for two implementations: a local backend serving a source
 //! directory on this node, and a remote backend forwarding each operation over
 //! QUIC to the source's node. Hence operations are asynchronous (many in flight),
 //! identify files by backend-chosen handles that survive a server restart
-//! ([`NodeId`] is stable, not a pointer), and the backend may push invalidations.
-//! This crate knows nothing of QUIC or HTTP.
+//! ([`NodeId`] is stable, not a pointer), and the backend may push invalidations
+//! ([`FsBackend::attach_invalidator`]). This crate knows nothing of QUIC or HTTP.
 
-use std::ffi::OsString;
+mod adapter;
+mod inode_table;
+mod invalidation;
+mod mount;
+mod mount_state;
+mod open_handles;
+mod reply_error;
+mod unmount;
+
+use std::ffi::{OsStr, OsString};
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use async_trait::async_trait;
+
+pub use invalidation::CacheInvalidator;
+pub use mount::{mount, MountHandle, MountOptions, MountStats};
 
 /// A file as the backend names it: stable across restarts of either side (for
 /// the local backend, derived from the source file's device and inode).
@@ -44,6 +59,7 @@ pub struct Attr {
     pub uid: u32,
     pub gid: u32,
     pub size: u64,
+    /// Allocated size in 512-byte units, as `st_blocks`.
     pub blocks: u64,
     pub rdev: u32,
     pub atime: SystemTime,
@@ -51,21 +67,51 @@ pub struct Attr {
     pub ctime: SystemTime,
 }
 
+/// One entry of a directory listing. `offset` is the cookie that resumes the
+/// listing right after this entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DirEntry {
     pub name: OsString,
+    pub offset: u64,
     pub attr: Attr,
+}
+
+/// A time to set: the caller's clock at the moment of the change, or a given time.
+/// Kept apart because "now" needs only write permission, a given time ownership.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetTime {
+    Now,
+    At(SystemTime),
 }
 
 /// Changes of `setattr`; `None` leaves the field alone.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SetAttr {
+    /// Permission bits (the file type bits are ignored).
     pub mode: Option<u32>,
     pub uid: Option<u32>,
     pub gid: Option<u32>,
     pub size: Option<u64>,
-    pub atime: Option<SystemTime>,
-    pub mtime: Option<SystemTime>,
+    pub atime: Option<SetTime>,
+    pub mtime: Option<SetTime>,
+}
+
+/// Who creates a file: it becomes the owner. The kernel has already applied the
+/// caller's umask to the mode it passes along.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caller {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// An open file. When the backend serves the file from a descriptor on this
+/// node, it may hand that descriptor over as `passthrough` so the kernel reads
+/// and writes the file directly (FUSE passthrough); the backend handle stays
+/// valid for everything else (fsync, setattr, release...).
+#[derive(Debug, Clone)]
+pub struct Opened {
+    pub handle: HandleId,
+    pub passthrough: Option<Arc<OwnedFd>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,6 +122,8 @@ pub struct StatFs {
     pub files: u64,
     pub ffree: u64,
     pub bsize: u32,
+    /// Fragment size: the unit of `blocks`, `bfree` and `bavail`.
+    pub frsize: u32,
     pub namelen: u32,
 }
 
@@ -109,8 +157,11 @@ pub enum FsError {
     /// answered at once rather than hanging.
     #[error("share source unavailable")]
     Unavailable,
-    #[error("stale handle")]
+    /// The kernel named a node or handle this mount no longer knows.
+    #[error("stale file handle")]
     Stale,
+    #[error("bad file handle")]
+    BadHandle,
     #[error("operation not supported")]
     Unsupported,
     #[error("no such attribute")]
@@ -138,6 +189,7 @@ impl FsError {
             FsError::NoSpace => libc::ENOSPC,
             FsError::Unavailable => libc::EIO,
             FsError::Stale => libc::ESTALE,
+            FsError::BadHandle => libc::EBADF,
             FsError::Unsupported => libc::EOPNOTSUPP,
             FsError::NoAttribute => libc::ENODATA,
             FsError::Range => libc::ERANGE,
@@ -160,6 +212,7 @@ impl FsError {
             libc::ENAMETOOLONG => FsError::NameTooLong,
             libc::ENOSPC => FsError::NoSpace,
             libc::ESTALE => FsError::Stale,
+            libc::EBADF => FsError::BadHandle,
             libc::EOPNOTSUPP => FsError::Unsupported,
             libc::ENODATA => FsError::NoAttribute,
             libc::ERANGE => FsError::Range,
@@ -178,33 +231,67 @@ pub type FsResult<T> = Result<T, FsError>;
 
 /// What a share serves. The FUSE adapter owns inode numbering and kernel caches;
 /// the backend owns the files and the rules (containment, readonly, availability).
+///
+/// References: every [`Attr`] returned by `lookup`, `create`, `mkdir`, `mknod`,
+/// `symlink`, `link`, and every `readdirplus` entry other than `.` and `..`,
+/// is one reference the kernel may keep to that node; `forget` hands references
+/// back. A backend keeps what it needs to serve a node while references remain;
+/// the root is never forgotten. Names passed in are single path components.
 #[async_trait]
 pub trait FsBackend: Send + Sync + 'static {
-    /// The root of the share.
+    /// The root of the share (takes no reference).
     async fn root(&self) -> FsResult<Attr>;
-    async fn lookup(&self, parent: NodeId, name: &std::ffi::OsStr) -> FsResult<Attr>;
-    async fn getattr(&self, node: NodeId) -> FsResult<Attr>;
+    async fn lookup(&self, parent: NodeId, name: &OsStr) -> FsResult<Attr>;
+    /// The kernel dropped `count` references to `node`.
+    async fn forget(&self, node: NodeId, count: u64);
+    /// `handle` is set when the caller asks about an open file (`fstat`).
+    async fn getattr(&self, node: NodeId, handle: Option<HandleId>) -> FsResult<Attr>;
     async fn setattr(&self, node: NodeId, handle: Option<HandleId>, changes: SetAttr) -> FsResult<Attr>;
-    async fn readdirplus(&self, dir: NodeId, offset: u64) -> FsResult<Vec<DirEntry>>;
-    async fn open(&self, node: NodeId, flags: i32) -> FsResult<HandleId>;
-    async fn create(&self, parent: NodeId, name: &std::ffi::OsStr, mode: u32, flags: i32) -> FsResult<(Attr, HandleId)>;
+
+    async fn opendir(&self, dir: NodeId) -> FsResult<HandleId>;
+    /// Entries from cookie `offset` (0: the start), at most `max_entries` of
+    /// them; an empty list ends the listing. `.` and `..`, when listed, carry the
+    /// directory's own attributes.
+    async fn readdirplus(&self, dir: NodeId, handle: HandleId, offset: u64, max_entries: usize) -> FsResult<Vec<DirEntry>>;
+    async fn releasedir(&self, handle: HandleId) -> FsResult<()>;
+    async fn fsyncdir(&self, handle: HandleId, datasync: bool) -> FsResult<()>;
+
+    /// `flags` are the caller's `open(2)` flags, `O_TRUNC` and `O_APPEND` included.
+    async fn open(&self, node: NodeId, flags: i32) -> FsResult<Opened>;
+    async fn create(&self, parent: NodeId, name: &OsStr, mode: u32, flags: i32, caller: Caller) -> FsResult<(Attr, Opened)>;
     async fn read(&self, handle: HandleId, offset: u64, size: u32) -> FsResult<Vec<u8>>;
-    async fn write(&self, handle: HandleId, offset: u64, data: &[u8]) -> FsResult<u32>;
+    /// `data` is handed over so that no backend needs to copy it again.
+    async fn write(&self, handle: HandleId, offset: u64, data: Vec<u8>) -> FsResult<u32>;
+    /// Each `close(2)` of a descriptor of the handle; a chance to report late write errors.
+    async fn flush(&self, handle: HandleId) -> FsResult<()>;
     async fn release(&self, handle: HandleId) -> FsResult<()>;
     async fn fsync(&self, handle: HandleId, datasync: bool) -> FsResult<()>;
-    async fn mkdir(&self, parent: NodeId, name: &std::ffi::OsStr, mode: u32) -> FsResult<Attr>;
-    async fn unlink(&self, parent: NodeId, name: &std::ffi::OsStr) -> FsResult<()>;
-    async fn rmdir(&self, parent: NodeId, name: &std::ffi::OsStr) -> FsResult<()>;
-    async fn rename(&self, parent: NodeId, name: &std::ffi::OsStr, new_parent: NodeId, new_name: &std::ffi::OsStr, flags: u32) -> FsResult<()>;
-    async fn link(&self, node: NodeId, new_parent: NodeId, new_name: &std::ffi::OsStr) -> FsResult<Attr>;
-    async fn symlink(&self, parent: NodeId, name: &std::ffi::OsStr, target: &std::path::Path) -> FsResult<Attr>;
-    async fn readlink(&self, node: NodeId) -> FsResult<std::path::PathBuf>;
-    async fn statfs(&self) -> FsResult<StatFs>;
-    async fn getxattr(&self, node: NodeId, name: &std::ffi::OsStr) -> FsResult<Vec<u8>>;
-    async fn setxattr(&self, node: NodeId, name: &std::ffi::OsStr, value: &[u8], flags: i32) -> FsResult<()>;
-    async fn listxattr(&self, node: NodeId) -> FsResult<Vec<OsString>>;
-    async fn removexattr(&self, node: NodeId, name: &std::ffi::OsStr) -> FsResult<()>;
     async fn fallocate(&self, handle: HandleId, offset: u64, length: u64, mode: i32) -> FsResult<()>;
+    /// Only `SEEK_DATA` and `SEEK_HOLE` reach the backend; the kernel answers the others.
+    async fn lseek(&self, handle: HandleId, offset: u64, whence: i32) -> FsResult<u64>;
+    async fn copy_file_range(&self, from: HandleId, from_offset: u64, to: HandleId, to_offset: u64, length: u64) -> FsResult<u64>;
+
+    async fn mkdir(&self, parent: NodeId, name: &OsStr, mode: u32, caller: Caller) -> FsResult<Attr>;
+    /// `mode` includes the file type bits (`S_IFIFO`, `S_IFSOCK`...).
+    async fn mknod(&self, parent: NodeId, name: &OsStr, mode: u32, rdev: u32, caller: Caller) -> FsResult<Attr>;
+    async fn symlink(&self, parent: NodeId, name: &OsStr, target: &Path, caller: Caller) -> FsResult<Attr>;
+    async fn link(&self, node: NodeId, new_parent: NodeId, new_name: &OsStr) -> FsResult<Attr>;
+    async fn unlink(&self, parent: NodeId, name: &OsStr) -> FsResult<()>;
+    async fn rmdir(&self, parent: NodeId, name: &OsStr) -> FsResult<()>;
+    /// `flags`: `RENAME_NOREPLACE`, `RENAME_EXCHANGE` as for `renameat2(2)`.
+    async fn rename(&self, parent: NodeId, name: &OsStr, new_parent: NodeId, new_name: &OsStr, flags: u32) -> FsResult<()>;
+    async fn readlink(&self, node: NodeId) -> FsResult<PathBuf>;
+    async fn statfs(&self) -> FsResult<StatFs>;
+
+    async fn getxattr(&self, node: NodeId, name: &OsStr) -> FsResult<Vec<u8>>;
+    async fn setxattr(&self, node: NodeId, name: &OsStr, value: &[u8], flags: i32) -> FsResult<()>;
+    async fn listxattr(&self, node: NodeId) -> FsResult<Vec<OsString>>;
+    async fn removexattr(&self, node: NodeId, name: &OsStr) -> FsResult<()>;
+
+    /// Called once per mount, before the first request: a backend that learns
+    /// of changes behind the kernel's back (another writer, the remote source)
+    /// keeps `invalidator` to drop the kernel's stale caches.
+    fn attach_invalidator(&self, _invalidator: CacheInvalidator) {}
 }
 
 #[cfg(test)]
@@ -214,7 +301,8 @@ mod tests {
     #[test]
     fn errno_mapping_round_trips() {
         for errno in [libc::ENOENT, libc::EEXIST, libc::ENOTDIR, libc::EISDIR, libc::ENOTEMPTY, libc::EACCES, libc::EPERM, libc::EROFS,
-            libc::EINVAL, libc::ENAMETOOLONG, libc::ENOSPC, libc::ESTALE, libc::EOPNOTSUPP, libc::ENODATA, libc::ERANGE, libc::EXDEV] {
+            libc::EINVAL, libc::ENAMETOOLONG, libc::ENOSPC, libc::ESTALE, libc::EOPNOTSUPP, libc::ENODATA, libc::ERANGE,
+            libc::EBADF, libc::EXDEV] {
             assert_eq!(FsError::from_errno(errno).to_errno(), errno);
         }
         assert_eq!(FsError::Unavailable.to_errno(), libc::EIO);

@@ -42,6 +42,7 @@ pub struct Engine {
     op_locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Set when snapshots went away: the next GC round has work.
     gc_dirty: AtomicBool,
+    tokens: crate::tokens::TokenCache,
 }
 
 impl Engine {
@@ -59,6 +60,7 @@ impl Engine {
             store,
             op_locks: Default::default(),
             gc_dirty: AtomicBool::new(false),
+            tokens: Default::default(),
         }))
     }
 
@@ -244,7 +246,7 @@ fn json_objects(rules: Vec<serde_json::Map<String, serde_json::Value>>) -> Vec<s
 #[async_trait]
 impl HoodyService for Engine {
     async fn authenticate(&self, token: &str) -> Result<Principal, ApiError> {
-        match crate::tokens::verify(&self.catalog, token).await? {
+        match self.tokens.verify(&self.catalog, token).await? {
             Some(account) => Ok(Principal { account_id: account.id, account_name: account.name, is_admin: account.is_admin }),
             None => Err(ApiError::Unauthorized("invalid token".into())),
         }
@@ -476,9 +478,13 @@ impl HoodyService for Engine {
     fn metrics_text(&self) -> String {
         format!(
             "# HELP hoody_build_info Version of this hoodyd.\n# TYPE hoody_build_info gauge\nhoody_build_info{{version=\"{}\"}} 1\n\
-             # HELP hoody_uptime_seconds Seconds since this hoodyd started.\n# TYPE hoody_uptime_seconds gauge\nhoody_uptime_seconds {}\n",
+             # HELP hoody_uptime_seconds Seconds since this hoodyd started.\n# TYPE hoody_uptime_seconds gauge\nhoody_uptime_seconds {}\n\
+             # HELP hoody_store_objects Blocks and trees in the node's store.\n# TYPE hoody_store_objects gauge\nhoody_store_objects {}\n\
+             # HELP hoody_store_bytes Bytes of the store's pack files.\n# TYPE hoody_store_bytes gauge\nhoody_store_bytes {}\n",
             env!("CARGO_PKG_VERSION"),
-            self.started.elapsed().as_secs()
+            self.started.elapsed().as_secs(),
+            self.store.object_count(),
+            self.store.disk_bytes().unwrap_or(0)
         )
     }
 }

@@ -252,3 +252,26 @@ fn a_corrupt_block_fails_the_restore_naming_the_path_and_changes_nothing() {
     assert_eq!(s, "changed");
     let _ = OsStr::new("");
 }
+
+#[test]
+fn a_large_file_changed_in_a_few_places_is_patched_in_place() {
+    let (_s, store) = store();
+    let root = tempfile::tempdir().unwrap();
+    let mut db = vec![0u8; 16 << 20];
+    blake3::Hasher::new().update(b"db").finalize_xof().fill(&mut db);
+    std::fs::write(root.path().join("main.db"), &db).unwrap();
+    let want = manifest(root.path());
+    let first = capture(&store, root.path(), &StatCache::default()).unwrap();
+    let f = std::fs::OpenOptions::new().write(true).open(root.path().join("main.db")).unwrap();
+    for page in [3u64, 1000, 3000] {
+        f.write_all_at(&[0xAB; 4096], page * 4096).unwrap();
+    }
+    f.set_len((16 << 20) + 5000).unwrap();
+    drop(f);
+    let second = capture(&store, root.path(), &first.cache).unwrap();
+    let ino = std::fs::metadata(root.path().join("main.db")).unwrap().ino();
+    let (stats, _) = restore(&store, &first.root, root.path(), &second.cache).unwrap();
+    assert!(stats.bytes_written < 2 << 20, "only the differing chunks are written: {stats:?}");
+    assert_eq!(std::fs::metadata(root.path().join("main.db")).unwrap().ino(), ino, "patched in place");
+    assert_eq!(manifest(root.path()), want);
+}

@@ -46,13 +46,26 @@ pub struct RestoreStats {
     pub entries_created: u64,
 }
 
+/// What phase 1 prepared for one file.
+enum Staged {
+    /// The whole new content, renamed over the file in phase 2.
+    Whole(PathBuf),
+    /// Only the chunks that differ (a large file changed in a few places):
+    /// `(file offset, offset in the patch file, length)`, written in place in
+    /// phase 2, then the file is cut or extended to `size`.
+    Patch { patch: PathBuf, pieces: Vec<(u64, u64, u32)> },
+}
+
+/// Files at least this large are patched in place when less than half of them differs.
+const PATCH_MIN_SIZE: u64 = 1 << 20;
+
 struct Restorer<'a> {
     store: &'a BlockStore,
     root: PathBuf,
     dev: u64,
     old: &'a StatCache,
     trees: HashMap<BlockHash, Tree>,
-    staged: HashMap<Vec<u8>, PathBuf>,
+    staged: HashMap<Vec<u8>, Staged>,
     staging: PathBuf,
     stats: RestoreStats,
     new_cache: StatCache,
@@ -141,7 +154,10 @@ impl Restorer<'_> {
                         continue; // linked to its group's first member in phase 2
                     }
                     if !self.content_matches(&child, &entry, extents) {
-                        self.stage_file(&child, &entry, extents)?;
+                        match self.patch_plan(&child, &entry, extents) {
+                            Some(diffs) => self.stage_patch(&child, diffs)?,
+                            None => self.stage_file(&child, &entry, extents)?,
+                        }
                     }
                 }
                 _ => {}
@@ -165,6 +181,64 @@ impl Restorer<'_> {
         }
     }
 
+    /// The chunks of the snapshot's version that the current file lacks at their
+    /// offset, when patching is worth it: a snapshot version without holes, a
+    /// file of its own, and less than half of it differing.
+    fn patch_plan(&self, rel: &[u8], entry: &Entry, extents: &[Extent]) -> Option<Vec<(u64, BlockHash, u32)>> {
+        if entry.size < PATCH_MIN_SIZE || entry.link_group.is_some() {
+            return None;
+        }
+        let path = self.abs(rel);
+        let st = lstat(&path)?;
+        if !st.is_file() || st.dev() != self.dev || st.nlink() != 1 {
+            return None;
+        }
+        let current = match self.old.files.get(rel) {
+            Some(c) if c.matches(&st) => c.extents.clone(),
+            _ => current_extents(&path, st.size()).ok()?,
+        };
+        // The snapshot's version must have no holes (every byte is then written or
+        // already right); the current one may have any layout.
+        if !(extents.len() == 1 && extents[0].offset == 0 && extents[0].len() == entry.size) {
+            return None;
+        }
+        let mut have = HashMap::new();
+        for x in &current {
+            let mut off = x.offset;
+            for (h, l) in &x.chunks {
+                have.insert(off, *h);
+                off += *l as u64;
+            }
+        }
+        let mut diffs = Vec::new();
+        let mut off = 0u64;
+        for (h, l) in &extents[0].chunks {
+            if have.get(&off) != Some(h) {
+                diffs.push((off, *h, *l));
+            }
+            off += *l as u64;
+        }
+        let differing: u64 = diffs.iter().map(|(_, _, l)| *l as u64).sum();
+        (differing * 2 < entry.size).then_some(diffs)
+    }
+
+    fn stage_patch(&mut self, rel: &[u8], diffs: Vec<(u64, BlockHash, u32)>) -> Result<(), RestoreError> {
+        let path = self.staging.join(format!("{}", self.staged.len()));
+        let file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path).map_err(at(&path))?;
+        let mut pieces = Vec::with_capacity(diffs.len());
+        let mut patch_off = 0u64;
+        for (file_off, hash, len) in diffs {
+            let data = self.store.get(&hash).map_err(|source| RestoreError::Corrupt { path: String::from_utf8_lossy(rel).into_owned(), source })?;
+            file.write_all_at(&data, patch_off).map_err(at(&path))?;
+            pieces.push((file_off, patch_off, len));
+            patch_off += len as u64;
+            self.stats.bytes_written += len as u64;
+        }
+        self.stats.files_written += 1;
+        self.staged.insert(rel.to_vec(), Staged::Patch { patch: path, pieces });
+        Ok(())
+    }
+
     fn stage_file(&mut self, rel: &[u8], entry: &Entry, extents: &[Extent]) -> Result<(), RestoreError> {
         let path = self.staging.join(format!("{}", self.staged.len()));
         let file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path).map_err(at(&path))?;
@@ -179,7 +253,7 @@ impl Restorer<'_> {
             }
         }
         self.stats.files_written += 1;
-        self.staged.insert(rel.to_vec(), path);
+        self.staged.insert(rel.to_vec(), Staged::Whole(path));
         Ok(())
     }
 
@@ -233,11 +307,22 @@ impl Restorer<'_> {
                                 self.stats.entries_created += 1;
                             }
                         }
-                        (_, Some(staged)) => {
+                        (_, Some(Staged::Whole(staged))) => {
                             std::fs::rename(&staged, &path).map_err(at(&path))?;
                             if cur.is_none() {
                                 self.stats.entries_created += 1;
                             }
+                        }
+                        (_, Some(Staged::Patch { patch, pieces })) => {
+                            let from = File::open(&patch).map_err(at(&patch))?;
+                            let to = std::fs::OpenOptions::new().write(true).custom_flags(libc::O_NOFOLLOW).open(&path).map_err(at(&path))?;
+                            let mut buf = Vec::new();
+                            for (file_off, patch_off, len) in pieces {
+                                buf.resize(len as usize, 0);
+                                from.read_exact_at(&mut buf, patch_off).map_err(at(&patch))?;
+                                to.write_all_at(&buf, file_off).map_err(at(&path))?;
+                            }
+                            to.set_len(entry.size).map_err(at(&path))?;
                         }
                         _ => {}
                     }

@@ -27,8 +27,9 @@ use pack::{PackWriter, RecordHeader, RECORD_HEADER};
 /// Packs are sealed at this size so that GC rewrites stay granular.
 pub const MAX_PACK_BYTES: u64 = 256 << 20;
 
-/// zstd level for new objects: fast, and compresses text and pages well.
-pub const ZSTD_LEVEL: i32 = 1;
+/// zstd level for new objects: 3 keeps the store no larger than restic's on the
+/// reference data (level 1 was 0.5 % larger) at a modest cost in speed.
+pub const ZSTD_LEVEL: i32 = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -167,7 +168,7 @@ impl BlockStore {
         } else {
             let active = ids.last().copied().unwrap_or(1);
             let pack = PackWriter::open(&pack_path(&packs, active), active, active_end)?;
-            let flushed = pack.len();
+            let flushed = pack.size();
             Some(WriterState { pack, pending: Vec::new(), flushed })
         };
         Ok(BlockStore {
@@ -197,6 +198,10 @@ impl BlockStore {
         let index = self.index.read().expect("index lock");
         let mut seen = HashSet::new();
         hashes.iter().filter(|h| !index.contains_key(h) && seen.insert(**h)).copied().collect()
+    }
+
+    pub fn object_count(&self) -> usize {
+        self.index.read().expect("index lock").len()
     }
 
     pub fn location(&self, hash: &BlockHash) -> Option<Location> {
@@ -243,7 +248,7 @@ impl BlockStore {
         if self.contains(&header.hash) {
             return Ok(Put { hash: header.hash, stored_bytes: 0 });
         }
-        if w.pack.len() >= MAX_PACK_BYTES {
+        if w.pack.size() >= MAX_PACK_BYTES {
             self.rotate(w)?;
         }
         let offset = w.pack.append(&header, stored)?;
@@ -255,7 +260,7 @@ impl BlockStore {
 
     fn commit_locked(&self, w: &mut WriterState) -> io::Result<()> {
         w.pack.sync()?;
-        w.flushed = w.pack.len();
+        w.flushed = w.pack.size();
         if !w.pending.is_empty() {
             index::append_index(&index_path(&self.packs, w.pack.id), &w.pending)?;
             w.pending.clear();
@@ -267,7 +272,7 @@ impl BlockStore {
         self.commit_locked(w)?;
         let next = w.pack.id + 1;
         w.pack = PackWriter::open(&pack_path(&self.packs, next), next, None)?;
-        w.flushed = w.pack.len();
+        w.flushed = w.pack.size();
         Ok(())
     }
 
@@ -308,7 +313,7 @@ impl BlockStore {
             if let Some(w) = guard.as_mut() {
                 if loc.pack == w.pack.id && loc.offset + RECORD_HEADER as u64 + loc.stored_len as u64 > w.flushed {
                     w.pack.sync()?;
-                    w.flushed = w.pack.len();
+                    w.flushed = w.pack.size();
                 }
             }
         }

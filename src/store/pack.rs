@@ -112,7 +112,13 @@ pub struct PackWriter {
     out: BufWriter<File>,
     /// Length of the file once everything buffered is written.
     len: u64,
+    /// Where the kernel was last asked to start writing back.
+    kicked: u64,
 }
+
+/// Writeback is started every this many appended bytes, so the fsync of a
+/// commit finds little left to write.
+const WRITEBACK_EVERY: u64 = 16 << 20;
 
 impl PackWriter {
     /// Opens pack `id` for appending, creating it with its magic when new.
@@ -130,7 +136,7 @@ impl PackWriter {
             }
         }
         file.seek(SeekFrom::Start(len))?;
-        Ok(PackWriter { id, out: BufWriter::with_capacity(4 << 20, file), len })
+        Ok(PackWriter { id, out: BufWriter::with_capacity(4 << 20, file), len, kicked: len })
     }
 
     /// Appends one record; returns the offset of its header.
@@ -139,10 +145,18 @@ impl PackWriter {
         self.out.write_all(&header.encode())?;
         self.out.write_all(stored)?;
         self.len += (RECORD_HEADER + stored.len()) as u64;
+        if self.len - self.kicked >= WRITEBACK_EVERY {
+            self.out.flush()?;
+            use std::os::fd::AsRawFd;
+            // SAFETY: an advisory writeback request on a file descriptor we own.
+            unsafe { libc::sync_file_range(self.out.get_ref().as_raw_fd(), self.kicked as i64, (self.len - self.kicked) as i64, libc::SYNC_FILE_RANGE_WRITE) };
+            self.kicked = self.len;
+        }
         Ok(offset)
     }
 
-    pub fn len(&self) -> u64 {
+    /// Bytes in the pack, buffered ones included (never 0: the magic comes first).
+    pub fn size(&self) -> u64 {
         self.len
     }
 

@@ -1,0 +1,533 @@
+//! The kernel side of a share mount: each FUSE request becomes one backend call,
+//! run as a task on the tokio runtime, and one reply sent from that task, so
+//! many requests are in flight while a single thread reads them from the kernel.
+//!
+//! This module holds no filesystem logic. It translates numbers (inode numbers
+//! ↔ nodes, `fh` ↔ backend handles), attributes and errors, and it must never
+//! block the thread that reads requests.
+
+use std::ffi::{OsStr, OsString};
+use std::future::Future;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use fuser::{
+    AccessFlags, CopyFileRangeFlags, FileHandle, Filesystem, FopenFlags, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags,
+    RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen,
+    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+};
+
+use crate::mount_state::{file_type, Shared, GENERATION};
+use crate::reply_error::ReplyError;
+use crate::{Attr, Caller, FsError, FsResult, SetAttr, SetTime};
+
+fn set_time(time: Option<TimeOrNow>) -> Option<SetTime> {
+    time.map(|time| match time {
+        TimeOrNow::Now => SetTime::Now,
+        TimeOrNow::SpecificTime(at) => SetTime::At(at),
+    })
+}
+
+fn caller(req: &Request) -> Caller {
+    Caller { uid: req.uid(), gid: req.gid() }
+}
+
+fn is_dot_or_dotdot(name: &OsStr) -> bool {
+    name == "." || name == ".."
+}
+
+/// The size of an xattr value or name list, or the bytes themselves when they fit.
+fn reply_xattr(shared: &Shared, op: &'static str, reply: ReplyXattr, size: u32, bytes: &[u8]) {
+    if size == 0 {
+        match u32::try_from(bytes.len()) {
+            Ok(len) => reply.size(len),
+            Err(_) => shared.fail(op, reply, FsError::Range),
+        }
+    } else if bytes.len() > size as usize {
+        shared.fail(op, reply, FsError::Range);
+    } else {
+        reply.data(bytes);
+    }
+}
+
+/// The `fuser` filesystem of one mount.
+pub(crate) struct ShareFs {
+    shared: Arc<Shared>,
+}
+
+impl ShareFs {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        ShareFs { shared }
+    }
+
+    /// Runs `call` as a task and answers with `answer` or, on failure, an errno.
+    fn dispatch<R, T, F>(
+        &self,
+        op: &'static str,
+        reply: R,
+        call: impl FnOnce(Arc<Shared>) -> F,
+        answer: impl FnOnce(&Arc<Shared>, R, T) + Send + 'static,
+    ) where
+        R: ReplyError + Send + 'static,
+        T: Send + 'static,
+        F: Future<Output = FsResult<T>> + Send + 'static,
+    {
+        let shared = self.shared.clone();
+        shared.counters.requests.fetch_add(1, Ordering::Relaxed);
+        shared.counters.in_flight.fetch_add(1, Ordering::Relaxed);
+        let call = call(shared.clone());
+        self.shared.runtime.spawn(async move {
+            match call.await {
+                Ok(value) => answer(&shared, reply, value),
+                Err(err) => shared.fail(op, reply, err),
+            }
+            shared.counters.in_flight.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+
+    fn ok_empty(_: &Arc<Shared>, reply: ReplyEmpty, _: ()) {
+        reply.ok();
+    }
+
+    fn entry(shared: &Arc<Shared>, reply: ReplyEntry, attr: Attr) {
+        shared.reply_entry(reply, &attr);
+    }
+}
+
+impl Filesystem for ShareFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
+        let tuning = &self.shared.tuning;
+        if let Err(nearest) = config.set_max_write(tuning.max_write) {
+            let _ = config.set_max_write(nearest);
+        }
+        if let Err(nearest) = config.set_max_readahead(tuning.max_readahead) {
+            let _ = config.set_max_readahead(nearest);
+        }
+        let _ = config.set_max_background(tuning.max_background.max(1));
+        let _ = config.set_congestion_threshold((tuning.max_background / 4 * 3).max(1));
+        // Readdirplus saves a lookup per entry; parallel dirops lets lookups in one
+        // directory run concurrently; atomic O_TRUNC saves a setattr per open; auto
+        // inval drops cached pages when the source changed a file's mtime or size.
+        for capability in [
+            InitFlags::FUSE_DO_READDIRPLUS,
+            InitFlags::FUSE_PARALLEL_DIROPS,
+            InitFlags::FUSE_ATOMIC_O_TRUNC,
+            InitFlags::FUSE_AUTO_INVAL_DATA,
+        ] {
+            if config.add_capabilities(capability).is_err() {
+                tracing::debug!(?capability, "kernel lacks FUSE capability");
+            }
+        }
+        // Passthrough backing files may live on a stacked filesystem (overlayfs
+        // rootfs): depth 2 is the kernel's maximum.
+        if tuning.passthrough && config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok() && config.set_max_stack_depth(2).is_ok() {
+            self.shared.passthrough_active.store(true, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let name = name.to_owned();
+        self.dispatch("lookup", reply, move |s| async move { s.backend.lookup(s.node(parent)?, &name).await }, Self::entry);
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.shared.forget(ino.0, nlookup);
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
+        self.dispatch(
+            "getattr",
+            reply,
+            move |s| async move { s.backend.getattr(s.node(ino)?, s.optional_file_handle(fh)).await },
+            move |s, reply, attr| reply.attr(&s.tuning.attr_ttl, &s.file_attr(ino.0, &attr)),
+        );
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let changes = SetAttr { mode, uid, gid, size, atime: set_time(atime), mtime: set_time(mtime) };
+        self.dispatch(
+            "setattr",
+            reply,
+            move |s| async move { s.backend.setattr(s.node(ino)?, s.optional_file_handle(fh), changes).await },
+            move |s, reply, attr| reply.attr(&s.tuning.attr_ttl, &s.file_attr(ino.0, &attr)),
+        );
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        self.dispatch(
+            "readlink",
+            reply,
+            move |s| async move { s.backend.readlink(s.node(ino)?).await },
+            |_, reply, target| reply.data(target.as_os_str().as_bytes()),
+        );
+    }
+
+    fn mknod(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, rdev: u32, reply: ReplyEntry) {
+        let (name, caller) = (name.to_owned(), caller(req));
+        self.dispatch(
+            "mknod",
+            reply,
+            move |s| async move { s.backend.mknod(s.node(parent)?, &name, mode, rdev, caller).await },
+            Self::entry,
+        );
+    }
+
+    fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, reply: ReplyEntry) {
+        let (name, caller) = (name.to_owned(), caller(req));
+        self.dispatch("mkdir", reply, move |s| async move { s.backend.mkdir(s.node(parent)?, &name, mode, caller).await }, Self::entry);
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let name = name.to_owned();
+        self.dispatch("unlink", reply, move |s| async move { s.backend.unlink(s.node(parent)?, &name).await }, Self::ok_empty);
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let name = name.to_owned();
+        self.dispatch("rmdir", reply, move |s| async move { s.backend.rmdir(s.node(parent)?, &name).await }, Self::ok_empty);
+    }
+
+    fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
+        let (name, target, caller) = (link_name.to_owned(), target.to_owned(), caller(req));
+        self.dispatch(
+            "symlink",
+            reply,
+            move |s| async move { s.backend.symlink(s.node(parent)?, &name, &target, caller).await },
+            Self::entry,
+        );
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        let (name, newname) = (name.to_owned(), newname.to_owned());
+        self.dispatch(
+            "rename",
+            reply,
+            move |s| async move { s.backend.rename(s.node(parent)?, &name, s.node(newparent)?, &newname, flags.bits()).await },
+            Self::ok_empty,
+        );
+    }
+
+    fn link(&self, _req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
+        let newname = newname.to_owned();
+        self.dispatch("link", reply, move |s| async move { s.backend.link(s.node(ino)?, s.node(newparent)?, &newname).await }, Self::entry);
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        self.dispatch(
+            "open",
+            reply,
+            move |s| async move { s.backend.open(s.node(ino)?, flags.0).await },
+            move |s, reply, opened| match s.open_file(ino.0, &opened, |fd| reply.open_backing(fd)) {
+                (fh, Some(backing)) => reply.opened_passthrough(fh, FopenFlags::empty(), &backing),
+                (fh, None) => reply.opened(fh, FopenFlags::empty()),
+            },
+        );
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        self.dispatch(
+            "read",
+            reply,
+            move |s| async move { s.backend.read(s.file_handle(fh)?, offset, size).await },
+            |_, reply, data| reply.data(&data),
+        );
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        let data = data.to_vec();
+        self.dispatch(
+            "write",
+            reply,
+            move |s| async move { s.backend.write(s.file_handle(fh)?, offset, data).await },
+            |_, reply, written| reply.written(written),
+        );
+    }
+
+    fn flush(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+        self.dispatch("flush", reply, move |s| async move { s.backend.flush(s.file_handle(fh)?).await }, Self::ok_empty);
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.dispatch("release", reply, move |s| async move { s.backend.release(s.handles.remove_file(fh.0)?).await }, Self::ok_empty);
+    }
+
+    fn fsync(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, datasync: bool, reply: ReplyEmpty) {
+        self.dispatch("fsync", reply, move |s| async move { s.backend.fsync(s.file_handle(fh)?, datasync).await }, Self::ok_empty);
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        self.dispatch(
+            "opendir",
+            reply,
+            move |s| async move { s.backend.opendir(s.node(ino)?).await },
+            |s, reply, handle| reply.opened(FileHandle(s.handles.insert_dir(handle)), FopenFlags::empty()),
+        );
+    }
+
+    fn readdir(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, reply: ReplyDirectory) {
+        // Only used when the kernel lacks readdirplus: plain entries carry no
+        // reference, so each one the backend counted is handed back at once.
+        self.dispatch(
+            "readdir",
+            reply,
+            move |s| async move {
+                let dir = s.handles.dir(fh.0)?;
+                let entries = s.backend.readdirplus(s.node(ino)?, dir.handle, offset, dir.entries_hint()).await?;
+                Ok((dir, entries))
+            },
+            move |s, mut reply, (dir, entries)| {
+                let (asked, mut taken, mut full) = (dir.entries_hint(), 0, false);
+                for entry in entries {
+                    let dot = is_dot_or_dotdot(&entry.name);
+                    let entry_ino = if dot { ino.0 } else { s.inodes.ino(entry.attr.node).unwrap_or(entry.attr.node.0) };
+                    if !full {
+                        full = reply.add(INodeNo(entry_ino), entry.offset, file_type(entry.attr.kind), &entry.name);
+                        taken += usize::from(!full);
+                    }
+                    if !dot {
+                        s.forget_node(entry.attr.node, 1);
+                    }
+                }
+                dir.learn(asked, taken, full);
+                reply.ok();
+            },
+        );
+    }
+
+    fn readdirplus(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, reply: ReplyDirectoryPlus) {
+        self.dispatch(
+            "readdirplus",
+            reply,
+            move |s| async move {
+                let dir = s.handles.dir(fh.0)?;
+                let entries = s.backend.readdirplus(s.node(ino)?, dir.handle, offset, dir.entries_hint()).await?;
+                Ok((dir, entries))
+            },
+            move |s, mut reply, (dir, entries)| {
+                let (asked, mut taken, mut full) = (dir.entries_hint(), 0, false);
+                for entry in entries {
+                    let dot = is_dot_or_dotdot(&entry.name);
+                    if full {
+                        // The backend counted a reference the kernel never got.
+                        if !dot {
+                            s.forget_node(entry.attr.node, 1);
+                        }
+                        continue;
+                    }
+                    // The kernel takes no reference on `.` and `..`.
+                    let entry_ino = if dot { ino.0 } else { s.inodes.remember(entry.attr.node) };
+                    let attr = s.file_attr(entry_ino, &entry.attr);
+                    full = reply.add(INodeNo(entry_ino), entry.offset, &entry.name, &s.tuning.entry_ttl, &attr, GENERATION);
+                    if !full {
+                        taken += 1;
+                    } else if !dot {
+                        s.forget(entry_ino, 1);
+                    }
+                }
+                dir.learn(asked, taken, full);
+                reply.ok();
+            },
+        );
+    }
+
+    fn releasedir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
+        self.dispatch(
+            "releasedir",
+            reply,
+            move |s| async move { s.backend.releasedir(s.handles.remove_dir(fh.0)?.handle).await },
+            Self::ok_empty,
+        );
+    }
+
+    fn fsyncdir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, datasync: bool, reply: ReplyEmpty) {
+        self.dispatch(
+            "fsyncdir",
+            reply,
+            move |s| async move { s.backend.fsyncdir(s.handles.dir(fh.0)?.handle, datasync).await },
+            Self::ok_empty,
+        );
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        self.dispatch(
+            "statfs",
+            reply,
+            |s| async move { s.backend.statfs().await },
+            |_, reply, st| reply.statfs(st.blocks, st.bfree, st.bavail, st.files, st.ffree, st.bsize, st.namelen, st.frsize),
+        );
+    }
+
+    fn setxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, value: &[u8], flags: i32, _position: u32, reply: ReplyEmpty) {
+        let (name, value) = (name.to_owned(), value.to_vec());
+        self.dispatch(
+            "setxattr",
+            reply,
+            move |s| async move { s.backend.setxattr(s.node(ino)?, &name, &value, flags).await },
+            Self::ok_empty,
+        );
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let name = name.to_owned();
+        self.dispatch(
+            "getxattr",
+            reply,
+            move |s| async move { s.backend.getxattr(s.node(ino)?, &name).await },
+            move |s, reply, value| reply_xattr(s, "getxattr", reply, size, &value),
+        );
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        self.dispatch(
+            "listxattr",
+            reply,
+            move |s| async move { s.backend.listxattr(s.node(ino)?).await },
+            move |s, reply, names: Vec<OsString>| {
+                let mut list = Vec::new();
+                for name in &names {
+                    list.extend_from_slice(name.as_bytes());
+                    list.push(0);
+                }
+                reply_xattr(s, "listxattr", reply, size, &list);
+            },
+        );
+    }
+
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let name = name.to_owned();
+        self.dispatch("removexattr", reply, move |s| async move { s.backend.removexattr(s.node(ino)?, &name).await }, Self::ok_empty);
+    }
+
+    fn access(&self, _req: &Request, _ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
+        // Reached only without `default_permissions`: the mount then trusts callers.
+        reply.ok();
+    }
+
+    fn create(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, flags: i32, reply: ReplyCreate) {
+        let (name, caller) = (name.to_owned(), caller(req));
+        self.dispatch(
+            "create",
+            reply,
+            move |s| async move { s.backend.create(s.node(parent)?, &name, mode, flags, caller).await },
+            |s, reply, (attr, opened)| {
+                let ino = s.inodes.remember(attr.node);
+                let file_attr = s.file_attr(ino, &attr);
+                let ttl = s.tuning.entry_ttl;
+                match s.open_file(ino, &opened, |fd| reply.open_backing(fd)) {
+                    (fh, Some(backing)) => reply.created_passthrough(&ttl, &file_attr, GENERATION, fh, FopenFlags::empty(), &backing),
+                    (fh, None) => reply.created(&ttl, &file_attr, GENERATION, fh, FopenFlags::empty()),
+                }
+            },
+        );
+    }
+
+    fn fallocate(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, length: u64, mode: i32, reply: ReplyEmpty) {
+        self.dispatch(
+            "fallocate",
+            reply,
+            move |s| async move { s.backend.fallocate(s.file_handle(fh)?, offset, length, mode).await },
+            Self::ok_empty,
+        );
+    }
+
+    fn lseek(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: i64, whence: i32, reply: ReplyLseek) {
+        self.dispatch(
+            "lseek",
+            reply,
+            move |s| async move {
+                let offset = u64::try_from(offset).map_err(|_| FsError::InvalidArgument)?;
+                let found = s.backend.lseek(s.file_handle(fh)?, offset, whence).await?;
+                i64::try_from(found).map_err(|_| FsError::InvalidArgument)
+            },
+            |_, reply, offset| reply.offset(offset),
+        );
+    }
+
+    fn copy_file_range(
+        &self,
+        _req: &Request,
+        _ino_in: INodeNo,
+        fh_in: FileHandle,
+        offset_in: u64,
+        _ino_out: INodeNo,
+        fh_out: FileHandle,
+        offset_out: u64,
+        len: u64,
+        _flags: CopyFileRangeFlags,
+        reply: ReplyWrite,
+    ) {
+        // The reply carries a u32; the kernel loops for the rest.
+        let len = len.min(u64::from(u32::MAX) & !0xfff);
+        self.dispatch(
+            "copy_file_range",
+            reply,
+            move |s| async move {
+                let (from, to) = (s.file_handle(fh_in)?, s.file_handle(fh_out)?);
+                let copied = s.backend.copy_file_range(from, offset_in, to, offset_out, len).await?;
+                u32::try_from(copied).map_err(|_| FsError::Range)
+            },
+            |_, reply, copied| reply.written(copied),
+        );
+    }
+}

@@ -1,0 +1,61 @@
+//! Dropping the kernel's caches of a mount when files change behind its back
+//! (the source writes directly, another target writes, a remote source pushes).
+//!
+//! Nodes the kernel does not know are not cached, so invalidating them is a
+//! no-op. Never call these from inside the handling of a request of the same
+//! mount: the kernel may hold the very lock the invalidation waits for.
+
+use std::ffi::OsStr;
+use std::io;
+use std::sync::Arc;
+
+use fuser::{INodeNo, Notifier};
+
+use crate::inode_table::InodeTable;
+use crate::NodeId;
+
+/// Cloneable handle that invalidates kernel caches of one mount.
+#[derive(Clone)]
+pub struct CacheInvalidator {
+    notifier: Notifier,
+    inodes: Arc<InodeTable>,
+}
+
+impl std::fmt::Debug for CacheInvalidator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CacheInvalidator").finish_non_exhaustive()
+    }
+}
+
+impl CacheInvalidator {
+    pub(crate) fn new(notifier: Notifier, inodes: Arc<InodeTable>) -> Self {
+        CacheInvalidator { notifier, inodes }
+    }
+
+    /// Attributes and all cached data of `node`.
+    pub fn invalidate_node(&self, node: NodeId) -> io::Result<()> {
+        self.invalidate_data(node, 0, 0)
+    }
+
+    /// Attributes only (size, times, mode...).
+    pub fn invalidate_attrs(&self, node: NodeId) -> io::Result<()> {
+        self.invalidate_data(node, -1, 0)
+    }
+
+    /// Attributes and the cached data in `offset..offset + len` (`len` 0: to the
+    /// end of the file; a negative `offset`: attributes only).
+    pub fn invalidate_data(&self, node: NodeId, offset: i64, len: i64) -> io::Result<()> {
+        match self.inodes.ino(node) {
+            Some(ino) => self.notifier.inval_inode(INodeNo(ino), offset, len),
+            None => Ok(()),
+        }
+    }
+
+    /// The name `name` in directory `parent`, whether it now names another file or none.
+    pub fn invalidate_entry(&self, parent: NodeId, name: &OsStr) -> io::Result<()> {
+        match self.inodes.ino(parent) {
+            Some(ino) => self.notifier.inval_entry(INodeNo(ino), name),
+            None => Ok(()),
+        }
+    }
+}

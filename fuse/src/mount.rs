@@ -1,0 +1,267 @@
+//! Mounting a backend: the mount options, and the handle whose drop unmounts.
+//!
+//! Each mount costs two threads (the session thread of `fuser` and the one that
+//! reads kernel requests); everything else runs on the tokio runtime shared by
+//! all mounts, so many mounts do not mean many threads.
+
+use std::future::Future;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use fuser::{BackgroundSession, MountOption, SessionACL};
+
+use crate::adapter::ShareFs;
+use crate::inode_table::InodeTable;
+use crate::invalidation::CacheInvalidator;
+use crate::mount_state::{Counters, Shared, Tuning};
+use crate::open_handles::OpenHandles;
+use crate::unmount::{self, Unmounted};
+use crate::{FileKind, FsBackend};
+
+const MIB: u32 = 1024 * 1024;
+
+#[derive(Debug, Clone)]
+pub struct MountOptions {
+    /// Mount `ro`: the kernel refuses writes before they reach the backend.
+    pub read_only: bool,
+    /// Let every user of the node (and of containers) use the mount, not only
+    /// the daemon's user.
+    pub allow_other: bool,
+    /// Let the kernel check permissions from the attributes. Without it every
+    /// caller may do anything the daemon may.
+    pub default_permissions: bool,
+    /// Source column of the mount table.
+    pub fs_name: String,
+    /// The mount shows as type `fuse.<subtype>`.
+    pub subtype: String,
+    pub max_read: u32,
+    pub max_write: u32,
+    pub max_readahead: u32,
+    /// Background requests (readahead, async reads) the kernel keeps in flight.
+    pub max_background: u16,
+    /// How long the kernel trusts a name → file answer, and a file's attributes.
+    /// Short by default: the source may change files behind the kernel's back.
+    pub entry_ttl: Duration,
+    pub attr_ttl: Duration,
+    /// Let the kernel read and write files the backend serves from local
+    /// descriptors directly (FUSE passthrough), when the kernel allows it.
+    pub passthrough: bool,
+    /// Runtime the requests run on; the current one when `None`.
+    pub runtime: Option<tokio::runtime::Handle>,
+}
+
+impl Default for MountOptions {
+    fn default() -> Self {
+        MountOptions {
+            read_only: false,
+            allow_other: true,
+            default_permissions: true,
+            fs_name: "hoody".to_owned(),
+            subtype: "hoody".to_owned(),
+            max_read: MIB,
+            max_write: MIB,
+            max_readahead: MIB,
+            max_background: 64,
+            entry_ttl: Duration::from_secs(1),
+            attr_ttl: Duration::from_secs(1),
+            passthrough: true,
+            runtime: None,
+        }
+    }
+}
+
+impl MountOptions {
+    fn fuser_config(&self) -> fuser::Config {
+        // A share never brings device nodes or setuid programs into a container.
+        let mut options = vec![
+            MountOption::FSName(self.fs_name.clone()),
+            MountOption::Subtype(self.subtype.clone()),
+            MountOption::NoDev,
+            MountOption::NoSuid,
+            MountOption::CUSTOM(format!("max_read={}", self.max_read)),
+            if self.read_only { MountOption::RO } else { MountOption::RW },
+        ];
+        if self.default_permissions {
+            options.push(MountOption::DefaultPermissions);
+        }
+        let mut config = fuser::Config::default();
+        config.mount_options = options;
+        config.acl = if self.allow_other { SessionACL::All } else { SessionACL::Owner };
+        config.n_threads = Some(1);
+        config
+    }
+}
+
+/// Counters of one mount.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MountStats {
+    pub requests: u64,
+    pub errors: u64,
+    pub in_flight: u64,
+    pub open_files: usize,
+    pub open_dirs: usize,
+    /// Whether the kernel agreed to passthrough for this mount.
+    pub passthrough: bool,
+}
+
+/// A mounted share. Dropping it unmounts (see [`MountHandle::unmount`]).
+/// Unmounting blocks briefly; do not drop it on a runtime worker that the
+/// mount's own requests may need.
+pub struct MountHandle {
+    mountpoint: PathBuf,
+    connection: Option<u32>,
+    session: Option<BackgroundSession>,
+    shared: Arc<Shared>,
+    invalidator: CacheInvalidator,
+}
+
+impl std::fmt::Debug for MountHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MountHandle").field("mountpoint", &self.mountpoint).field("connection", &self.connection).finish_non_exhaustive()
+    }
+}
+
+impl MountHandle {
+    pub fn mountpoint(&self) -> &Path {
+        &self.mountpoint
+    }
+
+    /// Drops kernel caches of this mount when files change behind its back.
+    pub fn invalidator(&self) -> CacheInvalidator {
+        self.invalidator.clone()
+    }
+
+    pub fn stats(&self) -> MountStats {
+        let counters: &Counters = &self.shared.counters;
+        let (open_files, open_dirs) = self.shared.handles.open_count();
+        MountStats {
+            requests: counters.requests.load(Ordering::Relaxed),
+            errors: counters.errors.load(Ordering::Relaxed),
+            in_flight: counters.in_flight.load(Ordering::Relaxed),
+            open_files,
+            open_dirs,
+            passthrough: self.shared.passthrough_active.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Unmounts. A busy mount is detached lazily and its connection aborted:
+    /// processes still using it get `ENOTCONN`, none of them hangs.
+    pub fn unmount(mut self) -> io::Result<()> {
+        self.shutdown()
+    }
+
+    fn shutdown(&mut self) -> io::Result<()> {
+        let Some(session) = self.session.take() else { return Ok(()) };
+        let grace = match unmount::unmount(&self.mountpoint, self.connection)? {
+            Unmounted::Clean => SESSION_END_GRACE,
+            Unmounted::Detached => Duration::ZERO,
+        };
+        if !ends_within(&session, grace) {
+            // Still in use: detached while busy, or unmounted by someone else
+            // while busy. Its users are cut off so that the session ends.
+            let aborted = self.connection.map(unmount::abort);
+            if !matches!(aborted, Some(Ok(()))) {
+                let mountpoint = self.mountpoint.display();
+                tracing::warn!(%mountpoint, ?aborted, "share connection not aborted; its session ends with its last user");
+                return Ok(());
+            }
+        }
+        session.join()
+    }
+}
+
+/// How long a cleanly unmounted session may take to notice.
+const SESSION_END_GRACE: Duration = Duration::from_secs(2);
+
+fn ends_within(session: &BackgroundSession, grace: Duration) -> bool {
+    let deadline = std::time::Instant::now() + grace;
+    loop {
+        if session.guard.is_finished() {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+impl Drop for MountHandle {
+    fn drop(&mut self) {
+        if let Err(err) = self.shutdown() {
+            tracing::warn!(mountpoint = %self.mountpoint.display(), error = %err, "unmount failed");
+        }
+    }
+}
+
+/// Mounts `backend` at `mountpoint`. Blocks until the kernel has accepted the
+/// mount; call it off the runtime's workers (`spawn_blocking`) or outside it.
+pub fn mount(backend: Arc<dyn FsBackend>, mountpoint: &Path, options: MountOptions) -> io::Result<MountHandle> {
+    let runtime = match options.runtime.clone() {
+        Some(runtime) => runtime,
+        None => tokio::runtime::Handle::try_current()
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "mounting a share needs a tokio runtime"))?,
+    };
+    keep_large_buffers_mapped();
+    let mountpoint = mountpoint.canonicalize()?;
+    let root = block_on_elsewhere(&runtime, backend.root()).map_err(|err| io::Error::from_raw_os_error(err.to_errno()))?;
+    if root.kind != FileKind::Directory {
+        return Err(io::Error::from_raw_os_error(libc::ENOTDIR));
+    }
+    let inodes = Arc::new(InodeTable::new(root.node));
+    let shared = Arc::new(Shared {
+        backend: backend.clone(),
+        inodes: inodes.clone(),
+        handles: OpenHandles::default(),
+        runtime,
+        tuning: Tuning {
+            entry_ttl: options.entry_ttl,
+            attr_ttl: options.attr_ttl,
+            max_write: options.max_write,
+            max_readahead: options.max_readahead,
+            max_background: options.max_background,
+            passthrough: options.passthrough,
+        },
+        passthrough_active: AtomicBool::new(false),
+        counters: Counters::default(),
+    });
+    let session = fuser::Session::new(ShareFs::new(shared.clone()), &mountpoint, &options.fuser_config())?;
+    let invalidator = CacheInvalidator::new(session.notifier(), inodes);
+    backend.attach_invalidator(invalidator.clone());
+    let connection = unmount::connection_id(&mountpoint);
+    let session = session.spawn()?;
+    Ok(MountHandle { mountpoint, connection, session: Some(session), shared, invalidator })
+}
+
+/// `fuser` gives each session a 16 MiB request buffer from `calloc`. Once one
+/// such buffer is freed, glibc raises its mmap threshold above that size, and
+/// the next buffers come from the heap and are cleared byte by byte: 16 MiB
+/// resident per mount instead of the few pages requests touch. A fixed
+/// threshold keeps large buffers mapped on demand (process-wide: it also stops
+/// the heap from keeping freed multi-megabyte blocks).
+fn keep_large_buffers_mapped() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        static FIXED_THRESHOLD: std::sync::Once = std::sync::Once::new();
+        FIXED_THRESHOLD.call_once(|| {
+            // SAFETY: mallopt only changes allocator tuning.
+            unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20) };
+        });
+    }
+}
+
+/// Runs `future` to completion on `runtime` from a thread of its own, so that
+/// it works whether or not the caller is itself inside the runtime.
+fn block_on_elsewhere<F>(runtime: &tokio::runtime::Handle, future: F) -> F::Output
+where
+    F: Future + Send,
+    F::Output: Send,
+{
+    std::thread::scope(|scope| match scope.spawn(|| runtime.block_on(future)).join() {
+        Ok(output) => output,
+        Err(panic) => std::panic::resume_unwind(panic),
+    })
+}

@@ -1,0 +1,151 @@
+//! The state of one mount shared by its request tasks: the backend, the
+//! number and handle tables, kernel settings and counters, and the helpers that
+//! turn backend answers into kernel replies (attributes, entries, errors).
+
+use std::io;
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use fuser::{BackingId, Errno, FileAttr, FileHandle, FileType, Generation, INodeNo, ReplyEntry};
+
+use crate::inode_table::InodeTable;
+use crate::open_handles::{OpenFile, OpenHandles};
+use crate::reply_error::ReplyError;
+use crate::{Attr, FileKind, FsBackend, FsError, FsResult, HandleId, NodeId, Opened};
+
+/// Inode generations are not used: node ids are stable, never recycled by us.
+pub(crate) const GENERATION: Generation = Generation(0);
+/// `st_blksize` reported for every file.
+const BLOCK_SIZE: u32 = 4096;
+
+/// Kernel connection settings chosen at mount time.
+pub(crate) struct Tuning {
+    pub(crate) entry_ttl: Duration,
+    pub(crate) attr_ttl: Duration,
+    pub(crate) max_write: u32,
+    pub(crate) max_readahead: u32,
+    pub(crate) max_background: u16,
+    pub(crate) passthrough: bool,
+}
+
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub(crate) requests: AtomicU64,
+    pub(crate) errors: AtomicU64,
+    pub(crate) in_flight: AtomicU64,
+}
+
+/// State of one mount, shared by the request tasks.
+pub(crate) struct Shared {
+    pub(crate) backend: Arc<dyn FsBackend>,
+    pub(crate) inodes: Arc<InodeTable>,
+    pub(crate) handles: OpenHandles,
+    pub(crate) runtime: tokio::runtime::Handle,
+    pub(crate) tuning: Tuning,
+    /// Whether the kernel agreed to passthrough at init.
+    pub(crate) passthrough_active: AtomicBool,
+    pub(crate) counters: Counters,
+}
+
+impl Shared {
+    pub(crate) fn node(&self, ino: INodeNo) -> FsResult<NodeId> {
+        self.inodes.node(ino.0).ok_or(FsError::Stale)
+    }
+
+    pub(crate) fn file_handle(&self, fh: FileHandle) -> FsResult<HandleId> {
+        Ok(self.handles.file(fh.0)?.handle)
+    }
+
+    /// The backend handle of an open file, if `fh` names one (it may name a directory).
+    pub(crate) fn optional_file_handle(&self, fh: Option<FileHandle>) -> Option<HandleId> {
+        fh.and_then(|fh| self.handles.file(fh.0).ok()).map(|file| file.handle)
+    }
+
+    /// The one place where a failure becomes a reply: logged, counted, answered.
+    pub(crate) fn fail(&self, op: &'static str, reply: impl ReplyError, err: FsError) {
+        self.counters.errors.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(op, error = %err, errno = err.to_errno(), "share request failed");
+        reply.error(Errno::from_i32(err.to_errno()));
+    }
+
+    pub(crate) fn file_attr(&self, ino: u64, attr: &Attr) -> FileAttr {
+        FileAttr {
+            ino: INodeNo(ino),
+            size: attr.size,
+            blocks: attr.blocks,
+            atime: attr.atime,
+            mtime: attr.mtime,
+            ctime: attr.ctime,
+            crtime: SystemTime::UNIX_EPOCH,
+            kind: file_type(attr.kind),
+            perm: attr.perm,
+            nlink: attr.nlink,
+            uid: attr.uid,
+            gid: attr.gid,
+            rdev: attr.rdev,
+            blksize: BLOCK_SIZE,
+            flags: 0,
+        }
+    }
+
+    /// Hands `attr`'s node to the kernel as a new reference.
+    pub(crate) fn reply_entry(&self, reply: ReplyEntry, attr: &Attr) {
+        let ino = self.inodes.remember(attr.node);
+        reply.entry(&self.tuning.entry_ttl, &self.file_attr(ino, attr), GENERATION);
+    }
+
+    /// The kernel (or the adapter, for entries it could not deliver) dropped
+    /// `count` references to `ino`; the backend learns it in the background.
+    pub(crate) fn forget(self: &Arc<Self>, ino: u64, count: u64) {
+        if let Some(node) = self.inodes.forget(ino, count) {
+            self.forget_node(node, count);
+        }
+    }
+
+    pub(crate) fn forget_node(self: &Arc<Self>, node: NodeId, count: u64) {
+        let backend = self.backend.clone();
+        self.runtime.spawn(async move { backend.forget(node, count).await });
+    }
+
+    /// The inode's passthrough backing when the kernel and backend both allow it.
+    pub(crate) fn backing(
+        &self,
+        ino: u64,
+        fd: Option<&OwnedFd>,
+        open_backing: impl FnOnce(&OwnedFd) -> io::Result<BackingId>,
+    ) -> Option<Arc<BackingId>> {
+        let fd = fd.filter(|_| self.passthrough_active.load(Ordering::Relaxed))?;
+        match self.handles.backing(ino, || open_backing(fd)) {
+            Ok(backing) => Some(backing),
+            Err(err) => {
+                tracing::debug!(ino, error = %err, "passthrough refused, serving the file through the daemon");
+                None
+            }
+        }
+    }
+
+    pub(crate) fn open_file(
+        &self,
+        ino: u64,
+        opened: &Opened,
+        open_backing: impl FnOnce(&OwnedFd) -> io::Result<BackingId>,
+    ) -> (FileHandle, Option<Arc<BackingId>>) {
+        let backing = self.backing(ino, opened.passthrough.as_deref(), open_backing);
+        let fh = self.handles.insert_file(OpenFile { handle: opened.handle, ino, backing: backing.clone() });
+        (FileHandle(fh), backing)
+    }
+}
+
+pub(crate) fn file_type(kind: FileKind) -> FileType {
+    match kind {
+        FileKind::File => FileType::RegularFile,
+        FileKind::Directory => FileType::Directory,
+        FileKind::Symlink => FileType::Symlink,
+        FileKind::Fifo => FileType::NamedPipe,
+        FileKind::Socket => FileType::Socket,
+        FileKind::CharDevice => FileType::CharDevice,
+        FileKind::BlockDevice => FileType::BlockDevice,
+    }
+}

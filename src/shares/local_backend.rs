@@ -1,0 +1,241 @@
+//! The backend of a share whose source lives on this node: the trait's
+//! asynchronous face over [`SourceTree`], each call on a blocking thread so
+//! that filesystem syscalls never stall the async workers.
+
+use std::ffi::{OsStr, OsString};
+use std::io;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Once};
+
+use async_trait::async_trait;
+use hoody_fuse::{Attr, Caller, DirEntry, FsBackend, FsError, FsResult, HandleId, NodeId, Opened, SetAttr, StatFs};
+
+use super::source_tree::SourceTree;
+use super::syscalls::{open_beneath, raise_open_files_limit};
+use super::ShareMode;
+
+/// Serves one source directory. One instance per mount.
+pub struct LocalBackend {
+    tree: Arc<SourceTree>,
+}
+
+impl std::fmt::Debug for LocalBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalBackend").field("mode", &self.tree.mode()).finish_non_exhaustive()
+    }
+}
+
+fn open_dir_path(path: &Path) -> io::Result<OwnedFd> {
+    let path = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: valid NUL-terminated path.
+    let fd = unsafe { libc::open(path.as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just opened and is owned by no one else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+impl LocalBackend {
+    /// Serves the directory at `source`, a path the daemon trusts as it is.
+    pub fn open(source: &Path, mode: ShareMode) -> io::Result<Self> {
+        Self::from_root(open_dir_path(source)?, mode)
+    }
+
+    /// Serves `source_path` as seen inside a container whose root filesystem is
+    /// `rootfs`: each component is resolved beneath `rootfs` without following
+    /// symlinks, so a container cannot point its share outside its own files.
+    pub fn open_in_container(rootfs: &Path, source_path: &Path, mode: ShareMode) -> io::Result<Self> {
+        let mut dir = open_dir_path(rootfs)?;
+        for part in source_path.components() {
+            match part {
+                std::path::Component::RootDir | std::path::Component::CurDir => {}
+                std::path::Component::Normal(name) => {
+                    let name = std::ffi::CString::new(name.as_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+                    dir = open_beneath(std::os::fd::AsFd::as_fd(&dir), &name, libc::O_PATH | libc::O_DIRECTORY, 0)?;
+                }
+                std::path::Component::ParentDir | std::path::Component::Prefix(_) => {
+                    return Err(io::Error::new(io::ErrorKind::InvalidInput, "a share's source path may not contain `..`"));
+                }
+            }
+        }
+        Self::from_root(dir, mode)
+    }
+
+    fn from_root(root: OwnedFd, mode: ShareMode) -> io::Result<Self> {
+        static RAISE_LIMIT: Once = Once::new();
+        RAISE_LIMIT.call_once(raise_open_files_limit);
+        Ok(LocalBackend { tree: Arc::new(SourceTree::new(root, mode)?) })
+    }
+
+    pub fn mode(&self) -> ShareMode {
+        self.tree.mode()
+    }
+
+    /// Files the kernel holds references to (one open descriptor each).
+    pub fn referenced_nodes(&self) -> usize {
+        self.tree.referenced_nodes()
+    }
+
+    async fn run<T, F>(&self, op: F) -> FsResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&SourceTree) -> FsResult<T> + Send + 'static,
+    {
+        let tree = self.tree.clone();
+        match tokio::task::spawn_blocking(move || op(&tree)).await {
+            Ok(result) => result,
+            Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
+            Err(_) => Err(FsError::Unavailable),
+        }
+    }
+}
+
+#[async_trait]
+impl FsBackend for LocalBackend {
+    async fn root(&self) -> FsResult<Attr> {
+        self.run(|tree| tree.root()).await
+    }
+
+    async fn lookup(&self, parent: NodeId, name: &OsStr) -> FsResult<Attr> {
+        let name = name.to_owned();
+        self.run(move |tree| tree.lookup(parent, &name)).await
+    }
+
+    async fn forget(&self, node: NodeId, count: u64) {
+        // Forgets come in bursts; only the rare slow close goes to a blocking thread.
+        if let Some(slow_to_close) = self.tree.forget(node, count) {
+            tokio::task::spawn_blocking(move || drop(slow_to_close));
+        }
+    }
+
+    async fn getattr(&self, node: NodeId, handle: Option<HandleId>) -> FsResult<Attr> {
+        self.run(move |tree| tree.getattr(node, handle)).await
+    }
+
+    async fn setattr(&self, node: NodeId, handle: Option<HandleId>, changes: SetAttr) -> FsResult<Attr> {
+        self.run(move |tree| tree.setattr(node, handle, changes)).await
+    }
+
+    async fn opendir(&self, dir: NodeId) -> FsResult<HandleId> {
+        self.run(move |tree| tree.opendir(dir)).await
+    }
+
+    async fn readdirplus(&self, _dir: NodeId, handle: HandleId, offset: u64, max_entries: usize) -> FsResult<Vec<DirEntry>> {
+        self.run(move |tree| tree.readdirplus(handle, offset, max_entries)).await
+    }
+
+    async fn releasedir(&self, handle: HandleId) -> FsResult<()> {
+        self.run(move |tree| tree.releasedir(handle)).await
+    }
+
+    async fn fsyncdir(&self, handle: HandleId, datasync: bool) -> FsResult<()> {
+        self.run(move |tree| tree.fsyncdir(handle, datasync)).await
+    }
+
+    async fn open(&self, node: NodeId, flags: i32) -> FsResult<Opened> {
+        self.run(move |tree| tree.open(node, flags)).await
+    }
+
+    async fn create(&self, parent: NodeId, name: &OsStr, mode: u32, flags: i32, caller: Caller) -> FsResult<(Attr, Opened)> {
+        let name = name.to_owned();
+        self.run(move |tree| tree.create(parent, &name, mode, flags, caller)).await
+    }
+
+    async fn read(&self, handle: HandleId, offset: u64, size: u32) -> FsResult<Vec<u8>> {
+        self.run(move |tree| tree.read(handle, offset, size)).await
+    }
+
+    async fn write(&self, handle: HandleId, offset: u64, data: Vec<u8>) -> FsResult<u32> {
+        self.run(move |tree| tree.write(handle, offset, &data)).await
+    }
+
+    async fn flush(&self, _handle: HandleId) -> FsResult<()> {
+        // Writes go straight to the source file; nothing is held back to report.
+        Ok(())
+    }
+
+    async fn release(&self, handle: HandleId) -> FsResult<()> {
+        self.run(move |tree| tree.release(handle)).await
+    }
+
+    async fn fsync(&self, handle: HandleId, datasync: bool) -> FsResult<()> {
+        self.run(move |tree| tree.fsync(handle, datasync)).await
+    }
+
+    async fn fallocate(&self, handle: HandleId, offset: u64, length: u64, mode: i32) -> FsResult<()> {
+        self.run(move |tree| tree.fallocate(handle, offset, length, mode)).await
+    }
+
+    async fn lseek(&self, handle: HandleId, offset: u64, whence: i32) -> FsResult<u64> {
+        self.run(move |tree| tree.lseek(handle, offset, whence)).await
+    }
+
+    async fn copy_file_range(&self, from: HandleId, from_offset: u64, to: HandleId, to_offset: u64, length: u64) -> FsResult<u64> {
+        self.run(move |tree| tree.copy_file_range(from, from_offset, to, to_offset, length)).await
+    }
+
+    async fn mkdir(&self, parent: NodeId, name: &OsStr, mode: u32, caller: Caller) -> FsResult<Attr> {
+        let name = name.to_owned();
+        self.run(move |tree| tree.mkdir(parent, &name, mode, caller)).await
+    }
+
+    async fn mknod(&self, parent: NodeId, name: &OsStr, mode: u32, _rdev: u32, caller: Caller) -> FsResult<Attr> {
+        let name = name.to_owned();
+        self.run(move |tree| tree.mknod(parent, &name, mode, caller)).await
+    }
+
+    async fn symlink(&self, parent: NodeId, name: &OsStr, target: &Path, caller: Caller) -> FsResult<Attr> {
+        let (name, target) = (name.to_owned(), target.to_owned());
+        self.run(move |tree| tree.symlink(parent, &name, &target, caller)).await
+    }
+
+    async fn link(&self, node: NodeId, new_parent: NodeId, new_name: &OsStr) -> FsResult<Attr> {
+        let new_name = new_name.to_owned();
+        self.run(move |tree| tree.link(node, new_parent, &new_name)).await
+    }
+
+    async fn unlink(&self, parent: NodeId, name: &OsStr) -> FsResult<()> {
+        let name = name.to_owned();
+        self.run(move |tree| tree.unlink(parent, &name)).await
+    }
+
+    async fn rmdir(&self, parent: NodeId, name: &OsStr) -> FsResult<()> {
+        let name = name.to_owned();
+        self.run(move |tree| tree.rmdir(parent, &name)).await
+    }
+
+    async fn rename(&self, parent: NodeId, name: &OsStr, new_parent: NodeId, new_name: &OsStr, flags: u32) -> FsResult<()> {
+        let (name, new_name) = (name.to_owned(), new_name.to_owned());
+        self.run(move |tree| tree.rename(parent, &name, new_parent, &new_name, flags)).await
+    }
+
+    async fn readlink(&self, node: NodeId) -> FsResult<PathBuf> {
+        self.run(move |tree| tree.readlink(node)).await
+    }
+
+    async fn statfs(&self) -> FsResult<StatFs> {
+        self.run(|tree| tree.statfs()).await
+    }
+
+    async fn getxattr(&self, node: NodeId, name: &OsStr) -> FsResult<Vec<u8>> {
+        let name = name.to_owned();
+        self.run(move |tree| tree.getxattr(node, &name)).await
+    }
+
+    async fn setxattr(&self, node: NodeId, name: &OsStr, value: &[u8], flags: i32) -> FsResult<()> {
+        let (name, value) = (name.to_owned(), value.to_vec());
+        self.run(move |tree| tree.setxattr(node, &name, &value, flags)).await
+    }
+
+    async fn listxattr(&self, node: NodeId) -> FsResult<Vec<OsString>> {
+        self.run(move |tree| tree.listxattr(node)).await
+    }
+
+    async fn removexattr(&self, node: NodeId, name: &OsStr) -> FsResult<()> {
+        let name = name.to_owned();
+        self.run(move |tree| tree.removexattr(node, &name)).await
+    }
+}

@@ -1,0 +1,24 @@
+//! Shares: a container's directory served to other containers through FUSE.
+//!
+//! This module holds the backends behind the `hoody_fuse` adapter. The local
+//! backend serves a source directory of this node; it owns containment (nothing
+//! outside the source is ever reached) and the readonly rule, whatever the
+//! mount options of the target say.
+
+mod containment;
+mod dir_stream;
+pub mod local_backend;
+mod node_table;
+mod source_tree;
+mod syscalls;
+mod xattrs;
+
+pub use local_backend::LocalBackend;
+
+/// What a share's targets may do with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShareMode {
+    /// Every write fails with `EROFS`, enforced by the backend.
+    ReadOnly,
+    ReadWrite,
+}

@@ -1,0 +1,514 @@
+//! The local share's filesystem logic: every operation of the backend trait on
+//! the source directory, synchronous, with the containment and readonly rules.
+//! Callers run these on blocking threads, never on the async workers.
+
+use std::collections::HashMap;
+use std::ffi::{CString, OsStr, OsString};
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use hoody_fuse::{Attr, Caller, DirEntry, FileKind, FsError, FsResult, HandleId, NodeId, Opened, SetAttr, StatFs};
+use parking_lot::Mutex;
+
+use super::containment::Containment;
+use super::dir_stream::DirStream;
+use super::node_table::{node_id, Node, NodeTable};
+use super::syscalls::{self, open_beneath, stat};
+use super::xattrs;
+use super::ShareMode;
+
+/// Open flags passed on to the source file. Creation flags are handled
+/// explicitly, and `O_DIRECT` would impose the source's alignment on callers.
+const PASSED_OPEN_FLAGS: i32 =
+    libc::O_ACCMODE | libc::O_APPEND | libc::O_TRUNC | libc::O_SYNC | libc::O_DSYNC | libc::O_NOATIME | libc::O_NONBLOCK;
+/// Whiteouts (device nodes overlayfs uses) are not for shares.
+const RENAME_FLAGS: u32 = libc::RENAME_NOREPLACE | libc::RENAME_EXCHANGE;
+const NAME_MAX: usize = 255;
+
+enum Component {
+    Dot,
+    DotDot,
+    Name(CString),
+}
+
+/// A name from the kernel: exactly one path component.
+fn component(name: &OsStr) -> FsResult<Component> {
+    let bytes = name.as_bytes();
+    match bytes {
+        b"." => Ok(Component::Dot),
+        b".." => Ok(Component::DotDot),
+        _ if bytes.is_empty() || bytes.contains(&b'/') || bytes.contains(&0) => Err(FsError::InvalidArgument),
+        _ if bytes.len() > NAME_MAX => Err(FsError::NameTooLong),
+        _ => Ok(Component::Name(CString::new(bytes).map_err(|_| FsError::InvalidArgument)?)),
+    }
+}
+
+/// A name to create or remove: `.` and `..` are never one.
+fn entry_name(name: &OsStr) -> FsResult<CString> {
+    match component(name)? {
+        Component::Name(name) => Ok(name),
+        Component::Dot | Component::DotDot => Err(FsError::InvalidArgument),
+    }
+}
+
+fn kind_of(mode: u32) -> FileKind {
+    match mode & libc::S_IFMT {
+        libc::S_IFDIR => FileKind::Directory,
+        libc::S_IFLNK => FileKind::Symlink,
+        libc::S_IFIFO => FileKind::Fifo,
+        libc::S_IFSOCK => FileKind::Socket,
+        libc::S_IFCHR => FileKind::CharDevice,
+        libc::S_IFBLK => FileKind::BlockDevice,
+        _ => FileKind::File,
+    }
+}
+
+/// The kernel's encoding of a device number in FUSE attributes (`new_encode_dev`).
+fn fuse_rdev(rdev: u64) -> u32 {
+    let (major, minor) = (libc::major(rdev), libc::minor(rdev));
+    (minor & 0xff) | (major << 8) | ((minor & !0xff) << 12)
+}
+
+fn wants_write(flags: i32) -> bool {
+    flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0
+}
+
+pub(super) struct SourceTree {
+    containment: Containment,
+    root_id: NodeId,
+    source_dev: u64,
+    mode: ShareMode,
+    nodes: NodeTable,
+    files: Mutex<HashMap<u64, Arc<OwnedFd>>>,
+    dirs: Mutex<HashMap<u64, Arc<DirStream>>>,
+    next_handle: AtomicU64,
+}
+
+impl SourceTree {
+    /// `root`: an `O_PATH` descriptor of the source directory.
+    pub(super) fn new(root: OwnedFd, mode: ShareMode) -> io::Result<Self> {
+        let st = stat(root.as_fd())?;
+        if kind_of(st.st_mode) != FileKind::Directory {
+            return Err(io::Error::from_raw_os_error(libc::ENOTDIR));
+        }
+        let source_dev = st.st_dev;
+        let root_id = node_id(st.st_dev, st.st_ino, source_dev);
+        let root_node = Node { fd: Arc::new(root.try_clone()?), kind: FileKind::Directory };
+        Ok(SourceTree {
+            containment: Containment::new(root)?,
+            root_id,
+            source_dev,
+            mode,
+            nodes: NodeTable::new(root_id, root_node),
+            files: Mutex::new(HashMap::new()),
+            dirs: Mutex::new(HashMap::new()),
+            next_handle: AtomicU64::new(1),
+        })
+    }
+
+    pub(super) fn mode(&self) -> ShareMode {
+        self.mode
+    }
+
+    pub(super) fn referenced_nodes(&self) -> usize {
+        self.nodes.len()
+    }
+
+    fn writable(&self) -> FsResult<()> {
+        match self.mode {
+            ShareMode::ReadWrite => Ok(()),
+            ShareMode::ReadOnly => Err(FsError::ReadOnly),
+        }
+    }
+
+    fn attr(&self, st: &libc::stat64) -> Attr {
+        Attr {
+            node: node_id(st.st_dev, st.st_ino, self.source_dev),
+            kind: kind_of(st.st_mode),
+            perm: (st.st_mode & 0o7777) as u16,
+            nlink: u32::try_from(st.st_nlink).unwrap_or(u32::MAX),
+            uid: st.st_uid,
+            gid: st.st_gid,
+            size: st.st_size as u64,
+            blocks: st.st_blocks as u64,
+            rdev: fuse_rdev(st.st_rdev),
+            atime: syscalls::system_time(st.st_atime, st.st_atime_nsec),
+            mtime: syscalls::system_time(st.st_mtime, st.st_mtime_nsec),
+            ctime: syscalls::system_time(st.st_ctime, st.st_ctime_nsec),
+        }
+    }
+
+    fn stat_attr(&self, fd: BorrowedFd<'_>) -> FsResult<Attr> {
+        Ok(self.attr(&stat(fd)?))
+    }
+
+    /// A node the kernel named, still beneath the source.
+    fn node(&self, id: NodeId) -> FsResult<Node> {
+        let node = self.nodes.get(id)?;
+        self.containment.check(node.fd.as_fd())?;
+        Ok(node)
+    }
+
+    fn dir(&self, id: NodeId) -> FsResult<Node> {
+        let node = self.node(id)?;
+        match node.kind {
+            FileKind::Directory => Ok(node),
+            _ => Err(FsError::NotDirectory),
+        }
+    }
+
+    /// Takes a reference to the file behind the freshly opened `fd`.
+    fn adopt(&self, fd: OwnedFd) -> FsResult<Attr> {
+        let attr = self.stat_attr(fd.as_fd())?;
+        self.nodes.reference(attr.node, Node { fd: Arc::new(fd), kind: attr.kind });
+        Ok(attr)
+    }
+
+    fn new_handle(&self) -> u64 {
+        self.next_handle.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn insert_file(&self, fd: Arc<OwnedFd>) -> HandleId {
+        let handle = self.new_handle();
+        self.files.lock().insert(handle, fd);
+        HandleId(handle)
+    }
+
+    fn file(&self, handle: HandleId) -> FsResult<Arc<OwnedFd>> {
+        self.files.lock().get(&handle.0).cloned().ok_or(FsError::BadHandle)
+    }
+
+    fn dir_stream(&self, handle: HandleId) -> FsResult<Arc<DirStream>> {
+        self.dirs.lock().get(&handle.0).cloned().ok_or(FsError::BadHandle)
+    }
+
+    /// Makes a file created by the daemon the caller's, with exactly `mode`
+    /// (the daemon's umask must not apply). A setgid directory passes on its
+    /// group, and its setgid bit to subdirectories, as the kernel would.
+    fn give_to_caller(fd: BorrowedFd<'_>, caller: Caller, parent: &libc::stat64, mode: Option<u32>, is_dir: bool) -> io::Result<()> {
+        let inherit_group = parent.st_mode & libc::S_ISGID != 0;
+        let gid = if inherit_group { parent.st_gid } else { caller.gid };
+        // Owner first: chown clears setuid and setgid bits.
+        syscalls::chown(fd, Some(caller.uid), Some(gid))?;
+        if let Some(mode) = mode {
+            let mode = (mode & 0o7777) | if is_dir && inherit_group { libc::S_ISGID } else { 0 };
+            syscalls::chmod(fd, mode)?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn root(&self) -> FsResult<Attr> {
+        self.stat_attr(self.containment.root())
+    }
+
+    pub(super) fn lookup(&self, parent: NodeId, name: &OsStr) -> FsResult<Attr> {
+        let dir = self.dir(parent)?;
+        match component(name)? {
+            Component::Dot => {
+                let attr = self.stat_attr(dir.fd.as_fd())?;
+                self.nodes.reference(attr.node, dir);
+                Ok(attr)
+            }
+            Component::DotDot if parent == self.root_id => self.root(),
+            Component::DotDot => {
+                let up = syscalls::open_parent(dir.fd.as_fd())?;
+                self.containment.check(up.as_fd())?;
+                self.adopt(up)
+            }
+            Component::Name(name) => self.adopt(open_beneath(dir.fd.as_fd(), &name, libc::O_PATH, 0)?),
+        }
+    }
+
+    /// Hands back the descriptor to close elsewhere when closing it may be slow.
+    pub(super) fn forget(&self, node: NodeId, count: u64) -> Option<Node> {
+        let dropped = self.nodes.forget(node, count)?;
+        // Closing the last descriptor of an unlinked file frees its blocks, which
+        // can take long for a big file: such closes are left to the caller.
+        match stat(dropped.fd.as_fd()) {
+            Ok(st) if st.st_nlink > 0 => None,
+            _ => Some(dropped),
+        }
+    }
+
+    pub(super) fn getattr(&self, node: NodeId, handle: Option<HandleId>) -> FsResult<Attr> {
+        match handle {
+            Some(handle) => self.stat_attr(self.file(handle)?.as_fd()),
+            None => self.stat_attr(self.node(node)?.fd.as_fd()),
+        }
+    }
+
+    pub(super) fn setattr(&self, node: NodeId, handle: Option<HandleId>, changes: SetAttr) -> FsResult<Attr> {
+        self.writable()?;
+        let target = self.node(node)?;
+        let fd = target.fd.as_fd();
+        if changes.uid.is_some() || changes.gid.is_some() {
+            syscalls::chown(fd, changes.uid, changes.gid)?;
+        }
+        if let Some(mode) = changes.mode {
+            syscalls::chmod(fd, mode & 0o7777)?;
+        }
+        if let Some(size) = changes.size {
+            match target.kind {
+                FileKind::File => self.truncate(&target, handle, size)?,
+                FileKind::Directory => return Err(FsError::IsDirectory),
+                _ => return Err(FsError::InvalidArgument),
+            }
+        }
+        if changes.atime.is_some() || changes.mtime.is_some() {
+            syscalls::set_times(fd, changes.atime, changes.mtime)?;
+        }
+        self.stat_attr(fd)
+    }
+
+    /// Through the caller's open file when it is writable, else a fresh open.
+    fn truncate(&self, target: &Node, handle: Option<HandleId>, size: u64) -> FsResult<()> {
+        if let Some(handle) = handle {
+            match syscalls::truncate(self.file(handle)?.as_fd(), size) {
+                Err(err) if matches!(err.raw_os_error(), Some(libc::EBADF) | Some(libc::EINVAL)) => {}
+                other => return Ok(other?),
+            }
+        }
+        let writable = syscalls::reopen(target.fd.as_fd(), libc::O_WRONLY)?;
+        Ok(syscalls::truncate(writable.as_fd(), size)?)
+    }
+
+    pub(super) fn opendir(&self, dir: NodeId) -> FsResult<HandleId> {
+        let stream = DirStream::open(self.dir(dir)?.fd.as_fd())?;
+        let handle = self.new_handle();
+        self.dirs.lock().insert(handle, Arc::new(stream));
+        Ok(HandleId(handle))
+    }
+
+    pub(super) fn readdirplus(&self, handle: HandleId, offset: u64, max_entries: usize) -> FsResult<Vec<DirEntry>> {
+        let stream = self.dir_stream(handle)?;
+        self.containment.check(stream.fd())?;
+        let dir_attr = self.stat_attr(stream.fd())?;
+        let mut entries = Vec::new();
+        let mut offset = offset;
+        // Entries that vanish between reading and opening are skipped; an empty
+        // answer would end the listing, so read on until something is left.
+        while entries.is_empty() {
+            let raw = stream.read_from(offset, max_entries.max(1))?;
+            let Some(last) = raw.last() else { break };
+            offset = last.offset;
+            for entry in raw {
+                let attr = match entry.name.as_bytes() {
+                    b"." | b".." => dir_attr.clone(),
+                    _ => match open_beneath(stream.fd(), &entry.name, libc::O_PATH, 0).map_err(FsError::from).and_then(|fd| self.adopt(fd))
+                    {
+                        Ok(attr) => attr,
+                        Err(err) => {
+                            tracing::debug!(name = ?entry.name, error = %err, "directory entry skipped");
+                            continue;
+                        }
+                    },
+                };
+                entries.push(DirEntry { name: OsString::from_vec(entry.name.into_bytes()), offset: entry.offset, attr });
+            }
+        }
+        Ok(entries)
+    }
+
+    pub(super) fn releasedir(&self, handle: HandleId) -> FsResult<()> {
+        self.dirs.lock().remove(&handle.0).map(drop).ok_or(FsError::BadHandle)
+    }
+
+    pub(super) fn fsyncdir(&self, handle: HandleId, datasync: bool) -> FsResult<()> {
+        Ok(syscalls::fsync(self.dir_stream(handle)?.fd(), datasync)?)
+    }
+
+    pub(super) fn open(&self, node: NodeId, flags: i32) -> FsResult<Opened> {
+        let target = self.node(node)?;
+        let write = wants_write(flags);
+        if write {
+            self.writable()?;
+        }
+        let fd = match target.kind {
+            FileKind::File => syscalls::reopen(target.fd.as_fd(), flags & PASSED_OPEN_FLAGS)?,
+            FileKind::Directory if !write => syscalls::reopen(target.fd.as_fd(), libc::O_RDONLY | libc::O_DIRECTORY)?,
+            FileKind::Directory => return Err(FsError::IsDirectory),
+            FileKind::Symlink => return Err(FsError::Os(libc::ELOOP)),
+            // The kernel serves special files itself; opening a FIFO here would block.
+            _ => return Err(FsError::Unsupported),
+        };
+        let fd = Arc::new(fd);
+        let handle = self.insert_file(fd.clone());
+        Ok(Opened { handle, passthrough: (target.kind == FileKind::File).then_some(fd) })
+    }
+
+    pub(super) fn create(&self, parent: NodeId, name: &OsStr, mode: u32, flags: i32, caller: Caller) -> FsResult<(Attr, Opened)> {
+        self.writable()?;
+        let dir = self.dir(parent)?;
+        let name = entry_name(name)?;
+        let open_flags = flags & PASSED_OPEN_FLAGS;
+        let file = match open_beneath(dir.fd.as_fd(), &name, open_flags | libc::O_CREAT | libc::O_EXCL, mode & 0o777) {
+            Ok(file) => {
+                Self::give_to_caller(file.as_fd(), caller, &stat(dir.fd.as_fd())?, Some(mode), false)?;
+                file
+            }
+            // It appeared meanwhile and the caller did not ask for O_EXCL: open it,
+            // a regular file only (opening a FIFO would block).
+            Err(err) if err.raw_os_error() == Some(libc::EEXIST) && flags & libc::O_EXCL == 0 => {
+                let existing = open_beneath(dir.fd.as_fd(), &name, libc::O_PATH, 0)?;
+                match kind_of(stat(existing.as_fd())?.st_mode) {
+                    FileKind::File => syscalls::reopen(existing.as_fd(), open_flags)?,
+                    FileKind::Directory => return Err(FsError::IsDirectory),
+                    _ => return Err(FsError::Exists),
+                }
+            }
+            Err(err) => return Err(err.into()),
+        };
+        let attr = self.adopt(syscalls::reopen(file.as_fd(), libc::O_PATH)?)?;
+        let file = Arc::new(file);
+        let handle = self.insert_file(file.clone());
+        Ok((attr, Opened { handle, passthrough: Some(file) }))
+    }
+
+    pub(super) fn read(&self, handle: HandleId, offset: u64, size: u32) -> FsResult<Vec<u8>> {
+        Ok(syscalls::read_at(self.file(handle)?.as_fd(), offset, size as usize)?)
+    }
+
+    pub(super) fn write(&self, handle: HandleId, offset: u64, data: &[u8]) -> FsResult<u32> {
+        self.writable()?;
+        let written = syscalls::write_at(self.file(handle)?.as_fd(), offset, data)?;
+        u32::try_from(written).map_err(|_| FsError::InvalidArgument)
+    }
+
+    pub(super) fn release(&self, handle: HandleId) -> FsResult<()> {
+        self.files.lock().remove(&handle.0).map(drop).ok_or(FsError::BadHandle)
+    }
+
+    pub(super) fn fsync(&self, handle: HandleId, datasync: bool) -> FsResult<()> {
+        Ok(syscalls::fsync(self.file(handle)?.as_fd(), datasync)?)
+    }
+
+    pub(super) fn fallocate(&self, handle: HandleId, offset: u64, length: u64, mode: i32) -> FsResult<()> {
+        self.writable()?;
+        Ok(syscalls::fallocate(self.file(handle)?.as_fd(), mode, offset, length)?)
+    }
+
+    pub(super) fn lseek(&self, handle: HandleId, offset: u64, whence: i32) -> FsResult<u64> {
+        Ok(syscalls::seek(self.file(handle)?.as_fd(), offset, whence)?)
+    }
+
+    pub(super) fn copy_file_range(&self, from: HandleId, from_offset: u64, to: HandleId, to_offset: u64, length: u64) -> FsResult<u64> {
+        self.writable()?;
+        Ok(syscalls::copy_range(self.file(from)?.as_fd(), from_offset, self.file(to)?.as_fd(), to_offset, length)?)
+    }
+
+    pub(super) fn mkdir(&self, parent: NodeId, name: &OsStr, mode: u32, caller: Caller) -> FsResult<Attr> {
+        self.writable()?;
+        let dir = self.dir(parent)?;
+        let name = entry_name(name)?;
+        // Private until it belongs to the caller.
+        syscalls::mkdir(dir.fd.as_fd(), &name, 0o700)?;
+        let created = open_beneath(dir.fd.as_fd(), &name, libc::O_PATH | libc::O_DIRECTORY, 0)?;
+        Self::give_to_caller(created.as_fd(), caller, &stat(dir.fd.as_fd())?, Some(mode), true)?;
+        self.adopt(created)
+    }
+
+    pub(super) fn mknod(&self, parent: NodeId, name: &OsStr, mode: u32, caller: Caller) -> FsResult<Attr> {
+        self.writable()?;
+        let file_type = match mode & libc::S_IFMT {
+            0 | libc::S_IFREG => libc::S_IFREG,
+            kind @ (libc::S_IFIFO | libc::S_IFSOCK) => kind,
+            // A device node in a share would hand the caller a device of this node.
+            libc::S_IFCHR | libc::S_IFBLK => return Err(FsError::NotPermitted),
+            _ => return Err(FsError::InvalidArgument),
+        };
+        let dir = self.dir(parent)?;
+        let name = entry_name(name)?;
+        syscalls::mknod(dir.fd.as_fd(), &name, file_type | 0o600, 0)?;
+        let created = open_beneath(dir.fd.as_fd(), &name, libc::O_PATH, 0)?;
+        Self::give_to_caller(created.as_fd(), caller, &stat(dir.fd.as_fd())?, Some(mode), false)?;
+        self.adopt(created)
+    }
+
+    pub(super) fn symlink(&self, parent: NodeId, name: &OsStr, target: &Path, caller: Caller) -> FsResult<Attr> {
+        self.writable()?;
+        let dir = self.dir(parent)?;
+        let name = entry_name(name)?;
+        let target = syscalls::cstring(target.as_os_str())?;
+        syscalls::symlink(&target, dir.fd.as_fd(), &name)?;
+        let created = open_beneath(dir.fd.as_fd(), &name, libc::O_PATH, 0)?;
+        Self::give_to_caller(created.as_fd(), caller, &stat(dir.fd.as_fd())?, None, false)?;
+        self.adopt(created)
+    }
+
+    /// Both ends are nodes of this share, so no link can reach a file outside it.
+    pub(super) fn link(&self, node: NodeId, new_parent: NodeId, new_name: &OsStr) -> FsResult<Attr> {
+        self.writable()?;
+        let target = self.node(node)?;
+        if target.kind == FileKind::Directory {
+            return Err(FsError::NotPermitted);
+        }
+        let dir = self.dir(new_parent)?;
+        let name = entry_name(new_name)?;
+        syscalls::link(target.fd.as_fd(), dir.fd.as_fd(), &name)?;
+        self.adopt(open_beneath(dir.fd.as_fd(), &name, libc::O_PATH, 0)?)
+    }
+
+    pub(super) fn unlink(&self, parent: NodeId, name: &OsStr) -> FsResult<()> {
+        self.writable()?;
+        Ok(syscalls::unlink(self.dir(parent)?.fd.as_fd(), &entry_name(name)?, 0)?)
+    }
+
+    pub(super) fn rmdir(&self, parent: NodeId, name: &OsStr) -> FsResult<()> {
+        self.writable()?;
+        Ok(syscalls::unlink(self.dir(parent)?.fd.as_fd(), &entry_name(name)?, libc::AT_REMOVEDIR)?)
+    }
+
+    pub(super) fn rename(&self, parent: NodeId, name: &OsStr, new_parent: NodeId, new_name: &OsStr, flags: u32) -> FsResult<()> {
+        self.writable()?;
+        if flags & !RENAME_FLAGS != 0 {
+            return Err(FsError::InvalidArgument);
+        }
+        let (from, to) = (self.dir(parent)?, self.dir(new_parent)?);
+        Ok(syscalls::rename(from.fd.as_fd(), &entry_name(name)?, to.fd.as_fd(), &entry_name(new_name)?, flags)?)
+    }
+
+    pub(super) fn readlink(&self, node: NodeId) -> FsResult<PathBuf> {
+        let target = self.node(node)?;
+        if target.kind != FileKind::Symlink {
+            return Err(FsError::InvalidArgument);
+        }
+        Ok(PathBuf::from(OsString::from_vec(syscalls::readlink(target.fd.as_fd())?)))
+    }
+
+    pub(super) fn statfs(&self) -> FsResult<StatFs> {
+        let st = syscalls::statfs(self.containment.root())?;
+        Ok(StatFs {
+            blocks: st.f_blocks,
+            bfree: st.f_bfree,
+            bavail: st.f_bavail,
+            files: st.f_files,
+            ffree: st.f_ffree,
+            bsize: st.f_bsize as u32,
+            frsize: st.f_frsize as u32,
+            namelen: st.f_namelen as u32,
+        })
+    }
+
+    pub(super) fn getxattr(&self, node: NodeId, name: &OsStr) -> FsResult<Vec<u8>> {
+        Ok(xattrs::get(self.node(node)?.fd.as_fd(), &syscalls::cstring(name)?)?)
+    }
+
+    pub(super) fn setxattr(&self, node: NodeId, name: &OsStr, value: &[u8], flags: i32) -> FsResult<()> {
+        self.writable()?;
+        Ok(xattrs::set(self.node(node)?.fd.as_fd(), &syscalls::cstring(name)?, value, flags)?)
+    }
+
+    pub(super) fn listxattr(&self, node: NodeId) -> FsResult<Vec<OsString>> {
+        let list = xattrs::list(self.node(node)?.fd.as_fd())?;
+        Ok(list.split(|&byte| byte == 0).filter(|name| !name.is_empty()).map(|name| OsString::from_vec(name.to_vec())).collect())
+    }
+
+    pub(super) fn removexattr(&self, node: NodeId, name: &OsStr) -> FsResult<()> {
+        self.writable()?;
+        Ok(xattrs::remove(self.node(node)?.fd.as_fd(), &syscalls::cstring(name)?)?)
+    }
+}

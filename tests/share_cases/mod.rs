@@ -1,0 +1,499 @@
+//! Share test bodies written once against a mounted share, checked with plain
+//! std::fs and libc calls, so that every backend (local now, QUIC later) runs
+//! the same cases. A backend's test file provides the fixture and instantiates
+//! the cases.
+#![allow(dead_code)]
+
+use std::ffi::CString;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Seek, SeekFrom, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// Where a case finds things. The fixture seeds `source` with [`seed_source`]
+/// before mounting and places `mnt` so that `mnt/..` is neither the source's
+/// parent nor `outside`'s.
+pub struct Share {
+    /// The shared directory as its owner sees it.
+    pub source: PathBuf,
+    /// The same directory as a target sees it.
+    pub mnt: PathBuf,
+    /// Next to `source`, not shared.
+    pub outside: PathBuf,
+}
+
+const GIB: u64 = 1024 * 1024 * 1024;
+
+pub fn seed_source(source: &Path, outside: &Path) {
+    fs::create_dir_all(source.join("dir")).unwrap();
+    fs::create_dir_all(source.join("full")).unwrap();
+    fs::write(source.join("full/inner"), b"inner").unwrap();
+    fs::write(source.join("existing"), b"existing").unwrap();
+    set_xattr(&source.join("existing"), "user.seed", b"seeded").unwrap();
+    fs::create_dir_all(outside).unwrap();
+    fs::write(outside.join("secret"), b"secret").unwrap();
+    std::os::unix::fs::symlink("../outside/secret", source.join("up")).unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", source.join("passwd")).unwrap();
+}
+
+fn c_path(path: &Path) -> CString {
+    CString::new(path.as_os_str().as_bytes()).unwrap()
+}
+
+fn check(rc: libc::c_int) -> io::Result<()> {
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+pub fn errno<T: std::fmt::Debug>(result: io::Result<T>) -> i32 {
+    result.expect_err("expected an error").raw_os_error().expect("an OS error")
+}
+
+fn set_xattr(path: &Path, name: &str, value: &[u8]) -> io::Result<()> {
+    let name = CString::new(name).unwrap();
+    // SAFETY: valid strings and buffer.
+    check(unsafe { libc::lsetxattr(c_path(path).as_ptr(), name.as_ptr(), value.as_ptr().cast(), value.len(), 0) })
+}
+
+fn get_xattr(path: &Path, name: &str) -> io::Result<Vec<u8>> {
+    let name = CString::new(name).unwrap();
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: valid strings and buffer.
+    let len = unsafe { libc::lgetxattr(c_path(path).as_ptr(), name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    if len < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    buf.truncate(len as usize);
+    Ok(buf)
+}
+
+fn xattr_size(path: &Path, name: &str) -> io::Result<usize> {
+    let name = CString::new(name).unwrap();
+    // SAFETY: a size query: null buffer, zero size.
+    let len = unsafe { libc::lgetxattr(c_path(path).as_ptr(), name.as_ptr(), std::ptr::null_mut(), 0) };
+    if len < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(len as usize)
+    }
+}
+
+fn list_xattrs(path: &Path) -> io::Result<Vec<String>> {
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: valid string and buffer.
+    let len = unsafe { libc::llistxattr(c_path(path).as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    if len < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(buf[..len as usize].split(|&b| b == 0).filter(|n| !n.is_empty()).map(|n| String::from_utf8_lossy(n).into_owned()).collect())
+}
+
+fn remove_xattr(path: &Path, name: &str) -> io::Result<()> {
+    let name = CString::new(name).unwrap();
+    // SAFETY: valid strings.
+    check(unsafe { libc::lremovexattr(c_path(path).as_ptr(), name.as_ptr()) })
+}
+
+fn rename2(from: &Path, to: &Path, flags: u32) -> io::Result<()> {
+    // SAFETY: valid strings.
+    check(unsafe { libc::renameat2(libc::AT_FDCWD, c_path(from).as_ptr(), libc::AT_FDCWD, c_path(to).as_ptr(), flags) })
+}
+
+fn set_times(path: &Path, atime: (i64, i64), mtime: (i64, i64)) -> io::Result<()> {
+    let times = [libc::timespec { tv_sec: atime.0, tv_nsec: atime.1 }, libc::timespec { tv_sec: mtime.0, tv_nsec: mtime.1 }];
+    // SAFETY: valid string and two timespecs.
+    check(unsafe { libc::utimensat(libc::AT_FDCWD, c_path(path).as_ptr(), times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) })
+}
+
+fn truncate_path(path: &Path, size: i64) -> io::Result<()> {
+    // SAFETY: valid string.
+    check(unsafe { libc::truncate(c_path(path).as_ptr(), size) })
+}
+
+fn mkfifo(path: &Path) -> io::Result<()> {
+    // SAFETY: valid string.
+    check(unsafe { libc::mkfifo(c_path(path).as_ptr(), 0o644) })
+}
+
+fn statvfs(path: &Path) -> libc::statvfs {
+    // SAFETY: plain data, filled on success.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: valid string and out pointer.
+    check(unsafe { libc::statvfs(c_path(path).as_ptr(), &mut st) }).unwrap();
+    st
+}
+
+fn umask() -> u32 {
+    // SAFETY: umask cannot fail; it is restored at once.
+    let mask = unsafe { libc::umask(0o022) };
+    // SAFETY: as above.
+    unsafe { libc::umask(mask) };
+    mask
+}
+
+fn pattern(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 7 + i / 251) as u8).collect()
+}
+
+pub fn create_read_write_append_truncate(share: &Share) {
+    let path = share.mnt.join("file.txt");
+    fs::write(&path, b"hello world").unwrap();
+    assert_eq!(fs::read(&path).unwrap(), b"hello world");
+    assert_eq!(fs::read(share.source.join("file.txt")).unwrap(), b"hello world", "visible at the source");
+
+    let mut appender = OpenOptions::new().append(true).open(&path).unwrap();
+    appender.write_all(b"!!").unwrap();
+    // O_APPEND writes at the end whatever the position.
+    appender.seek(SeekFrom::Start(0)).unwrap();
+    appender.write_all(b"?").unwrap();
+    drop(appender);
+    assert_eq!(fs::read(&path).unwrap(), b"hello world!!?");
+
+    OpenOptions::new().write(true).open(&path).unwrap().write_all_at(b"W", 6).unwrap();
+    assert_eq!(fs::read(&path).unwrap(), b"hello World!!?");
+
+    OpenOptions::new().write(true).truncate(true).open(&path).unwrap().write_all(b"short").unwrap();
+    assert_eq!(fs::read(&path).unwrap(), b"short");
+
+    let file = OpenOptions::new().write(true).open(&path).unwrap();
+    file.set_len(2).unwrap();
+    assert_eq!(fs::read(&path).unwrap(), b"sh");
+    file.set_len(4).unwrap();
+    assert_eq!(fs::read(&path).unwrap(), b"sh\0\0");
+    drop(file);
+    truncate_path(&path, 1).unwrap();
+    assert_eq!(fs::metadata(&path).unwrap().len(), 1);
+    assert_eq!(fs::metadata(share.source.join("file.txt")).unwrap().len(), 1);
+
+    let exclusive = OpenOptions::new().write(true).create_new(true).open(&path);
+    assert_eq!(exclusive.unwrap_err().kind(), io::ErrorKind::AlreadyExists);
+
+    let made = share.mnt.join("moded");
+    OpenOptions::new().write(true).create_new(true).mode(0o640).open(&made).unwrap();
+    assert_eq!(fs::metadata(&made).unwrap().mode() & 0o7777, 0o640 & !umask());
+    assert_eq!(fs::metadata(share.source.join("moded")).unwrap().mode() & 0o7777, 0o640 & !umask());
+
+    // Larger than one FUSE request, at odd offsets.
+    let big = pattern(3 * 1024 * 1024 + 17);
+    fs::write(share.mnt.join("big"), &big).unwrap();
+    assert_eq!(fs::read(share.mnt.join("big")).unwrap(), big);
+    assert_eq!(fs::read(share.source.join("big")).unwrap(), big);
+    let mut chunk = vec![0u8; 1000];
+    File::open(share.mnt.join("big")).unwrap().read_exact_at(&mut chunk, 1_234_567).unwrap();
+    assert_eq!(chunk, &big[1_234_567..1_235_567]);
+
+    // Writes at the source show through the mount after the next open.
+    fs::write(share.source.join("from-source"), b"one").unwrap();
+    assert_eq!(fs::read(share.mnt.join("from-source")).unwrap(), b"one");
+}
+
+pub fn rename_variants(share: &Share) {
+    let m = |name: &str| share.mnt.join(name);
+    fs::write(m("a"), b"a").unwrap();
+    fs::rename(m("a"), m("b")).unwrap();
+    assert!(!m("a").exists());
+    assert_eq!(fs::read(share.source.join("b")).unwrap(), b"a");
+
+    fs::write(m("c"), b"c").unwrap();
+    fs::rename(m("c"), m("b")).unwrap();
+    assert_eq!(fs::read(m("b")).unwrap(), b"c", "rename replaces");
+
+    fs::write(m("d"), b"d").unwrap();
+    assert_eq!(errno(rename2(&m("d"), &m("b"), libc::RENAME_NOREPLACE)), libc::EEXIST);
+    rename2(&m("d"), &m("fresh"), libc::RENAME_NOREPLACE).unwrap();
+    assert_eq!(fs::read(m("fresh")).unwrap(), b"d");
+
+    rename2(&m("b"), &m("fresh"), libc::RENAME_EXCHANGE).unwrap();
+    assert_eq!(fs::read(m("b")).unwrap(), b"d");
+    assert_eq!(fs::read(m("fresh")).unwrap(), b"c");
+    assert_eq!(errno(rename2(&m("b"), &m("missing"), libc::RENAME_EXCHANGE)), libc::ENOENT);
+
+    fs::create_dir_all(m("tree/sub")).unwrap();
+    fs::write(m("tree/sub/leaf"), b"leaf").unwrap();
+    fs::create_dir(m("elsewhere")).unwrap();
+    fs::rename(m("tree"), m("elsewhere/tree")).unwrap();
+    assert_eq!(fs::read(m("elsewhere/tree/sub/leaf")).unwrap(), b"leaf");
+    assert_eq!(fs::read(share.source.join("elsewhere/tree/sub/leaf")).unwrap(), b"leaf");
+
+    fs::create_dir(m("empty")).unwrap();
+    assert_eq!(errno(fs::rename(m("empty"), m("elsewhere"))), libc::ENOTEMPTY);
+    fs::rename(m("elsewhere/tree/sub"), m("empty")).unwrap();
+    assert_eq!(fs::read(m("empty/leaf")).unwrap(), b"leaf", "a directory replaces an empty one");
+}
+
+pub fn unlink_rmdir_mkdir(share: &Share) {
+    let m = |name: &str| share.mnt.join(name);
+    fs::create_dir(m("d")).unwrap();
+    assert_eq!(fs::create_dir(m("d")).unwrap_err().kind(), io::ErrorKind::AlreadyExists);
+    fs::create_dir_all(m("d/x/y")).unwrap();
+    fs::write(m("d/x/y/f"), b"f").unwrap();
+    assert!(share.source.join("d/x/y/f").is_file());
+    assert_eq!(errno(fs::remove_dir(m("d/x"))), libc::ENOTEMPTY);
+    assert_eq!(errno(fs::remove_dir(m("d/x/y/f"))), libc::ENOTDIR);
+    assert_eq!(errno(fs::remove_file(m("d/x"))), libc::EISDIR);
+    fs::remove_file(m("d/x/y/f")).unwrap();
+    assert_eq!(fs::remove_file(m("d/x/y/f")).unwrap_err().kind(), io::ErrorKind::NotFound);
+    fs::remove_dir(m("d/x/y")).unwrap();
+    fs::remove_dir(m("d/x")).unwrap();
+    assert!(!share.source.join("d/x").exists());
+
+    fs::create_dir(m("modes")).unwrap();
+    fs::set_permissions(m("modes"), fs::Permissions::from_mode(0o750)).unwrap();
+    fs::create_dir(m("modes/inner")).unwrap();
+    assert_eq!(fs::metadata(m("modes/inner")).unwrap().mode() & 0o7777, 0o777 & !umask());
+
+    // A listing longer than one kernel buffer.
+    fs::create_dir(m("many")).unwrap();
+    for i in 0..600 {
+        File::create(m(&format!("many/entry-with-a-longish-name-{i:04}"))).unwrap();
+    }
+    let mut names: Vec<_> = fs::read_dir(m("many")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    names.sort();
+    assert_eq!(names.len(), 600);
+    assert_eq!(names[0], "entry-with-a-longish-name-0000");
+    assert_eq!(names[599], "entry-with-a-longish-name-0599");
+    let kinds: Vec<_> = fs::read_dir(m("full")).unwrap().map(|e| e.unwrap().file_type().unwrap().is_file()).collect();
+    assert_eq!(kinds, vec![true]);
+    let listed = std::process::Command::new("ls").arg("-a1").arg(m("full")).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&listed.stdout), ".\n..\ninner\n");
+    fs::remove_dir_all(m("many")).unwrap();
+    assert!(!share.source.join("many").exists());
+}
+
+pub fn links(share: &Share) {
+    let m = |name: &str| share.mnt.join(name);
+    fs::write(m("f"), b"shared").unwrap();
+    fs::hard_link(m("f"), m("g")).unwrap();
+    let (f, g) = (fs::metadata(m("f")).unwrap(), fs::metadata(m("g")).unwrap());
+    assert_eq!(f.nlink(), 2);
+    assert_eq!(f.ino(), g.ino());
+    OpenOptions::new().write(true).open(m("g")).unwrap().write_all_at(b"S", 0).unwrap();
+    assert_eq!(fs::read(m("f")).unwrap(), b"Shared");
+    assert_eq!(fs::metadata(share.source.join("f")).unwrap().nlink(), 2);
+    fs::remove_file(m("f")).unwrap();
+    assert_eq!(fs::read(m("g")).unwrap(), b"Shared");
+    assert_eq!(fs::metadata(m("g")).unwrap().nlink(), 1);
+
+    std::os::unix::fs::symlink("g", m("to-g")).unwrap();
+    assert_eq!(fs::read_link(m("to-g")).unwrap(), PathBuf::from("g"));
+    assert!(fs::symlink_metadata(m("to-g")).unwrap().file_type().is_symlink());
+    assert_eq!(fs::read(m("to-g")).unwrap(), b"Shared");
+    assert_eq!(fs::read_link(share.source.join("to-g")).unwrap(), PathBuf::from("g"));
+    std::os::unix::fs::symlink("nowhere/target", m("dangling")).unwrap();
+    assert_eq!(fs::read_link(m("dangling")).unwrap(), PathBuf::from("nowhere/target"));
+    assert_eq!(fs::metadata(m("dangling")).unwrap_err().kind(), io::ErrorKind::NotFound);
+    fs::hard_link(m("to-g"), m("to-g-too")).unwrap();
+    assert!(fs::symlink_metadata(m("to-g-too")).unwrap().file_type().is_symlink(), "link(2) links the symlink itself");
+}
+
+pub fn metadata_changes(share: &Share) {
+    let m = |name: &str| share.mnt.join(name);
+    fs::write(m("meta"), b"meta").unwrap();
+    fs::set_permissions(m("meta"), fs::Permissions::from_mode(0o604)).unwrap();
+    assert_eq!(fs::metadata(m("meta")).unwrap().mode() & 0o7777, 0o604);
+    assert_eq!(fs::metadata(share.source.join("meta")).unwrap().mode() & 0o7777, 0o604);
+
+    std::os::unix::fs::chown(m("meta"), Some(1234), Some(5678)).unwrap();
+    let meta = fs::metadata(m("meta")).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (1234, 5678));
+    let source = fs::metadata(share.source.join("meta")).unwrap();
+    assert_eq!((source.uid(), source.gid()), (1234, 5678));
+
+    set_times(&m("meta"), (1_000_000_000, 500), (1_500_000_000, 250_000_000)).unwrap();
+    let meta = fs::metadata(m("meta")).unwrap();
+    assert_eq!((meta.atime(), meta.atime_nsec()), (1_000_000_000, 500));
+    assert_eq!((meta.mtime(), meta.mtime_nsec()), (1_500_000_000, 250_000_000));
+    set_times(&m("meta"), (0, libc::UTIME_OMIT), (-86_400, 0)).unwrap();
+    let meta = fs::metadata(m("meta")).unwrap();
+    assert_eq!(meta.atime(), 1_000_000_000, "UTIME_OMIT leaves atime");
+    assert_eq!(meta.mtime(), -86_400, "before the epoch");
+    set_times(&m("meta"), (0, libc::UTIME_NOW), (0, libc::UTIME_NOW)).unwrap();
+    assert!(fs::metadata(m("meta")).unwrap().mtime() > 1_600_000_000);
+
+    std::os::unix::fs::symlink("meta", m("meta-link")).unwrap();
+    std::os::unix::fs::lchown(m("meta-link"), Some(42), Some(43)).unwrap();
+    let link = fs::symlink_metadata(m("meta-link")).unwrap();
+    assert_eq!((link.uid(), link.gid()), (42, 43));
+    assert_eq!(fs::metadata(m("meta")).unwrap().uid(), 1234, "lchown leaves the target");
+}
+
+pub fn xattrs(share: &Share) {
+    let path = share.mnt.join("x");
+    fs::write(&path, b"x").unwrap();
+    set_xattr(&path, "user.colour", b"blue").unwrap();
+    assert_eq!(get_xattr(&path, "user.colour").unwrap(), b"blue");
+    assert_eq!(xattr_size(&path, "user.colour").unwrap(), 4);
+    assert_eq!(get_xattr(&share.source.join("x"), "user.colour").unwrap(), b"blue");
+    set_xattr(&path, "user.empty", b"").unwrap();
+    assert_eq!(get_xattr(&path, "user.empty").unwrap(), b"");
+    let mut names = list_xattrs(&path).unwrap();
+    names.sort();
+    assert_eq!(names, vec!["user.colour", "user.empty"]);
+    remove_xattr(&path, "user.colour").unwrap();
+    assert_eq!(errno(get_xattr(&path, "user.colour")), libc::ENODATA);
+    assert_eq!(errno(remove_xattr(&path, "user.colour")), libc::ENODATA);
+    assert_eq!(get_xattr(&share.mnt.join("existing"), "user.seed").unwrap(), b"seeded");
+    fs::create_dir(share.mnt.join("xdir")).unwrap();
+    set_xattr(&share.mnt.join("xdir"), "user.on-dir", b"1").unwrap();
+    assert_eq!(get_xattr(&share.source.join("xdir"), "user.on-dir").unwrap(), b"1");
+    // Linux allows no user.* attributes on symlinks; the share says the same.
+    assert_eq!(errno(set_xattr(&share.mnt.join("up"), "user.x", b"1")), libc::EPERM);
+    assert_eq!(list_xattrs(&share.mnt.join("up")).unwrap(), Vec::<String>::new());
+}
+
+pub fn statfs_matches_the_source(share: &Share) {
+    let (mnt, source) = (statvfs(&share.mnt), statvfs(&share.source));
+    assert_eq!(mnt.f_frsize, source.f_frsize);
+    assert_eq!(mnt.f_blocks, source.f_blocks);
+    assert_eq!(mnt.f_files, source.f_files);
+    assert_eq!(mnt.f_namemax, source.f_namemax);
+}
+
+pub fn sparse_file_beyond_4_gib(share: &Share) {
+    let path = share.mnt.join("sparse");
+    let mut file = File::create(&path).unwrap();
+    file.seek(SeekFrom::Start(5 * GIB)).unwrap();
+    file.write_all(b"tail").unwrap();
+    file.sync_all().unwrap();
+    drop(file);
+    for seen in [&path, &share.source.join("sparse")] {
+        let meta = fs::metadata(seen).unwrap();
+        assert_eq!(meta.len(), 5 * GIB + 4);
+        assert!(meta.blocks() * 512 < 1024 * 1024, "stays sparse: {} blocks", meta.blocks());
+    }
+    let file = File::open(&path).unwrap();
+    let mut tail = [0u8; 4];
+    file.read_exact_at(&mut tail, 5 * GIB).unwrap();
+    assert_eq!(&tail, b"tail");
+    let mut hole = vec![1u8; 4096];
+    file.read_exact_at(&mut hole, 4 * GIB).unwrap();
+    assert!(hole.iter().all(|&b| b == 0));
+    // SAFETY: valid descriptor.
+    let data = unsafe { libc::lseek64(std::os::fd::AsRawFd::as_raw_fd(&file), 0, libc::SEEK_DATA) };
+    assert!(data as u64 >= 5 * GIB - 4096 && data as u64 <= 5 * GIB, "SEEK_DATA finds the data: {data}");
+    OpenOptions::new().write(true).open(&path).unwrap().set_len(4 * GIB + 1).unwrap();
+    assert_eq!(fs::metadata(&path).unwrap().len(), 4 * GIB + 1);
+}
+
+pub fn mmap_read(share: &Share) {
+    let content = pattern(1024 * 1024 + 123);
+    fs::write(share.mnt.join("mapped"), &content).unwrap();
+    let file = File::open(share.mnt.join("mapped")).unwrap();
+    // SAFETY: nobody truncates the file while it is mapped.
+    let map = unsafe { memmap2::Mmap::map(&file) }.unwrap();
+    assert_eq!(&map[..], &content[..]);
+    drop(map);
+    let seeded = File::open(share.mnt.join("existing")).unwrap();
+    // SAFETY: as above.
+    let map = unsafe { memmap2::Mmap::map(&seeded) }.unwrap();
+    assert_eq!(&map[..], b"existing");
+}
+
+pub fn fsync_and_fallocate(share: &Share) {
+    let path = share.mnt.join("synced");
+    let file = File::create(&path).unwrap();
+    // SAFETY: valid descriptor.
+    let rc = unsafe { libc::fallocate64(std::os::fd::AsRawFd::as_raw_fd(&file), 0, 0, 1024 * 1024) };
+    assert_eq!(rc, 0, "fallocate: {}", io::Error::last_os_error());
+    assert_eq!(fs::metadata(&path).unwrap().len(), 1024 * 1024);
+    assert!(fs::metadata(share.source.join("synced")).unwrap().blocks() >= 2048);
+    file.sync_all().unwrap();
+    file.sync_data().unwrap();
+    File::open(&share.mnt).unwrap().sync_all().unwrap();
+    mkfifo(&share.mnt.join("fifo")).unwrap();
+    assert!(std::os::unix::fs::FileTypeExt::is_fifo(&fs::metadata(share.source.join("fifo")).unwrap().file_type()));
+}
+
+/// Many requests in flight at once: writers, readers and renames on
+/// separate files, listings of the directory they share.
+pub fn parallel_operations(share: &Share) {
+    fs::create_dir(share.mnt.join("busy")).unwrap();
+    std::thread::scope(|scope| {
+        for worker in 0..8 {
+            let dir = share.mnt.join("busy");
+            scope.spawn(move || {
+                for round in 0..50 {
+                    let name = dir.join(format!("{worker}-{round}"));
+                    let content = pattern(1000 + worker * 100 + round);
+                    fs::write(&name, &content).unwrap();
+                    assert_eq!(fs::read(&name).unwrap(), content);
+                    let renamed = dir.join(format!("{worker}-{round}.done"));
+                    fs::rename(&name, &renamed).unwrap();
+                    if round % 2 == 0 {
+                        fs::remove_file(&renamed).unwrap();
+                    }
+                    fs::read_dir(&dir).unwrap().for_each(|entry| drop(entry.unwrap()));
+                }
+            });
+        }
+    });
+    assert_eq!(fs::read_dir(share.mnt.join("busy")).unwrap().count(), 8 * 25);
+    assert_eq!(fs::read_dir(share.source.join("busy")).unwrap().count(), 8 * 25);
+}
+
+/// What the target sees of links that point outside the share. The kernel, not
+/// the backend, follows symlinks, in the caller's own tree: a relative link out
+/// of the share lands next to the mount point, an absolute one in the caller's
+/// root (a container's own `/etc/passwd`), never in the source's tree.
+pub fn containment_through_the_mount(share: &Share) {
+    let m = |name: &str| share.mnt.join(name);
+    assert_eq!(fs::canonicalize(m("dir/..")).unwrap(), fs::canonicalize(&share.mnt).unwrap());
+
+    assert_eq!(fs::read_link(m("up")).unwrap(), PathBuf::from("../outside/secret"));
+    assert_eq!(fs::read(m("up")).unwrap_err().kind(), io::ErrorKind::NotFound, "resolved beside the mount, not beside the source");
+
+    assert_eq!(fs::read_link(m("passwd")).unwrap(), PathBuf::from("/etc/passwd"));
+    assert!(fs::symlink_metadata(m("passwd")).unwrap().file_type().is_symlink());
+    assert_eq!(fs::read(m("passwd")).unwrap(), fs::read("/etc/passwd").unwrap(), "the caller's own file");
+
+    // Hard links and renames cannot cross into or out of the mount.
+    assert_eq!(errno(fs::hard_link(share.outside.join("secret"), m("stolen"))), libc::EXDEV);
+    fs::write(m("mine"), b"mine").unwrap();
+    assert_eq!(errno(fs::hard_link(m("mine"), share.outside.join("mine"))), libc::EXDEV);
+    assert_eq!(errno(fs::rename(m("mine"), share.outside.join("mine"))), libc::EXDEV);
+    assert_eq!(errno(fs::rename(share.outside.join("secret"), m("secret"))), libc::EXDEV);
+    assert_eq!(fs::read(share.outside.join("secret")).unwrap(), b"secret");
+}
+
+/// Every write through the mount fails with EROFS; reads work; the source is untouched.
+pub fn readonly_refuses_every_write(share: &Share) {
+    let m = |name: &str| share.mnt.join(name);
+    let erofs = libc::EROFS;
+    assert_eq!(errno(File::create(m("new"))), erofs);
+    assert_eq!(errno(OpenOptions::new().write(true).open(m("existing"))), erofs);
+    assert_eq!(errno(OpenOptions::new().append(true).open(m("existing"))), erofs);
+    assert_eq!(errno(OpenOptions::new().read(true).write(true).open(m("existing"))), erofs);
+    assert_eq!(errno(truncate_path(&m("existing"), 0)), erofs);
+    assert_eq!(errno(fs::create_dir(m("newdir"))), erofs);
+    assert_eq!(errno(fs::remove_dir(m("dir"))), erofs);
+    assert_eq!(errno(fs::remove_file(m("existing"))), erofs);
+    assert_eq!(errno(fs::rename(m("existing"), m("renamed"))), erofs);
+    assert_eq!(errno(rename2(&m("existing"), &m("dir"), libc::RENAME_EXCHANGE)), erofs);
+    assert_eq!(errno(fs::hard_link(m("existing"), m("hard"))), erofs);
+    assert_eq!(errno(std::os::unix::fs::symlink("existing", m("soft"))), erofs);
+    assert_eq!(errno(fs::set_permissions(m("existing"), fs::Permissions::from_mode(0o777))), erofs);
+    assert_eq!(errno(std::os::unix::fs::chown(m("existing"), Some(1), Some(1))), erofs);
+    assert_eq!(errno(set_times(&m("existing"), (1, 0), (1, 0))), erofs);
+    assert_eq!(errno(set_xattr(&m("existing"), "user.new", b"1")), erofs);
+    assert_eq!(errno(remove_xattr(&m("existing"), "user.seed")), erofs);
+    assert_eq!(errno(mkfifo(&m("fifo"))), erofs);
+
+    assert_eq!(fs::read(m("existing")).unwrap(), b"existing");
+    assert_eq!(fs::read(m("full/inner")).unwrap(), b"inner");
+    assert_eq!(fs::read_dir(m("full")).unwrap().count(), 1);
+    assert_eq!(get_xattr(&m("existing"), "user.seed").unwrap(), b"seeded");
+    let file = File::open(m("existing")).unwrap();
+    // SAFETY: nobody changes the file while it is mapped.
+    let map = unsafe { memmap2::Mmap::map(&file) }.unwrap();
+    assert_eq!(&map[..], b"existing");
+
+    let source = fs::metadata(share.source.join("existing")).unwrap();
+    assert_eq!(source.mode() & 0o7777, 0o666 & !umask());
+    assert_eq!(fs::read(share.source.join("existing")).unwrap(), b"existing");
+    assert!(share.source.join("dir").is_dir());
+    assert!(!share.source.join("new").exists());
+}

@@ -1,0 +1,494 @@
+//! The local backend mounted through FUSE on a temp dir: the shared cases of
+//! `share_cases` with and without passthrough, readonly mounts, and checks that
+//! reach into the backend (containment, references, invalidation, threads and
+//! memory per mount). Every mount is unmounted when its test ends, failed or
+//! not; mounting tests are skipped, saying so, where /dev/fuse is absent.
+
+mod share_cases;
+
+use std::ffi::OsStr;
+use std::fs::{self, File};
+use std::io;
+use std::ops::Deref;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, Instant};
+
+use hoody_fuse::{Caller, FileKind, FsBackend, FsError, MountHandle, MountOptions, NodeId, SetAttr};
+use hoodyd::shares::{LocalBackend, ShareMode};
+use share_cases::Share;
+
+fn runtime() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap())
+}
+
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    runtime().block_on(future)
+}
+
+/// Tests that measure the whole process (threads, memory) run alone.
+static PROCESS: RwLock<()> = RwLock::new(());
+
+fn alongside_others() -> RwLockReadGuard<'static, ()> {
+    PROCESS.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn alone() -> RwLockWriteGuard<'static, ()> {
+    PROCESS.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn fuse_available() -> bool {
+    let available = Path::new("/dev/fuse").exists();
+    if !available {
+        eprintln!("skipping: /dev/fuse is absent, no FUSE mount possible");
+    }
+    available
+}
+
+#[derive(Clone)]
+struct Setup {
+    mode: ShareMode,
+    read_only_mount: bool,
+    passthrough: bool,
+    ttl: Duration,
+}
+
+impl Setup {
+    fn readwrite() -> Self {
+        Setup { mode: ShareMode::ReadWrite, read_only_mount: false, passthrough: true, ttl: Duration::from_secs(1) }
+    }
+
+    fn readonly() -> Self {
+        Setup { mode: ShareMode::ReadOnly, read_only_mount: true, ..Setup::readwrite() }
+    }
+}
+
+/// A seeded source directory, without a mount.
+struct Source {
+    share: Share,
+    _tmp: tempfile::TempDir,
+}
+
+impl Source {
+    fn new() -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let share = Share { source: tmp.path().join("source"), mnt: tmp.path().join("view/mnt"), outside: tmp.path().join("outside") };
+        fs::create_dir_all(&share.mnt).unwrap();
+        share_cases::seed_source(&share.source, &share.outside);
+        Source { share, _tmp: tmp }
+    }
+}
+
+/// A mounted local share; unmounts before its temp dir goes.
+struct LocalShare {
+    mount: Option<MountHandle>,
+    backend: Arc<LocalBackend>,
+    dirs: Source,
+}
+
+impl Deref for LocalShare {
+    type Target = Share;
+    fn deref(&self) -> &Share {
+        &self.dirs.share
+    }
+}
+
+impl LocalShare {
+    fn mount(setup: Setup) -> Option<Self> {
+        if !fuse_available() {
+            return None;
+        }
+        let source = Source::new();
+        let backend = Arc::new(LocalBackend::open(&source.share.source, setup.mode).unwrap());
+        let options = MountOptions {
+            read_only: setup.read_only_mount,
+            passthrough: setup.passthrough,
+            entry_ttl: setup.ttl,
+            attr_ttl: setup.ttl,
+            runtime: Some(runtime().handle().clone()),
+            ..MountOptions::default()
+        };
+        let mount = hoody_fuse::mount(backend.clone(), &source.share.mnt, options).unwrap();
+        Some(LocalShare { mount: Some(mount), backend, dirs: source })
+    }
+
+    fn handle(&self) -> &MountHandle {
+        self.mount.as_ref().unwrap()
+    }
+}
+
+macro_rules! cases {
+    ($setup:expr => $($case:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $case() {
+                let _shared = crate::alongside_others();
+                if let Some(share) = crate::LocalShare::mount($setup) {
+                    crate::share_cases::$case(&share);
+                }
+            }
+        )*
+    };
+}
+
+macro_rules! readwrite_cases {
+    ($setup:expr) => {
+        cases!($setup =>
+            create_read_write_append_truncate,
+            rename_variants,
+            unlink_rmdir_mkdir,
+            links,
+            metadata_changes,
+            xattrs,
+            statfs_matches_the_source,
+            sparse_file_beyond_4_gib,
+            mmap_read,
+            fsync_and_fallocate,
+            parallel_operations,
+            containment_through_the_mount,
+        );
+    };
+}
+
+mod with_passthrough {
+    readwrite_cases!(crate::Setup::readwrite());
+}
+
+mod through_the_daemon {
+    readwrite_cases!(crate::Setup { passthrough: false, ..crate::Setup::readwrite() });
+}
+
+mod readonly_mount {
+    cases!(crate::Setup::readonly() => readonly_refuses_every_write);
+}
+
+/// The backend refuses writes itself, whatever the mount allows.
+mod readonly_backend_under_a_writable_mount {
+    cases!(crate::Setup { read_only_mount: false, ..crate::Setup::readonly() } => readonly_refuses_every_write);
+}
+
+fn name(name: &str) -> &OsStr {
+    OsStr::new(name)
+}
+
+const CALLER: Caller = Caller { uid: 0, gid: 0 };
+
+#[test]
+fn dotdot_of_the_root_is_the_root() {
+    let source = Source::new();
+    let backend = LocalBackend::open(&source.share.source, ShareMode::ReadWrite).unwrap();
+    let root = block_on(backend.root()).unwrap();
+    assert_eq!(block_on(backend.lookup(root.node, name(".."))).unwrap().node, root.node);
+    assert_eq!(block_on(backend.lookup(root.node, name("."))).unwrap().node, root.node);
+    let dir = block_on(backend.lookup(root.node, name("dir"))).unwrap();
+    assert_eq!(block_on(backend.lookup(dir.node, name(".."))).unwrap().node, root.node);
+    assert_eq!(block_on(backend.lookup(root.node, name("a/b"))), Err(FsError::InvalidArgument));
+    assert_eq!(block_on(backend.lookup(root.node, name(""))), Err(FsError::InvalidArgument));
+}
+
+#[test]
+fn the_backend_never_follows_symlinks() {
+    let source = Source::new();
+    std::os::unix::fs::symlink("/etc", source.share.source.join("etc")).unwrap();
+    let backend = LocalBackend::open(&source.share.source, ShareMode::ReadWrite).unwrap();
+    let root = block_on(backend.root()).unwrap().node;
+    let passwd_before = fs::read("/etc/passwd").unwrap();
+
+    let passwd = block_on(backend.lookup(root, name("passwd"))).unwrap();
+    assert_eq!(passwd.kind, FileKind::Symlink);
+    assert_eq!(block_on(backend.readlink(passwd.node)).unwrap(), PathBuf::from("/etc/passwd"));
+    assert_eq!(block_on(backend.open(passwd.node, libc::O_RDONLY)).err(), Some(FsError::Os(libc::ELOOP)));
+    assert_eq!(block_on(backend.lookup(passwd.node, name("x"))), Err(FsError::NotDirectory));
+    // Creating over the symlink's name opens neither it nor its target.
+    let created = block_on(backend.create(root, name("passwd"), 0o644, libc::O_WRONLY | libc::O_TRUNC, CALLER));
+    assert_eq!(created.err(), Some(FsError::Exists));
+    assert_eq!(block_on(backend.setxattr(passwd.node, name("trusted.probe"), b"1", 0)), Ok(()));
+    assert_eq!(block_on(backend.getxattr(passwd.node, name("trusted.probe"))), Ok(b"1".to_vec()), "on the link itself");
+
+    let etc = block_on(backend.lookup(root, name("etc"))).unwrap();
+    assert_eq!(etc.kind, FileKind::Symlink);
+    assert_eq!(block_on(backend.lookup(etc.node, name("passwd"))), Err(FsError::NotDirectory));
+    assert_eq!(block_on(backend.opendir(etc.node)), Err(FsError::NotDirectory));
+    assert_eq!(block_on(backend.mkdir(etc.node, name("x"), 0o755, CALLER)), Err(FsError::NotDirectory));
+
+    let up = block_on(backend.lookup(root, name("up"))).unwrap();
+    assert_eq!(up.kind, FileKind::Symlink);
+    assert_eq!(block_on(backend.open(up.node, libc::O_RDONLY)).err(), Some(FsError::Os(libc::ELOOP)));
+    assert_eq!(fs::read("/etc/passwd").unwrap(), passwd_before);
+    assert_eq!(fs::read(source.share.outside.join("secret")).unwrap(), b"secret");
+}
+
+#[test]
+fn a_directory_moved_out_of_the_source_is_unreachable() {
+    let source = Source::new();
+    let backend = LocalBackend::open(&source.share.source, ShareMode::ReadWrite).unwrap();
+    let root = block_on(backend.root()).unwrap().node;
+    let full = block_on(backend.lookup(root, name("full"))).unwrap().node;
+    let inner = block_on(backend.lookup(full, name("inner"))).unwrap().node;
+    fs::rename(source.share.source.join("full"), source.share.outside.join("full")).unwrap();
+    assert_eq!(block_on(backend.lookup(full, name("inner"))), Err(FsError::Stale));
+    assert_eq!(block_on(backend.getattr(full, None)), Err(FsError::Stale));
+    assert_eq!(block_on(backend.opendir(full)), Err(FsError::Stale));
+    assert_eq!(block_on(backend.open(inner, libc::O_RDONLY)).err(), Some(FsError::Stale));
+    assert_eq!(block_on(backend.mkdir(full, name("x"), 0o755, CALLER)), Err(FsError::Stale));
+    fs::rename(source.share.outside.join("full"), source.share.source.join("moved-back")).unwrap();
+    assert_eq!(block_on(backend.lookup(full, name("inner"))).unwrap().node, inner, "reachable again once back inside");
+}
+
+#[test]
+fn a_symlink_swapped_in_for_a_directory_never_escapes() {
+    let source = Source::new();
+    let src = source.share.source.clone();
+    fs::create_dir(src.join("flip")).unwrap();
+    fs::write(src.join("flip/passwd"), b"inside").unwrap();
+    std::os::unix::fs::symlink("/etc", src.join("flip-link")).unwrap();
+    let backend = LocalBackend::open(&src, ShareMode::ReadWrite).unwrap();
+    let root = block_on(backend.root()).unwrap().node;
+
+    let until = Instant::now() + Duration::from_millis(1500);
+    let swapper = std::thread::spawn(move || {
+        let (a, b) = (
+            std::ffi::CString::new(src.join("flip").into_os_string().into_encoded_bytes()).unwrap(),
+            std::ffi::CString::new(src.join("flip-link").into_os_string().into_encoded_bytes()).unwrap(),
+        );
+        let mut swaps = 0u64;
+        while Instant::now() < until {
+            // SAFETY: valid paths.
+            let rc = unsafe { libc::renameat2(libc::AT_FDCWD, a.as_ptr(), libc::AT_FDCWD, b.as_ptr(), libc::RENAME_EXCHANGE) };
+            assert_eq!(rc, 0, "{}", io::Error::last_os_error());
+            swaps += 1;
+        }
+        swaps
+    });
+    let (mut inside, mut refused) = (0u64, 0u64);
+    while Instant::now() < until {
+        let Ok(flip) = block_on(backend.lookup(root, name("flip"))) else { continue };
+        match block_on(backend.lookup(flip.node, name("passwd"))) {
+            Ok(file) => {
+                let opened = block_on(backend.open(file.node, libc::O_RDONLY)).unwrap();
+                let content = block_on(backend.read(opened.handle, 0, 4096)).unwrap();
+                assert_eq!(content, b"inside", "read something else than the share's own file");
+                block_on(backend.release(opened.handle)).unwrap();
+                block_on(backend.forget(file.node, 1));
+                inside += 1;
+            }
+            Err(err) => {
+                assert_eq!(err, FsError::NotDirectory, "only the symlink's refusal");
+                refused += 1;
+            }
+        }
+        block_on(backend.forget(flip.node, 1));
+    }
+    let swaps = swapper.join().unwrap();
+    eprintln!("{swaps} swaps, {inside} reads inside, {refused} refusals");
+    assert!(inside > 0 && refused > 0, "both shapes were seen");
+}
+
+#[test]
+fn a_readonly_backend_refuses_every_mutation() {
+    let source = Source::new();
+    let backend = LocalBackend::open(&source.share.source, ShareMode::ReadOnly).unwrap();
+    let root = block_on(backend.root()).unwrap().node;
+    let existing = block_on(backend.lookup(root, name("existing"))).unwrap().node;
+    let dir = block_on(backend.lookup(root, name("dir"))).unwrap().node;
+    let ro = Err(FsError::ReadOnly);
+    for flags in [libc::O_WRONLY, libc::O_RDWR, libc::O_RDONLY | libc::O_TRUNC, libc::O_WRONLY | libc::O_APPEND] {
+        assert_eq!(block_on(backend.open(existing, flags)).err(), Some(FsError::ReadOnly), "flags {flags:#o}");
+    }
+    assert_eq!(block_on(backend.create(root, name("new"), 0o644, libc::O_WRONLY, CALLER)).err(), Some(FsError::ReadOnly));
+    assert_eq!(
+        block_on(backend.setattr(existing, None, SetAttr { mode: Some(0o600), ..SetAttr::default() })).err(),
+        Some(FsError::ReadOnly)
+    );
+    assert_eq!(block_on(backend.setattr(existing, None, SetAttr { size: Some(0), ..SetAttr::default() })).err(), Some(FsError::ReadOnly));
+    assert_eq!(block_on(backend.mkdir(root, name("d"), 0o755, CALLER)), ro);
+    assert_eq!(block_on(backend.mknod(root, name("p"), libc::S_IFIFO | 0o644, 0, CALLER)), ro);
+    assert_eq!(block_on(backend.symlink(root, name("s"), Path::new("existing"), CALLER)), ro);
+    assert_eq!(block_on(backend.link(existing, root, name("h"))), ro);
+    assert_eq!(block_on(backend.unlink(root, name("existing"))), ro.clone().map(drop));
+    assert_eq!(block_on(backend.rmdir(root, name("dir"))), ro.clone().map(drop));
+    assert_eq!(block_on(backend.rename(root, name("existing"), dir, name("moved"), 0)), ro.clone().map(drop));
+    assert_eq!(block_on(backend.setxattr(existing, name("user.x"), b"1", 0)), ro.clone().map(drop));
+    assert_eq!(block_on(backend.removexattr(existing, name("user.seed"))), ro.clone().map(drop));
+    let reader = block_on(backend.open(existing, libc::O_RDONLY)).unwrap().handle;
+    assert_eq!(block_on(backend.write(reader, 0, b"x".to_vec())).err(), Some(FsError::ReadOnly));
+    assert_eq!(block_on(backend.fallocate(reader, 0, 4096, 0)).err(), Some(FsError::ReadOnly));
+    assert_eq!(block_on(backend.copy_file_range(reader, 0, reader, 100, 4)).err(), Some(FsError::ReadOnly));
+    assert_eq!(block_on(backend.read(reader, 0, 100)).unwrap(), b"existing");
+    assert_eq!(block_on(backend.getxattr(existing, name("user.seed"))).unwrap(), b"seeded");
+    assert_eq!(fs::read(source.share.source.join("existing")).unwrap(), b"existing");
+}
+
+#[test]
+fn device_nodes_cannot_be_created() {
+    let source = Source::new();
+    let backend = LocalBackend::open(&source.share.source, ShareMode::ReadWrite).unwrap();
+    let root = block_on(backend.root()).unwrap().node;
+    let null_device = (1 << 8) | 3;
+    assert_eq!(block_on(backend.mknod(root, name("null"), libc::S_IFCHR | 0o666, null_device, CALLER)), Err(FsError::NotPermitted));
+    assert_eq!(block_on(backend.mknod(root, name("disk"), libc::S_IFBLK | 0o666, null_device, CALLER)), Err(FsError::NotPermitted));
+    let fifo = block_on(backend.mknod(root, name("fifo"), libc::S_IFIFO | 0o640, 0, Caller { uid: 1000, gid: 1000 })).unwrap();
+    assert_eq!((fifo.kind, fifo.perm, fifo.uid, fifo.gid), (FileKind::Fifo, 0o640, 1000, 1000));
+}
+
+#[test]
+fn created_files_belong_to_the_caller_with_the_exact_mode() {
+    let source = Source::new();
+    let backend = LocalBackend::open(&source.share.source, ShareMode::ReadWrite).unwrap();
+    let root = block_on(backend.root()).unwrap().node;
+    let caller = Caller { uid: 1000, gid: 2000 };
+    let (file, opened) = block_on(backend.create(root, name("mine"), 0o777, libc::O_RDWR, caller)).unwrap();
+    assert_eq!((file.uid, file.gid, file.perm), (1000, 2000, 0o777), "the daemon's umask does not apply");
+    block_on(backend.release(opened.handle)).unwrap();
+    let dir = block_on(backend.mkdir(root, name("shared-group"), 0o2775, caller)).unwrap();
+    assert_eq!((dir.uid, dir.gid, dir.perm), (1000, 2000, 0o2775));
+    let nested = block_on(backend.mkdir(dir.node, name("nested"), 0o755, Caller { uid: 3000, gid: 3000 })).unwrap();
+    assert_eq!((nested.uid, nested.gid, nested.perm), (3000, 2000, 0o2755), "a setgid directory passes on group and bit");
+    let link = block_on(backend.symlink(root, name("link"), Path::new("mine"), caller)).unwrap();
+    assert_eq!((link.uid, link.gid), (1000, 2000));
+}
+
+#[test]
+fn invalidation_hooks_drop_stale_caches() {
+    let _shared = alongside_others();
+    let setup = Setup { passthrough: false, ttl: Duration::from_secs(600), ..Setup::readwrite() };
+    let Some(share) = LocalShare::mount(setup) else { return };
+    let invalidator = share.handle().invalidator();
+    assert_eq!(fs::metadata(share.mnt.join("existing")).unwrap().len(), 8);
+    fs::write(share.source.join("existing"), b"changed at the source").unwrap();
+    assert_eq!(fs::metadata(share.mnt.join("existing")).unwrap().len(), 8, "attributes are cached");
+    let node = NodeId(fs::metadata(share.source.join("existing")).unwrap().ino());
+    invalidator.invalidate_attrs(node).unwrap();
+    assert_eq!(fs::metadata(share.mnt.join("existing")).unwrap().len(), 21);
+    invalidator.invalidate_node(node).unwrap();
+    assert_eq!(fs::read(share.mnt.join("existing")).unwrap(), b"changed at the source");
+
+    assert!(fs::metadata(share.mnt.join("dir")).unwrap().is_dir());
+    fs::rename(share.source.join("dir"), share.source.join("dir-old")).unwrap();
+    fs::write(share.source.join("dir"), b"now a file").unwrap();
+    assert!(fs::metadata(share.mnt.join("dir")).unwrap().is_dir(), "the name is cached");
+    let root = NodeId(fs::metadata(&share.source).unwrap().ino());
+    invalidator.invalidate_entry(root, OsStr::new("dir")).unwrap();
+    assert!(fs::metadata(share.mnt.join("dir")).unwrap().is_file());
+    invalidator.invalidate_node(NodeId(u64::MAX - 7)).unwrap();
+}
+
+#[test]
+fn forgotten_files_release_their_descriptors() {
+    let _shared = alongside_others();
+    let Some(share) = LocalShare::mount(Setup::readwrite()) else { return };
+    fs::create_dir(share.mnt.join("many")).unwrap();
+    for i in 0..300 {
+        fs::write(share.mnt.join(format!("many/{i}")), b"x").unwrap();
+    }
+    assert_eq!(fs::read_dir(share.mnt.join("many")).unwrap().count(), 300);
+    assert!(share.backend.referenced_nodes() > 300);
+    if fs::write("/proc/sys/vm/drop_caches", b"2").is_err() {
+        eprintln!("cannot drop the kernel's caches here; forget not checked");
+        return;
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while share.backend.referenced_nodes() > 50 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(share.backend.referenced_nodes() <= 50, "{} nodes still referenced", share.backend.referenced_nodes());
+    assert_eq!(fs::read(share.mnt.join("many/7")).unwrap(), b"x", "forgotten files come back");
+}
+
+#[test]
+fn passthrough_reads_bypass_the_daemon() {
+    let _shared = alongside_others();
+    let content = vec![7u8; 8 << 20];
+    let mut requests = Vec::new();
+    for passthrough in [true, false] {
+        let Some(share) = LocalShare::mount(Setup { passthrough, ..Setup::readwrite() }) else { return };
+        fs::write(share.source.join("big"), &content).unwrap();
+        let before = share.handle().stats().requests;
+        assert_eq!(fs::read(share.mnt.join("big")).unwrap(), content);
+        requests.push(share.handle().stats().requests - before);
+        assert_eq!(share.handle().stats().passthrough, passthrough);
+    }
+    eprintln!("requests to read 8 MiB: {} with passthrough, {} without", requests[0], requests[1]);
+    assert!(requests[0] < 8 && requests[1] >= 8, "{requests:?}");
+}
+
+#[test]
+fn unmount_of_a_busy_mount_detaches_and_cuts_off_its_users() {
+    let _shared = alongside_others();
+    let Some(mut share) = LocalShare::mount(Setup { passthrough: false, ..Setup::readwrite() }) else { return };
+    let held = File::open(share.mnt.join("existing")).unwrap();
+    let cwd_holder = File::open(share.mnt.join("dir")).unwrap();
+    share.mount.take().unwrap().unmount().unwrap();
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mountinfo.contains(share.mnt.to_str().unwrap()), "detached from the namespace");
+    let mut buf = [0u8; 8];
+    let read = held.read_at(&mut buf, 0);
+    assert_eq!(read.unwrap_err().raw_os_error(), Some(libc::ENOTCONN), "users are cut off, not left hanging");
+    drop((held, cwd_holder));
+}
+
+#[test]
+fn a_mount_detached_behind_our_back_still_unmounts_without_hanging() {
+    let _shared = alongside_others();
+    let Some(mut share) = LocalShare::mount(Setup { passthrough: false, ..Setup::readwrite() }) else { return };
+    let held = File::open(share.mnt.join("existing")).unwrap();
+    let mnt = std::ffi::CString::new(share.mnt.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: valid path.
+    assert_eq!(unsafe { libc::umount2(mnt.as_ptr(), libc::MNT_DETACH) }, 0);
+    let started = Instant::now();
+    share.mount.take().unwrap().unmount().unwrap();
+    assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
+    let mut buf = [0u8; 8];
+    assert_eq!(held.read_at(&mut buf, 0).unwrap_err().raw_os_error(), Some(libc::ENOTCONN));
+}
+
+fn threads_named(prefix: &str) -> usize {
+    fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|task| fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .filter(|comm| comm.starts_with(prefix))
+        .count()
+}
+
+fn all_threads() -> usize {
+    fs::read_dir("/proc/self/task").unwrap().count()
+}
+
+fn rss_kib() -> u64 {
+    let status = fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|line| line.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn each_mount_costs_two_threads_and_little_memory() {
+    let _alone = alone();
+    if !fuse_available() {
+        return;
+    }
+    const MOUNTS: usize = 16;
+    // Warm the runtime so that its own threads are not counted.
+    drop(LocalShare::mount(Setup::readwrite()));
+    let (fuser_before, threads_before, rss_before) = (threads_named("fuser"), all_threads(), rss_kib());
+    let shares: Vec<_> = (0..MOUNTS).map(|_| LocalShare::mount(Setup::readwrite()).unwrap()).collect();
+    let rss_mounted = rss_kib().saturating_sub(rss_before);
+    for share in &shares {
+        assert_eq!(fs::read(share.mnt.join("existing")).unwrap(), b"existing");
+        assert_eq!(fs::read_dir(&share.mnt).unwrap().count(), 5);
+    }
+    let fuser_threads = threads_named("fuser") - fuser_before;
+    let threads = all_threads().saturating_sub(threads_before);
+    let rss_used = rss_kib().saturating_sub(rss_before);
+    eprintln!(
+        "{MOUNTS} mounts: {fuser_threads} session threads ({} per mount), {threads} threads in all; \
+         RSS per mount +{} KiB once mounted, +{} KiB after first use",
+        fuser_threads / MOUNTS,
+        rss_mounted / MOUNTS as u64,
+        rss_used / MOUNTS as u64
+    );
+    assert_eq!(fuser_threads, 2 * MOUNTS);
+    drop(shares);
+    assert_eq!(threads_named("fuser"), fuser_before, "unmount joins the session threads");
+}
