@@ -39,6 +39,9 @@ pub enum Command {
     /// Snapshots of a container: create, list, get, restore (in place), delete.
     #[command(subcommand)]
     Snapshots(SnapshotsCmd),
+    /// Storage shares: the source decides what, the target decides if.
+    #[command(subcommand)]
+    Storage(StorageCmd),
     /// Servers of the cluster.
     #[command(subcommand)]
     Servers(ServersCmd),
@@ -136,6 +139,76 @@ pub enum SnapshotsCmd {
 }
 
 #[derive(Subcommand, Debug)]
+pub enum StorageCmd {
+    /// Share a directory of --container with one container or a whole project.
+    Create {
+        #[arg(long)]
+        container: String,
+        #[arg(long)]
+        source_path: String,
+        #[arg(long)]
+        target_container_id: Option<String>,
+        #[arg(long)]
+        target_project_id: Option<String>,
+        /// readonly or readwrite.
+        #[arg(long, default_value = "readonly")]
+        mode: String,
+        #[arg(long)]
+        alias: Option<String>,
+        #[arg(long)]
+        description: Option<String>,
+        /// Unix seconds.
+        #[arg(long)]
+        expires_at: Option<i64>,
+    },
+    /// Shares created from --container, or all of yours.
+    List {
+        #[arg(long)]
+        container: Option<String>,
+    },
+    Get {
+        #[arg(long)]
+        container: String,
+        share_id: String,
+    },
+    /// Change enabled, mode, alias, description, expires-at.
+    Update {
+        #[arg(long)]
+        container: String,
+        #[arg(long)]
+        share_id: String,
+        #[arg(long)]
+        enabled: Option<bool>,
+        #[arg(long)]
+        mode: Option<String>,
+        #[arg(long)]
+        alias: Option<String>,
+        #[arg(long)]
+        description: Option<String>,
+        #[arg(long)]
+        expires_at: Option<i64>,
+    },
+    Delete { share_id: String },
+    /// Shares offered to --container, or to all of yours.
+    Incoming {
+        #[arg(long)]
+        container: Option<String>,
+    },
+    /// Mount an incoming share in --container.
+    Mount {
+        #[arg(long)]
+        container: String,
+        share_id: String,
+    },
+    /// Unmount an incoming share from --container (it stays off until mounted again).
+    Unmount {
+        #[arg(long)]
+        container: String,
+        share_id: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 pub enum ServersCmd {
     List,
     Get { id: String },
@@ -209,6 +282,8 @@ impl Api {
 const CONTAINER_COLUMNS: &[&str] = &["id", "name", "status", "project_id", "server_name", "created_at"];
 const PROJECT_COLUMNS: &[&str] = &["id", "name", "created_at"];
 const SNAPSHOT_COLUMNS: &[&str] = &["alias", "id", "mode", "created_at", "expires_at", "size_bytes", "new_bytes"];
+const SHARE_COLUMNS: &[&str] = &["id", "alias", "source_container_id", "source_path", "mode", "enabled", "target_container_id", "target_project_id"];
+const INCOMING_COLUMNS: &[&str] = &["share_id", "container_id", "alias", "mode", "mount", "status", "status_message"];
 const SERVER_COLUMNS: &[&str] = &["id", "name", "addresses.http", "addresses.quic", "free_bytes"];
 
 /// Runs one command, printing its output; the error carries the exit code.
@@ -241,6 +316,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             };
             (env, SNAPSHOT_COLUMNS)
         }
+        Command::Storage(cmd) => storage(&api, cmd)?,
         Command::Servers(cmd) => {
             let env = match cmd {
                 ServersCmd::List => api.call("GET", "/servers", None)?,
@@ -251,6 +327,37 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
     };
     print_data(&envelope, columns, cli.json);
     Ok(())
+}
+
+fn storage(api: &Api, cmd: &StorageCmd) -> Result<(Value, &'static [&'static str]), Failure> {
+    let c = |id: &str| format!("/containers/{}", encode(id));
+    let without_nulls = |v: Value| -> Value {
+        match v {
+            Value::Object(m) => Value::Object(m.into_iter().filter(|(_, v)| !v.is_null()).collect()),
+            other => other,
+        }
+    };
+    Ok(match cmd {
+        StorageCmd::Create { container, source_path, target_container_id, target_project_id, mode, alias, description, expires_at } => {
+            let body = without_nulls(json!({"source_path": source_path, "target_container_id": target_container_id, "target_project_id": target_project_id,
+                "mode": mode, "alias": alias, "description": description, "expires_at": expires_at}));
+            (api.call("POST", &format!("{}/storage/shares", c(container)), Some(body))?, SHARE_COLUMNS)
+        }
+        StorageCmd::List { container: Some(id) } => (api.call("GET", &format!("{}/storage/shares", c(id)), None)?, SHARE_COLUMNS),
+        StorageCmd::List { container: None } => (api.call("GET", "/storage/shares", None)?, SHARE_COLUMNS),
+        StorageCmd::Get { container, share_id } => (api.call("GET", &format!("{}/storage/shares/{}", c(container), encode(share_id)), None)?, SHARE_COLUMNS),
+        StorageCmd::Update { container, share_id, enabled, mode, alias, description, expires_at } => {
+            let body = without_nulls(json!({"enabled": enabled, "mode": mode, "alias": alias, "description": description, "expires_at": expires_at}));
+            (api.call("PATCH", &format!("{}/storage/shares/{}", c(container), encode(share_id)), Some(body))?, SHARE_COLUMNS)
+        }
+        StorageCmd::Delete { share_id } => (api.call("DELETE", &format!("/storage/shares/{}", encode(share_id)), None)?, SHARE_COLUMNS),
+        StorageCmd::Incoming { container: Some(id) } => (api.call("GET", &format!("{}/storage/incoming", c(id)), None)?, INCOMING_COLUMNS),
+        StorageCmd::Incoming { container: None } => (api.call("GET", "/storage/incoming", None)?, INCOMING_COLUMNS),
+        StorageCmd::Mount { container, share_id } | StorageCmd::Unmount { container, share_id } => {
+            let mount = matches!(cmd, StorageCmd::Mount { .. });
+            (api.call("PATCH", &format!("{}/storage/incoming/{}/mount", c(container), encode(share_id)), Some(json!({"mount": mount})))?, INCOMING_COLUMNS)
+        }
+    })
 }
 
 fn containers(api: &Api, cmd: &ContainersCmd) -> Result<Value, Failure> {

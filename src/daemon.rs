@@ -66,8 +66,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     let _lock = DataDirLock::acquire(&layout)?;
     let boot = crate::bootstrap::init(&layout, &config.node_name).await?;
     let engine = Engine::new(boot.catalog.clone(), layout.clone(), boot.node.clone())?;
+    engine.clean_stale_share_mounts().await.context("removing stale share mounts")?;
     engine.recover().await.context("recovering interrupted work")?;
     let housekeeping = engine.spawn_housekeeping();
+    let share_reconciler = engine.spawn_share_reconciler();
 
     let http = tokio::net::TcpListener::bind(config.http).await.with_context(|| format!("binding HTTP on {}", config.http))?;
     let http_addr = http.local_addr()?;
@@ -82,9 +84,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     println!("{}", serde_json::to_string(&endpoints)?);
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let serving = engine.clone();
     let mut server_stop = stop_rx.clone();
     let server = tokio::spawn(async move {
-        hoody_api::serve(http, engine, async move {
+        hoody_api::serve(http, serving, async move {
             let _ = server_stop.wait_for(|s| *s).await;
         })
         .await
@@ -98,6 +101,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         Err(_) => tracing::warn!("HTTP connections still open after {DRAIN:?}; closing them"),
     }
     housekeeping.abort();
+    share_reconciler.abort();
+    engine.unmount_all_shares().await;
     quic.shutdown().await;
     let _ = std::fs::remove_file(layout.endpoints());
     tracing::info!("stopped");

@@ -93,3 +93,29 @@ fn snapshots_through_the_cli() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not found"));
 }
+
+#[test]
+fn storage_shares_through_the_cli() {
+    if !std::path::Path::new("/dev/fuse").exists() {
+        eprintln!("SKIP: /dev/fuse is absent");
+        return;
+    }
+    let d = Daemon::start();
+    let p = json(hoody(&d, &["--json", "projects", "create", "--name", "s"]))["id"].as_str().unwrap().to_string();
+    let src = json(hoody(&d, &["--json", "containers", "create", "--name", "src", "--project", &p]));
+    let dst = json(hoody(&d, &["--json", "containers", "create", "--name", "dst", "--project", &p]));
+    let (s, t) = (src["id"].as_str().unwrap(), dst["id"].as_str().unwrap());
+    std::fs::create_dir_all(std::path::Path::new(src["rootfs_path"].as_str().unwrap()).join("data")).unwrap();
+    let share = json(hoody(&d, &["--json", "storage", "create", "--container", s, "--source-path", "/data", "--target-container-id", t, "--mode", "readwrite"]));
+    let id = share["id"].as_str().unwrap();
+    assert!(ok(hoody(&d, &["storage", "list", "--container", s])).contains(id));
+    assert!(ok(hoody(&d, &["storage", "list"])).contains(id));
+    assert_eq!(json(hoody(&d, &["--json", "storage", "get", "--container", s, id]))["alias"], "data");
+    let incoming = ok(hoody(&d, &["storage", "incoming", "--container", t]));
+    assert!(incoming.contains(id) && incoming.contains("active"), "{incoming}");
+    assert_eq!(json(hoody(&d, &["--json", "storage", "unmount", "--container", t, id]))["status"], "unmounted");
+    assert_eq!(json(hoody(&d, &["--json", "storage", "mount", "--container", t, id]))["status"], "active");
+    assert_eq!(json(hoody(&d, &["--json", "storage", "update", "--container", s, "--share-id", id, "--enabled", "false"]))["enabled"], false);
+    ok(hoody(&d, &["storage", "delete", id]));
+    assert_eq!(json(hoody(&d, &["--json", "storage", "list"])).as_array().unwrap().len(), 0);
+}

@@ -319,3 +319,95 @@ pub struct GcSummary {
     pub packs_rewritten: u64,
     pub bytes_freed: u64,
 }
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ShareMode {
+    Readonly,
+    Readwrite,
+}
+
+/// How one target sees a share.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ShareTarget {
+    pub container_id: String,
+    /// The target's choice (`PATCH …/incoming/{share_id}/mount`); default true.
+    pub mount: bool,
+    /// `active` (mounted), `failed` (see `status_message`), `unmounted`
+    /// (the target said no), `disabled`, `expired`.
+    pub status: String,
+    pub status_message: Option<String>,
+    /// Where the share appears inside the target: `/hoody/shares/<alias>`.
+    pub mount_path: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Share {
+    pub id: String,
+    pub source_container_id: String,
+    pub source_path: String,
+    pub mode: ShareMode,
+    pub target_container_id: Option<String>,
+    pub target_project_id: Option<String>,
+    pub alias: String,
+    pub description: Option<String>,
+    pub enabled: bool,
+    /// Unix seconds.
+    pub expires_at: Option<i64>,
+    pub created_at: String,
+    pub updated_at: String,
+    /// Every target of the share on this node, with its mount state.
+    pub targets: Vec<ShareTarget>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateShare {
+    /// Absolute path inside the source container.
+    pub source_path: String,
+    pub mode: ShareMode,
+    pub target_container_id: Option<String>,
+    pub target_project_id: Option<String>,
+    /// Defaults to the last component of `source_path`.
+    pub alias: Option<String>,
+    pub description: Option<String>,
+    /// Unix seconds; must be in the future.
+    pub expires_at: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateShare {
+    pub enabled: Option<bool>,
+    pub mode: Option<ShareMode>,
+    pub alias: Option<String>,
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>)]
+    pub description: Option<Option<String>>,
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<i64>)]
+    pub expires_at: Option<Option<i64>>,
+}
+
+/// A share offered to one of the caller's containers.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct IncomingShare {
+    pub share_id: String,
+    pub container_id: String,
+    pub source_container_id: String,
+    pub alias: String,
+    pub mode: ShareMode,
+    pub description: Option<String>,
+    pub enabled: bool,
+    pub expires_at: Option<i64>,
+    pub mount: bool,
+    pub status: String,
+    pub status_message: Option<String>,
+    pub mount_path: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetMount {
+    pub mount: bool,
+}

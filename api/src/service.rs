@@ -32,6 +32,16 @@ pub trait HoodyService: Send + Sync + 'static {
     /// Expire snapshots and collect garbage now (admin only).
     async fn collect_garbage(&self, who: &Principal) -> Result<GcSummary, ApiError>;
 
+    async fn create_share(&self, who: &Principal, container: &str, req: CreateShare) -> Result<Share, ApiError>;
+    /// Shares created from `container`, or from every container of the caller when `None`.
+    async fn list_shares(&self, who: &Principal, container: Option<&str>) -> Result<Vec<Share>, ApiError>;
+    async fn get_share(&self, who: &Principal, container: &str, share: &str) -> Result<Share, ApiError>;
+    async fn update_share(&self, who: &Principal, container: &str, share: &str, req: UpdateShare) -> Result<Share, ApiError>;
+    async fn delete_share(&self, who: &Principal, share: &str) -> Result<(), ApiError>;
+    /// Shares offered to `container`, or to every container of the caller when `None`.
+    async fn list_incoming(&self, who: &Principal, container: Option<&str>) -> Result<Vec<IncomingShare>, ApiError>;
+    async fn set_mount(&self, who: &Principal, container: &str, share: &str, mount: bool) -> Result<IncomingShare, ApiError>;
+
     async fn list_servers(&self, who: &Principal) -> Result<Vec<Server>, ApiError>;
     async fn get_server(&self, who: &Principal, id: &str) -> Result<Server, ApiError>;
 

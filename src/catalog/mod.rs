@@ -100,6 +100,24 @@ pub struct SnapshotRecord {
     pub new_bytes: u64,
 }
 
+/// A share: the source decides what (path, mode, who, until when, enabled).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ShareRecord {
+    pub id: String,
+    pub account_id: String,
+    pub source_container_id: String,
+    pub source_path: String,
+    pub mode: hoody_api::model::ShareMode,
+    pub target_container_id: Option<String>,
+    pub target_project_id: Option<String>,
+    pub alias: String,
+    pub description: Option<String>,
+    pub enabled: bool,
+    pub expires_at: Option<i64>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ServerRecord {
     pub id: String,
@@ -130,6 +148,12 @@ fn container_key(id: &str) -> Vec<u8> {
 }
 fn snapshot_key(container: &str, alias: &str) -> Vec<u8> {
     format!("snapshots/{container}/{alias}").into_bytes()
+}
+fn share_key(id: &str) -> Vec<u8> {
+    format!("shares/{id}").into_bytes()
+}
+fn mount_choice_key(share: &str, container: &str) -> Vec<u8> {
+    format!("share-mounts/{share}/{container}").into_bytes()
 }
 fn server_key(id: &str) -> Vec<u8> {
     format!("servers/{id}").into_bytes()
@@ -294,6 +318,51 @@ impl Catalog {
 
     pub async fn delete_snapshot(&self, container: &str, alias: &str) -> CatalogResult<bool> {
         Ok(self.kv.delete(&snapshot_key(container, alias)).await?)
+    }
+
+    // --- shares
+
+    pub async fn put_share(&self, s: &ShareRecord) -> CatalogResult<()> {
+        Ok(self.kv.put(&share_key(&s.id), &encode(s)).await?)
+    }
+
+    pub async fn share(&self, id: &str) -> CatalogResult<Option<ShareRecord>> {
+        self.get_record(share_key(id)).await
+    }
+
+    /// Every share, oldest first (the order that decides alias conflicts).
+    pub async fn shares(&self) -> CatalogResult<Vec<ShareRecord>> {
+        let mut all: Vec<ShareRecord> = self.list_records("shares/").await?;
+        all.sort_by(|a, b| (&a.created_at, &a.id).cmp(&(&b.created_at, &b.id)));
+        Ok(all)
+    }
+
+    /// Deletes a share and every target's mount choice for it.
+    pub async fn delete_share(&self, id: &str) -> CatalogResult<bool> {
+        for (k, _) in self.kv.range(format!("share-mounts/{id}/").as_bytes()).await? {
+            self.kv.delete(&k).await?;
+        }
+        Ok(self.kv.delete(&share_key(id)).await?)
+    }
+
+    /// The target's choice for a share: mount unless it said no.
+    pub async fn set_mount_choice(&self, share: &str, container: &str, mount: bool) -> CatalogResult<()> {
+        Ok(self.kv.put(&mount_choice_key(share, container), if mount { b"1" } else { b"0" }).await?)
+    }
+
+    /// `(share, container)` pairs whose target said "do not mount".
+    pub async fn declined_mounts(&self) -> CatalogResult<std::collections::HashSet<(String, String)>> {
+        let mut out = std::collections::HashSet::new();
+        for (k, v) in self.kv.range(b"share-mounts/").await? {
+            if v == b"0" {
+                let key = String::from_utf8_lossy(&k).into_owned();
+                let mut parts = key.trim_start_matches("share-mounts/").splitn(2, '/');
+                if let (Some(s), Some(c)) = (parts.next(), parts.next()) {
+                    out.insert((s.to_string(), c.to_string()));
+                }
+            }
+        }
+        Ok(out)
     }
 
     // --- servers

@@ -1,6 +1,7 @@
 //! The node's engine behind the HTTP API: accounts, projects, containers and
 //! servers over the catalog, and the container root filesystems on this node.
 
+mod shares;
 mod snapshots;
 
 use std::collections::HashMap;
@@ -43,6 +44,10 @@ pub struct Engine {
     /// Set when snapshots went away: the next GC round has work.
     gc_dirty: AtomicBool,
     tokens: crate::tokens::TokenCache,
+    mounts: Arc<crate::shares::mounts::MountManager>,
+    /// Per (share, target): `active`, `failed`, … and why.
+    share_status: std::sync::Mutex<HashMap<(String, String), (String, Option<String>)>>,
+    share_reconcile: tokio::sync::Mutex<()>,
 }
 
 impl Engine {
@@ -61,6 +66,9 @@ impl Engine {
             op_locks: Default::default(),
             gc_dirty: AtomicBool::new(false),
             tokens: Default::default(),
+            mounts: Default::default(),
+            share_status: Default::default(),
+            share_reconcile: Default::default(),
         }))
     }
 
@@ -322,6 +330,8 @@ impl HoodyService for Engine {
         // The record is the commit point: a crash before it leaves only a
         // directory without a record, which `recover` removes.
         self.catalog.put_container(&record).await?;
+        drop(_claims);
+        self.reconcile_shares().await;
         Ok(self.to_api(record, 0))
     }
 
@@ -410,6 +420,8 @@ impl HoodyService for Engine {
             return Err(ApiError::Conflict(format!("container `{id}` changed during the request; retry")));
         }
         // Marked first, removed second: a crash in between is finished by `recover`.
+        // Shares come off first, so removing the rootfs never reaches into a mount.
+        self.detach_container_shares(id).await?;
         self.remove_rootfs(&deleting).await.map_err(|e| ApiError::internal(format!("removing rootfs of {id}: {e}")))?;
         self.forget_snapshots(id).await?;
         self.catalog.delete_container(id).await?;
@@ -461,6 +473,34 @@ impl HoodyService for Engine {
             return Err(ApiError::Forbidden("garbage collection needs an admin token".into()));
         }
         self.gc_now().await.map_err(|e| ApiError::Failed(format!("garbage collection failed: {e}")))
+    }
+
+    async fn create_share(&self, who: &Principal, container: &str, req: CreateShare) -> Result<Share, ApiError> {
+        self.share_create(who, container, req).await
+    }
+
+    async fn list_shares(&self, who: &Principal, container: Option<&str>) -> Result<Vec<Share>, ApiError> {
+        self.share_list(who, container).await
+    }
+
+    async fn get_share(&self, who: &Principal, container: &str, share: &str) -> Result<Share, ApiError> {
+        self.share_get(who, container, share).await
+    }
+
+    async fn update_share(&self, who: &Principal, container: &str, share: &str, req: UpdateShare) -> Result<Share, ApiError> {
+        self.share_update(who, container, share, req).await
+    }
+
+    async fn delete_share(&self, who: &Principal, share: &str) -> Result<(), ApiError> {
+        self.share_delete(who, share).await
+    }
+
+    async fn list_incoming(&self, who: &Principal, container: Option<&str>) -> Result<Vec<IncomingShare>, ApiError> {
+        self.incoming(who, container).await
+    }
+
+    async fn set_mount(&self, who: &Principal, container: &str, share: &str, mount: bool) -> Result<IncomingShare, ApiError> {
+        self.mount_choice(who, container, share, mount).await
     }
 
     async fn list_servers(&self, _who: &Principal) -> Result<Vec<Server>, ApiError> {

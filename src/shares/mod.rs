@@ -8,6 +8,7 @@
 mod containment;
 mod dir_stream;
 pub mod local_backend;
+pub mod mounts;
 mod node_table;
 mod source_tree;
 mod syscalls;

@@ -6,6 +6,7 @@
 
 mod containers;
 mod projects;
+mod shares;
 mod snapshots;
 mod system;
 
@@ -58,6 +59,13 @@ fn api_v1() -> OpenApiRouter<AppState> {
         .routes(routes!(containers::container_operation))
         .routes(routes!(snapshots::create_snapshot, snapshots::list_snapshots))
         .routes(routes!(snapshots::get_snapshot, snapshots::restore_snapshot, snapshots::delete_snapshot))
+        .routes(routes!(shares::create_share, shares::list_container_shares))
+        .routes(routes!(shares::list_shares))
+        .routes(routes!(shares::get_share, shares::update_share))
+        .routes(routes!(shares::delete_share))
+        .routes(routes!(shares::list_container_incoming))
+        .routes(routes!(shares::list_incoming))
+        .routes(routes!(shares::set_mount))
         .routes(routes!(system::collect_garbage))
         .routes(routes!(system::list_servers))
         .routes(routes!(system::get_server))

@@ -1,0 +1,388 @@
+//! Shares between containers of this node: the registry (over the catalog),
+//! the target's choice to mount, and reconciliation of the mounts with it.
+//! The source decides WHAT (path, mode, who, until when, enabled); the target
+//! decides IF.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hoody_api::model::*;
+use hoody_api::ApiError;
+
+use super::Engine;
+use crate::catalog::{ContainerRecord, ShareRecord};
+use crate::shares::mounts::DesiredMount;
+
+/// How often expiry and fixed sources are noticed without an API call.
+pub const SHARE_RECONCILE_INTERVAL: Duration = Duration::from_secs(2);
+
+type Key = (String, String);
+
+fn now_unix() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+fn validate_alias(alias: &str) -> Result<(), ApiError> {
+    if alias.is_empty() || alias == "." || alias == ".." || alias.contains('/') || alias.contains('\0') || alias.len() > 255 {
+        return Err(ApiError::invalid("alias", format!("`alias` must be a single path component without `/`, got `{alias}`")));
+    }
+    Ok(())
+}
+
+fn validate_expiry(expires_at: i64) -> Result<(), ApiError> {
+    if expires_at <= now_unix() {
+        return Err(ApiError::invalid("expires_at", "`expires_at` (Unix seconds) must be in the future"));
+    }
+    Ok(())
+}
+
+fn mount_path(alias: &str) -> String {
+    format!("/hoody/shares/{alias}")
+}
+
+/// The path of `source_path` on the node, if it is a directory (symlinks are not followed).
+fn source_dir(rootfs: &Path, source_path: &str) -> Option<PathBuf> {
+    let mut p = rootfs.to_path_buf();
+    for part in Path::new(source_path).components() {
+        match part {
+            std::path::Component::Normal(n) => {
+                p.push(n);
+                if std::fs::symlink_metadata(&p).ok()?.file_type().is_symlink() {
+                    return None;
+                }
+            }
+            std::path::Component::RootDir | std::path::Component::CurDir => {}
+            _ => return None,
+        }
+    }
+    std::fs::symlink_metadata(&p).ok().filter(|m| m.is_dir()).map(|_| p)
+}
+
+impl Engine {
+    async fn owned_share(&self, who: &Principal, id: &str) -> Result<ShareRecord, ApiError> {
+        match self.catalog.share(id).await? {
+            Some(s) if s.account_id == who.account_id => Ok(s),
+            _ => Err(ApiError::not_found(format!("share `{id}` not found"))),
+        }
+    }
+
+    /// The containers a share is offered to (on this node), its source excluded.
+    fn targets_of<'a>(share: &ShareRecord, containers: &'a [ContainerRecord]) -> Vec<&'a ContainerRecord> {
+        containers
+            .iter()
+            .filter(|c| c.status != ContainerStatus::Deleting && c.id != share.source_container_id)
+            .filter(|c| match (&share.target_container_id, &share.target_project_id) {
+                (Some(t), _) => &c.id == t,
+                (None, Some(p)) => &c.project_id == p,
+                _ => false,
+            })
+            .collect()
+    }
+
+    fn target_view(&self, share: &ShareRecord, target: &str, declined: &HashSet<Key>) -> ShareTarget {
+        let key = (share.id.clone(), target.to_string());
+        let (status, status_message) = self.share_status.lock().expect("share status").get(&key).cloned().unwrap_or_else(|| ("pending".into(), None));
+        ShareTarget { container_id: target.to_string(), mount: !declined.contains(&key), status, status_message, mount_path: mount_path(&share.alias) }
+    }
+
+    async fn share_view(&self, share: ShareRecord) -> Result<Share, ApiError> {
+        let containers = self.catalog.containers().await?;
+        let declined = self.catalog.declined_mounts().await?;
+        let targets = Self::targets_of(&share, &containers).into_iter().map(|c| self.target_view(&share, &c.id, &declined)).collect();
+        Ok(Share {
+            id: share.id,
+            source_container_id: share.source_container_id,
+            source_path: share.source_path,
+            mode: share.mode,
+            target_container_id: share.target_container_id,
+            target_project_id: share.target_project_id,
+            alias: share.alias,
+            description: share.description,
+            enabled: share.enabled,
+            expires_at: share.expires_at,
+            created_at: share.created_at,
+            updated_at: share.updated_at,
+            targets,
+        })
+    }
+
+    pub(super) async fn share_create(&self, who: &Principal, container: &str, req: CreateShare) -> Result<Share, ApiError> {
+        let source = self.owned_container(who, container).await?;
+        if !req.source_path.starts_with('/') || req.source_path.split('/').any(|p| p == "..") {
+            return Err(ApiError::invalid("source_path", format!("`source_path` must be an absolute path inside the container without `..`, got `{}`", req.source_path)));
+        }
+        match (&req.target_container_id, &req.target_project_id) {
+            (None, None) => return Err(ApiError::bad_field("missing_field", "target_container_id", "one of `target_container_id` or `target_project_id` is required")),
+            (Some(_), Some(_)) => return Err(ApiError::invalid("target_project_id", "give `target_container_id` or `target_project_id`, not both")),
+            _ => {}
+        }
+        let alias = match &req.alias {
+            Some(a) => a.clone(),
+            None => Path::new(&req.source_path).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+        };
+        validate_alias(&alias)?;
+        if let Some(t) = req.expires_at {
+            validate_expiry(t)?;
+        }
+        if source_dir(Path::new(&source.rootfs_path), &req.source_path).is_none() {
+            return Err(ApiError::invalid("source_path", format!("`source_path` {} is not a directory in container `{container}`", req.source_path)));
+        }
+        if let Some(t) = &req.target_container_id {
+            if self.catalog.container(t).await?.is_none_or(|c| c.status == ContainerStatus::Deleting) {
+                return Err(ApiError::not_found_field("target_container_id", format!("container `{t}` not found")));
+            }
+            if t == container {
+                return Err(ApiError::invalid("target_container_id", "a container cannot share with itself"));
+            }
+        }
+        if let Some(p) = &req.target_project_id {
+            if self.catalog.project(p).await?.is_none() {
+                return Err(ApiError::not_found_field("target_project_id", format!("project `{p}` not found")));
+            }
+        }
+        let now = crate::ids::now();
+        let record = ShareRecord {
+            id: crate::ids::new_id(),
+            account_id: who.account_id.clone(),
+            source_container_id: container.to_string(),
+            source_path: req.source_path,
+            mode: req.mode,
+            target_container_id: req.target_container_id,
+            target_project_id: req.target_project_id,
+            alias,
+            description: req.description,
+            enabled: true,
+            expires_at: req.expires_at,
+            created_at: now.clone(),
+            updated_at: now,
+        };
+        self.catalog.put_share(&record).await?;
+        self.reconcile_shares().await;
+        self.share_view(record).await
+    }
+
+    pub(super) async fn share_list(&self, who: &Principal, container: Option<&str>) -> Result<Vec<Share>, ApiError> {
+        if let Some(c) = container {
+            self.owned_container(who, c).await?;
+        }
+        let mut out = Vec::new();
+        for s in self.catalog.shares().await? {
+            if s.account_id == who.account_id && container.is_none_or(|c| c == s.source_container_id) {
+                out.push(self.share_view(s).await?);
+            }
+        }
+        Ok(out)
+    }
+
+    pub(super) async fn share_get(&self, who: &Principal, container: &str, id: &str) -> Result<Share, ApiError> {
+        let s = self.owned_share(who, id).await?;
+        if s.source_container_id != container {
+            return Err(ApiError::not_found(format!("share `{id}` not found in container `{container}`")));
+        }
+        self.share_view(s).await
+    }
+
+    pub(super) async fn share_update(&self, who: &Principal, container: &str, id: &str, req: UpdateShare) -> Result<Share, ApiError> {
+        let mut s = self.owned_share(who, id).await?;
+        if s.source_container_id != container {
+            return Err(ApiError::not_found(format!("share `{id}` not found in container `{container}`")));
+        }
+        if let Some(a) = &req.alias {
+            validate_alias(a)?;
+        }
+        if let Some(Some(t)) = req.expires_at {
+            validate_expiry(t)?;
+        }
+        if let Some(e) = req.enabled {
+            s.enabled = e;
+            if e {
+                // Re-enabling retries every failed target.
+                self.share_status.lock().expect("share status").retain(|(share, _), _| share != id);
+            }
+        }
+        if let Some(m) = req.mode {
+            s.mode = m;
+        }
+        if let Some(a) = req.alias {
+            s.alias = a;
+        }
+        if let Some(d) = req.description {
+            s.description = d;
+        }
+        if let Some(t) = req.expires_at {
+            s.expires_at = t;
+        }
+        s.updated_at = crate::ids::now();
+        self.catalog.put_share(&s).await?;
+        self.reconcile_shares().await;
+        self.share_view(s).await
+    }
+
+    pub(super) async fn share_delete(&self, who: &Principal, id: &str) -> Result<(), ApiError> {
+        self.owned_share(who, id).await?;
+        self.catalog.delete_share(id).await?;
+        self.reconcile_shares().await;
+        Ok(())
+    }
+
+    /// Incoming shares of the caller's containers (or of one of them).
+    pub(super) async fn incoming(&self, who: &Principal, container: Option<&str>) -> Result<Vec<IncomingShare>, ApiError> {
+        if let Some(c) = container {
+            self.owned_container(who, c).await?;
+        }
+        let containers = self.catalog.containers().await?;
+        let declined = self.catalog.declined_mounts().await?;
+        let mut out = Vec::new();
+        for s in self.catalog.shares().await? {
+            for t in Self::targets_of(&s, &containers) {
+                if t.account_id != who.account_id || container.is_some_and(|c| c != t.id) {
+                    continue;
+                }
+                let v = self.target_view(&s, &t.id, &declined);
+                out.push(IncomingShare {
+                    share_id: s.id.clone(),
+                    container_id: t.id.clone(),
+                    source_container_id: s.source_container_id.clone(),
+                    alias: s.alias.clone(),
+                    mode: s.mode,
+                    description: s.description.clone(),
+                    enabled: s.enabled,
+                    expires_at: s.expires_at,
+                    mount: v.mount,
+                    status: v.status,
+                    status_message: v.status_message,
+                    mount_path: v.mount_path,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    pub(super) async fn mount_choice(&self, who: &Principal, container: &str, share: &str, mount: bool) -> Result<IncomingShare, ApiError> {
+        let find = |list: Vec<IncomingShare>| list.into_iter().find(|i| i.share_id == share);
+        if find(self.incoming(who, Some(container)).await?).is_none() {
+            return Err(ApiError::not_found(format!("share `{share}` is not offered to container `{container}`")));
+        }
+        self.catalog.set_mount_choice(share, container, mount).await?;
+        self.share_status.lock().expect("share status").remove(&(share.to_string(), container.to_string()));
+        self.reconcile_shares().await;
+        find(self.incoming(who, Some(container)).await?).ok_or_else(|| ApiError::internal("share vanished"))
+    }
+
+    /// Makes the mounts of this node match the catalog and records each target's status.
+    pub async fn reconcile_shares(&self) {
+        let _one_at_a_time = self.share_reconcile.lock().await;
+        let (shares, containers, declined) = match (self.catalog.shares().await, self.catalog.containers().await, self.catalog.declined_mounts().await) {
+            (Ok(s), Ok(c), Ok(d)) => (s, c, d),
+            _ => return,
+        };
+        let local: Vec<ContainerRecord> = containers.into_iter().filter(|c| c.server_id == self.node.id).collect();
+        let by_id: HashMap<&str, &ContainerRecord> = local.iter().map(|c| (c.id.as_str(), c)).collect();
+        let now = now_unix();
+        let mut status: HashMap<Key, (String, Option<String>)> = HashMap::new();
+        let mut desired = Vec::new();
+        let mut aliases: HashMap<(String, String), String> = HashMap::new();
+        let previous = self.share_status.lock().expect("share status").clone();
+        for s in &shares {
+            for t in Self::targets_of(s, &local) {
+                let key = (s.id.clone(), t.id.clone());
+                let verdict: Result<(), (&str, String)> = (|| {
+                    if declined.contains(&key) {
+                        return Err(("unmounted", "the target chose not to mount it".to_string()));
+                    }
+                    if !s.enabled {
+                        return Err(("disabled", "the share is disabled by its source".to_string()));
+                    }
+                    if s.expires_at.is_some_and(|e| e <= now) {
+                        return Err(("expired", "the share has expired".to_string()));
+                    }
+                    // A failure stays failed until the source PATCHes `enabled: true` (or the target remounts).
+                    if let Some((st, msg)) = previous.get(&key) {
+                        if st == "failed" && !self.mounts.is_mounted(&key) {
+                            return Err(("failed", msg.clone().unwrap_or_default()));
+                        }
+                    }
+                    let Some(src) = by_id.get(s.source_container_id.as_str()) else {
+                        return Err(("failed", "the source container no longer exists".to_string()));
+                    };
+                    if source_dir(Path::new(&src.rootfs_path), &s.source_path).is_none() {
+                        return Err(("failed", format!("source path {} does not exist in the source container", s.source_path)));
+                    }
+                    if let Some(other) = aliases.get(&(t.id.clone(), s.alias.clone())) {
+                        return Err(("failed", format!("alias `{}` is already used in this container by share {other}", s.alias)));
+                    }
+                    Ok(())
+                })();
+                match verdict {
+                    Ok(()) => {
+                        aliases.insert((t.id.clone(), s.alias.clone()), s.id.clone());
+                        let src = by_id[s.source_container_id.as_str()];
+                        desired.push(DesiredMount {
+                            share_id: s.id.clone(),
+                            target_id: t.id.clone(),
+                            target_rootfs: PathBuf::from(&t.rootfs_path),
+                            alias: s.alias.clone(),
+                            source_rootfs: PathBuf::from(&src.rootfs_path),
+                            source_path: PathBuf::from(&s.source_path),
+                            mode: match s.mode {
+                                ShareMode::Readonly => crate::shares::ShareMode::ReadOnly,
+                                ShareMode::Readwrite => crate::shares::ShareMode::ReadWrite,
+                            },
+                        });
+                        status.insert(key, ("active".into(), None));
+                    }
+                    Err((st, msg)) => {
+                        status.insert(key, (st.to_string(), Some(msg)));
+                    }
+                }
+            }
+        }
+        let mounts = self.mounts.clone();
+        let runtime = tokio::runtime::Handle::current();
+        let apply = desired.clone();
+        let failures = tokio::task::spawn_blocking(move || mounts.apply(&apply, &runtime)).await.unwrap_or_default();
+        for (key, message) in failures {
+            tracing::warn!(share = %key.0, target = %key.1, %message, "share mount failed");
+            status.insert(key, ("failed".into(), Some(message)));
+        }
+        *self.share_status.lock().expect("share status") = status;
+    }
+
+    /// Re-checks shares every [`SHARE_RECONCILE_INTERVAL`] (expiry, sources that appeared).
+    pub fn spawn_share_reconciler(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let engine = self.clone();
+        tokio::spawn(async move {
+            loop {
+                engine.reconcile_shares().await;
+                tokio::time::sleep(SHARE_RECONCILE_INTERVAL).await;
+            }
+        })
+    }
+
+    /// Unmounts every share (shutdown).
+    pub async fn unmount_all_shares(&self) {
+        let mounts = self.mounts.clone();
+        let _ = tokio::task::spawn_blocking(move || mounts.unmount_all()).await;
+    }
+
+    /// Before anything else at start: mounts a crashed daemon left in containers.
+    pub async fn clean_stale_share_mounts(&self) -> anyhow::Result<()> {
+        let roots: Vec<PathBuf> = self.catalog.containers().await?.into_iter().filter(|c| c.server_id == self.node.id).map(|c| PathBuf::from(c.rootfs_path)).collect();
+        tokio::task::spawn_blocking(move || crate::shares::mounts::clean_stale_mounts(&roots)).await?;
+        Ok(())
+    }
+
+    /// Deletes the shares whose source is `container` and unmounts everything
+    /// of it, as a source and as a target, before its rootfs goes away.
+    pub(super) async fn detach_container_shares(&self, container: &str) -> Result<(), ApiError> {
+        for s in self.catalog.shares().await? {
+            if s.source_container_id == container || s.target_container_id.as_deref() == Some(container) {
+                self.catalog.delete_share(&s.id).await?;
+            }
+        }
+        self.reconcile_shares().await;
+        Ok(())
+    }
+}

@@ -1,0 +1,279 @@
+//! Shares between containers of one node through the real daemon: registry,
+//! mounts at `<target rootfs>/hoody/shares/<alias>`, lifecycle, restart.
+
+mod common;
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::{path_of, Daemon};
+use serde_json::{json, Value};
+
+fn fuse_available() -> bool {
+    let ok = Path::new("/dev/fuse").exists();
+    if !ok {
+        eprintln!("SKIP: /dev/fuse is absent");
+    }
+    ok
+}
+
+fn is_mountpoint(p: &Path) -> bool {
+    let table = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    table.lines().any(|l| l.split(' ').nth(4) == Some(p.to_str().unwrap()))
+}
+
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !f() {
+        assert!(started.elapsed() < Duration::from_secs(5), "{what} within 5 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+struct Pair {
+    source: String,
+    source_root: PathBuf,
+    target: String,
+    target_root: PathBuf,
+    project: String,
+}
+
+fn pair(d: &Daemon) -> Pair {
+    let project = d.project("app");
+    let s = d.container(&project, "source");
+    let t = d.container(&project, "target");
+    let source_root = path_of(&s);
+    std::fs::create_dir_all(source_root.join("hoody/storage/assets")).unwrap();
+    std::fs::write(source_root.join("hoody/storage/assets/logo.txt"), b"logo").unwrap();
+    Pair { source: s["id"].as_str().unwrap().into(), source_root, target: t["id"].as_str().unwrap().into(), target_root: path_of(&t), project }
+}
+
+fn share(d: &Daemon, p: &Pair, body: Value) -> common::Reply {
+    d.call("POST", &format!("/containers/{}/storage/shares", p.source), Some(body))
+}
+
+/// Reads `path` as a process chrooted into `root` sees it.
+fn read_in_chroot(root: &Path, path: &str) -> Option<Vec<u8>> {
+    let out = tempfile::NamedTempFile::new().unwrap();
+    let (root, path, out_path) = (root.to_path_buf(), path.to_string(), out.path().to_path_buf());
+    let dump = std::fs::File::create(&out_path).unwrap();
+    let mut cmd = std::process::Command::new("/bin/true");
+    // SAFETY: only chroot, read and write happen between fork and exit.
+    unsafe {
+        cmd.pre_exec(move || {
+            use std::io::Write;
+            std::os::unix::fs::chroot(&root)?;
+            std::env::set_current_dir("/")?;
+            let code = match std::fs::read(&path) {
+                Ok(data) => {
+                    let mut f = &dump;
+                    f.write_all(&data)?;
+                    0
+                }
+                Err(_) => 3,
+            };
+            libc::_exit(code)
+        });
+    }
+    let status = cmd.status().unwrap();
+    status.success().then(|| std::fs::read(out_path).unwrap())
+}
+
+#[test]
+fn a_share_appears_in_the_target_and_follows_its_lifecycle() {
+    if !fuse_available() {
+        return;
+    }
+    let d = Daemon::start();
+    let p = pair(&d);
+    let r = share(&d, &p, json!({"source_path": "/hoody/storage/assets", "target_container_id": p.target, "mode": "readwrite", "description": "assets"}));
+    assert_eq!(r.status, 201, "{r:?}");
+    let id = r.data()["id"].as_str().unwrap().to_string();
+    assert_eq!(r.data()["alias"], "assets", "alias defaults to the last component");
+    assert_eq!(r.data()["targets"][0]["status"], "active", "{r:?}");
+    let mnt = p.target_root.join("hoody/shares/assets");
+    assert!(is_mountpoint(&mnt));
+    assert_eq!(read_in_chroot(&p.target_root, "/hoody/shares/assets/logo.txt").as_deref(), Some(&b"logo"[..]), "seen at /hoody/shares/<alias> from inside");
+    std::fs::write(mnt.join("from-target.txt"), b"hi").unwrap();
+    assert_eq!(std::fs::read(p.source_root.join("hoody/storage/assets/from-target.txt")).unwrap(), b"hi");
+
+    let incoming = d.call("GET", &format!("/containers/{}/storage/incoming", p.target), None);
+    assert_eq!(incoming.body["total"], 1);
+    assert_eq!(incoming.data()[0]["status"], "active");
+    assert_eq!(incoming.data()[0]["mount_path"], "/hoody/shares/assets");
+    assert_eq!(d.call("GET", "/storage/incoming", None).body["total"], 1);
+    assert_eq!(d.call("GET", &format!("/containers/{}/storage/shares", p.source), None).body["total"], 1);
+    assert_eq!(d.call("GET", "/storage/shares", None).body["total"], 1);
+    assert_eq!(d.call("GET", &format!("/containers/{}/storage/shares/{id}", p.source), None).data()["description"], "assets");
+
+    // Disable: unmounted within seconds, configuration kept; enable: back.
+    let off = d.call("PATCH", &format!("/containers/{}/storage/shares/{id}", p.source), Some(json!({"enabled": false})));
+    assert_eq!(off.data()["targets"][0]["status"], "disabled");
+    wait_until("unmount after disable", || !is_mountpoint(&mnt));
+    d.call("PATCH", &format!("/containers/{}/storage/shares/{id}", p.source), Some(json!({"enabled": true})));
+    wait_until("remount after enable", || is_mountpoint(&mnt));
+
+    // The target decides IF.
+    let no = d.call("PATCH", &format!("/containers/{}/storage/incoming/{id}/mount", p.target), Some(json!({"mount": false})));
+    assert_eq!((no.data()["mount"].as_bool(), no.data()["status"].as_str()), (Some(false), Some("unmounted")));
+    assert!(!is_mountpoint(&mnt));
+    d.call("PATCH", &format!("/containers/{}/storage/shares/{id}", p.source), Some(json!({"description": "still off"})));
+    assert!(!is_mountpoint(&mnt), "stays off until the target says yes");
+    let yes = d.call("PATCH", &format!("/containers/{}/storage/incoming/{id}/mount", p.target), Some(json!({"mount": true})));
+    assert_eq!(yes.data()["status"], "active");
+    assert!(is_mountpoint(&mnt));
+
+    // Readonly applies at the next mount, and is enforced.
+    d.call("PATCH", &format!("/containers/{}/storage/shares/{id}", p.source), Some(json!({"mode": "readonly"})));
+    d.call("PATCH", &format!("/containers/{}/storage/incoming/{id}/mount", p.target), Some(json!({"mount": false})));
+    d.call("PATCH", &format!("/containers/{}/storage/incoming/{id}/mount", p.target), Some(json!({"mount": true})));
+    let err = std::fs::write(mnt.join("nope.txt"), b"x").unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EROFS));
+
+    // Delete: unmounted and gone.
+    assert_eq!(d.call("DELETE", &format!("/storage/shares/{id}"), None).status, 200);
+    assert!(!is_mountpoint(&mnt));
+    assert_eq!(d.call("GET", &format!("/containers/{}/storage/incoming", p.target), None).body["total"], 0);
+}
+
+#[test]
+fn bad_share_input_is_a_400_naming_the_field() {
+    let d = Daemon::start();
+    let p = pair(&d);
+    let cases = [
+        (json!({"source_path": "/hoody/storage/assets", "mode": "readonly"}), "target_container_id"),
+        (json!({"source_path": "/hoody/storage/assets", "mode": "readonly", "target_container_id": p.target, "target_project_id": p.project}), "target_project_id"),
+        (json!({"source_path": "relative/dir", "mode": "readonly", "target_container_id": p.target}), "source_path"),
+        (json!({"source_path": "/does/not/exist", "mode": "readonly", "target_container_id": p.target}), "source_path"),
+        (json!({"source_path": "/hoody/storage/assets", "mode": "sideways", "target_container_id": p.target}), "mode"),
+        (json!({"source_path": "/hoody/storage/assets", "mode": "readonly", "target_container_id": p.target, "alias": "a/b"}), "alias"),
+        (json!({"source_path": "/hoody/storage/assets", "mode": "readonly", "target_container_id": p.target, "expires_at": 1000}), "expires_at"),
+    ];
+    for (body, field) in cases {
+        let r = share(&d, &p, body.clone());
+        assert_eq!((r.status, r.field()), (400, field), "{body}: {r:?}");
+    }
+    let r = share(&d, &p, json!({"source_path": "/hoody/storage/assets", "mode": "readonly", "target_container_id": "nope"}));
+    assert_eq!((r.status, r.field()), (404, "target_container_id"));
+    assert_eq!(d.call("GET", "/storage/shares", None).body["total"], 0, "nothing created");
+}
+
+#[test]
+fn project_wide_shares_reach_later_containers_and_alias_conflicts_fail_the_later() {
+    if !fuse_available() {
+        return;
+    }
+    let d = Daemon::start();
+    let p = pair(&d);
+    std::fs::create_dir_all(p.source_root.join("srv/other/assets")).unwrap();
+    let first = share(&d, &p, json!({"source_path": "/hoody/storage/assets", "target_project_id": p.project, "mode": "readonly"}));
+    assert_eq!(first.status, 201);
+    let later = d.container(&p.project, "later");
+    let later_root = path_of(&later);
+    assert!(is_mountpoint(&later_root.join("hoody/shares/assets")), "a container created later mounts it");
+    assert!(is_mountpoint(&p.target_root.join("hoody/shares/assets")));
+    assert!(!p.source_root.join("hoody/shares/assets").exists(), "not mounted in its own source");
+
+    let second = share(&d, &p, json!({"source_path": "/srv/other/assets", "target_container_id": p.target, "mode": "readonly"}));
+    assert_eq!(second.status, 201);
+    let t = &second.data()["targets"][0];
+    assert_eq!(t["status"], "failed", "{second:?}");
+    assert!(t["status_message"].as_str().unwrap().contains(first.data()["id"].as_str().unwrap()), "names the other share: {t}");
+}
+
+#[test]
+fn a_missing_source_fails_and_enabling_after_the_fix_retries() {
+    if !fuse_available() {
+        return;
+    }
+    let d = Daemon::start();
+    let p = pair(&d);
+    let r = share(&d, &p, json!({"source_path": "/hoody/storage/assets", "target_container_id": p.target, "mode": "readwrite"}));
+    let id = r.data()["id"].as_str().unwrap().to_string();
+    d.call("PATCH", &format!("/containers/{}/storage/shares/{id}", p.source), Some(json!({"enabled": false})));
+    std::fs::rename(p.source_root.join("hoody/storage/assets"), p.source_root.join("hoody/storage/moved")).unwrap();
+    let r = d.call("PATCH", &format!("/containers/{}/storage/shares/{id}", p.source), Some(json!({"enabled": true})));
+    let t = &r.data()["targets"][0];
+    assert_eq!(t["status"], "failed", "{r:?}");
+    assert!(t["status_message"].as_str().unwrap().contains("/hoody/storage/assets"), "{t}");
+    std::fs::rename(p.source_root.join("hoody/storage/moved"), p.source_root.join("hoody/storage/assets")).unwrap();
+    let r = d.call("PATCH", &format!("/containers/{}/storage/shares/{id}", p.source), Some(json!({"enabled": true})));
+    assert_eq!(r.data()["targets"][0]["status"], "active", "{r:?}");
+}
+
+#[test]
+fn mounts_come_back_after_a_restart_and_a_crash_leaves_nothing_stale() {
+    if !fuse_available() {
+        return;
+    }
+    let d = Daemon::start();
+    let p = pair(&d);
+    let r = share(&d, &p, json!({"source_path": "/hoody/storage/assets", "target_container_id": p.target, "mode": "readwrite"}));
+    assert_eq!(r.status, 201);
+    let mnt = p.target_root.join("hoody/shares/assets");
+    assert!(is_mountpoint(&mnt));
+    let dir = d.into_dir();
+    assert!(!is_mountpoint(&mnt), "a clean shutdown leaves no mount behind");
+    let mut d = Daemon::start_in(dir, &[]);
+    wait_until("remount after restart", || is_mountpoint(&mnt));
+    d.stop_with(libc::SIGKILL, Duration::from_secs(5));
+    assert!(is_mountpoint(&mnt), "a killed daemon leaves its mount");
+    let dir = std::mem::replace(&mut d.dir, tempfile::tempdir().unwrap());
+    drop(d);
+    let d = Daemon::start_in(dir, &[]);
+    wait_until("a working mount after the crash", || std::fs::read(mnt.join("logo.txt")).is_ok_and(|b| b == b"logo"));
+    let count = std::fs::read_to_string("/proc/self/mountinfo").unwrap().lines().filter(|l| l.split(' ').nth(4) == Some(mnt.to_str().unwrap())).count();
+    assert_eq!(count, 1, "the stale mount was removed before remounting");
+    drop(d);
+}
+
+#[test]
+fn another_accounts_target_sees_the_share_as_incoming_only() {
+    if !fuse_available() {
+        return;
+    }
+    let d = Daemon::start();
+    let p = pair(&d);
+    let bob = d.token_for("bob");
+    let bp = d.call_as(&bob, "POST", "/projects", Some(json!({"name": "bob"}))).data()["id"].as_str().unwrap().to_string();
+    let bc = d.call_as(&bob, "POST", "/containers", Some(json!({"name": "b", "project_id": bp}))).data().clone();
+    let r = share(&d, &p, json!({"source_path": "/hoody/storage/assets", "target_container_id": bc["id"], "mode": "readonly"}));
+    assert_eq!(r.status, 201, "{r:?}");
+    let inc = d.call_as(&bob, "GET", "/storage/incoming", None);
+    assert_eq!(inc.body["total"], 1);
+    assert_eq!(d.call_as(&bob, "GET", "/storage/shares", None).body["total"], 0, "not bob's share");
+    assert_eq!(d.call("GET", "/storage/incoming", None).body["total"], 0, "not the admin's container");
+    assert!(is_mountpoint(&path_of(&bc).join("hoody/shares/assets")));
+}
+
+#[test]
+fn deleting_a_target_container_with_a_mounted_share_never_touches_the_source() {
+    if !fuse_available() {
+        return;
+    }
+    let d = Daemon::start();
+    let p = pair(&d);
+    share(&d, &p, json!({"source_path": "/hoody/storage/assets", "target_container_id": p.target, "mode": "readwrite"}));
+    assert_eq!(d.call("DELETE", &format!("/containers/{}", p.target), None).status, 200);
+    assert!(!p.target_root.exists());
+    assert_eq!(std::fs::read(p.source_root.join("hoody/storage/assets/logo.txt")).unwrap(), b"logo");
+}
+
+#[test]
+fn an_expired_share_is_unmounted_by_itself() {
+    if !fuse_available() {
+        return;
+    }
+    let d = Daemon::start();
+    let p = pair(&d);
+    let expires = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 2;
+    let r = share(&d, &p, json!({"source_path": "/hoody/storage/assets", "target_container_id": p.target, "mode": "readonly", "expires_at": expires}));
+    let id = r.data()["id"].as_str().unwrap().to_string();
+    let mnt = p.target_root.join("hoody/shares/assets");
+    assert!(is_mountpoint(&mnt));
+    std::thread::sleep(Duration::from_secs(2));
+    wait_until("unmount after expiry", || !is_mountpoint(&mnt));
+    let s = d.call("GET", &format!("/containers/{}/storage/shares/{id}", p.source), None);
+    assert_eq!(s.data()["targets"][0]["status"], "expired");
+}
