@@ -46,7 +46,7 @@ pub struct Engine {
     tokens: crate::tokens::TokenCache,
     mounts: Arc<crate::shares::mounts::MountManager>,
     /// Per (share, target): `active`, `failed`, … and why.
-    share_status: std::sync::Mutex<HashMap<(String, String), (String, Option<String>)>>,
+    share_status: std::sync::Mutex<shares::ShareStatuses>,
     share_reconcile: tokio::sync::Mutex<()>,
 }
 

@@ -20,6 +20,9 @@ pub const SHARE_RECONCILE_INTERVAL: Duration = Duration::from_secs(2);
 
 type Key = (String, String);
 
+/// Per (share, target): status word and why.
+pub(super) type ShareStatuses = HashMap<Key, (String, Option<String>)>;
+
 fn now_unix() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
 }
@@ -281,7 +284,7 @@ impl Engine {
         let local: Vec<ContainerRecord> = containers.into_iter().filter(|c| c.server_id == self.node.id).collect();
         let by_id: HashMap<&str, &ContainerRecord> = local.iter().map(|c| (c.id.as_str(), c)).collect();
         let now = now_unix();
-        let mut status: HashMap<Key, (String, Option<String>)> = HashMap::new();
+        let mut status = ShareStatuses::new();
         let mut desired = Vec::new();
         let mut aliases: HashMap<(String, String), String> = HashMap::new();
         let previous = self.share_status.lock().expect("share status").clone();
