@@ -277,3 +277,24 @@ fn an_expired_share_is_unmounted_by_itself() {
     let s = d.call("GET", &format!("/containers/{}/storage/shares/{id}", p.source), None);
     assert_eq!(s.data()["targets"][0]["status"], "expired");
 }
+
+#[test]
+fn a_stopped_source_fails_fast_and_serves_again_when_started() {
+    if !fuse_available() {
+        return;
+    }
+    let d = Daemon::start();
+    let p = pair(&d);
+    share(&d, &p, json!({"source_path": "/hoody/storage/assets", "target_container_id": p.target, "mode": "readwrite"}));
+    let mnt = p.target_root.join("hoody/shares/assets");
+    assert_eq!(std::fs::read(mnt.join("logo.txt")).unwrap(), b"logo");
+    assert_eq!(d.call("POST", &format!("/containers/{}/stop", p.source), None).status, 200);
+    let started = Instant::now();
+    let err = std::fs::read(mnt.join("logo.txt")).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    assert!(std::fs::write(mnt.join("new.txt"), b"x").is_err());
+    assert!(started.elapsed() < Duration::from_secs(1), "fails at once");
+    assert!(is_mountpoint(&mnt), "stays mounted");
+    assert_eq!(d.call("POST", &format!("/containers/{}/start", p.source), None).status, 200);
+    assert_eq!(std::fs::read(mnt.join("logo.txt")).unwrap(), b"logo", "works again without a remount");
+}

@@ -117,7 +117,9 @@ fn init_logging(format: LogFormat, level: &str) {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    // Blocking work (filesystem calls of shares, snapshot capture) is bounded so
+    // that a burst on hundreds of mounts queues instead of spawning hundreds of threads.
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().max_blocking_threads(128).build()?;
     match cli.command {
         Command::Serve(args) => {
             let config = args.config()?;

@@ -331,7 +331,9 @@ impl HoodyService for Engine {
         // directory without a record, which `recover` removes.
         self.catalog.put_container(&record).await?;
         drop(_claims);
-        self.reconcile_shares().await;
+        if self.shares_concern(&record).await {
+            self.reconcile_shares().await; // a project-wide share reaches the new container
+        }
         Ok(self.to_api(record, 0))
     }
 
@@ -437,6 +439,10 @@ impl HoodyService for Engine {
             new.status_message = None;
             new.updated_at = crate::ids::now();
             if self.catalog.swap_container(&old, &new).await? {
+                // A stopped source makes its shares fail fast; a started one serves again.
+                if self.shares_concern(&new).await {
+                    self.reconcile_shares().await;
+                }
                 return self.with_count(new).await;
             }
         }

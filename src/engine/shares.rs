@@ -329,6 +329,7 @@ impl Engine {
                             alias: s.alias.clone(),
                             source_rootfs: PathBuf::from(&src.rootfs_path),
                             source_path: PathBuf::from(&s.source_path),
+                            source_available: !matches!(src.status, ContainerStatus::Stopped | ContainerStatus::Failed),
                             mode: match s.mode {
                                 ShareMode::Readonly => crate::shares::ShareMode::ReadOnly,
                                 ShareMode::Readwrite => crate::shares::ShareMode::ReadWrite,
@@ -351,6 +352,14 @@ impl Engine {
             status.insert(key, ("failed".into(), Some(message)));
         }
         *self.share_status.lock().expect("share status") = status;
+    }
+
+    /// Whether any share names `c` as its source or target (directly or through
+    /// its project): only then do its changes need a reconciliation.
+    pub(super) async fn shares_concern(&self, c: &ContainerRecord) -> bool {
+        self.catalog.shares().await.is_ok_and(|all| {
+            all.iter().any(|s| s.source_container_id == c.id || s.target_container_id.as_deref() == Some(&c.id) || s.target_project_id.as_deref() == Some(&c.project_id))
+        })
     }
 
     /// Re-checks shares every [`SHARE_RECONCILE_INTERVAL`] (expiry, sources that appeared).

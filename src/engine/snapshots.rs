@@ -173,7 +173,7 @@ impl Engine {
         let journal_path = self.journal_path(id);
         std::fs::create_dir_all(journal_path.parent().expect("jobs dir")).map_err(ApiError::internal)?;
         crate::layout::write_atomic(&journal_path, &serde_json::to_vec(&journal).map_err(ApiError::internal)?, 0o600).map_err(ApiError::internal)?;
-        self.set_progress(id, Some(Progress { phase: "restoring".into(), bytes_done: 0, bytes_total: snap.size_bytes, files_done: 0, files_total: 0 }), None).await?;
+        update_progress(&self.catalog, id, Some(Progress { phase: "restoring".into(), bytes_done: 0, bytes_total: snap.size_bytes, files_done: 0, files_total: 0 }), None).await?;
 
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
         let gate = self.store.gate_owned().await;
@@ -221,19 +221,6 @@ impl Engine {
         };
         let container = self.with_count(self.owned_container(who, id).await?).await?;
         Ok(RestoreOutcome { done, container, snapshot: to_api(snap) })
-    }
-
-    async fn set_progress(&self, id: &str, progress: Option<Progress>, message: Option<String>) -> Result<(), CatalogError> {
-        loop {
-            let Some(old) = self.catalog.container(id).await? else { return Ok(()) };
-            let mut new = old.clone();
-            new.progress = progress.clone();
-            new.status_message = message.clone();
-            new.updated_at = crate::ids::now();
-            if self.catalog.swap_container(&old, &new).await? {
-                return Ok(());
-            }
-        }
     }
 
     /// Re-runs restores that a crash cut off; a restore converges, so running it
@@ -335,10 +322,15 @@ impl Engine {
 }
 
 async fn clear_progress(catalog: &crate::catalog::Catalog, id: &str, message: Option<String>) -> Result<(), CatalogError> {
+    update_progress(catalog, id, None, message).await
+}
+
+/// Sets a container's job progress and status message (compare-and-swap loop).
+async fn update_progress(catalog: &crate::catalog::Catalog, id: &str, progress: Option<Progress>, message: Option<String>) -> Result<(), CatalogError> {
     loop {
         let Some(old): Option<ContainerRecord> = catalog.container(id).await? else { return Ok(()) };
         let mut new = old.clone();
-        new.progress = None;
+        new.progress = progress.clone();
         new.status_message = message.clone();
         new.updated_at = crate::ids::now();
         if catalog.swap_container(&old, &new).await? {

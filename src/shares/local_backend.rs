@@ -19,6 +19,9 @@ use super::ShareMode;
 /// Serves one source directory. One instance per mount.
 pub struct LocalBackend {
     tree: Arc<SourceTree>,
+    /// False while the source container is stopped: every operation then fails
+    /// at once with `EIO` instead of serving a container that is not running.
+    available: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for LocalBackend {
@@ -67,11 +70,16 @@ impl LocalBackend {
     fn from_root(root: OwnedFd, mode: ShareMode) -> io::Result<Self> {
         static RAISE_LIMIT: Once = Once::new();
         RAISE_LIMIT.call_once(raise_open_files_limit);
-        Ok(LocalBackend { tree: Arc::new(SourceTree::new(root, mode)?) })
+        Ok(LocalBackend { tree: Arc::new(SourceTree::new(root, mode)?), available: Arc::new(std::sync::atomic::AtomicBool::new(true)) })
     }
 
     pub fn mode(&self) -> ShareMode {
         self.tree.mode()
+    }
+
+    /// The switch that makes the share answer (true) or fail fast (false).
+    pub fn availability(&self) -> Arc<std::sync::atomic::AtomicBool> {
+        self.available.clone()
     }
 
     /// Files the kernel holds references to (one open descriptor each).
@@ -84,6 +92,9 @@ impl LocalBackend {
         T: Send + 'static,
         F: FnOnce(&SourceTree) -> FsResult<T> + Send + 'static,
     {
+        if !self.available.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(FsError::Unavailable);
+        }
         let tree = self.tree.clone();
         match tokio::task::spawn_blocking(move || op(&tree)).await {
             Ok(result) => result,

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use hoody_fuse::{mount, MountHandle, MountOptions};
@@ -21,6 +22,8 @@ pub struct DesiredMount {
     pub source_rootfs: PathBuf,
     pub source_path: PathBuf,
     pub mode: ShareMode,
+    /// Whether the source container runs (a stopped source fails fast).
+    pub source_available: bool,
 }
 
 impl DesiredMount {
@@ -34,9 +37,14 @@ pub fn shares_dir(rootfs: &Path) -> PathBuf {
     rootfs.join("hoody/shares")
 }
 
+struct Mounted {
+    handle: MountHandle,
+    available: Arc<AtomicBool>,
+}
+
 #[derive(Default)]
 pub struct MountManager {
-    mounts: Mutex<HashMap<(String, String), MountHandle>>,
+    mounts: Mutex<HashMap<(String, String), Mounted>>,
 }
 
 impl MountManager {
@@ -48,7 +56,7 @@ impl MountManager {
         let stale: Vec<MountHandle> = {
             let mut mounts = self.mounts.lock().expect("mount table");
             let keys: Vec<_> = mounts.keys().filter(|k| !wanted.contains(*k)).cloned().collect();
-            keys.into_iter().filter_map(|k| mounts.remove(&k)).collect()
+            keys.into_iter().filter_map(|k| mounts.remove(&k)).map(|m| m.handle).collect()
         };
         for handle in stale {
             let at = handle.mountpoint().to_path_buf();
@@ -59,13 +67,14 @@ impl MountManager {
         }
         let mut failures = HashMap::new();
         for d in desired {
-            if self.mounts.lock().expect("mount table").contains_key(&d.key()) {
+            if let Some(m) = self.mounts.lock().expect("mount table").get(&d.key()) {
+                m.available.store(d.source_available, Ordering::Relaxed);
                 continue;
             }
             match mount_one(d, runtime) {
-                Ok(handle) => {
-                    tracing::info!(share = %d.share_id, target = %d.target_id, mountpoint = %handle.mountpoint().display(), "share mounted");
-                    self.mounts.lock().expect("mount table").insert(d.key(), handle);
+                Ok(mounted) => {
+                    tracing::info!(share = %d.share_id, target = %d.target_id, mountpoint = %mounted.handle.mountpoint().display(), "share mounted");
+                    self.mounts.lock().expect("mount table").insert(d.key(), mounted);
                 }
                 Err(e) => {
                     failures.insert(d.key(), e);
@@ -85,7 +94,7 @@ impl MountManager {
 
     /// Unmounts everything (shutdown). Blocking.
     pub fn unmount_all(&self) {
-        let all: Vec<MountHandle> = self.mounts.lock().expect("mount table").drain().map(|(_, h)| h).collect();
+        let all: Vec<MountHandle> = self.mounts.lock().expect("mount table").drain().map(|(_, m)| m.handle).collect();
         for handle in all {
             let at = handle.mountpoint().to_path_buf();
             let _ = handle.unmount();
@@ -94,12 +103,15 @@ impl MountManager {
     }
 }
 
-fn mount_one(d: &DesiredMount, runtime: &tokio::runtime::Handle) -> Result<MountHandle, String> {
+fn mount_one(d: &DesiredMount, runtime: &tokio::runtime::Handle) -> Result<Mounted, String> {
     let backend = LocalBackend::open_in_container(&d.source_rootfs, &d.source_path, d.mode)
         .map_err(|e| format!("source path {} is not available in the source container: {e}", d.source_path.display()))?;
     let mountpoint = ensure_mountpoint(&d.target_rootfs, &d.alias).map_err(|e| format!("cannot make the mount point /hoody/shares/{}: {e}", d.alias))?;
+    let available = backend.availability();
+    available.store(d.source_available, Ordering::Relaxed);
     let options = MountOptions { read_only: d.mode == ShareMode::ReadOnly, subtype: "hoody".into(), runtime: Some(runtime.clone()), ..Default::default() };
-    mount(Arc::new(backend), &mountpoint, options).map_err(|e| format!("mount failed: {e}"))
+    let handle = mount(Arc::new(backend), &mountpoint, options).map_err(|e| format!("mount failed: {e}"))?;
+    Ok(Mounted { handle, available })
 }
 
 /// Creates `<rootfs>/hoody/shares/<alias>` refusing symlinks on the way, so a

@@ -76,6 +76,7 @@ struct FileJob {
     abs: PathBuf,
     rel: Vec<u8>,
     size: u64,
+    xattrs: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 struct Walker<'a> {
@@ -112,7 +113,12 @@ impl Walker<'_> {
             }
             let child_rel = if rel.is_empty() { name.as_bytes().to_vec() } else { [rel, b"/", name.as_bytes()].concat() };
             let kind = EntryKind::from_mode(st.mode());
-            let xattrs = posix::xattrs(&path).map_err(at(&path))?;
+            // An unchanged file (same stat, ctime included) has unchanged xattrs.
+            let cached = (kind == EntryKind::File).then(|| self.old.files.get(&child_rel)).flatten().filter(|c| c.matches(&st));
+            let xattrs = match cached {
+                Some(c) => c.xattrs.clone(),
+                None => posix::xattrs(&path).map_err(at(&path))?,
+            };
             let link_group = if kind != EntryKind::Dir && st.nlink() > 1 {
                 Some(self.links.entry(st.ino()).or_insert_with(|| child_rel.clone()).clone())
             } else {
@@ -141,14 +147,14 @@ impl Walker<'_> {
                 EntryKind::File => {
                     self.stats.files += 1;
                     self.stats.size_bytes += st.size();
-                    match self.old.files.get(&child_rel) {
-                        Some(c) if c.matches(&st) && c.extents.iter().all(|e| e.chunks.iter().all(|(h, _)| self.store.contains(h))) => {
+                    match cached {
+                        Some(c) if c.extents.iter().all(|e| e.chunks.iter().all(|(h, _)| self.store.contains(h))) => {
                             entry.content = Content::File(c.extents.clone());
                             self.new.files.insert(child_rel, c.clone());
                             Pending::Ready
                         }
                         _ => {
-                            self.jobs.push(FileJob { abs: path, rel: child_rel, size: st.size() });
+                            self.jobs.push(FileJob { abs: path, rel: child_rel, size: st.size(), xattrs: entry.xattrs.clone() });
                             Pending::File(self.jobs.len() - 1)
                         }
                     }
@@ -195,14 +201,34 @@ enum ChunkError {
     Store(StoreError),
 }
 
-fn chunk_file(store: &BlockStore, file: &File, size: u64, new_bytes: &AtomicU64) -> Result<Vec<Extent>, ChunkError> {
-    let mut extents = Vec::new();
-    let put = |data: &[u8], chunks: &mut Vec<(BlockHash, u32)>| -> Result<(), ChunkError> {
-        let p = store.put(ObjectKind::Block, data).map_err(ChunkError::Store)?;
-        new_bytes.fetch_add(p.stored_bytes, Ordering::Relaxed);
+/// Stores a file's blocks, remembering whether they compress: after two blocks
+/// in a row that did not (media, archives), the rest of the file is stored raw
+/// without trying, probing again every 32 blocks.
+struct BlockSink<'a> {
+    store: &'a BlockStore,
+    new_bytes: &'a AtomicU64,
+    raw_streak: u32,
+    seen: u32,
+}
+
+impl BlockSink<'_> {
+    fn put(&mut self, data: &[u8], chunks: &mut Vec<(BlockHash, u32)>) -> Result<(), ChunkError> {
+        self.seen += 1;
+        let try_compress = self.raw_streak < 2 || self.seen % 32 == 0;
+        let p = self.store.put_maybe_compressed(ObjectKind::Block, data, try_compress).map_err(ChunkError::Store)?;
+        self.raw_streak = if p.codec == crate::store::Codec::Raw && data.len() >= CHUNK_MIN as usize { self.raw_streak + 1 } else { 0 };
+        self.new_bytes.fetch_add(p.stored_bytes, Ordering::Relaxed);
         chunks.push((p.hash, data.len() as u32));
         Ok(())
-    };
+    }
+}
+
+/// Regions at least this large are cut on one thread while another hashes,
+/// compresses and stores, so one big file does not run on a single core.
+const PIPELINE_ABOVE: u64 = 16 << 20;
+
+fn chunk_file(store: &BlockStore, file: &File, size: u64, new_bytes: &AtomicU64) -> Result<Vec<Extent>, ChunkError> {
+    let mut sink = BlockSink { store, new_bytes, raw_streak: 0, seen: 0 };
     if size <= CHUNK_MIN as u64 {
         let mut data = Vec::with_capacity(size as usize);
         (&*file).read_to_end(&mut data).map_err(ChunkError::Io)?;
@@ -210,17 +236,52 @@ fn chunk_file(store: &BlockStore, file: &File, size: u64, new_bytes: &AtomicU64)
             return Ok(Vec::new());
         }
         let mut chunks = Vec::new();
-        put(&data, &mut chunks)?;
+        sink.put(&data, &mut chunks)?;
         return Ok(vec![Extent { offset: 0, chunks }]);
     }
+    let mut extents = Vec::new();
     for (offset, len) in posix::data_regions(file, size).map_err(ChunkError::Io)? {
         let mut f = file;
         f.seek(SeekFrom::Start(offset)).map_err(ChunkError::Io)?;
-        let mut chunks = Vec::new();
-        for chunk in fastcdc::v2020::StreamCDC::new(f.take(len), CHUNK_MIN, CHUNK_AVG, CHUNK_MAX) {
-            let chunk = chunk.map_err(|e| ChunkError::Io(io::Error::other(e.to_string())))?;
-            put(&chunk.data, &mut chunks)?;
-        }
+        let cdc = fastcdc::v2020::StreamCDC::new(f.take(len), CHUNK_MIN, CHUNK_AVG, CHUNK_MAX);
+        let cut_error = |e: fastcdc::v2020::Error| ChunkError::Io(io::Error::other(e.to_string()));
+        let chunks = if len < PIPELINE_ABOVE {
+            let mut chunks = Vec::new();
+            for chunk in cdc {
+                sink.put(&chunk.map_err(cut_error)?.data, &mut chunks)?;
+            }
+            chunks
+        } else {
+            std::thread::scope(|s| {
+                let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(32);
+                let sink = &mut sink;
+                let storing = s.spawn(move || -> Result<Vec<(BlockHash, u32)>, ChunkError> {
+                    let mut chunks = Vec::new();
+                    for data in rx {
+                        sink.put(&data, &mut chunks)?;
+                    }
+                    Ok(chunks)
+                });
+                let mut cut_result = Ok(());
+                for chunk in cdc {
+                    match chunk {
+                        Ok(c) => {
+                            if tx.send(c.data).is_err() {
+                                break; // the storing side failed; its error is reported below
+                            }
+                        }
+                        Err(e) => {
+                            cut_result = Err(cut_error(e));
+                            break;
+                        }
+                    }
+                }
+                drop(tx);
+                let chunks = storing.join().expect("block storing thread")?;
+                cut_result?;
+                Ok::<_, ChunkError>(chunks)
+            })?
+        };
         if !chunks.is_empty() {
             extents.push(Extent { offset, chunks });
         }
@@ -268,8 +329,10 @@ pub fn capture(store: &BlockStore, root: &Path, old: &StatCache) -> Result<Captu
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(CaptureError::RootMissing(root.to_path_buf())),
         Err(e) => return Err(at(root)(e)),
     };
+    let started = std::time::Instant::now();
     let mut walker = Walker { store, dev: root_st.dev(), old, new: StatCache::default(), jobs: Vec::new(), links: HashMap::new(), stats: CaptureStats::default() };
     let tree = walker.walk(root, b"")?;
+    let walked = started.elapsed();
 
     let results: Vec<OnceLock<Vec<Extent>>> = (0..walker.jobs.len()).map(|_| OnceLock::new()).collect();
     let stats_of_read: Vec<OnceLock<std::fs::Metadata>> = (0..walker.jobs.len()).map(|_| OnceLock::new()).collect();
@@ -303,12 +366,13 @@ pub fn capture(store: &BlockStore, root: &Path, old: &StatCache) -> Result<Captu
     if let Some(e) = first_error.into_inner() {
         return Err(e);
     }
+    let read = started.elapsed();
     let mut stats = walker.stats;
     for (i, job) in walker.jobs.iter().enumerate() {
         stats.files_read += 1;
         stats.bytes_read += job.size;
         if let (Some(extents), Some(st)) = (results[i].get(), stats_of_read[i].get()) {
-            walker.new.files.insert(job.rel.clone(), CachedFile::from_stat(st, extents.clone()));
+            walker.new.files.insert(job.rel.clone(), CachedFile::from_stat(st, extents.clone(), job.xattrs.clone()));
         }
     }
     let mut new_total = new_bytes.load(Ordering::Relaxed);
@@ -320,7 +384,9 @@ pub fn capture(store: &BlockStore, root: &Path, old: &StatCache) -> Result<Captu
     let wrapper = store.put(ObjectKind::Tree, &Tree { entries: vec![root_entry] }.encode())?;
     new_total += wrapper.stored_bytes;
     let root_hash = wrapper.hash;
+    let assembled = started.elapsed();
     store.commit()?;
     stats.new_bytes = new_total;
+    tracing::info!(?walked, ?read, ?assembled, committed = ?started.elapsed(), files_read = stats.files_read, "capture phases");
     Ok(Captured { root: root_hash, stats, cache: walker.new })
 }

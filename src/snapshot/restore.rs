@@ -56,6 +56,9 @@ enum Staged {
     Patch { patch: PathBuf, pieces: Vec<(u64, u64, u32)> },
 }
 
+/// Above this many touched paths one `syncfs` replaces the individual fsyncs.
+const SYNCFS_ABOVE: usize = 2000;
+
 /// Files at least this large are patched in place when less than half of them differs.
 const PATCH_MIN_SIZE: u64 = 1 << 20;
 
@@ -339,7 +342,7 @@ impl Restorer<'_> {
                     }
                     self.set_meta(&path, entry)?;
                     if let Some(st) = lstat(&path) {
-                        self.new_cache.files.insert(child, CachedFile::from_stat(&st, extents.clone()));
+                        self.new_cache.files.insert(child, CachedFile::from_stat(&st, extents.clone(), entry.xattrs.clone()));
                     }
                     continue;
                 }
@@ -431,10 +434,15 @@ pub fn restore(store: &BlockStore, root: &BlockHash, rootfs: &Path, old: &StatCa
     r.set_meta(rootfs, &root_entry)?;
     let applied = started.elapsed();
     r.touched.insert(rootfs.to_path_buf());
-    for path in &r.touched {
-        // A path replaced or removed later in the walk is simply gone: its parent is synced.
-        if let Ok(f) = File::open(path) {
-            f.sync_all().map_err(at(path))?;
+    if r.touched.len() > SYNCFS_ABOVE {
+        // Thousands of fsyncs cost more than one flush of the whole filesystem.
+        posix::syncfs(rootfs).map_err(at(rootfs))?;
+    } else {
+        for path in &r.touched {
+            // A path replaced or removed later in the walk is simply gone: its parent is synced.
+            if let Ok(f) = File::open(path) {
+                f.sync_all().map_err(at(path))?;
+            }
         }
     }
     tracing::info!(?staged, ?applied, synced = ?started.elapsed(), stats = ?r.stats, "restore phases");

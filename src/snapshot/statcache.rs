@@ -9,7 +9,7 @@ use std::path::Path;
 
 use super::tree::{decode_extents_from, encode_extents, Extent, Timestamp};
 
-const MAGIC: &[u8; 8] = b"HOODYSC1";
+const MAGIC: &[u8; 8] = b"HOODYSC2";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CachedFile {
@@ -18,6 +18,8 @@ pub struct CachedFile {
     pub mtime: Timestamp,
     pub ctime: Timestamp,
     pub extents: Vec<Extent>,
+    /// Extended attributes at that stat (unchanged while ctime is).
+    pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 impl CachedFile {
@@ -29,7 +31,7 @@ impl CachedFile {
             && self.ctime == Timestamp { sec: st.ctime(), nsec: st.ctime_nsec() as u32 }
     }
 
-    pub fn from_stat(st: &std::fs::Metadata, extents: Vec<Extent>) -> Self {
+    pub fn from_stat(st: &std::fs::Metadata, extents: Vec<Extent>, xattrs: Vec<(Vec<u8>, Vec<u8>)>) -> Self {
         use std::os::unix::fs::MetadataExt;
         CachedFile {
             ino: st.ino(),
@@ -37,6 +39,7 @@ impl CachedFile {
             mtime: Timestamp { sec: st.mtime(), nsec: st.mtime_nsec() as u32 },
             ctime: Timestamp { sec: st.ctime(), nsec: st.ctime_nsec() as u32 },
             extents,
+            xattrs,
         }
     }
 }
@@ -54,11 +57,15 @@ impl StatCache {
         std::fs::read(path).ok().and_then(|b| Self::decode(&b)).unwrap_or_default()
     }
 
+    /// Replaces the cache file by rename, without fsync: a cache lost in a crash
+    /// (or torn: it then fails to decode) only makes the next snapshot read more.
     pub fn save(&self, path: &Path) -> io::Result<()> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        crate::layout::write_atomic(path, &self.encode(), 0o600)
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, self.encode())?;
+        std::fs::rename(&tmp, path)
     }
 
     fn encode(&self) -> Vec<u8> {
@@ -75,6 +82,13 @@ impl StatCache {
                 out.extend_from_slice(&t.nsec.to_le_bytes());
             }
             encode_extents(&mut out, &f.extents);
+            out.extend_from_slice(&(f.xattrs.len() as u32).to_le_bytes());
+            for (k, v) in &f.xattrs {
+                out.extend_from_slice(&(k.len() as u32).to_le_bytes());
+                out.extend_from_slice(k);
+                out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+                out.extend_from_slice(v);
+            }
         }
         out
     }
@@ -94,7 +108,15 @@ impl StatCache {
             let ctime = Timestamp { sec: cur.u64()? as i64, nsec: cur.u32()? };
             let (extents, used) = decode_extents_from(b.get(cur.pos..)?)?;
             cur.pos += used;
-            files.insert(path, CachedFile { ino, size, mtime, ctime, extents });
+            let n = cur.u32()? as usize;
+            let mut xattrs = Vec::with_capacity(n.min(64));
+            for _ in 0..n {
+                let k = cur.u32()? as usize;
+                let k = cur.take(k)?.to_vec();
+                let v = cur.u32()? as usize;
+                xattrs.push((k, cur.take(v)?.to_vec()));
+            }
+            files.insert(path, CachedFile { ino, size, mtime, ctime, extents, xattrs });
         }
         Some(StatCache { files })
     }
@@ -130,7 +152,14 @@ mod tests {
         let mut c = StatCache::default();
         c.files.insert(
             b"a/b".to_vec(),
-            CachedFile { ino: 7, size: 9, mtime: Timestamp { sec: 1, nsec: 2 }, ctime: Timestamp { sec: 3, nsec: 4 }, extents: vec![Extent { offset: 0, chunks: vec![(BlockHash::of(b"x"), 9)] }] },
+            CachedFile {
+                ino: 7,
+                size: 9,
+                mtime: Timestamp { sec: 1, nsec: 2 },
+                ctime: Timestamp { sec: 3, nsec: 4 },
+                extents: vec![Extent { offset: 0, chunks: vec![(BlockHash::of(b"x"), 9)] }],
+                xattrs: vec![(b"user.a".to_vec(), b"1".to_vec())],
+            },
         );
         let path = dir.path().join("c.bin");
         c.save(&path).unwrap();

@@ -94,10 +94,23 @@ pub fn decode_stored(codec: Codec, stored: &[u8], raw_len: u32, hash: &BlockHash
     Ok(raw)
 }
 
+thread_local! {
+    /// One compression context per thread: making one per block costs more
+    /// than compressing a small block.
+    static COMPRESSOR: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { std::cell::RefCell::new(None) };
+}
+
 /// Compresses `raw` unless that does not pay (incompressible data is kept raw).
 pub fn encode_stored(raw: &[u8], level: i32) -> (Codec, Vec<u8>) {
     if raw.len() >= 128 {
-        if let Ok(z) = zstd::bulk::compress(raw, level) {
+        let z = COMPRESSOR.with(|c| {
+            let mut c = c.borrow_mut();
+            if c.as_ref().is_none_or(|(l, _)| *l != level) {
+                *c = zstd::bulk::Compressor::new(level).ok().map(|z| (level, z));
+            }
+            c.as_mut().and_then(|(_, z)| z.compress(raw).ok())
+        });
+        if let Some(z) = z {
             if z.len() + z.len() / 32 < raw.len() {
                 return (Codec::Zstd, z);
             }
