@@ -56,6 +56,7 @@ C=$(api POST /containers "{\"name\":\"bench\",\"project_id\":\"$P\",\"rootfs_pat
 timed full_snapshot hoodyd api POST "/containers/$C/snapshots" '{"alias":"s1"}'
 S1=$(bytes "$TMP/hoody/store")
 "$SHARED/mutate.sh" "$W" >&2
+sync  # the mutation's writeback is not the snapshot's work (same for every tool)
 timed incremental_snapshot hoodyd api POST "/containers/$C/snapshots" '{"alias":"s2"}'
 S2=$(bytes "$TMP/hoody/store")
 echo "RESULT store_bytes hoodyd $S2 bytes"
@@ -74,6 +75,7 @@ cp -a "$DATA/data" "$W"
 timed full_snapshot restic restic backup -q "$W"
 R1=$(bytes "$RESTIC_REPOSITORY")
 "$SHARED/mutate.sh" "$W" >&2
+sync  # the mutation's writeback is not the snapshot's work (same for every tool)
 timed incremental_snapshot restic restic backup -q "$W"
 R2=$(bytes "$RESTIC_REPOSITORY")
 echo "RESULT store_bytes restic $R2 bytes"
@@ -90,6 +92,7 @@ cp -a "$DATA/data" "$W"
 timed full_snapshot borg borg create -C lz4 ::s1 "$W"
 B1=$(bytes "$BORG_REPO")
 "$SHARED/mutate.sh" "$W" >&2
+sync  # the mutation's writeback is not the snapshot's work (same for every tool)
 timed incremental_snapshot borg borg create -C lz4 ::s2 "$W"
 B2=$(bytes "$BORG_REPO")
 echo "RESULT store_bytes borg $B2 bytes"
