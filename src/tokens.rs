@@ -25,22 +25,27 @@ pub async fn issue(catalog: &Catalog, account: &AccountRecord) -> CatalogResult<
     Ok(format!("{PREFIX}{id}_{secret}"))
 }
 
-/// The account a token belongs to, or `None` for anything that is not a valid token.
-pub async fn verify(catalog: &Catalog, token: &str) -> CatalogResult<Option<AccountRecord>> {
-    let Some((id, secret)) = token.strip_prefix(PREFIX).and_then(|rest| rest.split_once('_')) else {
-        return Ok(None);
-    };
-    let Some(record) = catalog.token(id).await? else {
-        return Ok(None);
-    };
-    let matches: bool = hash_secret(secret).as_bytes().ct_eq(record.secret_hash.as_bytes()).into();
-    if !matches {
-        return Ok(None);
-    }
-    catalog.account(&record.account_id).await
+/// `(id, secret)` of a well-formed token.
+fn parse(token: &str) -> Option<(&str, &str)> {
+    token.strip_prefix(PREFIX).and_then(|rest| rest.split_once('_'))
 }
 
-/// `verify` with a memory of tokens already seen (tokens never change once
+/// Whether `secret` hashes to `stored_hash`, compared in constant time.
+fn secret_matches(secret: &str, stored_hash: &str) -> bool {
+    hash_secret(secret).as_bytes().ct_eq(stored_hash.as_bytes()).into()
+}
+
+/// The token's record and account, or `None` for anything that is not a valid token.
+async fn lookup(catalog: &Catalog, token: &str) -> CatalogResult<Option<(TokenRecord, AccountRecord)>> {
+    let Some((id, secret)) = parse(token) else { return Ok(None) };
+    let Some(record) = catalog.token(id).await? else { return Ok(None) };
+    if !secret_matches(secret, &record.secret_hash) {
+        return Ok(None);
+    }
+    Ok(catalog.account(&record.account_id).await?.map(|account| (record, account)))
+}
+
+/// Checks tokens, remembering those already seen (tokens never change once
 /// issued), so a request costs no catalog read for authentication.
 #[derive(Default)]
 pub struct TokenCache {
@@ -48,18 +53,14 @@ pub struct TokenCache {
 }
 
 impl TokenCache {
+    /// The account a token belongs to, or `None` for anything that is not a valid token.
     pub async fn verify(&self, catalog: &Catalog, token: &str) -> CatalogResult<Option<AccountRecord>> {
-        let Some((id, secret)) = token.strip_prefix(PREFIX).and_then(|rest| rest.split_once('_')) else {
-            return Ok(None);
-        };
+        let Some((id, secret)) = parse(token) else { return Ok(None) };
         let cached = self.seen.read().expect("token cache").get(id).cloned();
         if let Some((hash, account)) = cached {
-            let matches: bool = hash_secret(secret).as_bytes().ct_eq(hash.as_bytes()).into();
-            return Ok(matches.then_some(account));
+            return Ok(secret_matches(secret, &hash).then_some(account));
         }
-        let (Some(record), Some(account)) = (catalog.token(id).await?, verify(catalog, token).await?) else {
-            return Ok(None);
-        };
+        let Some((record, account)) = lookup(catalog, token).await? else { return Ok(None) };
         self.seen.write().expect("token cache").insert(id.to_string(), (record.secret_hash, account.clone()));
         Ok(Some(account))
     }
@@ -78,13 +79,13 @@ mod tests {
         let catalog = Catalog::open(Arc::new(SqliteKv::open(&dir.path().join("c.db")).unwrap())).await.unwrap();
         let alice = catalog.ensure_account("alice", false).await.unwrap();
         let token = issue(&catalog, &alice).await.unwrap();
-        assert_eq!(verify(&catalog, &token).await.unwrap().unwrap().id, alice.id);
+        assert_eq!(TokenCache::default().verify(&catalog, &token).await.unwrap().unwrap().id, alice.id);
         let mut forged = token.clone();
         forged.pop();
         forged.push(if token.ends_with('0') { '1' } else { '0' });
-        assert!(verify(&catalog, &forged).await.unwrap().is_none());
-        assert!(verify(&catalog, "hoody_nope").await.unwrap().is_none());
-        assert!(verify(&catalog, "").await.unwrap().is_none());
+        assert!(TokenCache::default().verify(&catalog, &forged).await.unwrap().is_none());
+        assert!(TokenCache::default().verify(&catalog, "hoody_nope").await.unwrap().is_none());
+        assert!(TokenCache::default().verify(&catalog, "").await.unwrap().is_none());
         let cache = TokenCache::default();
         for _ in 0..2 {
             assert_eq!(cache.verify(&catalog, &token).await.unwrap().unwrap().id, alice.id);

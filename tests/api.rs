@@ -215,6 +215,7 @@ fn servers_health_metrics_and_openapi() {
     let text = metrics.body.as_str().unwrap();
     assert!(text.contains("hoody_http_requests_total{method=\"GET\",route=\"/api/v1/containers\",status=\"200\"}"), "{text}");
     assert!(text.contains("hoody_http_request_duration_seconds_bucket{method=\"POST\",route=\"/api/v1/containers\""), "{text}");
+    assert!(text.contains("\nhoody_store_objects ") && text.contains("\nhoody_store_bytes "), "store gauges of docs/METRICS.md: {text}");
     assert!(!text.contains("secret") && !text.contains(&p), "metrics reveal no tenant data");
 
     let doc = d.request("GET", "/openapi.json", None, None);

@@ -71,6 +71,15 @@ impl Engine {
         }
     }
 
+    /// The caller's share `id` created from `container`.
+    async fn owned_share_in(&self, who: &Principal, container: &str, id: &str) -> Result<ShareRecord, ApiError> {
+        let s = self.owned_share(who, id).await?;
+        if s.source_container_id != container {
+            return Err(ApiError::not_found(format!("share `{id}` not found in container `{container}`")));
+        }
+        Ok(s)
+    }
+
     /// The containers a share is offered to (on this node), its source excluded.
     fn targets_of<'a>(share: &ShareRecord, containers: &'a [ContainerRecord]) -> Vec<&'a ContainerRecord> {
         containers
@@ -180,18 +189,12 @@ impl Engine {
     }
 
     pub(super) async fn share_get(&self, who: &Principal, container: &str, id: &str) -> Result<Share, ApiError> {
-        let s = self.owned_share(who, id).await?;
-        if s.source_container_id != container {
-            return Err(ApiError::not_found(format!("share `{id}` not found in container `{container}`")));
-        }
+        let s = self.owned_share_in(who, container, id).await?;
         self.share_view(s).await
     }
 
     pub(super) async fn share_update(&self, who: &Principal, container: &str, id: &str, req: UpdateShare) -> Result<Share, ApiError> {
-        let mut s = self.owned_share(who, id).await?;
-        if s.source_container_id != container {
-            return Err(ApiError::not_found(format!("share `{id}` not found in container `{container}`")));
-        }
+        let mut s = self.owned_share_in(who, container, id).await?;
         if let Some(a) = &req.alias {
             validate_alias(a)?;
         }

@@ -188,7 +188,8 @@ fn read_file(store: &BlockStore, job: &FileJob, new_bytes: &AtomicU64) -> Result
     }
 }
 
-fn open_noatime(path: &Path) -> io::Result<File> {
+/// Opens a file for reading without following a symlink or touching its atime.
+pub(super) fn open_noatime(path: &Path) -> io::Result<File> {
     let open = |flags| std::fs::OpenOptions::new().read(true).custom_flags(flags).open(path);
     match open(libc::O_NOFOLLOW | libc::O_NOATIME) {
         Err(e) if e.raw_os_error() == Some(libc::EPERM) => open(libc::O_NOFOLLOW),
@@ -223,6 +224,20 @@ impl BlockSink<'_> {
     }
 }
 
+/// The whole content of a file no larger than [`CHUNK_MIN`]: always one block.
+pub(super) fn read_small(file: &File, size: u64) -> io::Result<Vec<u8>> {
+    let mut data = Vec::with_capacity(size as usize);
+    (&*file).read_to_end(&mut data)?;
+    Ok(data)
+}
+
+/// FastCDC over the data region `offset..offset + len` of `file`.
+pub(super) fn cut(file: &File, offset: u64, len: u64) -> io::Result<fastcdc::v2020::StreamCDC<std::io::Take<&File>>> {
+    let mut f = file;
+    f.seek(SeekFrom::Start(offset))?;
+    Ok(fastcdc::v2020::StreamCDC::new(f.take(len), CHUNK_MIN, CHUNK_AVG, CHUNK_MAX))
+}
+
 /// Regions at least this large are cut on one thread while another hashes,
 /// compresses and stores, so one big file does not run on a single core.
 const PIPELINE_ABOVE: u64 = 16 << 20;
@@ -230,8 +245,7 @@ const PIPELINE_ABOVE: u64 = 16 << 20;
 fn chunk_file(store: &BlockStore, file: &File, size: u64, new_bytes: &AtomicU64) -> Result<Vec<Extent>, ChunkError> {
     let mut sink = BlockSink { store, new_bytes, raw_streak: 0, seen: 0 };
     if size <= CHUNK_MIN as u64 {
-        let mut data = Vec::with_capacity(size as usize);
-        (&*file).read_to_end(&mut data).map_err(ChunkError::Io)?;
+        let data = read_small(file, size).map_err(ChunkError::Io)?;
         if data.is_empty() {
             return Ok(Vec::new());
         }
@@ -241,9 +255,7 @@ fn chunk_file(store: &BlockStore, file: &File, size: u64, new_bytes: &AtomicU64)
     }
     let mut extents = Vec::new();
     for (offset, len) in posix::data_regions(file, size).map_err(ChunkError::Io)? {
-        let mut f = file;
-        f.seek(SeekFrom::Start(offset)).map_err(ChunkError::Io)?;
-        let cdc = fastcdc::v2020::StreamCDC::new(f.take(len), CHUNK_MIN, CHUNK_AVG, CHUNK_MAX);
+        let cdc = cut(file, offset, len).map_err(ChunkError::Io)?;
         let cut_error = |e: fastcdc::v2020::Error| ChunkError::Io(io::Error::other(e.to_string()));
         let chunks = if len < PIPELINE_ABOVE {
             let mut chunks = Vec::new();

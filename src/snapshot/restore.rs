@@ -13,12 +13,12 @@
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs::File;
-use std::io::{self, Read};
+use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use super::capture::{CHUNK_AVG, CHUNK_MAX, CHUNK_MIN, STAGING_DIR};
+use super::capture::{cut, open_noatime, read_small, CHUNK_MIN, STAGING_DIR};
 use super::posix;
 use super::statcache::{CachedFile, StatCache};
 use super::tree::{Content, Entry, EntryKind, Extent, Tree};
@@ -102,23 +102,18 @@ fn remove_any(path: &Path) -> io::Result<()> {
     }
 }
 
-/// The extents a file's current content would have, hashing without storing.
+/// The extents a file's current content would have: capture's cutting,
+/// hashing without storing.
 fn current_extents(path: &Path, size: u64) -> io::Result<Vec<Extent>> {
-    let file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NOATIME).open(path).or_else(|_| File::open(path))?;
+    let file = open_noatime(path)?;
     if size <= CHUNK_MIN as u64 {
-        let mut data = Vec::new();
-        (&file).read_to_end(&mut data)?;
-        if data.is_empty() {
-            return Ok(Vec::new());
-        }
-        return Ok(vec![Extent { offset: 0, chunks: vec![(BlockHash::of(&data), data.len() as u32)] }]);
+        let data = read_small(&file, size)?;
+        return Ok(if data.is_empty() { Vec::new() } else { vec![Extent { offset: 0, chunks: vec![(BlockHash::of(&data), data.len() as u32)] }] });
     }
     let mut extents = Vec::new();
     for (offset, len) in posix::data_regions(&file, size)? {
-        let mut f = &file;
-        std::io::Seek::seek(&mut f, io::SeekFrom::Start(offset))?;
         let mut chunks = Vec::new();
-        for chunk in fastcdc::v2020::StreamCDC::new(f.take(len), CHUNK_MIN, CHUNK_AVG, CHUNK_MAX) {
+        for chunk in cut(&file, offset, len)? {
             let chunk = chunk.map_err(|e| io::Error::other(e.to_string()))?;
             chunks.push((BlockHash::of(&chunk.data), chunk.data.len() as u32));
         }
@@ -127,11 +122,6 @@ fn current_extents(path: &Path, size: u64) -> io::Result<Vec<Extent>> {
         }
     }
     Ok(extents)
-}
-
-/// Compares chunk sequences only: the same bytes at the same offsets.
-fn same_content(a: &[Extent], b: &[Extent]) -> bool {
-    a == b
 }
 
 impl Restorer<'_> {
@@ -182,8 +172,8 @@ impl Restorer<'_> {
             return false; // must become a file of its own: rewrite to break the link
         }
         match self.old.files.get(rel) {
-            Some(c) if c.matches(&st) => same_content(&c.extents, extents),
-            _ => current_extents(&path, st.size()).map(|cur| same_content(&cur, extents)).unwrap_or(false),
+            Some(c) if c.matches(&st) => c.extents == extents,
+            _ => current_extents(&path, st.size()).is_ok_and(|cur| cur == extents),
         }
     }
 
