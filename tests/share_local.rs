@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
-use hoody_fuse::{Caller, FileKind, FsBackend, FsError, MountHandle, MountOptions, NodeId, SetAttr};
+use hoody_fuse::{Caller, FileKind, FsBackend, FsError, MountHandle, MountOptions, SetAttr};
 use hoodyd::shares::{LocalBackend, ShareMode};
 use share_cases::Share;
 
@@ -350,29 +350,89 @@ fn created_files_belong_to_the_caller_with_the_exact_mode() {
     assert_eq!((link.uid, link.gid), (1000, 2000));
 }
 
-#[test]
-fn invalidation_hooks_drop_stale_caches() {
-    let _shared = alongside_others();
-    let setup = Setup { passthrough: false, ttl: Duration::from_secs(600), ..Setup::readwrite() };
-    let Some(share) = LocalShare::mount(setup) else { return };
-    let invalidator = share.handle().invalidator();
-    assert_eq!(fs::metadata(share.mnt.join("existing")).unwrap().len(), 8);
-    fs::write(share.source.join("existing"), b"changed at the source").unwrap();
-    assert_eq!(fs::metadata(share.mnt.join("existing")).unwrap().len(), 8, "attributes are cached");
-    let node = NodeId(fs::metadata(share.source.join("existing")).unwrap().ino());
-    invalidator.invalidate_attrs(node).unwrap();
-    assert_eq!(fs::metadata(share.mnt.join("existing")).unwrap().len(), 21);
-    invalidator.invalidate_node(node).unwrap();
-    assert_eq!(fs::read(share.mnt.join("existing")).unwrap(), b"changed at the source");
+/// Polls `check` until it holds. The mounts of these tests trust their caches
+/// for an hour, so anything seen here was invalidated, not expired.
+fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !check() {
+        assert!(Instant::now() < deadline, "{what}: still stale after 5 s");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
 
-    assert!(fs::metadata(share.mnt.join("dir")).unwrap().is_dir());
-    fs::rename(share.source.join("dir"), share.source.join("dir-old")).unwrap();
-    fs::write(share.source.join("dir"), b"now a file").unwrap();
-    assert!(fs::metadata(share.mnt.join("dir")).unwrap().is_dir(), "the name is cached");
-    let root = NodeId(fs::metadata(&share.source).unwrap().ino());
-    invalidator.invalidate_entry(root, OsStr::new("dir")).unwrap();
-    assert!(fs::metadata(share.mnt.join("dir")).unwrap().is_file());
-    invalidator.invalidate_node(NodeId(u64::MAX - 7)).unwrap();
+fn caching_for_an_hour(passthrough: bool) -> Setup {
+    Setup { passthrough, ttl: Duration::from_secs(3600), ..Setup::readwrite() }
+}
+
+// Opening a file refreshes its attributes and drops its cached pages anyway
+// (close-to-open), so these checks look with `stat` and through descriptors
+// held open across the change: what only invalidation can refresh.
+#[test]
+fn changes_at_the_source_reach_the_mount_at_once() {
+    let _shared = alongside_others();
+    for passthrough in [false, true] {
+        let Some(share) = LocalShare::mount(caching_for_an_hour(passthrough)) else { return };
+        let (src, mnt) = (&share.source, &share.mnt);
+        let stat = |name: &str| fs::symlink_metadata(mnt.join(name));
+
+        assert_eq!(stat("existing").unwrap().len(), 8, "cached");
+        fs::write(src.join("existing"), b"changed at the source").unwrap();
+        eventually("size", || stat("existing").unwrap().len() == 21);
+        fs::set_permissions(src.join("existing"), std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        eventually("mode", || stat("existing").unwrap().mode() & 0o777 == 0o600);
+
+        let held = File::open(mnt.join("existing")).unwrap();
+        let mut buf = [0u8; 21];
+        held.read_exact_at(&mut buf, 0).unwrap();
+        fs::OpenOptions::new().write(true).open(src.join("existing")).unwrap().write_all_at(b"CHANGED", 0).unwrap();
+        eventually("data under an open descriptor", || {
+            held.read_exact_at(&mut buf, 0).unwrap();
+            &buf[..] == b"CHANGED at the source"
+        });
+
+        assert!(stat("dir").unwrap().is_dir(), "cached");
+        fs::rename(src.join("dir"), src.join("dir-old")).unwrap();
+        eventually("name moved away", || stat("dir").is_err());
+        eventually("name moved to", || stat("dir-old").is_ok_and(|m| m.is_dir()));
+        fs::write(src.join("dir"), b"now a file").unwrap();
+        eventually("name taken again", || stat("dir").is_ok_and(|m| m.is_file()));
+        fs::remove_file(src.join("dir")).unwrap();
+        eventually("name removed", || stat("dir").is_err());
+
+        // Inside a subdirectory the kernel knows, too.
+        fs::create_dir(mnt.join("sub")).unwrap();
+        fs::write(mnt.join("sub/f"), b"1").unwrap();
+        assert_eq!(stat("sub/f").unwrap().len(), 1, "cached");
+        fs::write(src.join("sub/f"), b"22").unwrap();
+        eventually("nested file", || stat("sub/f").unwrap().len() == 2);
+        fs::remove_dir_all(src.join("sub")).unwrap();
+        eventually("removed directory", || stat("sub").is_err());
+    }
+}
+
+#[test]
+fn a_change_through_one_mount_reaches_another_mount_of_the_same_source() {
+    let _shared = alongside_others();
+    let Some(share) = LocalShare::mount(caching_for_an_hour(true)) else { return };
+    let second_mnt = share.mnt.with_file_name("second");
+    fs::create_dir(&second_mnt).unwrap();
+    let backend = Arc::new(LocalBackend::open(&share.source, ShareMode::ReadWrite).unwrap());
+    let options = MountOptions {
+        entry_ttl: Duration::from_secs(3600),
+        attr_ttl: Duration::from_secs(3600),
+        runtime: Some(runtime().handle().clone()),
+        ..MountOptions::default()
+    };
+    let second = hoody_fuse::mount(backend, &second_mnt, options).unwrap();
+    let stat = |name: &str| fs::symlink_metadata(second_mnt.join(name));
+
+    assert_eq!(stat("existing").unwrap().len(), 8, "cached");
+    assert!(stat("full/inner").is_ok(), "cached");
+    fs::write(share.mnt.join("existing"), b"rewritten through the first mount").unwrap();
+    fs::remove_file(share.mnt.join("full/inner")).unwrap();
+    eventually("size written through the other mount", || stat("existing").unwrap().len() == 33);
+    eventually("name removed through the other mount", || stat("full/inner").is_err());
+    second.unmount().unwrap();
 }
 
 #[test]

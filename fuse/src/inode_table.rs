@@ -89,6 +89,12 @@ impl InodeTable {
         Some(node)
     }
 
+    /// Every number the kernel knows, the root's included.
+    pub(crate) fn inos(&self) -> Vec<u64> {
+        let inner = self.inner.lock();
+        std::iter::once(ROOT_INO).chain(inner.by_ino.keys().copied()).collect()
+    }
+
     #[cfg(test)]
     fn len(&self) -> usize {
         self.inner.lock().by_ino.len()

@@ -51,6 +51,18 @@ impl CacheInvalidator {
         }
     }
 
+    /// Attributes and data of every file the kernel knows, for when the
+    /// backend lost track of what changed. Cached names stay until they expire.
+    pub fn invalidate_everything(&self) -> io::Result<()> {
+        for ino in self.inodes.inos() {
+            match self.notifier.inval_inode(INodeNo(ino), 0, 0) {
+                Err(err) if err.raw_os_error() == Some(libc::ENOENT) => {}
+                other => other?,
+            }
+        }
+        Ok(())
+    }
+
     /// The name `name` in directory `parent`, whether it now names another file or none.
     pub fn invalidate_entry(&self, parent: NodeId, name: &OsStr) -> io::Result<()> {
         match self.inodes.ino(parent) {

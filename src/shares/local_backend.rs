@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Once};
 
 use async_trait::async_trait;
-use hoody_fuse::{Attr, Caller, DirEntry, FsBackend, FsError, FsResult, HandleId, NodeId, Opened, SetAttr, StatFs};
+use hoody_fuse::{Attr, CacheInvalidator, Caller, DirEntry, FsBackend, FsError, FsResult, HandleId, NodeId, Opened, SetAttr, StatFs};
 
 use super::source_tree::SourceTree;
 use super::syscalls::{open_beneath, raise_open_files_limit};
@@ -248,5 +248,9 @@ impl FsBackend for LocalBackend {
     async fn removexattr(&self, node: NodeId, name: &OsStr) -> FsResult<()> {
         let name = name.to_owned();
         self.run(move |tree| tree.removexattr(node, &name)).await
+    }
+
+    fn attach_invalidator(&self, invalidator: CacheInvalidator) {
+        self.tree.watch_source(invalidator);
     }
 }

@@ -9,8 +9,10 @@ mod containment;
 mod dir_stream;
 pub mod local_backend;
 pub mod mounts;
+mod mount_watch;
 mod node_table;
 mod source_tree;
+mod source_watch;
 mod syscalls;
 mod xattrs;
 

@@ -57,15 +57,16 @@ impl NodeTable {
 
     /// One more kernel reference to `id`, reachable through `node`. The newest
     /// descriptor wins: it was just opened beneath the source. The root keeps
-    /// its own.
-    pub(super) fn reference(&self, id: NodeId, node: Node) {
+    /// its own. True for the first reference.
+    pub(super) fn reference(&self, id: NodeId, node: Node) -> bool {
         if id == self.root {
-            return;
+            return false;
         }
         let mut entries = self.entries.lock();
         let entry = entries.entry(id).or_insert_with(|| Entry { node: node.clone(), references: 0 });
         entry.node = node;
         entry.references += 1;
+        entry.references == 1
     }
 
     /// Returns the descriptor being dropped, if any, so it is closed outside the lock.
@@ -110,13 +111,13 @@ mod tests {
     #[test]
     fn references_are_counted_and_the_root_stays() {
         let table = NodeTable::new(NodeId(2), node());
-        table.reference(NodeId(5), node());
-        table.reference(NodeId(5), node());
+        assert!(table.reference(NodeId(5), node()));
+        assert!(!table.reference(NodeId(5), node()));
         assert!(table.forget(NodeId(5), 1).is_none());
         assert!(table.get(NodeId(5)).is_ok());
         assert!(table.forget(NodeId(5), 1).is_some());
         assert_eq!(table.get(NodeId(5)).err(), Some(FsError::Stale));
-        table.reference(NodeId(2), node());
+        assert!(!table.reference(NodeId(2), node()));
         assert!(table.forget(NodeId(2), 10).is_none());
         assert!(table.get(NodeId(2)).is_ok());
         assert_eq!(table.len(), 1);

@@ -9,13 +9,14 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
-use hoody_fuse::{Attr, Caller, DirEntry, FileKind, FsError, FsResult, HandleId, NodeId, Opened, SetAttr, StatFs};
+use hoody_fuse::{Attr, CacheInvalidator, Caller, DirEntry, FileKind, FsError, FsResult, HandleId, NodeId, Opened, SetAttr, StatFs};
 use parking_lot::Mutex;
 
 use super::containment::Containment;
 use super::dir_stream::DirStream;
+use super::mount_watch::MountWatch;
 use super::node_table::{node_id, Node, NodeTable};
 use super::syscalls::{self, open_beneath, stat};
 use super::xattrs;
@@ -86,6 +87,8 @@ pub(super) struct SourceTree {
     files: Mutex<HashMap<u64, Arc<OwnedFd>>>,
     dirs: Mutex<HashMap<u64, Arc<DirStream>>>,
     next_handle: AtomicU64,
+    /// Keeps the mount's kernel caches fresh; set once the mount exists.
+    watch: OnceLock<MountWatch>,
 }
 
 impl SourceTree {
@@ -107,11 +110,21 @@ impl SourceTree {
             files: Mutex::new(HashMap::new()),
             dirs: Mutex::new(HashMap::new()),
             next_handle: AtomicU64::new(1),
+            watch: OnceLock::new(),
         })
     }
 
     pub(super) fn mode(&self) -> ShareMode {
         self.mode
+    }
+
+    /// Starts dropping the mount's caches when the source changes behind it.
+    pub(super) fn watch_source(&self, invalidator: CacheInvalidator) {
+        let Some(watch) = MountWatch::start(invalidator, self.source_dev) else { return };
+        if let Ok(root) = self.nodes.get(self.root_id) {
+            watch.dir_referenced(self.root_id, root.fd);
+        }
+        let _ = self.watch.set(watch);
     }
 
     pub(super) fn referenced_nodes(&self) -> usize {
@@ -164,7 +177,11 @@ impl SourceTree {
     /// Takes a reference to the file behind the freshly opened `fd`.
     fn adopt(&self, fd: OwnedFd) -> FsResult<Attr> {
         let attr = self.stat_attr(fd.as_fd())?;
-        self.nodes.reference(attr.node, Node { fd: Arc::new(fd), kind: attr.kind });
+        let fd = Arc::new(fd);
+        let first = self.nodes.reference(attr.node, Node { fd: fd.clone(), kind: attr.kind });
+        if let (true, FileKind::Directory, Some(watch)) = (first, attr.kind, self.watch.get()) {
+            watch.dir_referenced(attr.node, fd);
+        }
         Ok(attr)
     }
 
@@ -226,6 +243,9 @@ impl SourceTree {
     /// Hands back the descriptor to close elsewhere when closing it may be slow.
     pub(super) fn forget(&self, node: NodeId, count: u64) -> Option<Node> {
         let dropped = self.nodes.forget(node, count)?;
+        if let (FileKind::Directory, Some(watch)) = (dropped.kind, self.watch.get()) {
+            watch.dir_forgotten(node);
+        }
         // Closing the last descriptor of an unlinked file frees its blocks, which
         // can take long for a big file: such closes are left to the caller.
         match stat(dropped.fd.as_fd()) {
