@@ -298,3 +298,65 @@ fn a_stopped_source_fails_fast_and_serves_again_when_started() {
     assert_eq!(d.call("POST", &format!("/containers/{}/start", p.source), None).status, 200);
     assert_eq!(std::fs::read(mnt.join("logo.txt")).unwrap(), b"logo", "works again without a remount");
 }
+
+/// Resident memory (KiB) and threads of a process.
+fn footprint(pid: i32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| -> u64 {
+        let line = status.lines().find(|line| line.starts_with(name)).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    };
+    (field("VmRSS:"), field("Threads:"))
+}
+
+/// Issue 4 item 9: 100 targets × 2 shares = 200 mounts on one daemon. Each
+/// mount costs a small constant: its two threads and a little memory.
+#[test]
+fn two_hundred_mounts_cost_a_small_constant_each() {
+    if !fuse_available() {
+        return;
+    }
+    const TARGETS: usize = 100;
+    let d = Daemon::start();
+    let sources = d.project("sources");
+    let source = d.container(&sources, "source");
+    let source_id = source["id"].as_str().unwrap().to_string();
+    for dir in ["data/a", "data/b"] {
+        std::fs::create_dir_all(path_of(&source).join(dir)).unwrap();
+        std::fs::write(path_of(&source).join(dir).join("f"), dir).unwrap();
+    }
+    let targets = d.project("targets");
+    let roots: Vec<PathBuf> = (0..TARGETS).map(|i| path_of(&d.container(&targets, &format!("t{i}")))).collect();
+    let mut footprints = vec![footprint(d.pid())];
+    for (n, alias) in ["a", "b"].iter().enumerate() {
+        let started = Instant::now();
+        let body = json!({"source_path": format!("/data/{alias}"), "target_project_id": targets, "mode": "readwrite"});
+        let r = d.call("POST", &format!("/containers/{source_id}/storage/shares"), Some(body));
+        assert_eq!(r.status, 201, "{r:?}");
+        let active = r.data()["targets"].as_array().unwrap().iter().filter(|t| t["status"] == "active").count();
+        assert_eq!(active, TARGETS, "{r:?}");
+        // Every mount answers: the kernel has initialised each connection.
+        for root in &roots {
+            assert_eq!(std::fs::read(root.join("hoody/shares").join(alias).join("f")).unwrap(), format!("data/{alias}").as_bytes());
+        }
+        footprints.push(footprint(d.pid()));
+        eprintln!("{} mounts made and read in {:?}", (n + 1) * TARGETS, started.elapsed());
+    }
+    let incoming = d.call("GET", "/storage/incoming?limit=1000", None);
+    assert_eq!(incoming.body["total"], 2 * TARGETS as u64, "{incoming:?}");
+
+    let per_mount = |from: usize, to: usize| {
+        let (rss, threads) = (footprints[to].0 as f64 - footprints[from].0 as f64, footprints[to].1 as f64 - footprints[from].1 as f64);
+        (rss / TARGETS as f64, threads / TARGETS as f64)
+    };
+    let (first_rss, first_threads) = per_mount(0, 1);
+    let (second_rss, second_threads) = per_mount(1, 2);
+    eprintln!(
+        "daemon: {:?} (RSS KiB, threads) with no mounts, {:?} with 100, {:?} with 200; per mount: {first_rss:.0} KiB and {first_threads:.2} threads for the first 100, {second_rss:.0} KiB and {second_threads:.2} threads for the next 100",
+        footprints[0], footprints[1], footprints[2]
+    );
+    assert!(second_threads <= 2.1, "threads per mount: {second_threads}");
+    assert!(second_rss <= 256.0, "resident KiB per mount: {second_rss}");
+    // A constant: the second hundred costs what the first did.
+    assert!((second_threads - first_threads).abs() <= 0.1, "{first_threads} then {second_threads}");
+}

@@ -65,7 +65,10 @@ impl Daemon {
         let _ = std::fs::remove_file(&endpoints);
         let mut cmd = Command::new(HOODYD);
         cmd.args(["serve", "--data-dir"]).arg(dir.path()).args(["--http", "127.0.0.1:0", "--quic", "127.0.0.1:0", "--node-name", "test-node"]);
-        cmd.args(extra).stdout(Stdio::null()).stderr(Stdio::piped()).env_remove("HOODY_URL").env_remove("HOODY_TOKEN");
+        // A file, not a pipe: nobody reads a pipe, and a daemon that logs more
+        // than a pipe holds would block in its next log line.
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.path().join("hoodyd.log")).expect("daemon log");
+        cmd.args(extra).stdout(Stdio::null()).stderr(log).env_remove("HOODY_URL").env_remove("HOODY_TOKEN");
         let child = cmd.spawn().expect("spawn hoodyd");
         let (http, quic) = wait_for_endpoints(&endpoints, Duration::from_secs(30));
         let token = std::fs::read_to_string(dir.path().join("admin.token")).expect("admin.token").trim().to_string();
@@ -162,6 +165,11 @@ impl Drop for Daemon {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            let log = std::fs::read(self.dir.path().join("hoodyd.log")).unwrap_or_default();
+            let tail = &log[log.len().saturating_sub(8192)..];
+            eprintln!("--- end of the daemon's log ---\n{}", String::from_utf8_lossy(tail));
         }
     }
 }
