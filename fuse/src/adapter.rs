@@ -13,6 +13,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::task::{Context, Waker};
 use std::time::SystemTime;
 
 use fuser::{
@@ -80,21 +81,30 @@ impl ShareFs {
         shared.counters.requests.fetch_add(1, Ordering::Relaxed);
         shared.counters.in_flight.fetch_add(1, Ordering::Relaxed);
         let call = call(shared.clone());
-        self.shared.runtime.spawn(async move {
+        let mut task = Box::pin(async move {
             match call.await {
                 Ok(value) => answer(&shared, reply, value),
                 Err(err) => shared.fail(op, reply, err),
             }
             shared.counters.in_flight.fetch_sub(1, Ordering::Relaxed);
         });
+        // A backend that answers without waiting (the metadata of a local file)
+        // is answered here, on the thread that read the request: no hand-off.
+        // Anything that waits continues as a task of the runtime.
+        let _runtime = self.shared.runtime.enter();
+        if task.as_mut().poll(&mut Context::from_waker(Waker::noop())).is_pending() {
+            self.shared.runtime.spawn(task);
+        }
     }
 
     fn ok_empty(_: &Arc<Shared>, reply: ReplyEmpty, _: ()) {
         reply.ok();
     }
 
-    fn entry(shared: &Arc<Shared>, reply: ReplyEntry, attr: Attr) {
-        shared.reply_entry(reply, &attr);
+    /// The answer of requests that hand the kernel a node as `name` in `parent`.
+    fn entry(parent: INodeNo, name: &OsStr) -> impl FnOnce(&Arc<Shared>, ReplyEntry, Attr) + Send + 'static {
+        let name = name.to_owned();
+        move |shared, reply, attr| shared.reply_entry(reply, &attr, parent.0, &name)
     }
 }
 
@@ -131,8 +141,9 @@ impl Filesystem for ShareFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let answer = Self::entry(parent, name);
         let name = name.to_owned();
-        self.dispatch("lookup", reply, move |s| async move { s.backend.lookup(s.node(parent)?, &name).await }, Self::entry);
+        self.dispatch("lookup", reply, move |s| async move { s.backend.lookup(s.node(parent)?, &name).await }, answer);
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
@@ -185,18 +196,15 @@ impl Filesystem for ShareFs {
     }
 
     fn mknod(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, rdev: u32, reply: ReplyEntry) {
+        let answer = Self::entry(parent, name);
         let (name, caller) = (name.to_owned(), caller(req));
-        self.dispatch(
-            "mknod",
-            reply,
-            move |s| async move { s.backend.mknod(s.node(parent)?, &name, mode, rdev, caller).await },
-            Self::entry,
-        );
+        self.dispatch("mknod", reply, move |s| async move { s.backend.mknod(s.node(parent)?, &name, mode, rdev, caller).await }, answer);
     }
 
     fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, reply: ReplyEntry) {
+        let answer = Self::entry(parent, name);
         let (name, caller) = (name.to_owned(), caller(req));
-        self.dispatch("mkdir", reply, move |s| async move { s.backend.mkdir(s.node(parent)?, &name, mode, caller).await }, Self::entry);
+        self.dispatch("mkdir", reply, move |s| async move { s.backend.mkdir(s.node(parent)?, &name, mode, caller).await }, answer);
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
@@ -210,13 +218,9 @@ impl Filesystem for ShareFs {
     }
 
     fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
+        let answer = Self::entry(parent, link_name);
         let (name, target, caller) = (link_name.to_owned(), target.to_owned(), caller(req));
-        self.dispatch(
-            "symlink",
-            reply,
-            move |s| async move { s.backend.symlink(s.node(parent)?, &name, &target, caller).await },
-            Self::entry,
-        );
+        self.dispatch("symlink", reply, move |s| async move { s.backend.symlink(s.node(parent)?, &name, &target, caller).await }, answer);
     }
 
     fn rename(
@@ -239,8 +243,9 @@ impl Filesystem for ShareFs {
     }
 
     fn link(&self, _req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
+        let answer = Self::entry(newparent, newname);
         let newname = newname.to_owned();
-        self.dispatch("link", reply, move |s| async move { s.backend.link(s.node(ino)?, s.node(newparent)?, &newname).await }, Self::entry);
+        self.dispatch("link", reply, move |s| async move { s.backend.link(s.node(ino)?, s.node(newparent)?, &newname).await }, answer);
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
@@ -376,7 +381,7 @@ impl Filesystem for ShareFs {
                         continue;
                     }
                     // The kernel takes no reference on `.` and `..`.
-                    let entry_ino = if dot { ino.0 } else { s.inodes.remember(entry.attr.node) };
+                    let entry_ino = if dot { ino.0 } else { s.inodes.remember_named(entry.attr.node, ino.0, &entry.name) };
                     let attr = s.file_attr(entry_ino, &entry.attr);
                     full = reply.add(INodeNo(entry_ino), entry.offset, &entry.name, &s.tuning.entry_ttl, &attr, GENERATION);
                     if !full {
@@ -466,12 +471,13 @@ impl Filesystem for ShareFs {
 
     fn create(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, flags: i32, reply: ReplyCreate) {
         let (name, caller) = (name.to_owned(), caller(req));
+        let created_name = name.clone();
         self.dispatch(
             "create",
             reply,
             move |s| async move { s.backend.create(s.node(parent)?, &name, mode, flags, caller).await },
-            |s, reply, (attr, opened)| {
-                let ino = s.inodes.remember(attr.node);
+            move |s, reply, (attr, opened)| {
+                let ino = s.inodes.remember_named(attr.node, parent.0, &created_name);
                 let file_attr = s.file_attr(ino, &attr);
                 let ttl = s.tuning.entry_ttl;
                 match s.open_file(ino, &opened, |fd| reply.open_backing(fd)) {

@@ -7,7 +7,8 @@
 //! common case; the root is always 1, as FUSE requires. A number never names two
 //! nodes at once, and the root is never forgotten.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::ffi::{OsStr, OsString};
 
 use parking_lot::Mutex;
 
@@ -23,6 +24,11 @@ pub(crate) struct InodeTable {
 
 struct Inner {
     by_ino: HashMap<u64, Entry>,
+    /// Names the kernel got nodes by, oldest first: what to ask it to drop
+    /// when the backend holds too many files. May hold forgotten numbers and
+    /// earlier namings; those are skipped.
+    named: VecDeque<Named>,
+    namings: u64,
     by_node: HashMap<NodeId, u64>,
     /// Next candidate for a node whose own number is taken; counts down from the
     /// top, far from the small numbers real filesystems hand out.
@@ -32,11 +38,25 @@ struct Inner {
 struct Entry {
     node: NodeId,
     lookups: u64,
+    /// When the kernel last got this node by name (see [`Named::when`]).
+    named: u64,
+}
+
+struct Named {
+    ino: u64,
+    /// Only the latest naming of a node counts: the queue keeps it in the
+    /// order of last use, and holds one live entry per node after compaction.
+    when: u64,
+    parent: u64,
+    name: OsString,
 }
 
 impl InodeTable {
     pub(crate) fn new(root: NodeId) -> Self {
-        InodeTable { root, inner: Mutex::new(Inner { by_ino: HashMap::new(), by_node: HashMap::new(), next_fallback: u64::MAX }) }
+        InodeTable {
+            root,
+            inner: Mutex::new(Inner { by_ino: HashMap::new(), named: VecDeque::new(), namings: 0, by_node: HashMap::new(), next_fallback: u64::MAX }),
+        }
     }
 
     pub(crate) fn node(&self, ino: u64) -> Option<NodeId> {
@@ -67,9 +87,43 @@ impl InodeTable {
             return ino;
         }
         let ino = if node.0 > ROOT_INO && !inner.by_ino.contains_key(&node.0) { node.0 } else { inner.fallback_ino() };
-        inner.by_ino.insert(ino, Entry { node, lookups: 1 });
+        inner.by_ino.insert(ino, Entry { node, lookups: 1, named: 0 });
         inner.by_node.insert(node, ino);
         ino
+    }
+
+    /// [`InodeTable::remember`] of a node the kernel got as `name` in `parent`.
+    pub(crate) fn remember_named(&self, node: NodeId, parent: u64, name: &OsStr) -> u64 {
+        let ino = self.remember(node);
+        if ino == ROOT_INO {
+            return ino;
+        }
+        let mut inner = self.inner.lock();
+        inner.namings += 1;
+        let when = inner.namings;
+        if let Some(entry) = inner.by_ino.get_mut(&ino) {
+            entry.named = when;
+        }
+        inner.named.push_back(Named { ino, when, parent, name: name.to_owned() });
+        if inner.named.len() > 2 * inner.by_ino.len() + 1024 {
+            let Inner { named, by_ino, .. } = &mut *inner;
+            named.retain(|n| n.is_latest(by_ino));
+        }
+        ino
+    }
+
+    /// Up to `count` of the oldest names of nodes the kernel still knows, as
+    /// (parent number, name); they are not handed out again.
+    pub(crate) fn take_oldest_names(&self, count: usize) -> Vec<(u64, OsString)> {
+        let mut inner = self.inner.lock();
+        let mut names = Vec::with_capacity(count.min(inner.named.len()));
+        while names.len() < count {
+            let Some(named) = inner.named.pop_front() else { break };
+            if named.is_latest(&inner.by_ino) {
+                names.push((named.parent, named.name));
+            }
+        }
+        names
     }
 
     /// The kernel dropped `count` references to `ino`. Returns the node so the
@@ -101,6 +155,12 @@ impl InodeTable {
     }
 }
 
+impl Named {
+    fn is_latest(&self, by_ino: &HashMap<u64, Entry>) -> bool {
+        by_ino.get(&self.ino).is_some_and(|entry| entry.named == self.when)
+    }
+}
+
 impl Inner {
     fn fallback_ino(&mut self) -> u64 {
         while self.by_ino.contains_key(&self.next_fallback) || self.next_fallback <= ROOT_INO {
@@ -115,6 +175,31 @@ impl Inner {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn oldest_names_of_known_nodes_come_first_and_once() {
+        let table = InodeTable::new(NodeId(1));
+        let a = table.remember_named(NodeId(10), ROOT_INO, OsStr::new("a"));
+        let b = table.remember_named(NodeId(11), a, OsStr::new("b"));
+        table.remember_named(NodeId(12), ROOT_INO, OsStr::new("c"));
+        table.forget(b, 1);
+        let names = table.take_oldest_names(2);
+        assert_eq!(names, vec![(ROOT_INO, OsString::from("a")), (ROOT_INO, OsString::from("c"))], "b was forgotten");
+        assert!(table.take_oldest_names(5).is_empty());
+    }
+
+    #[test]
+    fn a_node_named_again_moves_to_the_back_and_the_queue_stays_small() {
+        let table = InodeTable::new(NodeId(1));
+        for _ in 0..10_000 {
+            table.remember_named(NodeId(10), ROOT_INO, OsStr::new("a"));
+            table.remember_named(NodeId(11), ROOT_INO, OsStr::new("b"));
+        }
+        assert!(table.inner.lock().named.len() <= 1024 + 4, "compacted to one naming per node");
+        table.remember_named(NodeId(10), ROOT_INO, OsStr::new("a-again"));
+        let names: Vec<_> = table.take_oldest_names(5).into_iter().map(|(_, name)| name).collect();
+        assert_eq!(names, vec![OsString::from("b"), OsString::from("a-again")]);
+    }
 
     #[test]
     fn root_is_one_and_never_forgotten() {

@@ -7,6 +7,7 @@
 
 use std::ffi::OsStr;
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use fuser::{INodeNo, Notifier};
@@ -19,6 +20,7 @@ use crate::NodeId;
 pub struct CacheInvalidator {
     notifier: Notifier,
     inodes: Arc<InodeTable>,
+    shedding: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for CacheInvalidator {
@@ -29,7 +31,7 @@ impl std::fmt::Debug for CacheInvalidator {
 
 impl CacheInvalidator {
     pub(crate) fn new(notifier: Notifier, inodes: Arc<InodeTable>) -> Self {
-        CacheInvalidator { notifier, inodes }
+        CacheInvalidator { notifier, inodes, shedding: Arc::default() }
     }
 
     /// Attributes and all cached data of `node`.
@@ -61,6 +63,27 @@ impl CacheInvalidator {
             }
         }
         Ok(())
+    }
+
+    /// Asks the kernel to drop up to `count` of the names it got longest ago,
+    /// so that it forgets the files behind them it no longer uses (a backend
+    /// holding too many files sheds some). Names in use are looked up again.
+    /// Runs on a thread of its own, so it may be called while serving a
+    /// request; a call while one runs does nothing.
+    pub fn shed(&self, count: usize) {
+        if self.shedding.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let this = self.clone();
+        let spawned = std::thread::Builder::new().name("share-shed".into()).spawn(move || {
+            for (parent, name) in this.inodes.take_oldest_names(count) {
+                let _ = this.notifier.inval_entry(INodeNo(parent), &name);
+            }
+            this.shedding.store(false, Ordering::Release);
+        });
+        if spawned.is_err() {
+            self.shedding.store(false, Ordering::Release);
+        }
     }
 
     /// The name `name` in directory `parent`, whether it now names another file or none.

@@ -2,6 +2,7 @@
 //! number and handle tables, kernel settings and counters, and the helpers that
 //! turn backend answers into kernel replies (attributes, entries, errors).
 
+use std::ffi::OsStr;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -90,9 +91,9 @@ impl Shared {
         }
     }
 
-    /// Hands `attr`'s node to the kernel as a new reference.
-    pub(crate) fn reply_entry(&self, reply: ReplyEntry, attr: &Attr) {
-        let ino = self.inodes.remember(attr.node);
+    /// Hands `attr`'s node to the kernel as a new reference, named `name` in `parent`.
+    pub(crate) fn reply_entry(&self, reply: ReplyEntry, attr: &Attr, parent: u64, name: &OsStr) {
+        let ino = self.inodes.remember_named(attr.node, parent, name);
         reply.entry(&self.tuning.entry_ttl, &self.file_attr(ino, attr), GENERATION);
     }
 

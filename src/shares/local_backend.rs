@@ -87,6 +87,15 @@ impl LocalBackend {
         self.tree.referenced_nodes()
     }
 
+    /// Runs `op` right here: for operations on a local file's metadata, a few
+    /// microseconds, cheaper than any hand-off to another thread.
+    fn run_inline<T>(&self, op: impl FnOnce(&SourceTree) -> FsResult<T>) -> FsResult<T> {
+        if !self.available.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(FsError::Unavailable);
+        }
+        op(&self.tree)
+    }
+
     async fn run<T, F>(&self, op: F) -> FsResult<T>
     where
         T: Send + 'static,
@@ -111,8 +120,7 @@ impl FsBackend for LocalBackend {
     }
 
     async fn lookup(&self, parent: NodeId, name: &OsStr) -> FsResult<Attr> {
-        let name = name.to_owned();
-        self.run(move |tree| tree.lookup(parent, &name)).await
+        self.run_inline(|tree| tree.lookup(parent, name))
     }
 
     async fn forget(&self, node: NodeId, count: u64) {
@@ -123,15 +131,19 @@ impl FsBackend for LocalBackend {
     }
 
     async fn getattr(&self, node: NodeId, handle: Option<HandleId>) -> FsResult<Attr> {
-        self.run(move |tree| tree.getattr(node, handle)).await
+        self.run_inline(|tree| tree.getattr(node, handle))
     }
 
     async fn setattr(&self, node: NodeId, handle: Option<HandleId>, changes: SetAttr) -> FsResult<Attr> {
-        self.run(move |tree| tree.setattr(node, handle, changes)).await
+        // Truncating may free many blocks; owners, modes and times are quick.
+        match changes.size {
+            None => self.run_inline(|tree| tree.setattr(node, handle, changes)),
+            Some(_) => self.run(move |tree| tree.setattr(node, handle, changes)).await,
+        }
     }
 
     async fn opendir(&self, dir: NodeId) -> FsResult<HandleId> {
-        self.run(move |tree| tree.opendir(dir)).await
+        self.run_inline(|tree| tree.opendir(dir))
     }
 
     async fn readdirplus(&self, _dir: NodeId, handle: HandleId, offset: u64, max_entries: usize) -> FsResult<Vec<DirEntry>> {
@@ -139,7 +151,7 @@ impl FsBackend for LocalBackend {
     }
 
     async fn releasedir(&self, handle: HandleId) -> FsResult<()> {
-        self.run(move |tree| tree.releasedir(handle)).await
+        self.run_inline(|tree| tree.releasedir(handle))
     }
 
     async fn fsyncdir(&self, handle: HandleId, datasync: bool) -> FsResult<()> {
@@ -151,8 +163,7 @@ impl FsBackend for LocalBackend {
     }
 
     async fn create(&self, parent: NodeId, name: &OsStr, mode: u32, flags: i32, caller: Caller) -> FsResult<(Attr, Opened)> {
-        let name = name.to_owned();
-        self.run(move |tree| tree.create(parent, &name, mode, flags, caller)).await
+        self.run_inline(|tree| tree.create(parent, name, mode, flags, caller))
     }
 
     async fn read(&self, handle: HandleId, offset: u64, size: u32) -> FsResult<Vec<u8>> {
@@ -189,23 +200,19 @@ impl FsBackend for LocalBackend {
     }
 
     async fn mkdir(&self, parent: NodeId, name: &OsStr, mode: u32, caller: Caller) -> FsResult<Attr> {
-        let name = name.to_owned();
-        self.run(move |tree| tree.mkdir(parent, &name, mode, caller)).await
+        self.run_inline(|tree| tree.mkdir(parent, name, mode, caller))
     }
 
     async fn mknod(&self, parent: NodeId, name: &OsStr, mode: u32, _rdev: u32, caller: Caller) -> FsResult<Attr> {
-        let name = name.to_owned();
-        self.run(move |tree| tree.mknod(parent, &name, mode, caller)).await
+        self.run_inline(|tree| tree.mknod(parent, name, mode, caller))
     }
 
     async fn symlink(&self, parent: NodeId, name: &OsStr, target: &Path, caller: Caller) -> FsResult<Attr> {
-        let (name, target) = (name.to_owned(), target.to_owned());
-        self.run(move |tree| tree.symlink(parent, &name, &target, caller)).await
+        self.run_inline(|tree| tree.symlink(parent, name, target, caller))
     }
 
     async fn link(&self, node: NodeId, new_parent: NodeId, new_name: &OsStr) -> FsResult<Attr> {
-        let new_name = new_name.to_owned();
-        self.run(move |tree| tree.link(node, new_parent, &new_name)).await
+        self.run_inline(|tree| tree.link(node, new_parent, new_name))
     }
 
     async fn unlink(&self, parent: NodeId, name: &OsStr) -> FsResult<()> {
@@ -214,8 +221,7 @@ impl FsBackend for LocalBackend {
     }
 
     async fn rmdir(&self, parent: NodeId, name: &OsStr) -> FsResult<()> {
-        let name = name.to_owned();
-        self.run(move |tree| tree.rmdir(parent, &name)).await
+        self.run_inline(|tree| tree.rmdir(parent, name))
     }
 
     async fn rename(&self, parent: NodeId, name: &OsStr, new_parent: NodeId, new_name: &OsStr, flags: u32) -> FsResult<()> {
@@ -224,16 +230,15 @@ impl FsBackend for LocalBackend {
     }
 
     async fn readlink(&self, node: NodeId) -> FsResult<PathBuf> {
-        self.run(move |tree| tree.readlink(node)).await
+        self.run_inline(|tree| tree.readlink(node))
     }
 
     async fn statfs(&self) -> FsResult<StatFs> {
-        self.run(|tree| tree.statfs()).await
+        self.run_inline(|tree| tree.statfs())
     }
 
     async fn getxattr(&self, node: NodeId, name: &OsStr) -> FsResult<Vec<u8>> {
-        let name = name.to_owned();
-        self.run(move |tree| tree.getxattr(node, &name)).await
+        self.run_inline(|tree| tree.getxattr(node, name))
     }
 
     async fn setxattr(&self, node: NodeId, name: &OsStr, value: &[u8], flags: i32) -> FsResult<()> {
@@ -242,7 +247,7 @@ impl FsBackend for LocalBackend {
     }
 
     async fn listxattr(&self, node: NodeId) -> FsResult<Vec<OsString>> {
-        self.run(move |tree| tree.listxattr(node)).await
+        self.run_inline(|tree| tree.listxattr(node))
     }
 
     async fn removexattr(&self, node: NodeId, name: &OsStr) -> FsResult<()> {
@@ -251,6 +256,6 @@ impl FsBackend for LocalBackend {
     }
 
     fn attach_invalidator(&self, invalidator: CacheInvalidator) {
-        self.tree.watch_source(invalidator);
+        self.tree.attach(invalidator);
     }
 }

@@ -70,15 +70,28 @@ impl ChangeListener for Invalidate {
             let _ = self.invalidator.invalidate_attrs(dir);
             return;
         };
-        if change == Change::Entry {
-            let _ = self.invalidator.invalidate_entry(dir, name);
-            let _ = self.invalidator.invalidate_attrs(dir);
-        }
-        if let Some(child) = self.child(dir_fd, name) {
-            let _ = match change {
-                Change::Data => self.invalidator.invalidate_data(child, 0, 0),
-                Change::Entry | Change::Attrs => self.invalidator.invalidate_attrs(child),
-            };
+        let child = || self.child(dir_fd, name);
+        match change {
+            Change::NewName => {
+                let _ = self.invalidator.invalidate_attrs(dir);
+            }
+            Change::Entry => {
+                let _ = self.invalidator.invalidate_entry(dir, name);
+                let _ = self.invalidator.invalidate_attrs(dir);
+                if let Some(child) = child() {
+                    let _ = self.invalidator.invalidate_attrs(child);
+                }
+            }
+            Change::Data => {
+                if let Some(child) = child() {
+                    let _ = self.invalidator.invalidate_data(child, 0, 0);
+                }
+            }
+            Change::Attrs => {
+                if let Some(child) = child() {
+                    let _ = self.invalidator.invalidate_attrs(child);
+                }
+            }
         }
     }
 

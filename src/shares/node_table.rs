@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use hoody_fuse::{FileKind, FsError, FsResult, NodeId};
@@ -29,6 +30,13 @@ pub(super) fn node_id(dev: u64, ino: u64, source_dev: u64) -> NodeId {
     NodeId(u64::from_le_bytes(id) | OTHER_DEVICE)
 }
 
+/// Descriptors held by the node tables of every share of the daemon.
+static HELD: AtomicUsize = AtomicUsize::new(0);
+
+pub(super) fn held_descriptors() -> usize {
+    HELD.load(Ordering::Relaxed)
+}
+
 #[derive(Clone)]
 pub(super) struct Node {
     pub(super) fd: Arc<OwnedFd>,
@@ -48,6 +56,7 @@ pub(super) struct NodeTable {
 impl NodeTable {
     pub(super) fn new(root: NodeId, root_node: Node) -> Self {
         let entries = HashMap::from([(root, Entry { node: root_node, references: 1 })]);
+        HELD.fetch_add(1, Ordering::Relaxed);
         NodeTable { root, entries: Mutex::new(entries) }
     }
 
@@ -63,7 +72,10 @@ impl NodeTable {
             return false;
         }
         let mut entries = self.entries.lock();
-        let entry = entries.entry(id).or_insert_with(|| Entry { node: node.clone(), references: 0 });
+        let entry = entries.entry(id).or_insert_with(|| {
+            HELD.fetch_add(1, Ordering::Relaxed);
+            Entry { node: node.clone(), references: 0 }
+        });
         entry.node = node;
         entry.references += 1;
         entry.references == 1
@@ -78,6 +90,7 @@ impl NodeTable {
         let entry = entries.get_mut(&id)?;
         entry.references = entry.references.saturating_sub(count);
         if entry.references == 0 {
+            HELD.fetch_sub(1, Ordering::Relaxed);
             return entries.remove(&id).map(|entry| entry.node);
         }
         None
@@ -85,6 +98,12 @@ impl NodeTable {
 
     pub(super) fn len(&self) -> usize {
         self.entries.lock().len()
+    }
+}
+
+impl Drop for NodeTable {
+    fn drop(&mut self) {
+        HELD.fetch_sub(self.entries.get_mut().len(), Ordering::Relaxed);
     }
 }
 

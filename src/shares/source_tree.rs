@@ -17,8 +17,8 @@ use parking_lot::Mutex;
 use super::containment::Containment;
 use super::dir_stream::DirStream;
 use super::mount_watch::MountWatch;
-use super::node_table::{node_id, Node, NodeTable};
-use super::syscalls::{self, open_beneath, stat};
+use super::node_table::{held_descriptors, node_id, Node, NodeTable};
+use super::syscalls::{self, descriptor_budget, open_beneath, stat};
 use super::xattrs;
 use super::ShareMode;
 
@@ -89,6 +89,9 @@ pub(super) struct SourceTree {
     next_handle: AtomicU64,
     /// Keeps the mount's kernel caches fresh; set once the mount exists.
     watch: OnceLock<MountWatch>,
+    /// The mount's kernel caches, to make it forget files when the daemon
+    /// holds too many; set once the mount exists.
+    kernel: OnceLock<CacheInvalidator>,
 }
 
 impl SourceTree {
@@ -111,6 +114,7 @@ impl SourceTree {
             dirs: Mutex::new(HashMap::new()),
             next_handle: AtomicU64::new(1),
             watch: OnceLock::new(),
+            kernel: OnceLock::new(),
         })
     }
 
@@ -118,8 +122,10 @@ impl SourceTree {
         self.mode
     }
 
-    /// Starts dropping the mount's caches when the source changes behind it.
-    pub(super) fn watch_source(&self, invalidator: CacheInvalidator) {
+    /// The mount exists: its caches are dropped when the source changes behind
+    /// it, and trimmed when the daemon holds too many files.
+    pub(super) fn attach(&self, invalidator: CacheInvalidator) {
+        let _ = self.kernel.set(invalidator.clone());
         let Some(watch) = MountWatch::start(invalidator, self.source_dev) else { return };
         if let Ok(root) = self.nodes.get(self.root_id) {
             watch.dir_referenced(self.root_id, root.fd);
@@ -182,7 +188,40 @@ impl SourceTree {
         if let (true, FileKind::Directory, Some(watch)) = (first, attr.kind, self.watch.get()) {
             watch.dir_referenced(attr.node, fd);
         }
+        if first {
+            self.trim_if_over_budget();
+        }
         Ok(attr)
+    }
+
+    /// Every file the kernel holds costs an open descriptor. Past the budget,
+    /// this mount's kernel is asked to forget the files it got longest ago
+    /// (those still in use are simply looked up again).
+    fn trim_if_over_budget(&self) {
+        let (held, budget) = (held_descriptors(), descriptor_budget());
+        if held > budget {
+            if let Some(kernel) = self.kernel.get() {
+                kernel.shed((held - budget * 4 / 5).min(self.nodes.len()));
+            }
+        }
+    }
+
+    /// Opens `name` beneath `dir` as a node to hand to the kernel. Out of
+    /// descriptors, it waits a little for the kernel to forget some.
+    fn open_node(&self, dir: BorrowedFd<'_>, name: &CString) -> FsResult<OwnedFd> {
+        let mut waits = 0;
+        loop {
+            match open_beneath(dir, name, libc::O_PATH, 0) {
+                Err(err) if err.raw_os_error() == Some(libc::EMFILE) && waits < 50 => {
+                    if let Some(kernel) = self.kernel.get() {
+                        kernel.shed(self.nodes.len() / 4);
+                    }
+                    waits += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                other => return Ok(other?),
+            }
+        }
     }
 
     fn new_handle(&self) -> u64 {
@@ -236,7 +275,7 @@ impl SourceTree {
                 self.containment.check(up.as_fd())?;
                 self.adopt(up)
             }
-            Component::Name(name) => self.adopt(open_beneath(dir.fd.as_fd(), &name, libc::O_PATH, 0)?),
+            Component::Name(name) => self.adopt(self.open_node(dir.fd.as_fd(), &name)?),
         }
     }
 
@@ -318,7 +357,7 @@ impl SourceTree {
             for entry in raw {
                 let attr = match entry.name.as_bytes() {
                     b"." | b".." => dir_attr.clone(),
-                    _ => match open_beneath(stream.fd(), &entry.name, libc::O_PATH, 0).map_err(FsError::from).and_then(|fd| self.adopt(fd))
+                    _ => match self.open_node(stream.fd(), &entry.name).and_then(|fd| self.adopt(fd))
                     {
                         Ok(attr) => attr,
                         Err(err) => {

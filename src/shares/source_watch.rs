@@ -25,6 +25,9 @@ use parking_lot::Mutex;
 /// What happened, as far as caches care.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Change {
+    /// A name appeared where there was none. Kernels never trust a missing
+    /// name (a failed lookup is not cached), so only the directory changed.
+    NewName,
     /// A name of the directory now names another file or none.
     Entry,
     /// A file's contents (and so its size and times) changed.
@@ -200,7 +203,9 @@ impl SourceWatcher {
 }
 
 fn change_of(mask: u32) -> Change {
-    if mask & (libc::IN_CREATE | libc::IN_DELETE | libc::IN_MOVED_FROM | libc::IN_MOVED_TO) != 0 {
+    if mask & libc::IN_CREATE != 0 {
+        Change::NewName
+    } else if mask & (libc::IN_DELETE | libc::IN_MOVED_FROM | libc::IN_MOVED_TO) != 0 {
         Change::Entry
     } else if mask & libc::IN_MODIFY != 0 {
         Change::Data
@@ -268,6 +273,7 @@ mod tests {
         assert_eq!((events[0].wd, events[0].mask, events[0].name), (3, libc::IN_CREATE, Some(OsStr::new("new-file"))));
         assert_eq!((events[1].wd, events[1].name), (4, None));
         assert_eq!(change_of(libc::IN_MOVED_TO), Change::Entry);
+        assert_eq!(change_of(libc::IN_CREATE | libc::IN_ISDIR), Change::NewName);
         assert_eq!(change_of(libc::IN_MODIFY), Change::Data);
         assert_eq!(change_of(libc::IN_ATTRIB | libc::IN_ISDIR), Change::Attrs);
     }

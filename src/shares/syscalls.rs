@@ -331,11 +331,48 @@ pub(super) fn getdents(dir: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize>
 
 /// Raises the soft limit of open descriptors to the hard limit: the local
 /// backend keeps one descriptor per file the kernel remembers.
+/// How many descriptors the shares' node tables may hold together: three
+/// quarters of the open files limit, the rest is for everything else.
+pub(super) fn descriptor_budget() -> usize {
+    static BUDGET: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *BUDGET.get_or_init(|| {
+        raise_open_files_limit();
+        // SAFETY: plain data.
+        let mut limit: libc::rlimit64 = unsafe { std::mem::zeroed() };
+        // SAFETY: valid out pointer.
+        let soft = if unsafe { libc::getrlimit64(libc::RLIMIT_NOFILE, &mut limit) } == 0 { limit.rlim_cur } else { 1024 };
+        usize::try_from(soft / 4 * 3).unwrap_or(usize::MAX)
+    })
+}
+
+/// Each file a target's kernel holds costs the daemon one `O_PATH` descriptor,
+/// so the limit goes as high as the system allows: `fs.nr_open` where the
+/// daemon may raise its hard limit (root), else the hard limit.
+/// `HOODY_MAX_OPEN_FILES` sets the limit instead (never above the hard limit).
 pub(super) fn raise_open_files_limit() {
     // SAFETY: plain data.
     let mut limit: libc::rlimit64 = unsafe { std::mem::zeroed() };
     // SAFETY: valid out pointer.
-    if unsafe { libc::getrlimit64(libc::RLIMIT_NOFILE, &mut limit) } == 0 && limit.rlim_cur < limit.rlim_max {
+    if unsafe { libc::getrlimit64(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return;
+    }
+    if let Some(wanted) = std::env::var("HOODY_MAX_OPEN_FILES").ok().and_then(|v| v.parse::<u64>().ok()) {
+        limit.rlim_cur = wanted.min(limit.rlim_max);
+        // SAFETY: valid pointer.
+        if unsafe { libc::setrlimit64(libc::RLIMIT_NOFILE, &limit) } != 0 {
+            tracing::warn!(error = %io::Error::last_os_error(), "cannot set the open files limit");
+        }
+        return;
+    }
+    let system_max = std::fs::read_to_string("/proc/sys/fs/nr_open").ok().and_then(|text| text.trim().parse::<u64>().ok());
+    if let Some(system_max) = system_max.filter(|&max| max > limit.rlim_max) {
+        let raised = libc::rlimit64 { rlim_cur: system_max, rlim_max: system_max };
+        // SAFETY: valid pointer.
+        if unsafe { libc::setrlimit64(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            return;
+        }
+    }
+    if limit.rlim_cur < limit.rlim_max {
         limit.rlim_cur = limit.rlim_max;
         // SAFETY: valid pointer.
         if unsafe { libc::setrlimit64(libc::RLIMIT_NOFILE, &limit) } != 0 {

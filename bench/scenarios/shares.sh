@@ -1,0 +1,120 @@
+#!/bin/bash
+# Scenario "shares": the same workloads on one source directory seen three ways in the same
+# run: natively, through a same-server hoodyd share (the target's mount at
+# /hoody/shares/bench), and through a bindfs mount (a plain FUSE loopback from Debian, default
+# options). Workloads: sequential write and read of a 1 GiB file (fio, 1 MiB blocks, the write
+# ends with fsync; reads are warm: fio does not drop the page cache first), random 4 KiB reads of it for BENCH_SECONDS (default 20),
+# `ls -lR` and a stat of every file of a 27k-entry tree (small files and a Debian rootfs from the
+# reference data set; kernel dentry/inode caches dropped before each), and untar of the rootfs
+# tarball (small-file creates). Then the scale of one node: 200 share mounts (100 targets x 2
+# shares) with the daemon's resident memory and threads before and after.
+# Env: HOODY_BENCH_DATA (default /tmp/hoody-bench, made by make-data.sh when missing),
+# HOODYD_BIN, BENCH_SECONDS.
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+DATA=${HOODY_BENCH_DATA:-/tmp/hoody-bench}
+BIN=${HOODYD_BIN:-$ROOT/target/release/hoodyd}
+SHARED=${HOODY_SHARED_BENCH:-$ROOT/../shared/bench}
+SECONDS_RANDOM=${BENCH_SECONDS:-20}
+log() { echo "shares: $*" >&2; }
+
+[ "$(id -u)" = 0 ] || { log "run as root (mounts, dropping kernel caches)"; exit 1; }
+missing=()
+for t in fio bindfs curl python3; do command -v $t >/dev/null || missing+=($t); done
+[ ${#missing[@]} -eq 0 ] || apt-get install -y "${missing[@]}" >&2
+[ -f "$DATA/.data-mut.done" ] || "$SHARED/make-data.sh" "$DATA" >&2
+[ -x "$BIN" ] || (cd "$ROOT" && cargo build --release --bin hoodyd >&2)
+
+TMP=$(mktemp -d /tmp/hoody-bench-shares.XXXXXX)
+HPID=""
+cleanup() {
+  mountpoint -q "$TMP/bindfs" 2>/dev/null && fusermount3 -u "$TMP/bindfs" || true
+  [ -z "$HPID" ] || { kill "$HPID" 2>/dev/null; wait "$HPID" 2>/dev/null || true; }
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+now() { date +%s.%N; }
+elapsed() { python3 -c "print(round($2-$1,3))"; }
+drop_dentries() { sync; echo 2 >/proc/sys/vm/drop_caches; }
+
+echo "REFERENCE native the source directory itself (ext4), no FUSE"
+echo "REFERENCE bindfs bindfs $(bindfs --version | awk '{print $2}') (FUSE loopback, default options)"
+
+# --- The daemon, a source container whose /bench is shared with a target container.
+"$BIN" serve --data-dir "$TMP/hoody" --http 127.0.0.1:0 --quic 127.0.0.1:0 >"$TMP/hoodyd.log" 2>&1 &
+HPID=$!
+for _ in $(seq 1 300); do [ -s "$TMP/hoody/run/endpoints.json" ] && [ -s "$TMP/hoody/admin.token" ] && break; sleep 0.1; done
+HTTP=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["http"])' "$TMP/hoody/run/endpoints.json")
+TOKEN=$(tr -d '\n' <"$TMP/hoody/admin.token")
+api() { curl -sf -X "$1" -H "Authorization: Bearer $TOKEN" "http://$HTTP/api/v1$2" ${3:+-d "$3"}; }
+jget() { python3 -c "import json,sys; print(json.load(sys.stdin)['data']$1)"; }
+P=$(api POST /projects '{"name":"bench"}' | jget "['id']")
+SRC_JSON=$(api POST /containers "{\"name\":\"source\",\"project_id\":\"$P\"}")
+SRC=$(echo "$SRC_JSON" | jget "['rootfs_path']"); SID=$(echo "$SRC_JSON" | jget "['id']")
+TGT_JSON=$(api POST /containers "{\"name\":\"target\",\"project_id\":\"$P\"}")
+TGT=$(echo "$TGT_JSON" | jget "['rootfs_path']"); TID=$(echo "$TGT_JSON" | jget "['id']")
+mkdir -p "$SRC/bench/tree"
+log "copying the metadata tree"
+cp -a "$DATA/data/small" "$DATA/data/rootfs" "$SRC/bench/tree/"
+api POST "/containers/$SID/storage/shares" "{\"source_path\":\"/bench\",\"target_container_id\":\"$TID\",\"mode\":\"readwrite\"}" >/dev/null
+mkdir -p "$TMP/bindfs"
+bindfs "$SRC/bench" "$TMP/bindfs"
+
+declare -A VIEW=([native]="$SRC/bench" [hoodyd]="$TGT/hoody/shares/bench" [bindfs]="$TMP/bindfs")
+mountpoint -q "${VIEW[hoodyd]}" || { log "the share is not mounted"; cat "$TMP/hoodyd.log" >&2; exit 1; }
+
+# fio_run FILE RW [extra...]: prints "<MiB/s> <IOPS>" of one fio job.
+fio_run() {
+  local file=$1 rw=$2; shift 2
+  fio --name=job --filename="$file" --rw="$rw" --ioengine=psync --output-format=json "$@" |
+    python3 -c 'import json,sys; j=json.load(sys.stdin)["jobs"][0]; s=j["write"] if j["write"]["io_bytes"] else j["read"]; print(round(s["bw_bytes"]/1048576,1), round(s["iops"]))'
+}
+
+for tool in native hoodyd bindfs; do
+  dir=${VIEW[$tool]}
+  log "$tool: sequential write"
+  read -r mibs _ < <(fio_run "$dir/seq-$tool" write --bs=1M --size=1G --end_fsync=1)
+  echo "RESULT seq_write_1MiB $tool $mibs MiB/s"
+  log "$tool: sequential read"
+  read -r mibs _ < <(fio_run "$dir/seq-$tool" read --bs=1M --size=1G --invalidate=0)
+  echo "RESULT seq_read_1MiB $tool $mibs MiB/s"
+  log "$tool: random 4 KiB reads for ${SECONDS_RANDOM} s"
+  read -r _ iops < <(fio_run "$dir/seq-$tool" randread --bs=4k --size=1G --invalidate=0 --time_based --runtime="$SECONDS_RANDOM")
+  echo "RESULT rand_read_4KiB $tool $iops ops/s"
+  rm -f "$dir/seq-$tool"
+
+  log "$tool: ls -lR and stat of every file"
+  drop_dentries; t0=$(now); ls -lR "$dir/tree" >/dev/null; t1=$(now)
+  echo "RESULT ls_lR_27k $tool $(elapsed "$t0" "$t1") s"
+  drop_dentries; t0=$(now); find "$dir/tree" -printf '%s %m %u\n' >/dev/null; t1=$(now)
+  echo "RESULT stat_every_file_27k $tool $(elapsed "$t0" "$t1") s"
+
+  log "$tool: untar the rootfs"
+  mkdir "$dir/untar-$tool"
+  # Device nodes are left out: a share refuses them by design (nodev, EPERM).
+  sync; t0=$(now); tar -xf "$DATA/rootfs.tar" --exclude="./dev/*" -C "$dir/untar-$tool"; t1=$(now)
+  echo "RESULT untar_rootfs $tool $(elapsed "$t0" "$t1") s"
+  rm -rf "$SRC/bench/untar-$tool"
+done
+
+# --- Scale: 100 targets x 2 project-wide shares = 200 mounts on this daemon.
+footprint() { awk '/^VmRSS:/{r=$2} /^Threads:/{t=$2} END{print r, t}' "/proc/$HPID/status"; }
+Q=$(api POST /projects '{"name":"scale"}' | jget "['id']")
+mkdir -p "$SRC/scale/a" "$SRC/scale/b"
+for i in $(seq 1 100); do api POST /containers "{\"name\":\"t$i\",\"project_id\":\"$Q\"}" >/dev/null; done
+read -r rss0 threads0 < <(footprint)
+t0=$(now)
+for s in a b; do
+  api POST "/containers/$SID/storage/shares" "{\"source_path\":\"/scale/$s\",\"target_project_id\":\"$Q\",\"mode\":\"readwrite\"}" >/dev/null
+done
+t1=$(now)
+mounted=$(grep -c " fuse.hoody " /proc/self/mounts || true)
+[ "$mounted" -ge 200 ] || { log "only $mounted share mounts"; exit 1; }
+read -r rss1 threads1 < <(footprint)
+echo "RESULT mount_200_shares hoodyd $(elapsed "$t0" "$t1") s"
+echo "RESULT rss_200_mounts hoodyd $rss1 KiB"
+echo "RESULT threads_200_mounts hoodyd $threads1 threads"
+echo "RESULT rss_per_mount hoodyd $(( (rss1 - rss0) / 200 )) KiB"
+echo "RESULT threads_per_mount hoodyd $(python3 -c "print(round(($threads1-$threads0)/200,2))") threads"
