@@ -51,6 +51,11 @@ pub struct StatCache {
 }
 
 impl StatCache {
+    /// An empty cache with room for `n` files (a capture's new cache holds about as many as the old).
+    pub fn with_capacity(n: usize) -> StatCache {
+        StatCache { files: HashMap::with_capacity(n) }
+    }
+
     /// Loads the cache at `path`; a missing or unreadable cache is an empty one
     /// (it only makes the next snapshot read more).
     pub fn load(path: &Path) -> StatCache {
