@@ -74,24 +74,25 @@ struct DirNode {
     entries: Vec<(Entry, Pending)>,
 }
 
-struct FileJob<'a> {
+struct FileJob {
     abs: PathBuf,
     rel: Vec<u8>,
     size: u64,
     xattrs: Vec<(Vec<u8>, Vec<u8>)>,
     /// The extents the file had at the last capture: most of a changed big
     /// file is usually unchanged, and is then recognised without cutting.
-    old: Option<&'a [Extent]>,
+    old: Vec<Extent>,
 }
 
 struct Walker<'a> {
     store: &'a BlockStore,
     dev: u64,
-    old: &'a StatCache,
+    /// Entries of unchanged files move from here to `new`.
+    old: StatCache,
     new: StatCache,
     /// Files to read, numbered: read by workers while the walk goes on.
     /// `None` once the walk is over: the closed queue lets the workers finish.
-    jobs: Option<Sender<(usize, FileJob<'a>)>>,
+    jobs: Option<Sender<(usize, FileJob)>>,
     queued: usize,
     links: HashMap<u64, Vec<u8>>,
     stats: CaptureStats,
@@ -123,12 +124,11 @@ impl<'a> Walker<'a> {
             let child_rel = if rel.is_empty() { name.as_bytes().to_vec() } else { [rel, b"/", name.as_bytes()].concat() };
             let kind = EntryKind::from_mode(st.mode());
             // An unchanged file (same stat, ctime included) has unchanged xattrs.
-            let old: &'a StatCache = self.old;
-            let previous = (kind == EntryKind::File).then(|| old.files.get(&child_rel)).flatten();
-            let cached = previous.filter(|c| c.matches(&st));
-            let xattrs = match cached {
-                Some(c) => c.xattrs.clone(),
-                None => posix::xattrs(&path).map_err(at(&path))?,
+            let previous = if kind == EntryKind::File { self.old.files.remove(&child_rel) } else { None };
+            let unchanged = previous.as_ref().is_some_and(|c| c.matches(&st));
+            let xattrs = match &previous {
+                Some(c) if unchanged => c.xattrs.clone(),
+                _ => posix::xattrs(&path).map_err(at(&path))?,
             };
             let link_group = if kind != EntryKind::Dir && st.nlink() > 1 {
                 Some(self.links.entry(st.ino()).or_insert_with(|| child_rel.clone()).clone())
@@ -158,14 +158,15 @@ impl<'a> Walker<'a> {
                 EntryKind::File => {
                     self.stats.files += 1;
                     self.stats.size_bytes += st.size();
-                    match cached {
-                        Some(c) if self.store.contains_all(c.extents.iter().flat_map(|e| e.chunks.iter().map(|(h, _)| h))) => {
+                    match previous {
+                        Some(c) if unchanged && self.store.contains_all(c.extents.iter().flat_map(|e| e.chunks.iter().map(|(h, _)| h))) => {
                             entry.content = Content::File(c.extents.clone());
-                            self.new.files.insert(child_rel, c.clone());
+                            self.new.files.insert(child_rel, c);
                             Pending::Ready
                         }
-                        _ => {
-                            let old = previous.map(|c| c.extents.as_slice());
+                        previous => {
+                            // A changed file's old extents go with it: most of its chunks may be unchanged.
+                            let old = previous.map(|c| c.extents).unwrap_or_default();
                             let job = FileJob { abs: path, rel: child_rel, size: st.size(), xattrs: entry.xattrs.clone(), old };
                             Pending::File(self.queue(job))
                         }
@@ -179,8 +180,8 @@ impl<'a> Walker<'a> {
     }
 }
 
-impl<'a> Walker<'a> {
-    fn queue(&mut self, job: FileJob<'a>) -> usize {
+impl Walker<'_> {
+    fn queue(&mut self, job: FileJob) -> usize {
         let i = self.queued;
         self.queued += 1;
         // Fails only if every worker is gone, which only a panic does (and the scope re-raises it).
@@ -199,7 +200,7 @@ fn read_file(store: &BlockStore, job: &FileJob, buffers: &mut Buffers, new_bytes
     loop {
         let file = open_noatime(&job.abs).map_err(at(&job.abs))?;
         let before = file.metadata().map_err(at(&job.abs))?;
-        let extents = chunk_file(store, &file, before.size(), job.old.unwrap_or_default(), buffers, new_bytes).map_err(|e| match e {
+        let extents = chunk_file(store, &file, before.size(), &job.old, buffers, new_bytes).map_err(|e| match e {
             ChunkError::Io(source) => CaptureError::Io { path: job.abs.clone(), source },
             ChunkError::Store(s) => CaptureError::Store(s),
         })?;
@@ -388,14 +389,14 @@ fn dir_entry(path: &Path, st: &std::fs::Metadata) -> Result<Entry, CaptureError>
 
 /// A file read: its number, its job, and its extents with the stat they were
 /// read at (`None`: deleted after the walk saw it, captured as empty).
-type FileRead<'a> = (usize, FileJob<'a>, Option<(Vec<Extent>, std::fs::Metadata)>);
+type FileRead = (usize, FileJob, Option<(Vec<Extent>, std::fs::Metadata)>);
 
 /// Reads the queued files on a few worker threads until the queue closes.
-fn read_files<'a>(store: &BlockStore, queue: Receiver<(usize, FileJob<'a>)>, new_bytes: &AtomicU64) -> Result<Vec<FileRead<'a>>, CaptureError> {
+fn read_files(store: &BlockStore, queue: Receiver<(usize, FileJob)>, new_bytes: &AtomicU64) -> Result<Vec<FileRead>, CaptureError> {
     let queue = Mutex::new(queue);
     let first_error: OnceLock<CaptureError> = OnceLock::new();
     let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(2, 8);
-    let done: Vec<FileRead<'a>> = std::thread::scope(|s| {
+    let done: Vec<FileRead> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..workers)
             .map(|_| {
                 s.spawn(|| {
@@ -425,8 +426,9 @@ fn read_files<'a>(store: &BlockStore, queue: Receiver<(usize, FileJob<'a>)>, new
     }
 }
 
-/// Captures `root` into `store`, reading only what changed since `old`.
-pub fn capture(store: &BlockStore, root: &Path, old: &StatCache) -> Result<Captured, CaptureError> {
+/// Captures `root` into `store`, reading only what changed since `old`. The old
+/// cache is consumed: its entries move into the new one rather than being copied.
+pub fn capture(store: &BlockStore, root: &Path, old: StatCache) -> Result<Captured, CaptureError> {
     let root_st = match std::fs::symlink_metadata(root) {
         Ok(st) if st.is_dir() => st,
         Ok(_) => return Err(CaptureError::RootMissing(root.to_path_buf())),
@@ -436,7 +438,7 @@ pub fn capture(store: &BlockStore, root: &Path, old: &StatCache) -> Result<Captu
     let started = std::time::Instant::now();
     let new_bytes = AtomicU64::new(0);
     let (jobs, queue) = std::sync::mpsc::channel();
-    let mut walker = Walker { store, dev: root_st.dev(), old, new: StatCache::with_capacity(old.files.len()), jobs: Some(jobs), queued: 0, links: HashMap::new(), stats: CaptureStats::default() };
+    let mut walker = Walker { store, dev: root_st.dev(), new: StatCache::with_capacity(old.files.len()), old, jobs: Some(jobs), queued: 0, links: HashMap::new(), stats: CaptureStats::default() };
     // Files are read while the walk goes on: the walk is mostly system calls on
     // one core, and the first files it finds (a big database) keep the others busy.
     let (tree, walked, read) = std::thread::scope(|s| {

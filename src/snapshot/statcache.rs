@@ -56,6 +56,13 @@ impl StatCache {
         StatCache { files: HashMap::with_capacity(n) }
     }
 
+    /// Frees the cache on a thread of its own: a cache of tens of thousands
+    /// of files takes longer to free than a snapshot request should wait.
+    pub fn drop_in_background(self) {
+        // Should the thread not start, the closure (and the cache) is dropped here.
+        let _ = std::thread::Builder::new().name("statcache-drop".into()).spawn(move || drop(self));
+    }
+
     /// Loads the cache at `path`; a missing or unreadable cache is an empty one
     /// (it only makes the next snapshot read more).
     pub fn load(path: &Path) -> StatCache {
