@@ -128,7 +128,7 @@ impl Engine {
             let rootfs = PathBuf::from(&c.rootfs_path);
             let cgroup = (c.status == ContainerStatus::Running).then(|| c.cgroup_path.clone()).flatten().map(PathBuf::from);
             let cache_path = self.statcache_path(id);
-            tokio::task::spawn_blocking(move || consistent_capture(&store, &rootfs, cgroup.as_deref(), &StatCache::load(&cache_path)))
+            tokio::task::spawn_blocking(move || consistent_capture(&store, &rootfs, cgroup.as_deref(), StatCache::load(&cache_path)))
                 .await
                 .map_err(ApiError::internal)?
         };
@@ -155,7 +155,12 @@ impl Engine {
         drop(_gate);
         let path = self.statcache_path(id);
         let cache = captured.cache;
-        tokio::task::spawn_blocking(move || cache.save(&path)).await.map_err(ApiError::internal)?.map_err(ApiError::internal)?;
+        tokio::task::spawn_blocking(move || {
+            let saved = cache.save(&path);
+            cache.drop_in_background();
+            saved
+        })
+        .await.map_err(ApiError::internal)?.map_err(ApiError::internal)?;
         tracing::info!(container = %id, alias = %record.alias, files_read = captured.stats.files_read, new_bytes = record.new_bytes, "snapshot created");
         Ok(to_api(record))
     }
@@ -346,7 +351,7 @@ enum SnapshotFailure {
 
 /// Captures a consistent image: processes frozen for as short a time as possible
 /// (only around a btrfs subvolume snapshot when the rootfs is one).
-fn consistent_capture(store: &BlockStore, rootfs: &std::path::Path, cgroup: Option<&std::path::Path>, cache: &StatCache) -> Result<crate::snapshot::capture::Captured, SnapshotFailure> {
+fn consistent_capture(store: &BlockStore, rootfs: &std::path::Path, cgroup: Option<&std::path::Path>, cache: StatCache) -> Result<crate::snapshot::capture::Captured, SnapshotFailure> {
     if !rootfs.is_dir() {
         return Err(SnapshotFailure::Capture(CaptureError::RootMissing(rootfs.to_path_buf())));
     }

@@ -8,13 +8,15 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, Sender};
+use std::sync::{Mutex, OnceLock};
 
+use super::chunker::{for_each_chunk, Batch, Buffers, Hints, RegionCutter};
 use super::posix;
 use super::statcache::{CachedFile, StatCache};
 use super::tree::{Content, Entry, EntryKind, Extent, Timestamp, Tree};
@@ -77,14 +79,21 @@ struct FileJob {
     rel: Vec<u8>,
     size: u64,
     xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+    /// The extents the file had at the last capture: most of a changed big
+    /// file is usually unchanged, and is then recognised without cutting.
+    old: Vec<Extent>,
 }
 
 struct Walker<'a> {
     store: &'a BlockStore,
     dev: u64,
-    old: &'a StatCache,
+    /// Entries of unchanged files move from here to `new`.
+    old: StatCache,
     new: StatCache,
-    jobs: Vec<FileJob>,
+    /// Files to read, numbered: read by workers while the walk goes on.
+    /// `None` once the walk is over: the closed queue lets the workers finish.
+    jobs: Option<Sender<(usize, FileJob)>>,
+    queued: usize,
     links: HashMap<u64, Vec<u8>>,
     stats: CaptureStats,
 }
@@ -93,17 +102,18 @@ fn ts(sec: i64, nsec: i64) -> Timestamp {
     Timestamp { sec, nsec: nsec as u32 }
 }
 
-impl Walker<'_> {
+impl<'a> Walker<'a> {
     fn walk(&mut self, abs: &Path, rel: &[u8]) -> Result<DirNode, CaptureError> {
-        let mut names: Vec<_> = std::fs::read_dir(abs).map_err(at(abs))?.map(|e| e.map(|e| e.file_name())).collect::<Result<_, _>>().map_err(at(abs))?;
-        names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-        let mut entries = Vec::with_capacity(names.len());
-        for name in names {
+        let mut dirents: Vec<_> = std::fs::read_dir(abs).map_err(at(abs))?.map(|e| e.map(|e| (e.file_name(), e))).collect::<Result<_, _>>().map_err(at(abs))?;
+        dirents.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+        let mut entries = Vec::with_capacity(dirents.len());
+        for (name, dirent) in dirents {
             if rel.is_empty() && name == STAGING_DIR {
                 continue;
             }
             let path = abs.join(&name);
-            let st = match std::fs::symlink_metadata(&path) {
+            // Relative to the open directory: no walk of the whole path per file.
+            let st = match dirent.metadata() {
                 Ok(st) => st,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue, // vanished while walking
                 Err(e) => return Err(at(&path)(e)),
@@ -114,10 +124,11 @@ impl Walker<'_> {
             let child_rel = if rel.is_empty() { name.as_bytes().to_vec() } else { [rel, b"/", name.as_bytes()].concat() };
             let kind = EntryKind::from_mode(st.mode());
             // An unchanged file (same stat, ctime included) has unchanged xattrs.
-            let cached = (kind == EntryKind::File).then(|| self.old.files.get(&child_rel)).flatten().filter(|c| c.matches(&st));
-            let xattrs = match cached {
-                Some(c) => c.xattrs.clone(),
-                None => posix::xattrs(&path).map_err(at(&path))?,
+            let previous = if kind == EntryKind::File { self.old.files.remove(&child_rel) } else { None };
+            let unchanged = previous.as_ref().is_some_and(|c| c.matches(&st));
+            let xattrs = match &previous {
+                Some(c) if unchanged => c.xattrs.clone(),
+                _ => posix::xattrs(&path).map_err(at(&path))?,
             };
             let link_group = if kind != EntryKind::Dir && st.nlink() > 1 {
                 Some(self.links.entry(st.ino()).or_insert_with(|| child_rel.clone()).clone())
@@ -147,15 +158,17 @@ impl Walker<'_> {
                 EntryKind::File => {
                     self.stats.files += 1;
                     self.stats.size_bytes += st.size();
-                    match cached {
-                        Some(c) if c.extents.iter().all(|e| e.chunks.iter().all(|(h, _)| self.store.contains(h))) => {
+                    match previous {
+                        Some(c) if unchanged && self.store.contains_all(c.extents.iter().flat_map(|e| e.chunks.iter().map(|(h, _)| h))) => {
                             entry.content = Content::File(c.extents.clone());
-                            self.new.files.insert(child_rel, c.clone());
+                            self.new.files.insert(child_rel, c);
                             Pending::Ready
                         }
-                        _ => {
-                            self.jobs.push(FileJob { abs: path, rel: child_rel, size: st.size(), xattrs: entry.xattrs.clone() });
-                            Pending::File(self.jobs.len() - 1)
+                        previous => {
+                            // A changed file's old extents go with it: most of its chunks may be unchanged.
+                            let old = previous.map(|c| c.extents).unwrap_or_default();
+                            let job = FileJob { abs: path, rel: child_rel, size: st.size(), xattrs: entry.xattrs.clone(), old };
+                            Pending::File(self.queue(job))
                         }
                     }
                 }
@@ -167,15 +180,27 @@ impl Walker<'_> {
     }
 }
 
+impl Walker<'_> {
+    fn queue(&mut self, job: FileJob) -> usize {
+        let i = self.queued;
+        self.queued += 1;
+        // Fails only if every worker is gone, which only a panic does (and the scope re-raises it).
+        if let Some(jobs) = &self.jobs {
+            let _ = jobs.send((i, job));
+        }
+        i
+    }
+}
+
 /// Reads one file into the store: `(extents, stat it was read at)`. Retried when
 /// the file changes while being read, so a capture never holds a torn file
 /// that it could have noticed.
-fn read_file(store: &BlockStore, job: &FileJob, new_bytes: &AtomicU64) -> Result<(Vec<Extent>, std::fs::Metadata), CaptureError> {
+fn read_file(store: &BlockStore, job: &FileJob, buffers: &mut Buffers, new_bytes: &AtomicU64) -> Result<(Vec<Extent>, std::fs::Metadata), CaptureError> {
     let mut attempt = 0;
     loop {
         let file = open_noatime(&job.abs).map_err(at(&job.abs))?;
         let before = file.metadata().map_err(at(&job.abs))?;
-        let extents = chunk_file(store, &file, before.size(), new_bytes).map_err(|e| match e {
+        let extents = chunk_file(store, &file, before.size(), &job.old, buffers, new_bytes).map_err(|e| match e {
             ChunkError::Io(source) => CaptureError::Io { path: job.abs.clone(), source },
             ChunkError::Store(s) => CaptureError::Store(s),
         })?;
@@ -202,6 +227,12 @@ enum ChunkError {
     Store(StoreError),
 }
 
+impl From<io::Error> for ChunkError {
+    fn from(e: io::Error) -> Self {
+        ChunkError::Io(e)
+    }
+}
+
 /// Stores a file's blocks, remembering whether they compress: after two blocks
 /// in a row that did not (media, archives), the rest of the file is stored raw
 /// without trying, probing again every 32 blocks.
@@ -213,10 +244,12 @@ struct BlockSink<'a> {
 }
 
 impl BlockSink<'_> {
-    fn put(&mut self, data: &[u8], chunks: &mut Vec<(BlockHash, u32)>) -> Result<(), ChunkError> {
+    /// Stores `data` (hashing it unless `hash` is already known) and appends it to `chunks`.
+    fn put(&mut self, data: &[u8], hash: Option<BlockHash>, chunks: &mut Vec<(BlockHash, u32)>) -> Result<(), ChunkError> {
         self.seen += 1;
         let try_compress = self.raw_streak < 2 || self.seen % 32 == 0;
-        let p = self.store.put_maybe_compressed(ObjectKind::Block, data, try_compress).map_err(ChunkError::Store)?;
+        let hash = hash.unwrap_or_else(|| BlockHash::of(data));
+        let p = self.store.put_hashed(ObjectKind::Block, data, hash, try_compress).map_err(ChunkError::Store)?;
         self.raw_streak = if p.codec == crate::store::Codec::Raw && data.len() >= CHUNK_MIN as usize { self.raw_streak + 1 } else { 0 };
         self.new_bytes.fetch_add(p.stored_bytes, Ordering::Relaxed);
         chunks.push((p.hash, data.len() as u32));
@@ -231,68 +264,34 @@ pub(super) fn read_small(file: &File, size: u64) -> io::Result<Vec<u8>> {
     Ok(data)
 }
 
-/// FastCDC over the data region `offset..offset + len` of `file`.
-pub(super) fn cut(file: &File, offset: u64, len: u64) -> io::Result<fastcdc::v2020::StreamCDC<std::io::Take<&File>>> {
-    let mut f = file;
-    f.seek(SeekFrom::Start(offset))?;
-    Ok(fastcdc::v2020::StreamCDC::new(f.take(len), CHUNK_MIN, CHUNK_AVG, CHUNK_MAX))
-}
-
 /// Regions at least this large are cut on one thread while another hashes,
 /// compresses and stores, so one big file does not run on a single core.
 const PIPELINE_ABOVE: u64 = 16 << 20;
 
-fn chunk_file(store: &BlockStore, file: &File, size: u64, new_bytes: &AtomicU64) -> Result<Vec<Extent>, ChunkError> {
+/// Batches cut ahead of the storing thread (plus one each side in hand).
+const PIPELINE_DEPTH: usize = 2;
+
+fn chunk_file(store: &BlockStore, file: &File, size: u64, old: &[Extent], buffers: &mut Buffers, new_bytes: &AtomicU64) -> Result<Vec<Extent>, ChunkError> {
     let mut sink = BlockSink { store, new_bytes, raw_streak: 0, seen: 0 };
     if size <= CHUNK_MIN as u64 {
-        let data = read_small(file, size).map_err(ChunkError::Io)?;
+        let data = read_small(file, size)?;
         if data.is_empty() {
             return Ok(Vec::new());
         }
         let mut chunks = Vec::new();
-        sink.put(&data, &mut chunks)?;
+        sink.put(&data, None, &mut chunks)?;
         return Ok(vec![Extent { offset: 0, chunks }]);
     }
     let mut extents = Vec::new();
-    for (offset, len) in posix::data_regions(file, size).map_err(ChunkError::Io)? {
-        let cdc = cut(file, offset, len).map_err(ChunkError::Io)?;
-        let cut_error = |e: fastcdc::v2020::Error| ChunkError::Io(io::Error::other(e.to_string()));
+    for (offset, len) in posix::data_regions(file, size)? {
+        // The old chunks help only where the region starts where it did.
+        let hints = old.iter().find(|e| e.offset == offset).map(Hints::new);
         let chunks = if len < PIPELINE_ABOVE {
             let mut chunks = Vec::new();
-            for chunk in cdc {
-                sink.put(&chunk.map_err(cut_error)?.data, &mut chunks)?;
-            }
+            for_each_chunk(file, offset, len, hints, buffers, |data, hash| sink.put(data, hash, &mut chunks))?;
             chunks
         } else {
-            std::thread::scope(|s| {
-                let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(32);
-                let sink = &mut sink;
-                let storing = s.spawn(move || -> Result<Vec<(BlockHash, u32)>, ChunkError> {
-                    let mut chunks = Vec::new();
-                    for data in rx {
-                        sink.put(&data, &mut chunks)?;
-                    }
-                    Ok(chunks)
-                });
-                let mut cut_result = Ok(());
-                for chunk in cdc {
-                    match chunk {
-                        Ok(c) => {
-                            if tx.send(c.data).is_err() {
-                                break; // the storing side failed; its error is reported below
-                            }
-                        }
-                        Err(e) => {
-                            cut_result = Err(cut_error(e));
-                            break;
-                        }
-                    }
-                }
-                drop(tx);
-                let chunks = storing.join().expect("block storing thread")?;
-                cut_result?;
-                Ok::<_, ChunkError>(chunks)
-            })?
+            store_pipelined(&mut sink, RegionCutter::new(file, offset, len, hints), buffers)?
         };
         if !chunks.is_empty() {
             extents.push(Extent { offset, chunks });
@@ -301,12 +300,67 @@ fn chunk_file(store: &BlockStore, file: &File, size: u64, new_bytes: &AtomicU64)
     Ok(extents)
 }
 
-fn assemble(store: &BlockStore, node: DirNode, results: &[OnceLock<Vec<Extent>>], new_bytes: &mut u64) -> Result<BlockHash, CaptureError> {
+/// Cuts (and recognises unchanged chunks) on this thread while another
+/// stores; buffers go back to the cutter, and in the end to `buffers`.
+fn store_pipelined(sink: &mut BlockSink<'_>, mut cutter: RegionCutter<'_>, buffers: &mut Buffers) -> Result<Vec<(BlockHash, u32)>, ChunkError> {
+    std::thread::scope(|s| {
+        let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<Batch>(PIPELINE_DEPTH);
+        let (empty_tx, empty_rx) = std::sync::mpsc::channel::<Vec<u8>>();
+        let storing = s.spawn(move || -> Result<Vec<(BlockHash, u32)>, ChunkError> {
+            let mut chunks = Vec::new();
+            for batch in full_rx {
+                for cut in &batch.cuts {
+                    sink.put(batch.data(cut), cut.hash, &mut chunks)?;
+                }
+                let _ = empty_tx.send(batch.buf);
+            }
+            Ok(chunks)
+        });
+        let mut taken = 0;
+        let mut cut_result = Ok(());
+        loop {
+            let buf = match empty_rx.try_recv() {
+                Ok(buf) => buf,
+                Err(_) if taken < PIPELINE_DEPTH + 2 => {
+                    taken += 1;
+                    buffers.take()
+                }
+                Err(_) => match empty_rx.recv() {
+                    Ok(buf) => buf,
+                    Err(_) => break, // the storing side failed; its error is reported below
+                },
+            };
+            match cutter.next_batch(buf) {
+                Ok(batch) if batch.cuts.is_empty() => {
+                    buffers.give(batch.buf);
+                    break;
+                }
+                Ok(batch) => {
+                    if full_tx.send(batch).is_err() {
+                        break; // the storing side failed
+                    }
+                }
+                Err(e) => {
+                    cut_result = Err(ChunkError::Io(e));
+                    break;
+                }
+            }
+        }
+        drop(full_tx);
+        let stored = storing.join().expect("block storing thread");
+        empty_rx.try_iter().for_each(|buf| buffers.give(buf));
+        let chunks = stored?;
+        cut_result?;
+        Ok(chunks)
+    })
+}
+
+fn assemble(store: &BlockStore, node: DirNode, results: &mut [Vec<Extent>], new_bytes: &mut u64) -> Result<BlockHash, CaptureError> {
     let mut tree = Tree { entries: Vec::with_capacity(node.entries.len()) };
     for (mut entry, pending) in node.entries {
         match pending {
             Pending::Ready => {}
-            Pending::File(i) => entry.content = Content::File(results[i].get().cloned().unwrap_or_default()),
+            Pending::File(i) => entry.content = Content::File(std::mem::take(&mut results[i])),
             Pending::Dir(sub) => entry.content = Content::Dir(assemble(store, *sub, results, new_bytes)?),
         }
         tree.entries.push(entry);
@@ -333,8 +387,48 @@ fn dir_entry(path: &Path, st: &std::fs::Metadata) -> Result<Entry, CaptureError>
     })
 }
 
-/// Captures `root` into `store`, reading only what changed since `old`.
-pub fn capture(store: &BlockStore, root: &Path, old: &StatCache) -> Result<Captured, CaptureError> {
+/// A file read: its number, its job, and its extents with the stat they were
+/// read at (`None`: deleted after the walk saw it, captured as empty).
+type FileRead = (usize, FileJob, Option<(Vec<Extent>, std::fs::Metadata)>);
+
+/// Reads the queued files on a few worker threads until the queue closes.
+fn read_files(store: &BlockStore, queue: Receiver<(usize, FileJob)>, new_bytes: &AtomicU64) -> Result<Vec<FileRead>, CaptureError> {
+    let queue = Mutex::new(queue);
+    let first_error: OnceLock<CaptureError> = OnceLock::new();
+    let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(2, 8);
+    let done: Vec<FileRead> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut done = Vec::new();
+                    let mut buffers = Buffers::default();
+                    loop {
+                        let Ok((i, job)) = queue.lock().expect("job queue").recv() else { return done };
+                        if first_error.get().is_some() {
+                            continue; // drain the queue so the walk is not held up
+                        }
+                        match read_file(store, &job, &mut buffers, new_bytes) {
+                            Ok(read) => done.push((i, job, Some(read))),
+                            Err(CaptureError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => done.push((i, job, None)),
+                            Err(e) => {
+                                let _ = first_error.set(e);
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        handles.into_iter().flat_map(|h| h.join().expect("file reading thread")).collect()
+    });
+    match first_error.into_inner() {
+        Some(e) => Err(e),
+        None => Ok(done),
+    }
+}
+
+/// Captures `root` into `store`, reading only what changed since `old`. The old
+/// cache is consumed: its entries move into the new one rather than being copied.
+pub fn capture(store: &BlockStore, root: &Path, old: StatCache) -> Result<Captured, CaptureError> {
     let root_st = match std::fs::symlink_metadata(root) {
         Ok(st) if st.is_dir() => st,
         Ok(_) => return Err(CaptureError::RootMissing(root.to_path_buf())),
@@ -342,53 +436,32 @@ pub fn capture(store: &BlockStore, root: &Path, old: &StatCache) -> Result<Captu
         Err(e) => return Err(at(root)(e)),
     };
     let started = std::time::Instant::now();
-    let mut walker = Walker { store, dev: root_st.dev(), old, new: StatCache::default(), jobs: Vec::new(), links: HashMap::new(), stats: CaptureStats::default() };
-    let tree = walker.walk(root, b"")?;
-    let walked = started.elapsed();
-
-    let results: Vec<OnceLock<Vec<Extent>>> = (0..walker.jobs.len()).map(|_| OnceLock::new()).collect();
-    let stats_of_read: Vec<OnceLock<std::fs::Metadata>> = (0..walker.jobs.len()).map(|_| OnceLock::new()).collect();
-    let next = AtomicUsize::new(0);
     let new_bytes = AtomicU64::new(0);
-    let first_error: OnceLock<CaptureError> = OnceLock::new();
-    let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(2, 8);
-    std::thread::scope(|s| {
-        for _ in 0..workers {
-            s.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= walker.jobs.len() || first_error.get().is_some() {
-                    return;
-                }
-                match read_file(store, &walker.jobs[i], &new_bytes) {
-                    Ok((extents, st)) => {
-                        let _ = results[i].set(extents);
-                        let _ = stats_of_read[i].set(st);
-                    }
-                    Err(e) if matches!(&e, CaptureError::Io { source, .. } if source.kind() == io::ErrorKind::NotFound) => {
-                        // Deleted after the walk saw it: captured as empty, like a file truncated to 0.
-                        let _ = results[i].set(Vec::new());
-                    }
-                    Err(e) => {
-                        let _ = first_error.set(e);
-                    }
-                }
-            });
-        }
+    let (jobs, queue) = std::sync::mpsc::channel();
+    let mut walker = Walker { store, dev: root_st.dev(), new: StatCache::with_capacity(old.files.len()), old, jobs: Some(jobs), queued: 0, links: HashMap::new(), stats: CaptureStats::default() };
+    // Files are read while the walk goes on: the walk is mostly system calls on
+    // one core, and the first files it finds (a big database) keep the others busy.
+    let (tree, walked, read) = std::thread::scope(|s| {
+        let reading = s.spawn(|| read_files(store, queue, &new_bytes));
+        let tree = walker.walk(root, b"");
+        let walked = started.elapsed();
+        walker.jobs = None;
+        (tree, walked, reading.join().expect("file reading threads"))
     });
-    if let Some(e) = first_error.into_inner() {
-        return Err(e);
-    }
-    let read = started.elapsed();
+    let tree = tree?;
+    let mut results = vec![Vec::new(); walker.queued];
     let mut stats = walker.stats;
-    for (i, job) in walker.jobs.iter().enumerate() {
+    for (i, job, outcome) in read? {
         stats.files_read += 1;
         stats.bytes_read += job.size;
-        if let (Some(extents), Some(st)) = (results[i].get(), stats_of_read[i].get()) {
-            walker.new.files.insert(job.rel.clone(), CachedFile::from_stat(st, extents.clone(), job.xattrs.clone()));
+        if let Some((extents, st)) = outcome {
+            walker.new.files.insert(job.rel, CachedFile::from_stat(&st, extents.clone(), job.xattrs));
+            results[i] = extents;
         }
     }
+    let read = started.elapsed();
     let mut new_total = new_bytes.load(Ordering::Relaxed);
-    let inner = assemble(store, tree, &results, &mut new_total)?;
+    let inner = assemble(store, tree, &mut results, &mut new_total)?;
     // The snapshot's root is a one-entry tree holding the root directory itself,
     // so its owner, mode, times and xattrs are captured and restored too.
     let mut root_entry = dir_entry(root, &root_st)?;

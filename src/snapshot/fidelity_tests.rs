@@ -151,7 +151,7 @@ fn restore_reproduces_every_field_and_removes_what_the_snapshot_lacks() {
     std::fs::create_dir(&rootfs).unwrap();
     populate(&rootfs);
     let before = manifest(&rootfs);
-    let snap = capture(&store, &rootfs, &StatCache::default()).unwrap();
+    let snap = capture(&store, &rootfs, StatCache::default()).unwrap();
     assert!(snap.stats.new_bytes < 8 << 20, "a 5 GiB sparse file costs its data only: {:?}", snap.stats);
 
     // Wreck it: change contents, modes, owners, times, xattrs, kinds; add and remove.
@@ -188,16 +188,16 @@ fn incremental_capture_reads_only_changed_files_and_restore_writes_only_differen
     for i in 0..200 {
         std::fs::write(root.path().join(format!("f{i}")), format!("file {i}").repeat(100)).unwrap();
     }
-    let first = capture(&store, root.path(), &StatCache::default()).unwrap();
+    let first = capture(&store, root.path(), StatCache::default()).unwrap();
     assert_eq!(first.stats.files_read, 200);
     std::fs::write(root.path().join("f7"), b"changed").unwrap();
-    let second = capture(&store, root.path(), &first.cache).unwrap();
+    let second = capture(&store, root.path(), first.cache.clone()).unwrap();
     assert_eq!(second.stats.files_read, 1, "{:?}", second.stats);
     assert_ne!(first.root, second.root);
     let (stats, cache) = restore(&store, &first.root, root.path(), &second.cache).unwrap();
     assert_eq!(stats.files_written, 1, "{stats:?}");
     // The restored state is described by the returned cache: nothing to read next time.
-    let third = capture(&store, root.path(), &cache).unwrap();
+    let third = capture(&store, root.path(), cache.clone()).unwrap();
     assert_eq!(third.stats.files_read, 0, "{:?}", third.stats);
 }
 
@@ -213,8 +213,8 @@ fn the_same_tree_gives_the_same_id_and_identical_files_are_stored_once() {
         posix::set_times(d, t(3, 0), t(4, 0)).unwrap();
         posix::chmod(d, 0o755).unwrap();
     }
-    let first = capture(&store, a.path(), &StatCache::default()).unwrap();
-    let second = capture(&store, b.path(), &StatCache::default()).unwrap();
+    let first = capture(&store, a.path(), StatCache::default()).unwrap();
+    let second = capture(&store, b.path(), StatCache::default()).unwrap();
     assert!(first.stats.new_bytes >= 6 << 20);
     assert!(second.stats.new_bytes < 4096, "stored once: {:?}", second.stats);
     assert_eq!(first.root, second.root, "same tree, same id");
@@ -228,7 +228,7 @@ fn a_corrupt_block_fails_the_restore_naming_the_path_and_changes_nothing() {
     std::fs::write(root.path().join("other.txt"), b"other").unwrap();
     let snap = {
         let store = BlockStore::open(dir.path()).unwrap();
-        capture(&store, root.path(), &StatCache::default()).unwrap()
+        capture(&store, root.path(), StatCache::default()).unwrap()
     };
     // Corrupt the data of precious.txt inside its pack.
     let store = BlockStore::open(dir.path()).unwrap();
@@ -261,14 +261,14 @@ fn a_large_file_changed_in_a_few_places_is_patched_in_place() {
     blake3::Hasher::new().update(b"db").finalize_xof().fill(&mut db);
     std::fs::write(root.path().join("main.db"), &db).unwrap();
     let want = manifest(root.path());
-    let first = capture(&store, root.path(), &StatCache::default()).unwrap();
+    let first = capture(&store, root.path(), StatCache::default()).unwrap();
     let f = std::fs::OpenOptions::new().write(true).open(root.path().join("main.db")).unwrap();
     for page in [3u64, 1000, 3000] {
         f.write_all_at(&[0xAB; 4096], page * 4096).unwrap();
     }
     f.set_len((16 << 20) + 5000).unwrap();
     drop(f);
-    let second = capture(&store, root.path(), &first.cache).unwrap();
+    let second = capture(&store, root.path(), first.cache.clone()).unwrap();
     let ino = std::fs::metadata(root.path().join("main.db")).unwrap().ino();
     let (stats, _) = restore(&store, &first.root, root.path(), &second.cache).unwrap();
     assert!(stats.bytes_written < 2 << 20, "only the differing chunks are written: {stats:?}");

@@ -2,6 +2,7 @@
 //! incrementally and restored in place.
 
 pub mod capture;
+pub mod chunker;
 pub mod freeze;
 pub mod posix;
 pub mod restore;

@@ -18,7 +18,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use super::capture::{cut, open_noatime, read_small, CHUNK_MIN, STAGING_DIR};
+use super::capture::{open_noatime, read_small, CHUNK_MIN, STAGING_DIR};
+use super::chunker::{for_each_chunk, Buffers};
 use super::posix;
 use super::statcache::{CachedFile, StatCache};
 use super::tree::{Content, Entry, EntryKind, Extent, Tree};
@@ -111,12 +112,13 @@ fn current_extents(path: &Path, size: u64) -> io::Result<Vec<Extent>> {
         return Ok(if data.is_empty() { Vec::new() } else { vec![Extent { offset: 0, chunks: vec![(BlockHash::of(&data), data.len() as u32)] }] });
     }
     let mut extents = Vec::new();
+    let mut buffers = Buffers::default();
     for (offset, len) in posix::data_regions(&file, size)? {
         let mut chunks = Vec::new();
-        for chunk in cut(&file, offset, len)? {
-            let chunk = chunk.map_err(|e| io::Error::other(e.to_string()))?;
-            chunks.push((BlockHash::of(&chunk.data), chunk.data.len() as u32));
-        }
+        for_each_chunk(&file, offset, len, None, &mut buffers, |data, _| {
+            chunks.push((BlockHash::of(data), data.len() as u32));
+            Ok::<_, io::Error>(())
+        })?;
         if !chunks.is_empty() {
             extents.push(Extent { offset, chunks });
         }

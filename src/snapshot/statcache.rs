@@ -51,6 +51,18 @@ pub struct StatCache {
 }
 
 impl StatCache {
+    /// An empty cache with room for `n` files (a capture's new cache holds about as many as the old).
+    pub fn with_capacity(n: usize) -> StatCache {
+        StatCache { files: HashMap::with_capacity(n) }
+    }
+
+    /// Frees the cache on a thread of its own: a cache of tens of thousands
+    /// of files takes longer to free than a snapshot request should wait.
+    pub fn drop_in_background(self) {
+        // Should the thread not start, the closure (and the cache) is dropped here.
+        let _ = std::thread::Builder::new().name("statcache-drop".into()).spawn(move || drop(self));
+    }
+
     /// Loads the cache at `path`; a missing or unreadable cache is an empty one
     /// (it only makes the next snapshot read more).
     pub fn load(path: &Path) -> StatCache {
@@ -69,7 +81,7 @@ impl StatCache {
     }
 
     fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(16 + self.files.len() * 96);
+        let mut out = Vec::with_capacity(self.encoded_len());
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&(self.files.len() as u64).to_le_bytes());
         for (path, f) in &self.files {
@@ -91,6 +103,14 @@ impl StatCache {
             }
         }
         out
+    }
+
+    /// The exact size of `encode`'s output: growing a buffer of megabytes as it
+    /// fills copied it over and over.
+    fn encoded_len(&self) -> usize {
+        let extents = |f: &CachedFile| 4 + f.extents.iter().map(|e| 12 + e.chunks.len() * 36).sum::<usize>();
+        let xattrs = |f: &CachedFile| 4 + f.xattrs.iter().map(|(k, v)| 8 + k.len() + v.len()).sum::<usize>();
+        16 + self.files.iter().map(|(p, f)| 4 + p.len() + 40 + extents(f) + xattrs(f)).sum::<usize>()
     }
 
     fn decode(b: &[u8]) -> Option<StatCache> {
@@ -161,6 +181,7 @@ mod tests {
                 xattrs: vec![(b"user.a".to_vec(), b"1".to_vec())],
             },
         );
+        assert_eq!(c.encode().len(), c.encoded_len());
         let path = dir.path().join("c.bin");
         c.save(&path).unwrap();
         assert_eq!(StatCache::load(&path), c);

@@ -19,7 +19,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
-pub use hash::BlockHash;
+pub use hash::{BlockHash, BlockHashState};
 use index::Location;
 pub use pack::{Codec, ObjectKind};
 use pack::{PackWriter, RecordHeader, RECORD_HEADER};
@@ -54,7 +54,7 @@ struct WriterState {
 
 pub struct BlockStore {
     packs: PathBuf,
-    index: RwLock<HashMap<BlockHash, Location>>,
+    index: RwLock<HashMap<BlockHash, Location, BlockHashState>>,
     /// `None` in a read-only view (verify while the daemon runs).
     writer: Mutex<Option<WriterState>>,
     files: Mutex<HashMap<u32, Arc<File>>>,
@@ -138,7 +138,7 @@ impl BlockStore {
         let packs = dir.join("packs");
         std::fs::create_dir_all(&packs)?;
         let ids = pack_ids(&packs)?;
-        let mut map: HashMap<BlockHash, Location> = HashMap::new();
+        let mut map: HashMap<BlockHash, Location, BlockHashState> = HashMap::default();
         let mut active_end = None;
         for (i, &id) in ids.iter().enumerate() {
             let idx = index_path(&packs, id);
@@ -196,6 +196,12 @@ impl BlockStore {
         self.index.read().expect("index lock").contains_key(hash)
     }
 
+    /// Whether the store holds every one of `hashes` (one lock for them all).
+    pub fn contains_all<'a>(&self, mut hashes: impl Iterator<Item = &'a BlockHash>) -> bool {
+        let index = self.index.read().expect("index lock");
+        hashes.all(|h| index.contains_key(h))
+    }
+
     /// Which of `hashes` the store lacks (one lock, thousands of hashes).
     pub fn missing(&self, hashes: &[BlockHash]) -> Vec<BlockHash> {
         let index = self.index.read().expect("index lock");
@@ -224,7 +230,12 @@ impl BlockStore {
     /// `put`, skipping the compression attempt when the caller knows the data
     /// does not compress (the rest of a file whose blocks came out raw).
     pub fn put_maybe_compressed(&self, kind: ObjectKind, raw: &[u8], try_compress: bool) -> StoreResult<Put> {
-        let hash = BlockHash::of(raw);
+        self.put_hashed(kind, raw, BlockHash::of(raw), try_compress)
+    }
+
+    /// `put_maybe_compressed` for a caller that hashed `raw` already (`hash`
+    /// must be `BlockHash::of(raw)`): a present object costs one lookup.
+    pub fn put_hashed(&self, kind: ObjectKind, raw: &[u8], hash: BlockHash, try_compress: bool) -> StoreResult<Put> {
         if let Some(loc) = self.location(&hash) {
             return Ok(Put { hash, stored_bytes: 0, codec: loc.codec });
         }
