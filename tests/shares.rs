@@ -97,6 +97,15 @@ fn a_share_appears_in_the_target_and_follows_its_lifecycle() {
     assert_eq!(read_in_chroot(&p.target_root, "/hoody/shares/assets/logo.txt").as_deref(), Some(&b"logo"[..]), "seen at /hoody/shares/<alias> from inside");
     std::fs::write(mnt.join("from-target.txt"), b"hi").unwrap();
     assert_eq!(std::fs::read(p.source_root.join("hoody/storage/assets/from-target.txt")).unwrap(), b"hi");
+    let metrics = d.request("GET", "/metrics", None, None);
+    let metric = |name: &str| -> u64 {
+        let text = metrics.body.as_str().unwrap();
+        let line = text.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("{name} in {text}"));
+        line.split(' ').nth(1).unwrap().parse().unwrap()
+    };
+    assert_eq!(metric("hoody_share_mounts"), 1);
+    assert!(metric("hoody_share_requests_total") > 0);
+    assert!(metric("hoody_share_held_files") >= 1);
 
     let incoming = d.call("GET", &format!("/containers/{}/storage/incoming", p.target), None);
     assert_eq!(incoming.body["total"], 1);

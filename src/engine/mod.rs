@@ -522,15 +522,26 @@ impl HoodyService for Engine {
     }
 
     fn metrics_text(&self) -> String {
+        let shares = self.mounts.totals();
         format!(
             "# HELP hoody_build_info Version of this hoodyd.\n# TYPE hoody_build_info gauge\nhoody_build_info{{version=\"{}\"}} 1\n\
              # HELP hoody_uptime_seconds Seconds since this hoodyd started.\n# TYPE hoody_uptime_seconds gauge\nhoody_uptime_seconds {}\n\
              # HELP hoody_store_objects Blocks and trees in the node's store.\n# TYPE hoody_store_objects gauge\nhoody_store_objects {}\n\
-             # HELP hoody_store_bytes Bytes of the store's pack files.\n# TYPE hoody_store_bytes gauge\nhoody_store_bytes {}\n",
+             # HELP hoody_store_bytes Bytes of the store's pack files.\n# TYPE hoody_store_bytes gauge\nhoody_store_bytes {}\n\
+             # HELP hoody_share_mounts Share mounts on this node.\n# TYPE hoody_share_mounts gauge\nhoody_share_mounts {}\n\
+             # HELP hoody_share_requests_total Kernel requests answered by share mounts.\n# TYPE hoody_share_requests_total counter\nhoody_share_requests_total {}\n\
+             # HELP hoody_share_errors_total Kernel requests of share mounts answered with an error.\n# TYPE hoody_share_errors_total counter\nhoody_share_errors_total {}\n\
+             # HELP hoody_share_requests_in_flight Kernel requests of share mounts being served.\n# TYPE hoody_share_requests_in_flight gauge\nhoody_share_requests_in_flight {}\n\
+             # HELP hoody_share_held_files Files known to targets' kernels, one open descriptor each.\n# TYPE hoody_share_held_files gauge\nhoody_share_held_files {}\n",
             env!("CARGO_PKG_VERSION"),
             self.started.elapsed().as_secs(),
             self.store.object_count(),
-            self.store.disk_bytes().unwrap_or(0)
+            self.store.disk_bytes().unwrap_or(0),
+            shares.mounts,
+            shares.requests,
+            shares.errors,
+            shares.in_flight,
+            shares.held_files
         )
     }
 }

@@ -45,6 +45,19 @@ struct Mounted {
 #[derive(Default)]
 pub struct MountManager {
     mounts: Mutex<HashMap<(String, String), Mounted>>,
+    /// Requests and errors of mounts gone, so that totals never go down.
+    retired: Mutex<(u64, u64)>,
+}
+
+/// What the mounts of this node did, for `/metrics`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ShareTotals {
+    pub mounts: usize,
+    pub requests: u64,
+    pub errors: u64,
+    pub in_flight: u64,
+    /// Files targets' kernels know, one open descriptor each.
+    pub held_files: usize,
 }
 
 impl MountManager {
@@ -56,7 +69,7 @@ impl MountManager {
         let stale: Vec<MountHandle> = {
             let mut mounts = self.mounts.lock().expect("mount table");
             let keys: Vec<_> = mounts.keys().filter(|k| !wanted.contains(*k)).cloned().collect();
-            keys.into_iter().filter_map(|k| mounts.remove(&k)).map(|m| m.handle).collect()
+            keys.into_iter().filter_map(|k| mounts.remove(&k)).map(|m| self.retire(m.handle)).collect()
         };
         for handle in stale {
             let at = handle.mountpoint().to_path_buf();
@@ -92,9 +105,31 @@ impl MountManager {
         self.mounts.lock().expect("mount table").len()
     }
 
+    pub fn totals(&self) -> ShareTotals {
+        let (requests, errors) = *self.retired.lock().expect("retired counts");
+        let mut totals = ShareTotals { requests, errors, held_files: super::node_table::held_descriptors(), ..ShareTotals::default() };
+        for mounted in self.mounts.lock().expect("mount table").values() {
+            let stats = mounted.handle.stats();
+            totals.mounts += 1;
+            totals.requests += stats.requests;
+            totals.errors += stats.errors;
+            totals.in_flight += stats.in_flight;
+        }
+        totals
+    }
+
+    /// Keeps the counts of a mount about to go.
+    fn retire(&self, handle: MountHandle) -> MountHandle {
+        let stats = handle.stats();
+        let mut retired = self.retired.lock().expect("retired counts");
+        retired.0 += stats.requests;
+        retired.1 += stats.errors;
+        handle
+    }
+
     /// Unmounts everything (shutdown). Blocking.
     pub fn unmount_all(&self) {
-        let all: Vec<MountHandle> = self.mounts.lock().expect("mount table").drain().map(|(_, m)| m.handle).collect();
+        let all: Vec<MountHandle> = self.mounts.lock().expect("mount table").drain().map(|(_, m)| self.retire(m.handle)).collect();
         for handle in all {
             let at = handle.mountpoint().to_path_buf();
             let _ = handle.unmount();
