@@ -78,6 +78,7 @@ impl ShareFs {
         F: Future<Output = FsResult<T>> + Send + 'static,
     {
         let shared = self.shared.clone();
+        tracing::trace!(op, "share request");
         shared.counters.requests.fetch_add(1, Ordering::Relaxed);
         shared.counters.in_flight.fetch_add(1, Ordering::Relaxed);
         let call = call(shared.clone());
