@@ -137,19 +137,7 @@ impl Daemon {
     /// Sends `signal` and waits for the exit status, at most `within`.
     pub fn stop_with(&mut self, signal: i32, within: Duration) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("running");
-        // SAFETY: signalling our own child process.
-        unsafe { libc::kill(child.id() as i32, signal) };
-        let started = Instant::now();
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                return status;
-            }
-            if started.elapsed() > within {
-                let _ = child.kill();
-                panic!("hoodyd did not exit within {within:?} of signal {signal}");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        signal_and_wait(&mut child, signal, within).unwrap_or_else(|| panic!("hoodyd did not exit within {within:?} of signal {signal}"))
     }
 
     /// Stops the daemon gracefully and hands back its data dir.
@@ -162,15 +150,35 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
+        // Gracefully, so that the daemon unmounts its shares: a killed daemon
+        // would leave them behind, one per test, for the life of the machine.
         if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+            let _ = signal_and_wait(&mut child, libc::SIGTERM, Duration::from_secs(10));
         }
         if std::thread::panicking() {
             let log = std::fs::read(self.dir.path().join("hoodyd.log")).unwrap_or_default();
             let tail = &log[log.len().saturating_sub(8192)..];
             eprintln!("--- end of the daemon's log ---\n{}", String::from_utf8_lossy(tail));
         }
+    }
+}
+
+/// Sends `signal` and waits for the exit status; kills the process (and
+/// returns `None`) if it has not exited within `within`.
+fn signal_and_wait(child: &mut Child, signal: i32, within: Duration) -> Option<std::process::ExitStatus> {
+    // SAFETY: signalling our own child process.
+    unsafe { libc::kill(child.id() as i32, signal) };
+    let started = Instant::now();
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        if started.elapsed() > within {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
