@@ -110,7 +110,7 @@ for s in a b; do
   api POST "/containers/$SID/storage/shares" "{\"source_path\":\"/scale/$s\",\"target_project_id\":\"$Q\",\"mode\":\"readwrite\"}" >/dev/null
 done
 t1=$(now)
-mounted=$(grep -c " fuse.hoody " /proc/self/mounts || true)
+mounted=$(awk '$1 == "hoody" && $2 ~ /\/hoody\/shares\/[ab]$/' /proc/self/mounts | wc -l)
 [ "$mounted" -ge 200 ] || { log "only $mounted share mounts"; exit 1; }
 read -r rss1 threads1 < <(footprint)
 echo "RESULT mount_200_shares hoodyd $(elapsed "$t0" "$t1") s"
