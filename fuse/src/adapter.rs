@@ -14,7 +14,7 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Waker};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use fuser::{
     AccessFlags, CopyFileRangeFlags, FileHandle, Filesystem, FopenFlags, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags,
@@ -29,8 +29,22 @@ use crate::{Attr, Caller, FsError, FsResult, SetAttr, SetTime};
 fn set_time(time: Option<TimeOrNow>) -> Option<SetTime> {
     time.map(|time| match time {
         TimeOrNow::Now => SetTime::Now,
-        TimeOrNow::SpecificTime(at) => SetTime::At(at),
+        TimeOrNow::SpecificTime(at) => SetTime::At(before_epoch_as_sent(at)),
     })
+}
+
+/// The time the kernel sent, from what `fuser` 0.18 made of it. The kernel's
+/// `(secs, nsecs)` means `secs + nsecs/1e9` with `nsecs` counting forward even
+/// when `secs` is negative, but `fuser` turns `secs < 0` into
+/// `epoch - (|secs| s + nsecs)`: nanoseconds counted backwards. Undone here,
+/// or a file set to -0.5 s would get -1.5 s (found by `tests/share_model.rs`).
+fn before_epoch_as_sent(at: SystemTime) -> SystemTime {
+    match SystemTime::UNIX_EPOCH.duration_since(at) {
+        Ok(before) if before.subsec_nanos() != 0 => {
+            SystemTime::UNIX_EPOCH - Duration::from_secs(before.as_secs()) + Duration::from_nanos(u64::from(before.subsec_nanos()))
+        }
+        _ => at,
+    }
 }
 
 fn caller(req: &Request) -> Caller {
@@ -536,5 +550,21 @@ impl Filesystem for ShareFs {
             },
             |_, reply, copied| reply.written(copied),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_before_the_epoch_keep_their_forward_nanoseconds() {
+        let epoch = SystemTime::UNIX_EPOCH;
+        // The kernel's (-1 s, 1 ns), which is -0.999999999 s, as fuser hands it over.
+        let as_fuser_parses = epoch - Duration::new(1, 1);
+        assert_eq!(before_epoch_as_sent(as_fuser_parses), epoch - Duration::new(0, 999_999_999));
+        assert_eq!(before_epoch_as_sent(epoch - Duration::from_secs(3)), epoch - Duration::from_secs(3));
+        assert_eq!(before_epoch_as_sent(epoch + Duration::new(5, 7)), epoch + Duration::new(5, 7));
+        assert_eq!(before_epoch_as_sent(epoch), epoch);
     }
 }
