@@ -199,7 +199,7 @@ fn the_backend_never_follows_symlinks() {
     let passwd = block_on(backend.lookup(root, name("passwd"))).unwrap();
     assert_eq!(passwd.kind, FileKind::Symlink);
     assert_eq!(block_on(backend.readlink(passwd.node)).unwrap(), PathBuf::from("/etc/passwd"));
-    assert_eq!(block_on(backend.open(passwd.node, libc::O_RDONLY)).err(), Some(FsError::Os(libc::ELOOP)));
+    assert_eq!(block_on(backend.open(passwd.node, libc::O_RDONLY, CALLER)).err(), Some(FsError::Os(libc::ELOOP)));
     assert_eq!(block_on(backend.lookup(passwd.node, name("x"))), Err(FsError::NotDirectory));
     // Creating over the symlink's name opens neither it nor its target.
     let created = block_on(backend.create(root, name("passwd"), 0o644, libc::O_WRONLY | libc::O_TRUNC, CALLER));
@@ -215,7 +215,7 @@ fn the_backend_never_follows_symlinks() {
 
     let up = block_on(backend.lookup(root, name("up"))).unwrap();
     assert_eq!(up.kind, FileKind::Symlink);
-    assert_eq!(block_on(backend.open(up.node, libc::O_RDONLY)).err(), Some(FsError::Os(libc::ELOOP)));
+    assert_eq!(block_on(backend.open(up.node, libc::O_RDONLY, CALLER)).err(), Some(FsError::Os(libc::ELOOP)));
     assert_eq!(fs::read("/etc/passwd").unwrap(), passwd_before);
     assert_eq!(fs::read(source.share.outside.join("secret")).unwrap(), b"secret");
 }
@@ -231,7 +231,7 @@ fn a_directory_moved_out_of_the_source_is_unreachable() {
     assert_eq!(block_on(backend.lookup(full, name("inner"))), Err(FsError::Stale));
     assert_eq!(block_on(backend.getattr(full, None)), Err(FsError::Stale));
     assert_eq!(block_on(backend.opendir(full)), Err(FsError::Stale));
-    assert_eq!(block_on(backend.open(inner, libc::O_RDONLY)).err(), Some(FsError::Stale));
+    assert_eq!(block_on(backend.open(inner, libc::O_RDONLY, CALLER)).err(), Some(FsError::Stale));
     assert_eq!(block_on(backend.mkdir(full, name("x"), 0o755, CALLER)), Err(FsError::Stale));
     fs::rename(source.share.outside.join("full"), source.share.source.join("moved-back")).unwrap();
     assert_eq!(block_on(backend.lookup(full, name("inner"))).unwrap().node, inner, "reachable again once back inside");
@@ -267,7 +267,7 @@ fn a_symlink_swapped_in_for_a_directory_never_escapes() {
         let Ok(flip) = block_on(backend.lookup(root, name("flip"))) else { continue };
         match block_on(backend.lookup(flip.node, name("passwd"))) {
             Ok(file) => {
-                let opened = block_on(backend.open(file.node, libc::O_RDONLY)).unwrap();
+                let opened = block_on(backend.open(file.node, libc::O_RDONLY, CALLER)).unwrap();
                 let content = block_on(backend.read(opened.handle, 0, 4096)).unwrap();
                 assert_eq!(content, b"inside", "read something else than the share's own file");
                 block_on(backend.release(opened.handle)).unwrap();
@@ -295,7 +295,7 @@ fn a_readonly_backend_refuses_every_mutation() {
     let dir = block_on(backend.lookup(root, name("dir"))).unwrap().node;
     let ro = Err(FsError::ReadOnly);
     for flags in [libc::O_WRONLY, libc::O_RDWR, libc::O_RDONLY | libc::O_TRUNC, libc::O_WRONLY | libc::O_APPEND] {
-        assert_eq!(block_on(backend.open(existing, flags)).err(), Some(FsError::ReadOnly), "flags {flags:#o}");
+        assert_eq!(block_on(backend.open(existing, flags, CALLER)).err(), Some(FsError::ReadOnly), "flags {flags:#o}");
     }
     assert_eq!(block_on(backend.create(root, name("new"), 0o644, libc::O_WRONLY, CALLER)).err(), Some(FsError::ReadOnly));
     assert_eq!(
@@ -312,8 +312,8 @@ fn a_readonly_backend_refuses_every_mutation() {
     assert_eq!(block_on(backend.rename(root, name("existing"), dir, name("moved"), 0)), ro.clone().map(drop));
     assert_eq!(block_on(backend.setxattr(existing, name("user.x"), b"1", 0)), ro.clone().map(drop));
     assert_eq!(block_on(backend.removexattr(existing, name("user.seed"))), ro.clone().map(drop));
-    let reader = block_on(backend.open(existing, libc::O_RDONLY)).unwrap().handle;
-    assert_eq!(block_on(backend.write(reader, 0, b"x".to_vec())).err(), Some(FsError::ReadOnly));
+    let reader = block_on(backend.open(existing, libc::O_RDONLY, CALLER)).unwrap().handle;
+    assert_eq!(block_on(backend.write(reader, 0, b"x".to_vec(), None)).err(), Some(FsError::ReadOnly));
     assert_eq!(block_on(backend.fallocate(reader, 0, 4096, 0)).err(), Some(FsError::ReadOnly));
     assert_eq!(block_on(backend.copy_file_range(reader, 0, reader, 100, 4)).err(), Some(FsError::ReadOnly));
     assert_eq!(block_on(backend.read(reader, 0, 100)).unwrap(), b"existing");
@@ -551,4 +551,76 @@ fn each_mount_costs_two_threads_and_little_memory() {
     assert_eq!(fuser_threads, 2 * MOUNTS);
     drop(shares);
     assert_eq!(threads_named("fuser"), fuser_before, "unmount joins the session threads");
+}
+
+/// Runs `script` with `sh` as uid and gid 1000 in `dir`; whether it succeeded.
+fn as_other_user(dir: &Path, script: &str) -> bool {
+    use std::os::unix::process::CommandExt;
+    std::process::Command::new("sh").arg("-c").arg(script).current_dir(dir).uid(1000).gid(1000).status().unwrap().success()
+}
+
+/// A `security.capability` value granting CAP_NET_BIND_SERVICE (bit 10), format v2.
+fn capability_blob() -> Vec<u8> {
+    [0x0200_0001u32, 1 << 10, 0, 0, 0].iter().flat_map(|word| word.to_le_bytes()).collect()
+}
+
+fn has_capability(path: &Path) -> bool {
+    let path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: valid path and name; a null buffer asks for the size only.
+    unsafe { libc::getxattr(path.as_ptr(), c"security.capability".as_ptr(), std::ptr::null_mut(), 0) >= 0 }
+}
+
+/// What another user's write, truncate or `O_TRUNC` leaves of a file's
+/// setuid, setgid and capabilities, and what root's leaves: the same through
+/// the share as in a plain directory, and seen through the mount at once.
+#[test]
+fn writes_by_another_user_drop_setuid_setgid_and_capabilities_as_locally() {
+    use std::os::unix::fs::PermissionsExt;
+    let _shared = alongside_others();
+    let cases: [(&str, u32, &str); 7] = [
+        ("append", 0o4777, "printf x >> f"),
+        ("append to group-executable setgid", 0o2777, "printf x >> f"),
+        ("append to setgid without group execute", 0o2666, "printf x >> f"),
+        ("O_TRUNC", 0o6777, ": > f"),
+        ("truncate", 0o4777, "truncate -s 1 f"),
+        ("overwrite in place", 0o6777, "printf y | dd of=f conv=notrunc status=none"),
+        ("read only", 0o6777, "cat f >/dev/null"),
+    ];
+    for passthrough in [true, false] {
+        let Some(share) = LocalShare::mount(caching_for_an_hour(passthrough)) else { return };
+        let plain = tempfile::tempdir().unwrap();
+        for dir in [share.mnt.parent().unwrap().parent().unwrap(), share.mnt.parent().unwrap(), plain.path()] {
+            fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        for (what, mode, script) in cases {
+            let mut outcome = Vec::new();
+            for dir in [plain.path(), share.mnt.as_path()] {
+                let file = dir.join("f");
+                let _ = fs::remove_file(&file);
+                fs::write(&file, b"content").unwrap();
+                fs::set_permissions(&file, fs::Permissions::from_mode(mode)).unwrap();
+                xattr_set(&file, "security.capability", &capability_blob());
+                assert!(as_other_user(dir, script), "{what}: {script} failed");
+                let seen = fs::metadata(&file).unwrap().mode() & 0o7777;
+                outcome.push((seen, has_capability(&file)));
+                if dir == share.mnt {
+                    let at_source = fs::metadata(share.source.join("f")).unwrap().mode() & 0o7777;
+                    assert_eq!(seen, at_source, "{what}: the mount shows the source's mode (passthrough {passthrough})");
+                }
+            }
+            assert_eq!(outcome[1], outcome[0], "{what} (passthrough {passthrough}): share vs plain directory (mode, capability)");
+        }
+        // Root keeps them (CAP_FSETID).
+        let file = share.mnt.join("f");
+        fs::set_permissions(&file, fs::Permissions::from_mode(0o6777)).unwrap();
+        fs::OpenOptions::new().append(true).open(&file).unwrap().write_all_at(b"root", 0).unwrap();
+        assert_eq!(fs::metadata(&file).unwrap().mode() & 0o7777, 0o6777, "root's write keeps them (passthrough {passthrough})");
+    }
+}
+
+fn xattr_set(path: &Path, name: &str, value: &[u8]) {
+    let (path, name) = (std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap(), std::ffi::CString::new(name).unwrap());
+    // SAFETY: valid strings and buffer.
+    let rc = unsafe { libc::setxattr(path.as_ptr(), name.as_ptr(), value.as_ptr().cast(), value.len(), 0) };
+    assert_eq!(rc, 0, "setxattr: {}", io::Error::last_os_error());
 }

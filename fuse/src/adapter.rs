@@ -142,6 +142,11 @@ impl Filesystem for ShareFs {
             InitFlags::FUSE_PARALLEL_DIROPS,
             InitFlags::FUSE_ATOMIC_O_TRUNC,
             InitFlags::FUSE_AUTO_INVAL_DATA,
+            // The backend drops setuid, setgid and capabilities on writes and
+            // truncates (the kernel's own attempt would use stale attributes,
+            // and passthrough writes run with the daemon's privileges). The
+            // kernel then stops asking for `security.capability` before writes.
+            InitFlags::FUSE_HANDLE_KILLPRIV_V2,
         ] {
             if config.add_capabilities(capability).is_err() {
                 tracing::debug!(?capability, "kernel lacks FUSE capability");
@@ -176,7 +181,7 @@ impl Filesystem for ShareFs {
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
@@ -192,7 +197,15 @@ impl Filesystem for ShareFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        let changes = SetAttr { mode, uid, gid, size, atime: set_time(atime), mtime: set_time(mtime) };
+        let (atime, mtime) = (set_time(atime), set_time(mtime));
+        // With FUSE_HANDLE_KILLPRIV_V2 the kernel leaves dropping privileges to
+        // the filesystem: on truncate by a caller without CAP_FSETID (the flag
+        // saying so does not reach us; the caller's uid stands in), and on a
+        // write's `file_remove_privs`, which arrives as a setattr changing nothing.
+        let changes_nothing = mode.is_none() && uid.is_none() && gid.is_none() && size.is_none() && atime.is_none() && mtime.is_none();
+        let caller = caller(req);
+        let drop_privileges = (!caller.may_keep_privileges() && (size.is_some() || changes_nothing)).then_some(caller);
+        let changes = SetAttr { mode, uid, gid, size, atime, mtime, drop_privileges };
         self.dispatch(
             "setattr",
             reply,
@@ -263,11 +276,12 @@ impl Filesystem for ShareFs {
         self.dispatch("link", reply, move |s| async move { s.backend.link(s.node(ino)?, s.node(newparent)?, &newname).await }, answer);
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let caller = caller(req);
         self.dispatch(
             "open",
             reply,
-            move |s| async move { s.backend.open(s.node(ino)?, flags.0).await },
+            move |s| async move { s.backend.open(s.node(ino)?, flags.0, caller).await },
             move |s, reply, opened| match s.open_file(ino.0, &opened, |fd| reply.open_backing(fd)) {
                 (fh, Some(backing)) => reply.opened_passthrough(fh, FopenFlags::empty(), &backing),
                 (fh, None) => reply.opened(fh, FopenFlags::empty()),
@@ -296,21 +310,23 @@ impl Filesystem for ShareFs {
 
     fn write(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         data: &[u8],
-        _write_flags: WriteFlags,
+        write_flags: WriteFlags,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
         let data = data.to_vec();
+        // The kernel says whether the writer lacks CAP_FSETID (FUSE_HANDLE_KILLPRIV_V2).
+        let drop_privileges = write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID).then(|| caller(req));
         self.dispatch(
             "write",
             reply,
-            move |s| async move { s.backend.write(s.file_handle(fh)?, offset, data).await },
+            move |s| async move { s.backend.write(s.file_handle(fh)?, offset, data, drop_privileges).await },
             |_, reply, written| reply.written(written),
         );
     }

@@ -94,6 +94,12 @@ pub struct SetAttr {
     pub size: Option<u64>,
     pub atime: Option<SetTime>,
     pub mtime: Option<SetTime>,
+    /// Set to the caller when it may not keep privileges
+    /// ([`Caller::may_keep_privileges`]) and truncates the file or asked the
+    /// kernel to drop them: the backend drops setuid, setgid (when
+    /// group-executable, or the caller is not of the file's group) and
+    /// `security.capability` of a regular file, as a local filesystem does.
+    pub drop_privileges: Option<Caller>,
 }
 
 /// Who creates a file: it becomes the owner. The kernel has already applied the
@@ -102,6 +108,15 @@ pub struct SetAttr {
 pub struct Caller {
     pub uid: u32,
     pub gid: u32,
+}
+
+impl Caller {
+    /// Whether a write or truncate by this caller leaves setuid, setgid and
+    /// file capabilities in place (the kernel's `CAP_FSETID`, approximated by
+    /// the caller's uid: a mount sees uids, not capabilities).
+    pub fn may_keep_privileges(&self) -> bool {
+        self.uid == 0
+    }
 }
 
 /// An open file. When the backend serves the file from a descriptor on this
@@ -257,11 +272,15 @@ pub trait FsBackend: Send + Sync + 'static {
     async fn fsyncdir(&self, handle: HandleId, datasync: bool) -> FsResult<()>;
 
     /// `flags` are the caller's `open(2)` flags, `O_TRUNC` and `O_APPEND` included.
-    async fn open(&self, node: NodeId, flags: i32) -> FsResult<Opened>;
+    /// An `O_TRUNC` by a caller who may not keep privileges drops them; a file
+    /// that holds some is not handed over for passthrough to such a writer, so
+    /// that its writes come back as [`FsBackend::write`] with `drop_privileges`.
+    async fn open(&self, node: NodeId, flags: i32, caller: Caller) -> FsResult<Opened>;
     async fn create(&self, parent: NodeId, name: &OsStr, mode: u32, flags: i32, caller: Caller) -> FsResult<(Attr, Opened)>;
     async fn read(&self, handle: HandleId, offset: u64, size: u32) -> FsResult<Vec<u8>>;
     /// `data` is handed over so that no backend needs to copy it again.
-    async fn write(&self, handle: HandleId, offset: u64, data: Vec<u8>) -> FsResult<u32>;
+    /// `drop_privileges`: the writer, when it may not keep them (see [`SetAttr::drop_privileges`]).
+    async fn write(&self, handle: HandleId, offset: u64, data: Vec<u8>, drop_privileges: Option<Caller>) -> FsResult<u32>;
     /// Each `close(2)` of a descriptor of the handle; a chance to report late write errors.
     async fn flush(&self, handle: HandleId) -> FsResult<()>;
     async fn release(&self, handle: HandleId) -> FsResult<()>;

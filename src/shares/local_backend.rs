@@ -158,8 +158,8 @@ impl FsBackend for LocalBackend {
         self.run(move |tree| tree.fsyncdir(handle, datasync)).await
     }
 
-    async fn open(&self, node: NodeId, flags: i32) -> FsResult<Opened> {
-        self.run(move |tree| tree.open(node, flags)).await
+    async fn open(&self, node: NodeId, flags: i32, caller: Caller) -> FsResult<Opened> {
+        self.run(move |tree| tree.open(node, flags, caller)).await
     }
 
     async fn create(&self, parent: NodeId, name: &OsStr, mode: u32, flags: i32, caller: Caller) -> FsResult<(Attr, Opened)> {
@@ -170,8 +170,8 @@ impl FsBackend for LocalBackend {
         self.run(move |tree| tree.read(handle, offset, size)).await
     }
 
-    async fn write(&self, handle: HandleId, offset: u64, data: Vec<u8>) -> FsResult<u32> {
-        self.run(move |tree| tree.write(handle, offset, &data)).await
+    async fn write(&self, handle: HandleId, offset: u64, data: Vec<u8>, drop_privileges: Option<Caller>) -> FsResult<u32> {
+        self.run(move |tree| tree.write(handle, offset, &data, drop_privileges)).await
     }
 
     async fn flush(&self, _handle: HandleId) -> FsResult<()> {

@@ -11,6 +11,7 @@ pub mod local_backend;
 pub mod mounts;
 mod mount_watch;
 mod node_table;
+mod privileges;
 mod source_tree;
 mod source_watch;
 mod syscalls;

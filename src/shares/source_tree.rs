@@ -18,6 +18,7 @@ use super::containment::Containment;
 use super::dir_stream::DirStream;
 use super::mount_watch::MountWatch;
 use super::node_table::{held_descriptors, node_id, Node, NodeTable};
+use super::privileges;
 use super::syscalls::{self, descriptor_budget, open_beneath, stat};
 use super::xattrs;
 use super::ShareMode;
@@ -320,6 +321,10 @@ impl SourceTree {
         if changes.atime.is_some() || changes.mtime.is_some() {
             syscalls::set_times(fd, changes.atime, changes.mtime)?;
         }
+        // An explicit mode is the caller's word on the bits.
+        if let (Some(caller), None) = (changes.drop_privileges, changes.mode) {
+            privileges::drop_for(fd, caller)?;
+        }
         self.stat_attr(fd)
     }
 
@@ -380,7 +385,7 @@ impl SourceTree {
         Ok(syscalls::fsync(self.dir_stream(handle)?.fd(), datasync)?)
     }
 
-    pub(super) fn open(&self, node: NodeId, flags: i32) -> FsResult<Opened> {
+    pub(super) fn open(&self, node: NodeId, flags: i32, caller: Caller) -> FsResult<Opened> {
         let target = self.node(node)?;
         let write = wants_write(flags);
         if write {
@@ -394,9 +399,37 @@ impl SourceTree {
             // The kernel serves special files itself; opening a FIFO here would block.
             _ => return Err(FsError::Unsupported),
         };
+        let passthrough = target.kind == FileKind::File && self.may_pass_through(&fd, flags, caller)?;
         let fd = Arc::new(fd);
         let handle = self.insert_file(fd.clone());
-        Ok(Opened { handle, passthrough: (target.kind == FileKind::File).then_some(fd) })
+        Ok(Opened { handle, passthrough: passthrough.then_some(fd) })
+    }
+
+    /// Whether the kernel may write `file`, just opened with `flags` by `caller`,
+    /// directly. Writes by someone who may not keep the file's privileges must
+    /// come here to drop them (a passthrough write runs with the daemon's
+    /// credentials, which keep them); an `O_TRUNC` already drops them.
+    fn may_pass_through(&self, file: &OwnedFd, flags: i32, caller: Caller) -> FsResult<bool> {
+        if !wants_write(flags) || caller.may_keep_privileges() {
+            return Ok(true);
+        }
+        if flags & libc::O_TRUNC != 0 {
+            self.drop_privileges(file.as_fd(), caller)?;
+        }
+        Ok(!privileges::held(file.as_fd(), caller)?)
+    }
+
+    /// Drops what a write by `writer` drops, and the kernel's copy of the
+    /// file's mode with it: the reply to the write carries no attributes.
+    fn drop_privileges(&self, fd: BorrowedFd<'_>, writer: Caller) -> FsResult<()> {
+        if let Some(st) = privileges::drop_for(fd, writer)? {
+            // Attributes only: no page lock is taken, so this is safe while the
+            // kernel waits for our answer to a request on the same file.
+            if let Some(kernel) = self.kernel.get() {
+                let _ = kernel.invalidate_attrs(node_id(st.st_dev, st.st_ino, self.source_dev));
+            }
+        }
+        Ok(())
     }
 
     pub(super) fn create(&self, parent: NodeId, name: &OsStr, mode: u32, flags: i32, caller: Caller) -> FsResult<(Attr, Opened)> {
@@ -421,19 +454,24 @@ impl SourceTree {
             }
             Err(err) => return Err(err.into()),
         };
+        let passthrough = self.may_pass_through(&file, open_flags, caller)?;
         let attr = self.adopt(syscalls::reopen(file.as_fd(), libc::O_PATH)?)?;
         let file = Arc::new(file);
         let handle = self.insert_file(file.clone());
-        Ok((attr, Opened { handle, passthrough: Some(file) }))
+        Ok((attr, Opened { handle, passthrough: passthrough.then_some(file) }))
     }
 
     pub(super) fn read(&self, handle: HandleId, offset: u64, size: u32) -> FsResult<Vec<u8>> {
         Ok(syscalls::read_at(self.file(handle)?.as_fd(), offset, size as usize)?)
     }
 
-    pub(super) fn write(&self, handle: HandleId, offset: u64, data: &[u8]) -> FsResult<u32> {
+    pub(super) fn write(&self, handle: HandleId, offset: u64, data: &[u8], drop_privileges: Option<Caller>) -> FsResult<u32> {
         self.writable()?;
-        let written = syscalls::write_at(self.file(handle)?.as_fd(), offset, data)?;
+        let file = self.file(handle)?;
+        if let Some(writer) = drop_privileges {
+            self.drop_privileges(file.as_fd(), writer)?;
+        }
+        let written = syscalls::write_at(file.as_fd(), offset, data)?;
         u32::try_from(written).map_err(|_| FsError::InvalidArgument)
     }
 

@@ -1,0 +1,105 @@
+//! Dropping setuid, setgid and file capabilities when someone who may not keep
+//! them changes a file's contents, as the kernel does for a local file
+//! (`file_remove_privs`, `do_truncate`). The daemon writes with its own
+//! privileges, which would keep them, so a share drops them explicitly.
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+use hoody_fuse::Caller;
+
+use super::syscalls::{self, check, stat};
+use super::xattrs;
+
+const CAPABILITY: &std::ffi::CStr = c"security.capability";
+
+/// `st`'s permission bits without the privileges a write by `writer` drops:
+/// setuid always; setgid when the file is group-executable (otherwise it marks
+/// mandatory locking) or the writer is not of the file's group.
+fn mode_after_write(st: &libc::stat64, writer: Caller) -> u32 {
+    let mut mode = st.st_mode & 0o7777 & !libc::S_ISUID;
+    if st.st_mode & libc::S_IXGRP != 0 || writer.gid != st.st_gid {
+        mode &= !libc::S_ISGID;
+    }
+    mode
+}
+
+fn is_regular(st: &libc::stat64) -> bool {
+    st.st_mode & libc::S_IFMT == libc::S_IFREG
+}
+
+/// Whether a write by `writer` to the open file `file` would drop something.
+pub(super) fn held(file: BorrowedFd<'_>, writer: Caller) -> io::Result<bool> {
+    let st = stat(file)?;
+    if !is_regular(&st) {
+        return Ok(false);
+    }
+    if mode_after_write(&st, writer) != st.st_mode & 0o7777 {
+        return Ok(true);
+    }
+    // SAFETY: valid descriptor and name; a null buffer of size 0 asks for the size only.
+    match check(unsafe { libc::fgetxattr(file.as_raw_fd(), CAPABILITY.as_ptr(), std::ptr::null_mut(), 0) } as libc::c_int) {
+        Ok(_) => Ok(true),
+        Err(err) if matches!(err.raw_os_error(), Some(libc::ENODATA) | Some(libc::EOPNOTSUPP)) => Ok(false),
+        Err(err) => Err(err),
+    }
+}
+
+/// Drops what a write by `writer` drops from the file behind `fd` (any
+/// descriptor, `O_PATH` too). Returns the file's status when something changed.
+pub(super) fn drop_for(fd: BorrowedFd<'_>, writer: Caller) -> io::Result<Option<libc::stat64>> {
+    let st = stat(fd)?;
+    if !is_regular(&st) {
+        return Ok(None);
+    }
+    let mut changed = false;
+    let mode = mode_after_write(&st, writer);
+    if mode != st.st_mode & 0o7777 {
+        syscalls::chmod(fd, mode)?;
+        changed = true;
+    }
+    match remove_capabilities(fd) {
+        Ok(()) => changed = true,
+        Err(err) if matches!(err.raw_os_error(), Some(libc::ENODATA) | Some(libc::EOPNOTSUPP)) => {}
+        Err(err) => return Err(err),
+    }
+    Ok(changed.then_some(st))
+}
+
+fn remove_capabilities(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: valid descriptor and name.
+    match check(unsafe { libc::fremovexattr(fd.as_raw_fd(), CAPABILITY.as_ptr()) }) {
+        // An `O_PATH` descriptor: named through its magic link instead.
+        Err(err) if err.raw_os_error() == Some(libc::EBADF) => xattrs::remove(fd, CAPABILITY),
+        other => other.map(drop),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(mode: u32, gid: u32) -> libc::stat64 {
+        // SAFETY: plain data.
+        let mut st: libc::stat64 = unsafe { std::mem::zeroed() };
+        st.st_mode = libc::S_IFREG | mode;
+        st.st_gid = gid;
+        st
+    }
+
+    #[test]
+    fn a_write_drops_setuid_and_executable_setgid() {
+        let writer = Caller { uid: 1000, gid: 1000 };
+        assert_eq!(mode_after_write(&file(0o4755, 1000), writer), 0o755);
+        assert_eq!(mode_after_write(&file(0o2775, 1000), writer), 0o775);
+        assert_eq!(mode_after_write(&file(0o6777, 1000), writer), 0o777);
+    }
+
+    #[test]
+    fn setgid_without_group_execute_stays_for_members_of_the_group_only() {
+        let writer = Caller { uid: 1000, gid: 1000 };
+        assert_eq!(mode_after_write(&file(0o2664, 1000), writer), 0o2664);
+        assert_eq!(mode_after_write(&file(0o2666, 0), writer), 0o666);
+        assert_eq!(mode_after_write(&file(0o1777, 0), writer), 0o1777);
+    }
+}
