@@ -202,7 +202,7 @@ fn the_backend_never_follows_symlinks() {
     assert_eq!(block_on(backend.open(passwd.node, libc::O_RDONLY, CALLER)).err(), Some(FsError::Os(libc::ELOOP)));
     assert_eq!(block_on(backend.lookup(passwd.node, name("x"))), Err(FsError::NotDirectory));
     // Creating over the symlink's name opens neither it nor its target.
-    let created = block_on(backend.create(root, name("passwd"), 0o644, libc::O_WRONLY | libc::O_TRUNC, CALLER));
+    let created = block_on(backend.create(root, name("passwd"), 0o644, 0, libc::O_WRONLY | libc::O_TRUNC, CALLER));
     assert_eq!(created.err(), Some(FsError::Exists));
     assert_eq!(block_on(backend.setxattr(passwd.node, name("trusted.probe"), b"1", 0)), Ok(()));
     assert_eq!(block_on(backend.getxattr(passwd.node, name("trusted.probe"))), Ok(b"1".to_vec()), "on the link itself");
@@ -211,7 +211,7 @@ fn the_backend_never_follows_symlinks() {
     assert_eq!(etc.kind, FileKind::Symlink);
     assert_eq!(block_on(backend.lookup(etc.node, name("passwd"))), Err(FsError::NotDirectory));
     assert_eq!(block_on(backend.opendir(etc.node)), Err(FsError::NotDirectory));
-    assert_eq!(block_on(backend.mkdir(etc.node, name("x"), 0o755, CALLER)), Err(FsError::NotDirectory));
+    assert_eq!(block_on(backend.mkdir(etc.node, name("x"), 0o755, 0, CALLER)), Err(FsError::NotDirectory));
 
     let up = block_on(backend.lookup(root, name("up"))).unwrap();
     assert_eq!(up.kind, FileKind::Symlink);
@@ -232,7 +232,7 @@ fn a_directory_moved_out_of_the_source_is_unreachable() {
     assert_eq!(block_on(backend.getattr(full, None)), Err(FsError::Stale));
     assert_eq!(block_on(backend.opendir(full)), Err(FsError::Stale));
     assert_eq!(block_on(backend.open(inner, libc::O_RDONLY, CALLER)).err(), Some(FsError::Stale));
-    assert_eq!(block_on(backend.mkdir(full, name("x"), 0o755, CALLER)), Err(FsError::Stale));
+    assert_eq!(block_on(backend.mkdir(full, name("x"), 0o755, 0, CALLER)), Err(FsError::Stale));
     fs::rename(source.share.outside.join("full"), source.share.source.join("moved-back")).unwrap();
     assert_eq!(block_on(backend.lookup(full, name("inner"))).unwrap().node, inner, "reachable again once back inside");
 }
@@ -297,14 +297,14 @@ fn a_readonly_backend_refuses_every_mutation() {
     for flags in [libc::O_WRONLY, libc::O_RDWR, libc::O_RDONLY | libc::O_TRUNC, libc::O_WRONLY | libc::O_APPEND] {
         assert_eq!(block_on(backend.open(existing, flags, CALLER)).err(), Some(FsError::ReadOnly), "flags {flags:#o}");
     }
-    assert_eq!(block_on(backend.create(root, name("new"), 0o644, libc::O_WRONLY, CALLER)).err(), Some(FsError::ReadOnly));
+    assert_eq!(block_on(backend.create(root, name("new"), 0o644, 0, libc::O_WRONLY, CALLER)).err(), Some(FsError::ReadOnly));
     assert_eq!(
         block_on(backend.setattr(existing, None, SetAttr { mode: Some(0o600), ..SetAttr::default() })).err(),
         Some(FsError::ReadOnly)
     );
     assert_eq!(block_on(backend.setattr(existing, None, SetAttr { size: Some(0), ..SetAttr::default() })).err(), Some(FsError::ReadOnly));
-    assert_eq!(block_on(backend.mkdir(root, name("d"), 0o755, CALLER)), ro);
-    assert_eq!(block_on(backend.mknod(root, name("p"), libc::S_IFIFO | 0o644, 0, CALLER)), ro);
+    assert_eq!(block_on(backend.mkdir(root, name("d"), 0o755, 0, CALLER)), ro);
+    assert_eq!(block_on(backend.mknod(root, name("p"), libc::S_IFIFO | 0o644, 0, 0, CALLER)), ro);
     assert_eq!(block_on(backend.symlink(root, name("s"), Path::new("existing"), CALLER)), ro);
     assert_eq!(block_on(backend.link(existing, root, name("h"))), ro);
     assert_eq!(block_on(backend.unlink(root, name("existing"))), ro.clone().map(drop));
@@ -327,9 +327,9 @@ fn device_nodes_cannot_be_created() {
     let backend = LocalBackend::open(&source.share.source, ShareMode::ReadWrite).unwrap();
     let root = block_on(backend.root()).unwrap().node;
     let null_device = (1 << 8) | 3;
-    assert_eq!(block_on(backend.mknod(root, name("null"), libc::S_IFCHR | 0o666, null_device, CALLER)), Err(FsError::NotPermitted));
-    assert_eq!(block_on(backend.mknod(root, name("disk"), libc::S_IFBLK | 0o666, null_device, CALLER)), Err(FsError::NotPermitted));
-    let fifo = block_on(backend.mknod(root, name("fifo"), libc::S_IFIFO | 0o640, 0, Caller { uid: 1000, gid: 1000 })).unwrap();
+    assert_eq!(block_on(backend.mknod(root, name("null"), libc::S_IFCHR | 0o666, 0, null_device, CALLER)), Err(FsError::NotPermitted));
+    assert_eq!(block_on(backend.mknod(root, name("disk"), libc::S_IFBLK | 0o666, 0, null_device, CALLER)), Err(FsError::NotPermitted));
+    let fifo = block_on(backend.mknod(root, name("fifo"), libc::S_IFIFO | 0o640, 0, 0, Caller { uid: 1000, gid: 1000 })).unwrap();
     assert_eq!((fifo.kind, fifo.perm, fifo.uid, fifo.gid), (FileKind::Fifo, 0o640, 1000, 1000));
 }
 
@@ -339,12 +339,12 @@ fn created_files_belong_to_the_caller_with_the_exact_mode() {
     let backend = LocalBackend::open(&source.share.source, ShareMode::ReadWrite).unwrap();
     let root = block_on(backend.root()).unwrap().node;
     let caller = Caller { uid: 1000, gid: 2000 };
-    let (file, opened) = block_on(backend.create(root, name("mine"), 0o777, libc::O_RDWR, caller)).unwrap();
+    let (file, opened) = block_on(backend.create(root, name("mine"), 0o777, 0, libc::O_RDWR, caller)).unwrap();
     assert_eq!((file.uid, file.gid, file.perm), (1000, 2000, 0o777), "the daemon's umask does not apply");
     block_on(backend.release(opened.handle)).unwrap();
-    let dir = block_on(backend.mkdir(root, name("shared-group"), 0o2775, caller)).unwrap();
+    let dir = block_on(backend.mkdir(root, name("shared-group"), 0o2775, 0, caller)).unwrap();
     assert_eq!((dir.uid, dir.gid, dir.perm), (1000, 2000, 0o2775));
-    let nested = block_on(backend.mkdir(dir.node, name("nested"), 0o755, Caller { uid: 3000, gid: 3000 })).unwrap();
+    let nested = block_on(backend.mkdir(dir.node, name("nested"), 0o755, 0, Caller { uid: 3000, gid: 3000 })).unwrap();
     assert_eq!((nested.uid, nested.gid, nested.perm), (3000, 2000, 0o2755), "a setgid directory passes on group and bit");
     let link = block_on(backend.symlink(root, name("link"), Path::new("mine"), caller)).unwrap();
     assert_eq!((link.uid, link.gid), (1000, 2000));
@@ -623,4 +623,76 @@ fn xattr_set(path: &Path, name: &str, value: &[u8]) {
     // SAFETY: valid strings and buffer.
     let rc = unsafe { libc::setxattr(path.as_ptr(), name.as_ptr(), value.as_ptr().cast(), value.len(), 0) };
     assert_eq!(rc, 0, "setxattr: {}", io::Error::last_os_error());
+}
+
+/// A POSIX ACL in the kernel's xattr format: `(tag, permissions, id)` entries
+/// in the order the kernel wants them (by tag, then id).
+fn acl(entries: &[(u16, u16, u32)]) -> Vec<u8> {
+    let mut value = 2u32.to_le_bytes().to_vec();
+    for &(tag, perm, id) in entries {
+        value.extend(tag.to_le_bytes());
+        value.extend(perm.to_le_bytes());
+        value.extend(id.to_le_bytes());
+    }
+    value
+}
+const USER_OBJ: u16 = 0x01;
+const USER: u16 = 0x02;
+const GROUP_OBJ: u16 = 0x04;
+const MASK: u16 = 0x10;
+const OTHER: u16 = 0x20;
+const NO_ID: u32 = u32::MAX;
+
+fn xattr_get(path: &Path, name: &str) -> Option<Vec<u8>> {
+    let (path, name) = (std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap(), std::ffi::CString::new(name).unwrap());
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: valid strings and buffer.
+    let len = unsafe { libc::getxattr(path.as_ptr(), name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    (len >= 0).then(|| {
+        buf.truncate(len as usize);
+        buf
+    })
+}
+
+/// ACLs grant and deny through a share exactly as in a plain directory (the
+/// kernel would otherwise judge by the mode bits alone and let a user an ACL
+/// denies through), default ACLs shape new files as locally, and an ACL
+/// changed at the source takes effect in the mount at once.
+#[test]
+fn acls_decide_access_and_inheritance_as_locally() {
+    use std::os::unix::fs::PermissionsExt;
+    let _shared = alongside_others();
+    let Some(share) = LocalShare::mount(caching_for_an_hour(true)) else { return };
+    let plain = tempfile::tempdir().unwrap();
+    for dir in [share.mnt.parent().unwrap().parent().unwrap(), share.mnt.parent().unwrap(), plain.path()] {
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let denied = acl(&[(USER_OBJ, 6, NO_ID), (USER, 0, 1000), (GROUP_OBJ, 4, NO_ID), (MASK, 4, NO_ID), (OTHER, 4, NO_ID)]);
+    let granted = acl(&[(USER_OBJ, 6, NO_ID), (USER, 4, 1000), (GROUP_OBJ, 0, NO_ID), (MASK, 4, NO_ID), (OTHER, 0, NO_ID)]);
+    let inherited = acl(&[(USER_OBJ, 7, NO_ID), (USER, 5, 1000), (GROUP_OBJ, 5, NO_ID), (MASK, 7, NO_ID), (OTHER, 0, NO_ID)]);
+    for dir in [plain.path(), share.mnt.as_path()] {
+        let at = |name: &str| dir.join(name);
+        fs::write(at("denied"), b"secret").unwrap();
+        xattr_set(&at("denied"), "system.posix_acl_access", &denied);
+        assert_eq!(fs::metadata(at("denied")).unwrap().mode() & 0o777, 0o644, "{dir:?}: the mask shows as group bits");
+        assert!(!as_other_user(dir, "cat denied"), "{dir:?}: the ACL denies uid 1000 what the other bits allow");
+        fs::write(at("granted"), b"open").unwrap();
+        xattr_set(&at("granted"), "system.posix_acl_access", &granted);
+        assert!(as_other_user(dir, "cat granted >/dev/null"), "{dir:?}: the ACL grants uid 1000 what the other bits do not");
+
+        fs::create_dir(at("inherits")).unwrap();
+        xattr_set(&at("inherits"), "system.posix_acl_default", &inherited);
+        fs::write(at("inherits/file"), b"x").unwrap();
+        fs::create_dir(at("inherits/dir")).unwrap();
+    }
+    for name in ["inherits/file", "inherits/dir"] {
+        let (local, shared) = (plain.path().join(name), share.mnt.join(name));
+        assert_eq!(fs::metadata(&shared).unwrap().mode(), fs::metadata(&local).unwrap().mode(), "{name}: mode from the default ACL, umask ignored");
+        assert_eq!(xattr_get(&shared, "system.posix_acl_access"), xattr_get(&local, "system.posix_acl_access"), "{name}: inherited ACL");
+    }
+    assert_eq!(xattr_get(&share.mnt.join("inherits/dir"), "system.posix_acl_default"), Some(inherited.clone()), "a new directory inherits the default");
+
+    // Changed behind the mount's back, at the source: in force at once.
+    xattr_set(&share.source.join("granted"), "system.posix_acl_access", &denied);
+    eventually("an ACL changed at the source", || !as_other_user(&share.mnt, "cat granted 2>/dev/null"));
 }

@@ -147,6 +147,12 @@ impl Filesystem for ShareFs {
             // and passthrough writes run with the daemon's privileges). The
             // kernel then stops asking for `security.capability` before writes.
             InitFlags::FUSE_HANDLE_KILLPRIV_V2,
+            // POSIX ACLs: the kernel enforces them (cached per file) instead of
+            // judging by the mode bits alone, which would let a user an ACL
+            // denies through. DONT_MASK hands the umask to the backend, which
+            // must ignore it beneath a directory with a default ACL.
+            InitFlags::FUSE_POSIX_ACL,
+            InitFlags::FUSE_DONT_MASK,
         ] {
             if config.add_capabilities(capability).is_err() {
                 tracing::debug!(?capability, "kernel lacks FUSE capability");
@@ -223,16 +229,16 @@ impl Filesystem for ShareFs {
         );
     }
 
-    fn mknod(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, rdev: u32, reply: ReplyEntry) {
+    fn mknod(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, rdev: u32, reply: ReplyEntry) {
         let answer = Self::entry(parent, name);
         let (name, caller) = (name.to_owned(), caller(req));
-        self.dispatch("mknod", reply, move |s| async move { s.backend.mknod(s.node(parent)?, &name, mode, rdev, caller).await }, answer);
+        self.dispatch("mknod", reply, move |s| async move { s.backend.mknod(s.node(parent)?, &name, mode, umask, rdev, caller).await }, answer);
     }
 
-    fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, reply: ReplyEntry) {
+    fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, reply: ReplyEntry) {
         let answer = Self::entry(parent, name);
         let (name, caller) = (name.to_owned(), caller(req));
-        self.dispatch("mkdir", reply, move |s| async move { s.backend.mkdir(s.node(parent)?, &name, mode, caller).await }, answer);
+        self.dispatch("mkdir", reply, move |s| async move { s.backend.mkdir(s.node(parent)?, &name, mode, umask, caller).await }, answer);
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
@@ -500,13 +506,13 @@ impl Filesystem for ShareFs {
         reply.ok();
     }
 
-    fn create(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, flags: i32, reply: ReplyCreate) {
+    fn create(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, flags: i32, reply: ReplyCreate) {
         let (name, caller) = (name.to_owned(), caller(req));
         let created_name = name.clone();
         self.dispatch(
             "create",
             reply,
-            move |s| async move { s.backend.create(s.node(parent)?, &name, mode, flags, caller).await },
+            move |s| async move { s.backend.create(s.node(parent)?, &name, mode, umask, flags, caller).await },
             move |s, reply, (attr, opened)| {
                 let ino = s.inodes.remember_named(attr.node, parent.0, &created_name);
                 let file_attr = s.file_attr(ino, &attr);

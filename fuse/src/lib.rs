@@ -102,8 +102,7 @@ pub struct SetAttr {
     pub drop_privileges: Option<Caller>,
 }
 
-/// Who creates a file: it becomes the owner. The kernel has already applied the
-/// caller's umask to the mode it passes along.
+/// Who creates or changes a file: the owner of what it creates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Caller {
     pub uid: u32,
@@ -276,7 +275,9 @@ pub trait FsBackend: Send + Sync + 'static {
     /// that holds some is not handed over for passthrough to such a writer, so
     /// that its writes come back as [`FsBackend::write`] with `drop_privileges`.
     async fn open(&self, node: NodeId, flags: i32, caller: Caller) -> FsResult<Opened>;
-    async fn create(&self, parent: NodeId, name: &OsStr, mode: u32, flags: i32, caller: Caller) -> FsResult<(Attr, Opened)>;
+    /// `mode` as the caller asked, `umask` the caller's: applied unless the
+    /// parent has a default ACL, which decides instead (as on a local filesystem).
+    async fn create(&self, parent: NodeId, name: &OsStr, mode: u32, umask: u32, flags: i32, caller: Caller) -> FsResult<(Attr, Opened)>;
     async fn read(&self, handle: HandleId, offset: u64, size: u32) -> FsResult<Vec<u8>>;
     /// `data` is handed over so that no backend needs to copy it again.
     /// `drop_privileges`: the writer, when it may not keep them (see [`SetAttr::drop_privileges`]).
@@ -290,9 +291,10 @@ pub trait FsBackend: Send + Sync + 'static {
     async fn lseek(&self, handle: HandleId, offset: u64, whence: i32) -> FsResult<u64>;
     async fn copy_file_range(&self, from: HandleId, from_offset: u64, to: HandleId, to_offset: u64, length: u64) -> FsResult<u64>;
 
-    async fn mkdir(&self, parent: NodeId, name: &OsStr, mode: u32, caller: Caller) -> FsResult<Attr>;
-    /// `mode` includes the file type bits (`S_IFIFO`, `S_IFSOCK`...).
-    async fn mknod(&self, parent: NodeId, name: &OsStr, mode: u32, rdev: u32, caller: Caller) -> FsResult<Attr>;
+    /// `mode` and `umask` as for [`FsBackend::create`].
+    async fn mkdir(&self, parent: NodeId, name: &OsStr, mode: u32, umask: u32, caller: Caller) -> FsResult<Attr>;
+    /// `mode` includes the file type bits (`S_IFIFO`, `S_IFSOCK`...); `umask` as for [`FsBackend::create`].
+    async fn mknod(&self, parent: NodeId, name: &OsStr, mode: u32, umask: u32, rdev: u32, caller: Caller) -> FsResult<Attr>;
     async fn symlink(&self, parent: NodeId, name: &OsStr, target: &Path, caller: Caller) -> FsResult<Attr>;
     async fn link(&self, node: NodeId, new_parent: NodeId, new_name: &OsStr) -> FsResult<Attr>;
     async fn unlink(&self, parent: NodeId, name: &OsStr) -> FsResult<()>;

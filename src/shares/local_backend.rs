@@ -12,7 +12,7 @@ use std::sync::{Arc, Once};
 use async_trait::async_trait;
 use hoody_fuse::{Attr, CacheInvalidator, Caller, DirEntry, FsBackend, FsError, FsResult, HandleId, NodeId, Opened, SetAttr, StatFs};
 
-use super::source_tree::SourceTree;
+use super::source_tree::{NewMode, SourceTree};
 use super::syscalls::{open_beneath, raise_open_files_limit};
 use super::ShareMode;
 
@@ -162,8 +162,8 @@ impl FsBackend for LocalBackend {
         self.run(move |tree| tree.open(node, flags, caller)).await
     }
 
-    async fn create(&self, parent: NodeId, name: &OsStr, mode: u32, flags: i32, caller: Caller) -> FsResult<(Attr, Opened)> {
-        self.run_inline(|tree| tree.create(parent, name, mode, flags, caller))
+    async fn create(&self, parent: NodeId, name: &OsStr, mode: u32, umask: u32, flags: i32, caller: Caller) -> FsResult<(Attr, Opened)> {
+        self.run_inline(|tree| tree.create(parent, name, NewMode::asked(mode, umask), flags, caller))
     }
 
     async fn read(&self, handle: HandleId, offset: u64, size: u32) -> FsResult<Vec<u8>> {
@@ -199,12 +199,12 @@ impl FsBackend for LocalBackend {
         self.run(move |tree| tree.copy_file_range(from, from_offset, to, to_offset, length)).await
     }
 
-    async fn mkdir(&self, parent: NodeId, name: &OsStr, mode: u32, caller: Caller) -> FsResult<Attr> {
-        self.run_inline(|tree| tree.mkdir(parent, name, mode, caller))
+    async fn mkdir(&self, parent: NodeId, name: &OsStr, mode: u32, umask: u32, caller: Caller) -> FsResult<Attr> {
+        self.run_inline(|tree| tree.mkdir(parent, name, NewMode::asked(mode, umask), caller))
     }
 
-    async fn mknod(&self, parent: NodeId, name: &OsStr, mode: u32, _rdev: u32, caller: Caller) -> FsResult<Attr> {
-        self.run_inline(|tree| tree.mknod(parent, name, mode, caller))
+    async fn mknod(&self, parent: NodeId, name: &OsStr, mode: u32, umask: u32, _rdev: u32, caller: Caller) -> FsResult<Attr> {
+        self.run_inline(|tree| tree.mknod(parent, name, NewMode::asked(mode, umask), caller))
     }
 
     async fn symlink(&self, parent: NodeId, name: &OsStr, target: &Path, caller: Caller) -> FsResult<Attr> {

@@ -79,6 +79,50 @@ fn wants_write(flags: i32) -> bool {
     flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0
 }
 
+/// The permission bits a caller asks for a new file, and its umask.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct NewMode {
+    /// The `S_IFMT` bits, for `mknod`.
+    file_type: u32,
+    mode: u32,
+    umask: u32,
+}
+
+impl NewMode {
+    pub(super) fn asked(mode: u32, umask: u32) -> Self {
+        NewMode { file_type: mode & libc::S_IFMT, mode: mode & 0o7777, umask: umask & 0o777 }
+    }
+}
+
+/// How a new file's permission bits come about, decided by its directory.
+#[derive(Debug, Clone, Copy)]
+enum Permissions {
+    /// Exactly these: the asked mode less the umask.
+    Exact(u32),
+    /// The directory's default ACL shapes them from the asked mode, and the
+    /// umask does not apply: the kernel does it while creating.
+    FromDefaultAcl(u32),
+}
+
+impl Permissions {
+    fn of(dir: BorrowedFd<'_>, asked: NewMode) -> Self {
+        match xattrs::get(dir, c"system.posix_acl_default") {
+            Ok(_) => Permissions::FromDefaultAcl(asked.mode),
+            Err(_) => Permissions::Exact(asked.mode & !asked.umask),
+        }
+    }
+
+    /// The mode to create with: `private` until the file belongs to its
+    /// caller, unless a default ACL must see the asked bits. Never setuid or
+    /// setgid while the daemon owns it.
+    fn to_create_with(self, private: u32) -> u32 {
+        match self {
+            Permissions::Exact(_) => private,
+            Permissions::FromDefaultAcl(mode) => mode & 0o777,
+        }
+    }
+}
+
 pub(super) struct SourceTree {
     containment: Containment,
     root_id: NodeId,
@@ -243,17 +287,23 @@ impl SourceTree {
         self.dirs.lock().get(&handle.0).cloned().ok_or(FsError::BadHandle)
     }
 
-    /// Makes a file created by the daemon the caller's, with exactly `mode`
-    /// (the daemon's umask must not apply). A setgid directory passes on its
-    /// group, and its setgid bit to subdirectories, as the kernel would.
-    fn give_to_caller(fd: BorrowedFd<'_>, caller: Caller, parent: &libc::stat64, mode: Option<u32>, is_dir: bool) -> io::Result<()> {
+    /// Makes a file created by the daemon the caller's, with the permissions
+    /// decided (the daemon's umask must not apply). A setgid directory passes
+    /// on its group, and its setgid bit to subdirectories, as the kernel would.
+    fn give_to_caller(fd: BorrowedFd<'_>, caller: Caller, parent: &libc::stat64, permissions: Option<Permissions>, is_dir: bool) -> io::Result<()> {
         let inherit_group = parent.st_mode & libc::S_ISGID != 0;
         let gid = if inherit_group { parent.st_gid } else { caller.gid };
         // Owner first: chown clears setuid and setgid bits.
         syscalls::chown(fd, Some(caller.uid), Some(gid))?;
-        if let Some(mode) = mode {
-            let mode = (mode & 0o7777) | if is_dir && inherit_group { libc::S_ISGID } else { 0 };
-            syscalls::chmod(fd, mode)?;
+        let inherited_setgid = if is_dir && inherit_group { libc::S_ISGID } else { 0 };
+        match permissions {
+            None => {}
+            Some(Permissions::Exact(mode)) => syscalls::chmod(fd, mode | inherited_setgid)?,
+            // The ACL set the rest; a chmod of the same bits leaves it alone.
+            Some(Permissions::FromDefaultAcl(mode)) if (mode & 0o7000) | inherited_setgid != 0 => {
+                syscalls::chmod(fd, (stat(fd)?.st_mode & 0o777) | (mode & 0o7000) | inherited_setgid)?
+            }
+            Some(Permissions::FromDefaultAcl(_)) => {}
         }
         Ok(())
     }
@@ -432,14 +482,16 @@ impl SourceTree {
         Ok(())
     }
 
-    pub(super) fn create(&self, parent: NodeId, name: &OsStr, mode: u32, flags: i32, caller: Caller) -> FsResult<(Attr, Opened)> {
+    pub(super) fn create(&self, parent: NodeId, name: &OsStr, mode: NewMode, flags: i32, caller: Caller) -> FsResult<(Attr, Opened)> {
         self.writable()?;
         let dir = self.dir(parent)?;
         let name = entry_name(name)?;
         let open_flags = flags & PASSED_OPEN_FLAGS;
-        let file = match open_beneath(dir.fd.as_fd(), &name, open_flags | libc::O_CREAT | libc::O_EXCL, mode & 0o777) {
+        let permissions = Permissions::of(dir.fd.as_fd(), mode);
+        let create_with = permissions.to_create_with(mode.mode & 0o777);
+        let file = match open_beneath(dir.fd.as_fd(), &name, open_flags | libc::O_CREAT | libc::O_EXCL, create_with) {
             Ok(file) => {
-                Self::give_to_caller(file.as_fd(), caller, &stat(dir.fd.as_fd())?, Some(mode), false)?;
+                Self::give_to_caller(file.as_fd(), caller, &stat(dir.fd.as_fd())?, Some(permissions), false)?;
                 file
             }
             // It appeared meanwhile and the caller did not ask for O_EXCL: open it,
@@ -497,20 +549,20 @@ impl SourceTree {
         Ok(syscalls::copy_range(self.file(from)?.as_fd(), from_offset, self.file(to)?.as_fd(), to_offset, length)?)
     }
 
-    pub(super) fn mkdir(&self, parent: NodeId, name: &OsStr, mode: u32, caller: Caller) -> FsResult<Attr> {
+    pub(super) fn mkdir(&self, parent: NodeId, name: &OsStr, mode: NewMode, caller: Caller) -> FsResult<Attr> {
         self.writable()?;
         let dir = self.dir(parent)?;
         let name = entry_name(name)?;
-        // Private until it belongs to the caller.
-        syscalls::mkdir(dir.fd.as_fd(), &name, 0o700)?;
+        let permissions = Permissions::of(dir.fd.as_fd(), mode);
+        syscalls::mkdir(dir.fd.as_fd(), &name, permissions.to_create_with(0o700))?;
         let created = open_beneath(dir.fd.as_fd(), &name, libc::O_PATH | libc::O_DIRECTORY, 0)?;
-        Self::give_to_caller(created.as_fd(), caller, &stat(dir.fd.as_fd())?, Some(mode), true)?;
+        Self::give_to_caller(created.as_fd(), caller, &stat(dir.fd.as_fd())?, Some(permissions), true)?;
         self.adopt(created)
     }
 
-    pub(super) fn mknod(&self, parent: NodeId, name: &OsStr, mode: u32, caller: Caller) -> FsResult<Attr> {
+    pub(super) fn mknod(&self, parent: NodeId, name: &OsStr, mode: NewMode, caller: Caller) -> FsResult<Attr> {
         self.writable()?;
-        let file_type = match mode & libc::S_IFMT {
+        let file_type = match mode.file_type {
             0 | libc::S_IFREG => libc::S_IFREG,
             kind @ (libc::S_IFIFO | libc::S_IFSOCK) => kind,
             // A device node in a share would hand the caller a device of this node.
@@ -519,9 +571,10 @@ impl SourceTree {
         };
         let dir = self.dir(parent)?;
         let name = entry_name(name)?;
-        syscalls::mknod(dir.fd.as_fd(), &name, file_type | 0o600, 0)?;
+        let permissions = Permissions::of(dir.fd.as_fd(), mode);
+        syscalls::mknod(dir.fd.as_fd(), &name, file_type | permissions.to_create_with(0o600), 0)?;
         let created = open_beneath(dir.fd.as_fd(), &name, libc::O_PATH, 0)?;
-        Self::give_to_caller(created.as_fd(), caller, &stat(dir.fd.as_fd())?, Some(mode), false)?;
+        Self::give_to_caller(created.as_fd(), caller, &stat(dir.fd.as_fd())?, Some(permissions), false)?;
         self.adopt(created)
     }
 
