@@ -696,3 +696,22 @@ fn acls_decide_access_and_inheritance_as_locally() {
     xattr_set(&share.source.join("granted"), "system.posix_acl_access", &denied);
     eventually("an ACL changed at the source", || !as_other_user(&share.mnt, "cat granted 2>/dev/null"));
 }
+
+/// Writes land in the source file when they return, so a close has nothing to
+/// report: the kernel skips the flush round trip (FOPEN_NOFLUSH), and an
+/// open-close costs two requests (open, release), not three.
+#[test]
+fn closing_a_file_costs_no_flush_round_trip() {
+    let _shared = alongside_others();
+    let Some(share) = LocalShare::mount(caching_for_an_hour(true)) else { return };
+    let file = share.mnt.join("existing");
+    drop(File::open(&file).unwrap());
+    std::thread::sleep(Duration::from_millis(50));
+    let before = share.handle().stats().requests;
+    for _ in 0..100 {
+        drop(fs::OpenOptions::new().write(true).open(&file).unwrap());
+    }
+    std::thread::sleep(Duration::from_millis(100)); // releases are sent in the background
+    let requests = share.handle().stats().requests - before;
+    assert!((200..250).contains(&requests), "{requests} requests for 100 open-close cycles");
+}

@@ -289,8 +289,8 @@ impl Filesystem for ShareFs {
             reply,
             move |s| async move { s.backend.open(s.node(ino)?, flags.0, caller).await },
             move |s, reply, opened| match s.open_file(ino.0, &opened, |fd| reply.open_backing(fd)) {
-                (fh, Some(backing)) => reply.opened_passthrough(fh, FopenFlags::empty(), &backing),
-                (fh, None) => reply.opened(fh, FopenFlags::empty()),
+                (fh, Some(backing)) => reply.opened_passthrough(fh, s.file_open_flags(), &backing),
+                (fh, None) => reply.opened(fh, s.file_open_flags()),
             },
         );
     }
@@ -518,8 +518,8 @@ impl Filesystem for ShareFs {
                 let file_attr = s.file_attr(ino, &attr);
                 let ttl = s.tuning.entry_ttl;
                 match s.open_file(ino, &opened, |fd| reply.open_backing(fd)) {
-                    (fh, Some(backing)) => reply.created_passthrough(&ttl, &file_attr, GENERATION, fh, FopenFlags::empty(), &backing),
-                    (fh, None) => reply.created(&ttl, &file_attr, GENERATION, fh, FopenFlags::empty()),
+                    (fh, Some(backing)) => reply.created_passthrough(&ttl, &file_attr, GENERATION, fh, s.file_open_flags(), &backing),
+                    (fh, None) => reply.created(&ttl, &file_attr, GENERATION, fh, s.file_open_flags()),
                 }
             },
         );

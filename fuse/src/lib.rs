@@ -282,7 +282,8 @@ pub trait FsBackend: Send + Sync + 'static {
     /// `data` is handed over so that no backend needs to copy it again.
     /// `drop_privileges`: the writer, when it may not keep them (see [`SetAttr::drop_privileges`]).
     async fn write(&self, handle: HandleId, offset: u64, data: Vec<u8>, drop_privileges: Option<Caller>) -> FsResult<u32>;
-    /// Each `close(2)` of a descriptor of the handle; a chance to report late write errors.
+    /// Each `close(2)` of a descriptor of the handle; a chance to report late
+    /// write errors. Not called when [`FsBackend::writes_land_at_once`].
     async fn flush(&self, handle: HandleId) -> FsResult<()>;
     async fn release(&self, handle: HandleId) -> FsResult<()>;
     async fn fsync(&self, handle: HandleId, datasync: bool) -> FsResult<()>;
@@ -308,6 +309,13 @@ pub trait FsBackend: Send + Sync + 'static {
     async fn setxattr(&self, node: NodeId, name: &OsStr, value: &[u8], flags: i32) -> FsResult<()>;
     async fn listxattr(&self, node: NodeId) -> FsResult<Vec<OsString>>;
     async fn removexattr(&self, node: NodeId, name: &OsStr) -> FsResult<()>;
+
+    /// Whether every write is in the file when it returns, so that `flush` has
+    /// nothing to report: the kernel then skips the round trip of a flush on
+    /// every `close(2)` (FUSE `FOPEN_NOFLUSH`).
+    fn writes_land_at_once(&self) -> bool {
+        false
+    }
 
     /// Called once per mount, before the first request: a backend that learns
     /// of changes behind the kernel's back (another writer, the remote source)

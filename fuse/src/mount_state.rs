@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use fuser::{BackingId, Errno, FileAttr, FileHandle, FileType, Generation, INodeNo, ReplyEntry};
+use fuser::{BackingId, Errno, FileAttr, FileHandle, FileType, FopenFlags, Generation, INodeNo, ReplyEntry};
 
 use crate::inode_table::InodeTable;
 use crate::open_handles::{OpenFile, OpenHandles};
@@ -124,6 +124,15 @@ impl Shared {
                 tracing::debug!(ino, error = %err, "passthrough refused, serving the file through the daemon");
                 None
             }
+        }
+    }
+
+    /// How the kernel should treat a file this mount opens.
+    pub(crate) fn file_open_flags(&self) -> FopenFlags {
+        if self.backend.writes_land_at_once() {
+            FopenFlags::FOPEN_NOFLUSH
+        } else {
+            FopenFlags::empty()
         }
     }
 

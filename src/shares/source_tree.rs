@@ -415,6 +415,10 @@ impl SourceTree {
                     _ => match self.open_node(stream.fd(), &entry.name).and_then(|fd| self.adopt(fd))
                     {
                         Ok(attr) => attr,
+                        // Out of descriptors: what is listed so far goes back, and
+                        // the kernel asks again from there; never a silent gap.
+                        Err(FsError::Os(libc::EMFILE | libc::ENFILE)) if !entries.is_empty() => return Ok(entries),
+                        Err(err @ FsError::Os(libc::EMFILE | libc::ENFILE)) => return Err(err),
                         Err(err) => {
                             tracing::debug!(name = ?entry.name, error = %err, "directory entry skipped");
                             continue;
