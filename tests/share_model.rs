@@ -69,6 +69,10 @@ impl Mounted {
         for dir in [&source, &mnt, &reference] {
             std::fs::create_dir(dir).unwrap();
         }
+        // Other users (`Op::AsUser`) reach both worlds.
+        for dir in [tmp.path(), &source, &reference] {
+            std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        }
         let backend = Arc::new(LocalBackend::open(&source, ShareMode::ReadWrite).unwrap());
         let options = MountOptions {
             passthrough,
@@ -86,8 +90,10 @@ impl Mounted {
     fn new_case(&self) -> (World, World) {
         let case = format!("case-{}", self.next_case.fetch_add(1, Ordering::Relaxed));
         let (reference, tested) = (self.reference.join(&case), self.mnt.join(&case));
-        std::fs::create_dir(&reference).unwrap();
-        std::fs::create_dir(&tested).unwrap();
+        for root in [&reference, &tested] {
+            std::fs::create_dir(root).unwrap();
+            std::fs::set_permissions(root, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+        }
         (World::new(reference), World::new(tested))
     }
 }

@@ -187,6 +187,12 @@ pub enum Op {
     Close {
         slot: usize,
     },
+    /// `op` run as uid and gid `id`, without supplementary groups or the
+    /// capabilities root has over files (filesystem credentials of the thread).
+    AsUser {
+        id: u32,
+        op: Box<Op>,
+    },
 }
 
 fn path() -> impl Strategy<Value = &'static str> {
@@ -295,8 +301,13 @@ fn through_descriptors() -> impl Strategy<Value = Op> {
     ]
 }
 
-pub fn op() -> impl Strategy<Value = Op> {
+fn as_root() -> impl Strategy<Value = Op> {
     prop_oneof![4 => creating(), 4 => changing(), 2 => metadata(), 2 => looking(), 3 => through_descriptors()]
+}
+
+pub fn op() -> impl Strategy<Value = Op> {
+    let user = (select(&[1000u32, 65534][..]), as_root()).prop_map(|(id, op)| Op::AsUser { id, op: Box::new(op) });
+    prop_oneof![5 => as_root(), 1 => user]
 }
 
 /// The tree every sequence starts from, built by the model's own operations

@@ -104,6 +104,42 @@ fn timespec(time: Option<Time>) -> libc::timespec {
     }
 }
 
+/// The calling thread acting as another user until dropped: filesystem uid
+/// and gid `id`, no supplementary groups. Raw system calls, which change this
+/// thread only (the C library's wrappers would change every thread). Moving
+/// the filesystem uid off 0 drops root's capabilities over files (CAP_FSETID,
+/// CAP_DAC_OVERRIDE, CAP_FOWNER...); moving it back restores them.
+struct OtherUser {
+    groups: Vec<libc::gid_t>,
+}
+
+impl OtherUser {
+    fn become_(id: u32) -> Self {
+        let mut groups = vec![0 as libc::gid_t; 256];
+        // SAFETY: valid buffer of that many entries.
+        let count = unsafe { libc::getgroups(groups.len() as libc::c_int, groups.as_mut_ptr()) };
+        groups.truncate(count.max(0) as usize);
+        // SAFETY: plain system calls on this thread's credentials.
+        unsafe {
+            assert_eq!(libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()), 0, "setgroups");
+            libc::syscall(libc::SYS_setfsgid, id);
+            libc::syscall(libc::SYS_setfsuid, id);
+        }
+        OtherUser { groups }
+    }
+}
+
+impl Drop for OtherUser {
+    fn drop(&mut self) {
+        // SAFETY: as in `become_`, back to root.
+        unsafe {
+            libc::syscall(libc::SYS_setfsuid, 0);
+            libc::syscall(libc::SYS_setfsgid, 0);
+            libc::syscall(libc::SYS_setgroups, self.groups.len(), self.groups.as_ptr());
+        }
+    }
+}
+
 pub struct World {
     root: PathBuf,
     slots: [Option<OwnedFd>; SLOTS],
@@ -141,6 +177,10 @@ impl World {
 
     pub fn apply(&mut self, op: &Op) -> Outcome {
         match *op {
+            Op::AsUser { id, ref op } => {
+                let _user = OtherUser::become_(id);
+                self.apply(op)
+            }
             Op::Create { path, mode, exclusive } => {
                 let exclusive = if exclusive { libc::O_EXCL } else { 0 };
                 self.open(path, libc::O_CREAT | libc::O_WRONLY | exclusive, mode).map(|_| Value::Done)
