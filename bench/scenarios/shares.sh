@@ -6,10 +6,11 @@
 # ends with fsync; reads are warm: fio does not drop the page cache first), random 4 KiB reads of it for BENCH_SECONDS (default 20),
 # `ls -lR` and a stat of every file of a 27k-entry tree (small files and a Debian rootfs from the
 # reference data set; kernel dentry/inode caches dropped before each), and untar of the rootfs
-# tarball (small-file creates). Then the scale of one node: 200 share mounts (100 targets x 2
+# tarball (small-file creates); these three in BENCH_ROUNDS rounds (default 3) with the views
+# taking turns, each view's median reported. Then the scale of one node: 200 share mounts (100 targets x 2
 # shares) with the daemon's resident memory and threads before and after.
 # Env: HOODY_BENCH_DATA (default /tmp/hoody-bench, made by make-data.sh when missing),
-# HOODYD_BIN, BENCH_SECONDS.
+# HOODYD_BIN, BENCH_SECONDS, BENCH_ROUNDS.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
@@ -58,6 +59,7 @@ TGT=$(echo "$TGT_JSON" | jget "['rootfs_path']"); TID=$(echo "$TGT_JSON" | jget 
 mkdir -p "$SRC/bench/tree"
 log "copying the metadata tree"
 cp -a "$DATA/data/small" "$DATA/data/rootfs" "$SRC/bench/tree/"
+sync
 api POST "/containers/$SID/storage/shares" "{\"source_path\":\"/bench\",\"target_container_id\":\"$TID\",\"mode\":\"readwrite\"}" >/dev/null
 mkdir -p "$TMP/bindfs"
 bindfs "$SRC/bench" "$TMP/bindfs"
@@ -84,19 +86,33 @@ for tool in native hoodyd bindfs; do
   read -r _ iops < <(fio_run "$dir/seq-$tool" randread --bs=4k --size=1G --invalidate=0 --time_based --runtime="$SECONDS_RANDOM")
   echo "RESULT rand_read_4KiB $tool $iops ops/s"
   rm -f "$dir/seq-$tool"
+done
 
-  log "$tool: ls -lR and stat of every file"
-  drop_dentries; t0=$(now); ls -lR "$dir/tree" >/dev/null; t1=$(now)
-  echo "RESULT ls_lR_27k $tool $(elapsed "$t0" "$t1") s"
-  drop_dentries; t0=$(now); find "$dir/tree" -printf '%s %m %u\n' >/dev/null; t1=$(now)
-  echo "RESULT stat_every_file_27k $tool $(elapsed "$t0" "$t1") s"
-
-  log "$tool: untar the rootfs"
-  mkdir "$dir/untar-$tool"
-  # Device nodes are left out: a share refuses them by design (nodev, EPERM).
-  sync; t0=$(now); tar -xf "$DATA/rootfs.tar" --exclude="./dev/*" -C "$dir/untar-$tool"; t1=$(now)
-  echo "RESULT untar_rootfs $tool $(elapsed "$t0" "$t1") s"
-  rm -rf "$SRC/bench/untar-$tool"
+# Metadata workloads: ROUNDS rounds, the three views taking turns within each round
+# so that background work of the disk (writeback, journal) falls on all of them alike;
+# each view's median is its result.
+ROUNDS=${BENCH_ROUNDS:-3}
+declare -A LS STAT UNTAR
+for round in $(seq 1 "$ROUNDS"); do
+  for tool in native hoodyd bindfs; do
+    dir=${VIEW[$tool]}
+    log "$tool: ls -lR, stat of every file, untar (round $round)"
+    drop_dentries; t0=$(now); ls -lR "$dir/tree" >/dev/null; t1=$(now)
+    LS[$tool]+="$(elapsed "$t0" "$t1") "
+    drop_dentries; t0=$(now); find "$dir/tree" -printf '%s %m %u\n' >/dev/null; t1=$(now)
+    STAT[$tool]+="$(elapsed "$t0" "$t1") "
+    mkdir "$dir/untar-$tool"
+    # Device nodes are left out: a share refuses them by design (nodev, EPERM).
+    sync; t0=$(now); tar -xf "$DATA/rootfs.tar" --exclude="./dev/*" -C "$dir/untar-$tool"; t1=$(now)
+    UNTAR[$tool]+="$(elapsed "$t0" "$t1") "
+    rm -rf "$SRC/bench/untar-$tool"; sync
+  done
+done
+median() { python3 -c 'import statistics,sys; print(statistics.median(float(v) for v in sys.argv[1:]))' $1; }
+for tool in native hoodyd bindfs; do
+  echo "RESULT ls_lR_27k $tool $(median "${LS[$tool]}") s"
+  echo "RESULT stat_every_file_27k $tool $(median "${STAT[$tool]}") s"
+  echo "RESULT untar_rootfs $tool $(median "${UNTAR[$tool]}") s"
 done
 
 # --- Scale: 100 targets x 2 project-wide shares = 200 mounts on this daemon.
