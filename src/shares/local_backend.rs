@@ -187,7 +187,11 @@ impl FsBackend for LocalBackend {
     }
 
     async fn release(&self, handle: HandleId) -> FsResult<()> {
-        self.run(move |tree| tree.release(handle)).await
+        // Closing is quick unless it frees an unlinked file's blocks.
+        if let Some(slow_to_close) = self.run_inline(|tree| tree.release(handle))? {
+            tokio::task::spawn_blocking(move || drop(slow_to_close));
+        }
+        Ok(())
     }
 
     async fn fsync(&self, handle: HandleId, datasync: bool) -> FsResult<()> {

@@ -531,8 +531,14 @@ impl SourceTree {
         u32::try_from(written).map_err(|_| FsError::InvalidArgument)
     }
 
-    pub(super) fn release(&self, handle: HandleId) -> FsResult<()> {
-        self.files.lock().remove(&handle.0).map(drop).ok_or(FsError::BadHandle)
+    /// Hands back the descriptor to close elsewhere when closing it may be
+    /// slow (the last descriptor of an unlinked file frees its blocks).
+    pub(super) fn release(&self, handle: HandleId) -> FsResult<Option<Arc<OwnedFd>>> {
+        let file = self.files.lock().remove(&handle.0).ok_or(FsError::BadHandle)?;
+        match stat(file.as_fd()) {
+            Ok(st) if st.st_nlink > 0 => Ok(None),
+            _ => Ok(Some(file)),
+        }
     }
 
     pub(super) fn fsync(&self, handle: HandleId, datasync: bool) -> FsResult<()> {

@@ -11,7 +11,7 @@
 //! One thread reads the events; listeners run on it, never on a thread that
 //! serves kernel requests, as invalidations require.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::{CString, OsStr};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
@@ -23,7 +23,7 @@ use hoody_fuse::NodeId;
 use parking_lot::Mutex;
 
 /// What happened, as far as caches care.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(super) enum Change {
     /// A name appeared where there was none. Kernels never trust a missing
     /// name (a failed lookup is not cached), so only the directory changed.
@@ -43,6 +43,10 @@ pub(super) trait ChangeListener: Send + Sync {
     /// Events were lost: every cached thing may be stale.
     fn overflowed(&self);
 }
+
+/// How long changes gather before the next read: far below anything a
+/// person or a program polling a file would notice.
+const GATHER: std::time::Duration = std::time::Duration::from_millis(1);
 
 const WATCHED_EVENTS: u32 = libc::IN_CREATE
     | libc::IN_DELETE
@@ -167,9 +171,15 @@ impl SourceWatcher {
                 tracing::error!(error = %err, "share watcher stopped: share caches expire by timeout only");
                 return;
             }
-            for event in parse_events(&buf[..n as usize]) {
+            // Invalidating is idempotent and runs after every change read so far,
+            // so one per (directory, kind, name) serves a burst: a file written
+            // many times in a row, or created, written and chmod'ed.
+            for event in distinct(parse_events(&buf[..n as usize])) {
                 self.dispatch(&event);
             }
+            // Let the next changes gather (the kernel also merges repeats of the
+            // last queued event): a burst costs a few passes, not one per event.
+            std::thread::sleep(GATHER);
         }
     }
 
@@ -231,6 +241,18 @@ struct Event<'a> {
     name: Option<&'a OsStr>,
 }
 
+/// The events of one read worth acting on: the first of each (directory,
+/// kind of change, name), and every overflow or dropped watch.
+fn distinct(events: Vec<Event<'_>>) -> Vec<Event<'_>> {
+    let mut seen = HashSet::new();
+    events
+        .into_iter()
+        .filter(|event| {
+            event.mask & (libc::IN_Q_OVERFLOW | libc::IN_IGNORED) != 0 || seen.insert((event.wd, change_of(event.mask), event.name))
+        })
+        .collect()
+}
+
 /// Splits a read of the inotify descriptor into its events.
 fn parse_events(mut buf: &[u8]) -> Vec<Event<'_>> {
     const HEADER: usize = std::mem::size_of::<libc::inotify_event>();
@@ -251,6 +273,29 @@ fn parse_events(mut buf: &[u8]) -> Vec<Event<'_>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_burst_of_changes_is_one_invalidation_each() {
+        let mut buf = Vec::new();
+        for (wd, mask, name) in [
+            (3, libc::IN_CREATE, &b"f"[..]),
+            (3, libc::IN_MODIFY, b"f"),
+            (3, libc::IN_MODIFY, b"f"),
+            (3, libc::IN_ATTRIB, b"f"),
+            (3, libc::IN_ATTRIB, b"f"),
+            (3, libc::IN_MODIFY, b"g"),
+            (4, libc::IN_MODIFY, b"f"),
+            (4, libc::IN_IGNORED, b""),
+            (4, libc::IN_IGNORED, b""),
+        ] {
+            buf.extend(raw_event(wd, mask, name, 16));
+        }
+        let kept: Vec<(i32, u32)> = distinct(parse_events(&buf)).iter().map(|e| (e.wd, e.mask)).collect();
+        assert_eq!(
+            kept,
+            [(3, libc::IN_CREATE), (3, libc::IN_MODIFY), (3, libc::IN_ATTRIB), (3, libc::IN_MODIFY), (4, libc::IN_MODIFY), (4, libc::IN_IGNORED), (4, libc::IN_IGNORED)]
+        );
+    }
 
     fn raw_event(wd: i32, mask: u32, name: &[u8], padded: usize) -> Vec<u8> {
         let mut bytes = Vec::new();
