@@ -103,13 +103,15 @@ for round in $(seq 1 "$ROUNDS"); do
     LS[$tool]+="$(elapsed "$t0" "$t1") "
     drop_dentries; t0=$(now); find "$dir/tree" -printf '%s %m %u\n' >/dev/null; t1=$(now)
     STAT[$tool]+="$(elapsed "$t0" "$t1") "
-    mkdir "$dir/untar-$tool"
+    mkdir "$dir/untar-$tool-$round"
     # Device nodes are left out: a share refuses them by design (nodev, EPERM).
-    sync; t0=$(now); tar -xf "$DATA/rootfs.tar" --exclude="./dev/*" -C "$dir/untar-$tool"; t1=$(now)
+    sync; t0=$(now); tar -xf "$DATA/rootfs.tar" --exclude="./dev/*" -C "$dir/untar-$tool-$round"; t1=$(now)
     UNTAR[$tool]+="$(elapsed "$t0" "$t1") "
-    rm -rf "$SRC/bench/untar-$tool"; sync
   done
 done
+# Removed only now: for half a minute after thousands of files are deleted, ext4 skips their
+# inodes when allocating new ones, which added seconds to whichever untar came next.
+rm -rf "$SRC"/bench/untar-*
 median() { python3 -c 'import statistics,sys; print(statistics.median(float(v) for v in sys.argv[1:]))' $1; }
 for tool in native hoodyd bindfs; do
   echo "RESULT ls_lR_27k $tool $(median "${LS[$tool]}") s"
