@@ -715,3 +715,41 @@ fn closing_a_file_costs_no_flush_round_trip() {
     let requests = share.handle().stats().requests - before;
     assert!((200..250).contains(&requests), "{requests} requests for 100 open-close cycles");
 }
+
+/// The kernel refuses to cache a file that is also open in passthrough, so a
+/// writer kept out of passthrough (another user writing a setuid file) and a
+/// passthrough reader must both work, whichever opened first.
+#[test]
+fn a_file_open_in_passthrough_and_not_at_once_serves_both() {
+    use std::io::Read;
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let _shared = alongside_others();
+    let Some(share) = LocalShare::mount(Setup::readwrite()) else { return };
+    for dir in [share.mnt.parent().unwrap().parent().unwrap(), share.mnt.parent().unwrap()] {
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    for name in ["reader-first", "writer-first"] {
+        fs::write(share.mnt.join(name), b"content").unwrap();
+        fs::set_permissions(share.mnt.join(name), fs::Permissions::from_mode(0o4777)).unwrap();
+    }
+
+    let held = File::open(share.mnt.join("reader-first")).unwrap();
+    assert!(as_other_user(&share.mnt, "printf x >> reader-first"), "another user's write while root reads");
+    let mut content = String::new();
+    (&held).read_to_string(&mut content).unwrap();
+    assert_eq!(content, "contentx");
+
+    let mut writer = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("exec 3>>writer-first; printf y >&3; sleep 1")
+        .current_dir(&share.mnt)
+        .uid(1000)
+        .gid(1000)
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(fs::read(share.mnt.join("writer-first")).unwrap(), b"contenty", "root reads while another user writes");
+    assert!(writer.wait().unwrap().success());
+    assert_eq!(fs::metadata(share.mnt.join("writer-first")).unwrap().mode() & 0o7777, 0o777);
+}

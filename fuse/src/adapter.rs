@@ -153,6 +153,8 @@ impl Filesystem for ShareFs {
             // must ignore it beneath a directory with a default ACL.
             InitFlags::FUSE_POSIX_ACL,
             InitFlags::FUSE_DONT_MASK,
+            // Files opened direct (see `Shared::file_open_flags`) may still be mmapped shared.
+            InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP,
         ] {
             if config.add_capabilities(capability).is_err() {
                 tracing::debug!(?capability, "kernel lacks FUSE capability");
@@ -289,8 +291,8 @@ impl Filesystem for ShareFs {
             reply,
             move |s| async move { s.backend.open(s.node(ino)?, flags.0, caller).await },
             move |s, reply, opened| match s.open_file(ino.0, &opened, |fd| reply.open_backing(fd)) {
-                (fh, Some(backing)) => reply.opened_passthrough(fh, s.file_open_flags(), &backing),
-                (fh, None) => reply.opened(fh, s.file_open_flags()),
+                (fh, Some(backing)) => reply.opened_passthrough(fh, s.file_open_flags(true), &backing),
+                (fh, None) => reply.opened(fh, s.file_open_flags(false)),
             },
         );
     }
@@ -518,8 +520,8 @@ impl Filesystem for ShareFs {
                 let file_attr = s.file_attr(ino, &attr);
                 let ttl = s.tuning.entry_ttl;
                 match s.open_file(ino, &opened, |fd| reply.open_backing(fd)) {
-                    (fh, Some(backing)) => reply.created_passthrough(&ttl, &file_attr, GENERATION, fh, s.file_open_flags(), &backing),
-                    (fh, None) => reply.created(&ttl, &file_attr, GENERATION, fh, s.file_open_flags()),
+                    (fh, Some(backing)) => reply.created_passthrough(&ttl, &file_attr, GENERATION, fh, s.file_open_flags(true), &backing),
+                    (fh, None) => reply.created(&ttl, &file_attr, GENERATION, fh, s.file_open_flags(false)),
                 }
             },
         );

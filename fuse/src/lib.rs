@@ -271,9 +271,9 @@ pub trait FsBackend: Send + Sync + 'static {
     async fn fsyncdir(&self, handle: HandleId, datasync: bool) -> FsResult<()>;
 
     /// `flags` are the caller's `open(2)` flags, `O_TRUNC` and `O_APPEND` included.
-    /// An `O_TRUNC` by a caller who may not keep privileges drops them; a file
-    /// that holds some is not handed over for passthrough to such a writer, so
-    /// that its writes come back as [`FsBackend::write`] with `drop_privileges`.
+    /// An `O_TRUNC` by a caller who may not keep privileges drops them. Hand
+    /// over every open of a file for passthrough alike: the kernel refuses to
+    /// mix passthrough and cached opens of one file.
     async fn open(&self, node: NodeId, flags: i32, caller: Caller) -> FsResult<Opened>;
     /// `mode` as the caller asked, `umask` the caller's: applied unless the
     /// parent has a default ACL, which decides instead (as on a local filesystem).

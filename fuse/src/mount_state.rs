@@ -127,13 +127,19 @@ impl Shared {
         }
     }
 
-    /// How the kernel should treat a file this mount opens.
-    pub(crate) fn file_open_flags(&self) -> FopenFlags {
+    /// How the kernel should treat a file this mount opens, passed through
+    /// or not. A file opened cached could not be opened in passthrough later
+    /// (`ETXTBSY`), so on a passthrough mount an open whose backing file the
+    /// kernel refused goes direct instead.
+    pub(crate) fn file_open_flags(&self, passes_through: bool) -> FopenFlags {
+        let mut flags = FopenFlags::empty();
         if self.backend.writes_land_at_once() {
-            FopenFlags::FOPEN_NOFLUSH
-        } else {
-            FopenFlags::empty()
+            flags |= FopenFlags::FOPEN_NOFLUSH;
         }
+        if !passes_through && self.passthrough_active.load(Ordering::Relaxed) {
+            flags |= FopenFlags::FOPEN_DIRECT_IO;
+        }
+        flags
     }
 
     pub(crate) fn open_file(

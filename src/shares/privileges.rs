@@ -28,23 +28,6 @@ fn is_regular(st: &libc::stat64) -> bool {
     st.st_mode & libc::S_IFMT == libc::S_IFREG
 }
 
-/// Whether a write by `writer` to the open file `file` would drop something.
-pub(super) fn held(file: BorrowedFd<'_>, writer: Caller) -> io::Result<bool> {
-    let st = stat(file)?;
-    if !is_regular(&st) {
-        return Ok(false);
-    }
-    if mode_after_write(&st, writer) != st.st_mode & 0o7777 {
-        return Ok(true);
-    }
-    // SAFETY: valid descriptor and name; a null buffer of size 0 asks for the size only.
-    match check(unsafe { libc::fgetxattr(file.as_raw_fd(), CAPABILITY.as_ptr(), std::ptr::null_mut(), 0) } as libc::c_int) {
-        Ok(_) => Ok(true),
-        Err(err) if matches!(err.raw_os_error(), Some(libc::ENODATA) | Some(libc::EOPNOTSUPP)) => Ok(false),
-        Err(err) => Err(err),
-    }
-}
-
 /// Drops what a write by `writer` drops from the file behind `fd` (any
 /// descriptor, `O_PATH` too). Returns the file's status when something changed.
 pub(super) fn drop_for(fd: BorrowedFd<'_>, writer: Caller) -> io::Result<Option<libc::stat64>> {

@@ -252,20 +252,19 @@ impl SourceTree {
     }
 
     /// Opens `name` beneath `dir` as a node to hand to the kernel. Out of
-    /// descriptors, it waits a little for the kernel to forget some.
+    /// descriptors, it asks the kernel to forget some and fails at once: this
+    /// runs on the mount's only reader thread, the one that would read the
+    /// kernel's forgets, so waiting here could not help. The budget trimming
+    /// of `adopt` keeps this from happening in the first place.
     fn open_node(&self, dir: BorrowedFd<'_>, name: &CString) -> FsResult<OwnedFd> {
-        let mut waits = 0;
-        loop {
-            match open_beneath(dir, name, libc::O_PATH, 0) {
-                Err(err) if err.raw_os_error() == Some(libc::EMFILE) && waits < 50 => {
-                    if let Some(kernel) = self.kernel.get() {
-                        kernel.shed(self.nodes.len() / 4);
-                    }
-                    waits += 1;
-                    std::thread::sleep(std::time::Duration::from_millis(10));
+        match open_beneath(dir, name, libc::O_PATH, 0) {
+            Err(err) if err.raw_os_error() == Some(libc::EMFILE) => {
+                if let Some(kernel) = self.kernel.get() {
+                    kernel.shed(self.nodes.len() / 4);
                 }
-                other => return Ok(other?),
+                Err(err.into())
             }
+            other => Ok(other?),
         }
     }
 
@@ -453,24 +452,20 @@ impl SourceTree {
             // The kernel serves special files itself; opening a FIFO here would block.
             _ => return Err(FsError::Unsupported),
         };
-        let passthrough = target.kind == FileKind::File && self.may_pass_through(&fd, flags, caller)?;
+        self.drop_privileges_on_truncate(&fd, flags, caller)?;
         let fd = Arc::new(fd);
         let handle = self.insert_file(fd.clone());
-        Ok(Opened { handle, passthrough: passthrough.then_some(fd) })
+        Ok(Opened { handle, passthrough: (target.kind == FileKind::File).then_some(fd) })
     }
 
-    /// Whether the kernel may write `file`, just opened with `flags` by `caller`,
-    /// directly. Writes by someone who may not keep the file's privileges must
-    /// come here to drop them (a passthrough write runs with the daemon's
-    /// credentials, which keep them); an `O_TRUNC` already drops them.
-    fn may_pass_through(&self, file: &OwnedFd, flags: i32, caller: Caller) -> FsResult<bool> {
-        if !wants_write(flags) || caller.may_keep_privileges() {
-            return Ok(true);
-        }
-        if flags & libc::O_TRUNC != 0 {
+    /// An `O_TRUNC` open by someone who may not keep the file's privileges
+    /// drops them, as a truncate does. (Their writes, passed through or not,
+    /// come with the kernel's request to drop them: see `write` and `setattr`.)
+    fn drop_privileges_on_truncate(&self, file: &OwnedFd, flags: i32, caller: Caller) -> FsResult<()> {
+        if flags & libc::O_TRUNC != 0 && wants_write(flags) && !caller.may_keep_privileges() {
             self.drop_privileges(file.as_fd(), caller)?;
         }
-        Ok(!privileges::held(file.as_fd(), caller)?)
+        Ok(())
     }
 
     /// Drops what a write by `writer` drops, and the kernel's copy of the
@@ -492,7 +487,7 @@ impl SourceTree {
         let name = entry_name(name)?;
         let open_flags = flags & PASSED_OPEN_FLAGS;
         let permissions = Permissions::of(dir.fd.as_fd(), mode);
-        let create_with = permissions.to_create_with(mode.mode & 0o777);
+        let create_with = permissions.to_create_with(0o600);
         let file = match open_beneath(dir.fd.as_fd(), &name, open_flags | libc::O_CREAT | libc::O_EXCL, create_with) {
             Ok(file) => {
                 Self::give_to_caller(file.as_fd(), caller, &stat(dir.fd.as_fd())?, Some(permissions), false)?;
@@ -510,11 +505,11 @@ impl SourceTree {
             }
             Err(err) => return Err(err.into()),
         };
-        let passthrough = self.may_pass_through(&file, open_flags, caller)?;
+        self.drop_privileges_on_truncate(&file, open_flags, caller)?;
         let attr = self.adopt(syscalls::reopen(file.as_fd(), libc::O_PATH)?)?;
         let file = Arc::new(file);
         let handle = self.insert_file(file.clone());
-        Ok((attr, Opened { handle, passthrough: passthrough.then_some(file) }))
+        Ok((attr, Opened { handle, passthrough: Some(file) }))
     }
 
     pub(super) fn read(&self, handle: HandleId, offset: u64, size: u32) -> FsResult<Vec<u8>> {
