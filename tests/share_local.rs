@@ -742,14 +742,15 @@ fn a_file_open_in_passthrough_and_not_at_once_serves_both() {
 
     let mut writer = std::process::Command::new("sh")
         .arg("-c")
-        .arg("exec 3>>writer-first; printf y >&3; sleep 1")
+        .arg("exec 3>>writer-first; printf y >&3; sleep 3")
         .current_dir(&share.mnt)
         .uid(1000)
         .gid(1000)
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(fs::read(share.mnt.join("writer-first")).unwrap(), b"contenty", "root reads while another user writes");
+    // Root opens it while the writer still holds it open (for 3 s).
+    eventually("root reads while another user writes", || fs::read(share.mnt.join("writer-first")).unwrap() == b"contenty");
+    assert!(writer.try_wait().unwrap().is_none(), "the writer still holds the file");
     assert!(writer.wait().unwrap().success());
     assert_eq!(fs::metadata(share.mnt.join("writer-first")).unwrap().mode() & 0o7777, 0o777);
 }
