@@ -564,12 +564,6 @@ fn capability_blob() -> Vec<u8> {
     [0x0200_0001u32, 1 << 10, 0, 0, 0].iter().flat_map(|word| word.to_le_bytes()).collect()
 }
 
-fn has_capability(path: &Path) -> bool {
-    let path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
-    // SAFETY: valid path and name; a null buffer asks for the size only.
-    unsafe { libc::getxattr(path.as_ptr(), c"security.capability".as_ptr(), std::ptr::null_mut(), 0) >= 0 }
-}
-
 /// What another user's write, truncate or `O_TRUNC` leaves of a file's
 /// setuid, setgid and capabilities, and what root's leaves: the same through
 /// the share as in a plain directory, and seen through the mount at once.
@@ -599,10 +593,10 @@ fn writes_by_another_user_drop_setuid_setgid_and_capabilities_as_locally() {
                 let _ = fs::remove_file(&file);
                 fs::write(&file, b"content").unwrap();
                 fs::set_permissions(&file, fs::Permissions::from_mode(mode)).unwrap();
-                xattr_set(&file, "security.capability", &capability_blob());
+                share_cases::set_xattr(&file, "security.capability", &capability_blob()).unwrap();
                 assert!(as_other_user(dir, script), "{what}: {script} failed");
                 let seen = fs::metadata(&file).unwrap().mode() & 0o7777;
-                outcome.push((seen, has_capability(&file)));
+                outcome.push((seen, share_cases::xattr_size(&file, "security.capability").is_ok()));
                 if dir == share.mnt {
                     let at_source = fs::metadata(share.source.join("f")).unwrap().mode() & 0o7777;
                     assert_eq!(seen, at_source, "{what}: the mount shows the source's mode (passthrough {passthrough})");
@@ -618,12 +612,6 @@ fn writes_by_another_user_drop_setuid_setgid_and_capabilities_as_locally() {
     }
 }
 
-fn xattr_set(path: &Path, name: &str, value: &[u8]) {
-    let (path, name) = (std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap(), std::ffi::CString::new(name).unwrap());
-    // SAFETY: valid strings and buffer.
-    let rc = unsafe { libc::setxattr(path.as_ptr(), name.as_ptr(), value.as_ptr().cast(), value.len(), 0) };
-    assert_eq!(rc, 0, "setxattr: {}", io::Error::last_os_error());
-}
 
 /// A POSIX ACL in the kernel's xattr format: `(tag, permissions, id)` entries
 /// in the order the kernel wants them (by tag, then id).
@@ -643,16 +631,6 @@ const MASK: u16 = 0x10;
 const OTHER: u16 = 0x20;
 const NO_ID: u32 = u32::MAX;
 
-fn xattr_get(path: &Path, name: &str) -> Option<Vec<u8>> {
-    let (path, name) = (std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap(), std::ffi::CString::new(name).unwrap());
-    let mut buf = vec![0u8; 4096];
-    // SAFETY: valid strings and buffer.
-    let len = unsafe { libc::getxattr(path.as_ptr(), name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    (len >= 0).then(|| {
-        buf.truncate(len as usize);
-        buf
-    })
-}
 
 /// ACLs grant and deny through a share exactly as in a plain directory (the
 /// kernel would otherwise judge by the mode bits alone and let a user an ACL
@@ -673,27 +651,27 @@ fn acls_decide_access_and_inheritance_as_locally() {
     for dir in [plain.path(), share.mnt.as_path()] {
         let at = |name: &str| dir.join(name);
         fs::write(at("denied"), b"secret").unwrap();
-        xattr_set(&at("denied"), "system.posix_acl_access", &denied);
+        share_cases::set_xattr(&at("denied"), "system.posix_acl_access", &denied).unwrap();
         assert_eq!(fs::metadata(at("denied")).unwrap().mode() & 0o777, 0o644, "{dir:?}: the mask shows as group bits");
         assert!(!as_other_user(dir, "cat denied"), "{dir:?}: the ACL denies uid 1000 what the other bits allow");
         fs::write(at("granted"), b"open").unwrap();
-        xattr_set(&at("granted"), "system.posix_acl_access", &granted);
+        share_cases::set_xattr(&at("granted"), "system.posix_acl_access", &granted).unwrap();
         assert!(as_other_user(dir, "cat granted >/dev/null"), "{dir:?}: the ACL grants uid 1000 what the other bits do not");
 
         fs::create_dir(at("inherits")).unwrap();
-        xattr_set(&at("inherits"), "system.posix_acl_default", &inherited);
+        share_cases::set_xattr(&at("inherits"), "system.posix_acl_default", &inherited).unwrap();
         fs::write(at("inherits/file"), b"x").unwrap();
         fs::create_dir(at("inherits/dir")).unwrap();
     }
     for name in ["inherits/file", "inherits/dir"] {
         let (local, shared) = (plain.path().join(name), share.mnt.join(name));
         assert_eq!(fs::metadata(&shared).unwrap().mode(), fs::metadata(&local).unwrap().mode(), "{name}: mode from the default ACL, umask ignored");
-        assert_eq!(xattr_get(&shared, "system.posix_acl_access"), xattr_get(&local, "system.posix_acl_access"), "{name}: inherited ACL");
+        assert_eq!(share_cases::get_xattr(&shared, "system.posix_acl_access").ok(), share_cases::get_xattr(&local, "system.posix_acl_access").ok(), "{name}: inherited ACL");
     }
-    assert_eq!(xattr_get(&share.mnt.join("inherits/dir"), "system.posix_acl_default"), Some(inherited.clone()), "a new directory inherits the default");
+    assert_eq!(share_cases::get_xattr(&share.mnt.join("inherits/dir"), "system.posix_acl_default").ok(), Some(inherited.clone()), "a new directory inherits the default");
 
     // Changed behind the mount's back, at the source: in force at once.
-    xattr_set(&share.source.join("granted"), "system.posix_acl_access", &denied);
+    share_cases::set_xattr(&share.source.join("granted"), "system.posix_acl_access", &denied).unwrap();
     eventually("an ACL changed at the source", || !as_other_user(&share.mnt, "cat granted 2>/dev/null"));
 }
 

@@ -143,9 +143,8 @@ impl Filesystem for ShareFs {
             InitFlags::FUSE_ATOMIC_O_TRUNC,
             InitFlags::FUSE_AUTO_INVAL_DATA,
             // The backend drops setuid, setgid and capabilities on writes and
-            // truncates (the kernel's own attempt would use stale attributes,
-            // and passthrough writes run with the daemon's privileges). The
-            // kernel then stops asking for `security.capability` before writes.
+            // truncates: the daemon writes with its own privileges, which keep
+            // them, and passed-through writes run with them too.
             InitFlags::FUSE_HANDLE_KILLPRIV_V2,
             // POSIX ACLs: the kernel enforces them (cached per file) instead of
             // judging by the mode bits alone, which would let a user an ACL
@@ -153,8 +152,6 @@ impl Filesystem for ShareFs {
             // must ignore it beneath a directory with a default ACL.
             InitFlags::FUSE_POSIX_ACL,
             InitFlags::FUSE_DONT_MASK,
-            // Files opened direct (see `Shared::file_open_flags`) may still be mmapped shared.
-            InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP,
         ] {
             if config.add_capabilities(capability).is_err() {
                 tracing::debug!(?capability, "kernel lacks FUSE capability");
@@ -291,8 +288,8 @@ impl Filesystem for ShareFs {
             reply,
             move |s| async move { s.backend.open(s.node(ino)?, flags.0, caller).await },
             move |s, reply, opened| match s.open_file(ino.0, &opened, |fd| reply.open_backing(fd)) {
-                (fh, Some(backing)) => reply.opened_passthrough(fh, s.file_open_flags(true), &backing),
-                (fh, None) => reply.opened(fh, s.file_open_flags(false)),
+                (fh, Some(backing)) => reply.opened_passthrough(fh, s.file_open_flags(), &backing),
+                (fh, None) => reply.opened(fh, s.file_open_flags()),
             },
         );
     }
@@ -520,8 +517,8 @@ impl Filesystem for ShareFs {
                 let file_attr = s.file_attr(ino, &attr);
                 let ttl = s.tuning.entry_ttl;
                 match s.open_file(ino, &opened, |fd| reply.open_backing(fd)) {
-                    (fh, Some(backing)) => reply.created_passthrough(&ttl, &file_attr, GENERATION, fh, s.file_open_flags(true), &backing),
-                    (fh, None) => reply.created(&ttl, &file_attr, GENERATION, fh, s.file_open_flags(false)),
+                    (fh, Some(backing)) => reply.created_passthrough(&ttl, &file_attr, GENERATION, fh, s.file_open_flags(), &backing),
+                    (fh, None) => reply.created(&ttl, &file_attr, GENERATION, fh, s.file_open_flags()),
                 }
             },
         );

@@ -127,19 +127,13 @@ impl Shared {
         }
     }
 
-    /// How the kernel should treat a file this mount opens, passed through
-    /// or not. A file opened cached could not be opened in passthrough later
-    /// (`ETXTBSY`), so on a passthrough mount an open whose backing file the
-    /// kernel refused goes direct instead.
-    pub(crate) fn file_open_flags(&self, passes_through: bool) -> FopenFlags {
-        let mut flags = FopenFlags::empty();
+    /// How the kernel should treat a file this mount opens.
+    pub(crate) fn file_open_flags(&self) -> FopenFlags {
         if self.backend.writes_land_at_once() {
-            flags |= FopenFlags::FOPEN_NOFLUSH;
+            FopenFlags::FOPEN_NOFLUSH
+        } else {
+            FopenFlags::empty()
         }
-        if !passes_through && self.passthrough_active.load(Ordering::Relaxed) {
-            flags |= FopenFlags::FOPEN_DIRECT_IO;
-        }
-        flags
     }
 
     pub(crate) fn open_file(

@@ -113,6 +113,13 @@ impl LocalBackend {
     }
 }
 
+/// Closes on a blocking thread what the tree found slow to close.
+fn close_elsewhere<T: Send + 'static>(slow_to_close: Option<T>) {
+    if let Some(slow) = slow_to_close {
+        tokio::task::spawn_blocking(move || drop(slow));
+    }
+}
+
 #[async_trait]
 impl FsBackend for LocalBackend {
     async fn root(&self) -> FsResult<Attr> {
@@ -125,9 +132,7 @@ impl FsBackend for LocalBackend {
 
     async fn forget(&self, node: NodeId, count: u64) {
         // Forgets come in bursts; only the rare slow close goes to a blocking thread.
-        if let Some(slow_to_close) = self.tree.forget(node, count) {
-            tokio::task::spawn_blocking(move || drop(slow_to_close));
-        }
+        close_elsewhere(self.tree.forget(node, count));
     }
 
     async fn getattr(&self, node: NodeId, handle: Option<HandleId>) -> FsResult<Attr> {
@@ -187,10 +192,7 @@ impl FsBackend for LocalBackend {
     }
 
     async fn release(&self, handle: HandleId) -> FsResult<()> {
-        // Closing is quick unless it frees an unlinked file's blocks.
-        if let Some(slow_to_close) = self.run_inline(|tree| tree.release(handle))? {
-            tokio::task::spawn_blocking(move || drop(slow_to_close));
-        }
+        close_elsewhere(self.run_inline(|tree| tree.release(handle))?);
         Ok(())
     }
 

@@ -4,11 +4,11 @@
 //! privileges, which would keep them, so a share drops them explicitly.
 
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::BorrowedFd;
 
 use hoody_fuse::Caller;
 
-use super::syscalls::{self, check, stat};
+use super::syscalls::{self, stat};
 use super::xattrs;
 
 const CAPABILITY: &std::ffi::CStr = c"security.capability";
@@ -41,21 +41,12 @@ pub(super) fn drop_for(fd: BorrowedFd<'_>, writer: Caller) -> io::Result<Option<
         syscalls::chmod(fd, mode)?;
         changed = true;
     }
-    match remove_capabilities(fd) {
+    match xattrs::remove(fd, CAPABILITY) {
         Ok(()) => changed = true,
         Err(err) if matches!(err.raw_os_error(), Some(libc::ENODATA) | Some(libc::EOPNOTSUPP)) => {}
         Err(err) => return Err(err),
     }
     Ok(changed.then_some(st))
-}
-
-fn remove_capabilities(fd: BorrowedFd<'_>) -> io::Result<()> {
-    // SAFETY: valid descriptor and name.
-    match check(unsafe { libc::fremovexattr(fd.as_raw_fd(), CAPABILITY.as_ptr()) }) {
-        // An `O_PATH` descriptor: named through its magic link instead.
-        Err(err) if err.raw_os_error() == Some(libc::EBADF) => xattrs::remove(fd, CAPABILITY),
-        other => other.map(drop),
-    }
 }
 
 #[cfg(test)]
@@ -71,18 +62,18 @@ mod tests {
     }
 
     #[test]
-    fn a_write_drops_setuid_and_executable_setgid() {
+    fn a_write_drops_setuid_and_setgid_as_the_kernel_does() {
         let writer = Caller { uid: 1000, gid: 1000 };
-        assert_eq!(mode_after_write(&file(0o4755, 1000), writer), 0o755);
-        assert_eq!(mode_after_write(&file(0o2775, 1000), writer), 0o775);
-        assert_eq!(mode_after_write(&file(0o6777, 1000), writer), 0o777);
-    }
-
-    #[test]
-    fn setgid_without_group_execute_stays_for_members_of_the_group_only() {
-        let writer = Caller { uid: 1000, gid: 1000 };
-        assert_eq!(mode_after_write(&file(0o2664, 1000), writer), 0o2664);
-        assert_eq!(mode_after_write(&file(0o2666, 0), writer), 0o666);
-        assert_eq!(mode_after_write(&file(0o1777, 0), writer), 0o1777);
+        // (mode, the file's group) -> mode after the write
+        for ((mode, gid), after) in [
+            ((0o4755, 1000), 0o755),
+            ((0o2775, 1000), 0o775), // group-executable setgid goes
+            ((0o6777, 1000), 0o777),
+            ((0o2664, 1000), 0o2664), // mandatory-locking mark stays for the group...
+            ((0o2666, 0), 0o666),     // ...not for others
+            ((0o1777, 0), 0o1777),
+        ] {
+            assert_eq!(mode_after_write(&file(mode, gid), writer), after, "{mode:o} of group {gid}");
+        }
     }
 }

@@ -75,6 +75,12 @@ fn fuse_rdev(rdev: u64) -> u32 {
     (minor & 0xff) | (major << 8) | ((minor & !0xff) << 12)
 }
 
+/// Closing the last descriptor of an unlinked file frees its blocks, which
+/// can take long for a big file: such closes are left to a blocking thread.
+fn slow_to_close(fd: BorrowedFd<'_>) -> bool {
+    !matches!(stat(fd), Ok(st) if st.st_nlink > 0)
+}
+
 fn wants_write(flags: i32) -> bool {
     flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0
 }
@@ -335,12 +341,7 @@ impl SourceTree {
         if let (FileKind::Directory, Some(watch)) = (dropped.kind, self.watch.get()) {
             watch.dir_forgotten(node);
         }
-        // Closing the last descriptor of an unlinked file frees its blocks, which
-        // can take long for a big file: such closes are left to the caller.
-        match stat(dropped.fd.as_fd()) {
-            Ok(st) if st.st_nlink > 0 => None,
-            _ => Some(dropped),
-        }
+        slow_to_close(dropped.fd.as_fd()).then_some(dropped)
     }
 
     pub(super) fn getattr(&self, node: NodeId, handle: Option<HandleId>) -> FsResult<Attr> {
@@ -462,7 +463,7 @@ impl SourceTree {
     /// drops them, as a truncate does. (Their writes, passed through or not,
     /// come with the kernel's request to drop them: see `write` and `setattr`.)
     fn drop_privileges_on_truncate(&self, file: &OwnedFd, flags: i32, caller: Caller) -> FsResult<()> {
-        if flags & libc::O_TRUNC != 0 && wants_write(flags) && !caller.may_keep_privileges() {
+        if flags & libc::O_TRUNC != 0 && !caller.may_keep_privileges() {
             self.drop_privileges(file.as_fd(), caller)?;
         }
         Ok(())
@@ -526,14 +527,10 @@ impl SourceTree {
         u32::try_from(written).map_err(|_| FsError::InvalidArgument)
     }
 
-    /// Hands back the descriptor to close elsewhere when closing it may be
-    /// slow (the last descriptor of an unlinked file frees its blocks).
+    /// Hands back the descriptor to close elsewhere when closing it may be slow.
     pub(super) fn release(&self, handle: HandleId) -> FsResult<Option<Arc<OwnedFd>>> {
         let file = self.files.lock().remove(&handle.0).ok_or(FsError::BadHandle)?;
-        match stat(file.as_fd()) {
-            Ok(st) if st.st_nlink > 0 => Ok(None),
-            _ => Ok(Some(file)),
-        }
+        Ok(slow_to_close(file.as_fd()).then_some(file))
     }
 
     pub(super) fn fsync(&self, handle: HandleId, datasync: bool) -> FsResult<()> {

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hoody_fuse::SetTime;
 
-pub(super) fn check(rc: libc::c_int) -> io::Result<libc::c_int> {
+fn check(rc: libc::c_int) -> io::Result<libc::c_int> {
     if rc < 0 {
         Err(io::Error::last_os_error())
     } else {

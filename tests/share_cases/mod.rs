@@ -53,13 +53,13 @@ pub fn errno<T: std::fmt::Debug>(result: io::Result<T>) -> i32 {
     result.expect_err("expected an error").raw_os_error().expect("an OS error")
 }
 
-fn set_xattr(path: &Path, name: &str, value: &[u8]) -> io::Result<()> {
+pub fn set_xattr(path: &Path, name: &str, value: &[u8]) -> io::Result<()> {
     let name = CString::new(name).unwrap();
     // SAFETY: valid strings and buffer.
     check(unsafe { libc::lsetxattr(c_path(path).as_ptr(), name.as_ptr(), value.as_ptr().cast(), value.len(), 0) })
 }
 
-fn get_xattr(path: &Path, name: &str) -> io::Result<Vec<u8>> {
+pub fn get_xattr(path: &Path, name: &str) -> io::Result<Vec<u8>> {
     let name = CString::new(name).unwrap();
     let mut buf = vec![0u8; 4096];
     // SAFETY: valid strings and buffer.
@@ -71,7 +71,7 @@ fn get_xattr(path: &Path, name: &str) -> io::Result<Vec<u8>> {
     Ok(buf)
 }
 
-fn xattr_size(path: &Path, name: &str) -> io::Result<usize> {
+pub fn xattr_size(path: &Path, name: &str) -> io::Result<usize> {
     let name = CString::new(name).unwrap();
     // SAFETY: a size query: null buffer, zero size.
     let len = unsafe { libc::lgetxattr(c_path(path).as_ptr(), name.as_ptr(), std::ptr::null_mut(), 0) };
