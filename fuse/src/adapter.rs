@@ -13,7 +13,6 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::task::{Context, Waker};
 use std::time::{Duration, SystemTime};
 
 use fuser::{
@@ -96,20 +95,15 @@ impl ShareFs {
         shared.counters.requests.fetch_add(1, Ordering::Relaxed);
         shared.counters.in_flight.fetch_add(1, Ordering::Relaxed);
         let call = call(shared.clone());
-        let mut task = Box::pin(async move {
+        // A backend that answers without waiting (the metadata of a local file)
+        // is answered here, on the thread that read the request.
+        self.shared.run_here_or_spawn(async move {
             match call.await {
                 Ok(value) => answer(&shared, reply, value),
                 Err(err) => shared.fail(op, reply, err),
             }
             shared.counters.in_flight.fetch_sub(1, Ordering::Relaxed);
         });
-        // A backend that answers without waiting (the metadata of a local file)
-        // is answered here, on the thread that read the request: no hand-off.
-        // Anything that waits continues as a task of the runtime.
-        let _runtime = self.shared.runtime.enter();
-        if task.as_mut().poll(&mut Context::from_waker(Waker::noop())).is_pending() {
-            self.shared.runtime.spawn(task);
-        }
     }
 
     fn ok_empty(_: &Arc<Shared>, reply: ReplyEmpty, _: ()) {

@@ -7,11 +7,12 @@
 //! common case; the root is always 1, as FUSE requires. A number never names two
 //! nodes at once, and the root is never forgotten.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::ffi::{OsStr, OsString};
 
 use parking_lot::Mutex;
 
+use crate::id_map::IdMap;
 use crate::NodeId;
 
 /// The inode number FUSE reserves for the root of a mount.
@@ -23,13 +24,13 @@ pub(crate) struct InodeTable {
 }
 
 struct Inner {
-    by_ino: HashMap<u64, Entry>,
+    by_ino: IdMap<u64, Entry>,
     /// Names the kernel got nodes by, oldest first: what to ask it to drop
     /// when the backend holds too many files. May hold forgotten numbers and
     /// earlier namings; those are skipped.
     named: VecDeque<Named>,
     namings: u64,
-    by_node: HashMap<NodeId, u64>,
+    by_node: IdMap<NodeId, u64>,
     /// Next candidate for a node whose own number is taken; counts down from the
     /// top, far from the small numbers real filesystems hand out.
     next_fallback: u64,
@@ -55,7 +56,7 @@ impl InodeTable {
     pub(crate) fn new(root: NodeId) -> Self {
         InodeTable {
             root,
-            inner: Mutex::new(Inner { by_ino: HashMap::new(), named: VecDeque::new(), namings: 0, by_node: HashMap::new(), next_fallback: u64::MAX }),
+            inner: Mutex::new(Inner { by_ino: IdMap::default(), named: VecDeque::new(), namings: 0, by_node: IdMap::default(), next_fallback: u64::MAX }),
         }
     }
 
@@ -156,7 +157,7 @@ impl InodeTable {
 }
 
 impl Named {
-    fn is_latest(&self, by_ino: &HashMap<u64, Entry>) -> bool {
+    fn is_latest(&self, by_ino: &IdMap<u64, Entry>) -> bool {
         by_ino.get(&self.ino).is_some_and(|entry| entry.named == self.when)
     }
 }

@@ -10,6 +10,7 @@
 //! ([`FsBackend::attach_invalidator`]). This crate knows nothing of QUIC or HTTP.
 
 mod adapter;
+mod id_map;
 mod inode_table;
 mod invalidation;
 mod mount;
@@ -26,6 +27,7 @@ use std::time::SystemTime;
 
 use async_trait::async_trait;
 
+pub use id_map::{IdHasher, IdMap};
 pub use invalidation::CacheInvalidator;
 pub use mount::{mount, MountHandle, MountOptions, MountStats};
 

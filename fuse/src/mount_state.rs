@@ -3,10 +3,12 @@
 //! turn backend answers into kernel replies (attributes, entries, errors).
 
 use std::ffi::OsStr;
+use std::future::Future;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Waker};
 use std::time::{Duration, SystemTime};
 
 use fuser::{BackingId, Errno, FileAttr, FileHandle, FileType, FopenFlags, Generation, INodeNo, ReplyEntry};
@@ -107,7 +109,19 @@ impl Shared {
 
     pub(crate) fn forget_node(self: &Arc<Self>, node: NodeId, count: u64) {
         let backend = self.backend.clone();
-        self.runtime.spawn(async move { backend.forget(node, count).await });
+        self.run_here_or_spawn(async move { backend.forget(node, count).await });
+    }
+
+    /// Runs `task` on this thread for as long as it goes without waiting, and
+    /// as a task of the runtime from there. A local backend answers most
+    /// requests (and takes forgets, which come by the thousand) at once: no
+    /// hand-off to another thread, no wake-up.
+    pub(crate) fn run_here_or_spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+        let mut task = Box::pin(task);
+        let _runtime = self.runtime.enter();
+        if task.as_mut().poll(&mut Context::from_waker(Waker::noop())).is_pending() {
+            self.runtime.spawn(task);
+        }
     }
 
     /// The inode's passthrough backing when the kernel and backend both allow it.

@@ -5,7 +5,6 @@
 //! file, so a backing is registered on the first such open of an inode and
 //! reused until the last of them is released.
 
-use std::collections::HashMap;
 use std::io;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
@@ -13,6 +12,7 @@ use std::sync::{Arc, Weak};
 use fuser::BackingId;
 use parking_lot::Mutex;
 
+use crate::id_map::IdMap;
 use crate::{FsError, FsResult, HandleId};
 
 /// How many entries a directory listing asks the backend for at first; adapted
@@ -56,9 +56,9 @@ impl OpenDir {
 #[derive(Default)]
 pub(crate) struct OpenHandles {
     next_fh: AtomicU64,
-    files: Mutex<HashMap<u64, Arc<OpenFile>>>,
-    dirs: Mutex<HashMap<u64, Arc<OpenDir>>>,
-    backings: Mutex<HashMap<u64, Weak<BackingId>>>,
+    files: Mutex<IdMap<u64, Arc<OpenFile>>>,
+    dirs: Mutex<IdMap<u64, Arc<OpenDir>>>,
+    backings: Mutex<IdMap<u64, Weak<BackingId>>>,
 }
 
 impl OpenHandles {

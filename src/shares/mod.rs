@@ -12,6 +12,7 @@ pub mod mounts;
 mod mount_watch;
 mod node_table;
 mod privileges;
+mod proc_fd;
 mod source_tree;
 mod source_watch;
 mod syscalls;

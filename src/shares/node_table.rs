@@ -5,12 +5,11 @@
 //! gets the same id after any restart. Holding a descriptor (rather than a
 //! path) keeps a renamed or unlinked file reachable exactly as POSIX wants.
 
-use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use hoody_fuse::{FileKind, FsError, FsResult, NodeId};
+use hoody_fuse::{FileKind, FsError, FsResult, IdMap, NodeId};
 use parking_lot::Mutex;
 
 /// Ids of files on another device than the source (mounts inside it) have this
@@ -50,12 +49,12 @@ struct Entry {
 
 pub(super) struct NodeTable {
     root: NodeId,
-    entries: Mutex<HashMap<NodeId, Entry>>,
+    entries: Mutex<IdMap<NodeId, Entry>>,
 }
 
 impl NodeTable {
     pub(super) fn new(root: NodeId, root_node: Node) -> Self {
-        let entries = HashMap::from([(root, Entry { node: root_node, references: 1 })]);
+        let entries = IdMap::from_iter([(root, Entry { node: root_node, references: 1 })]);
         HELD.fetch_add(1, Ordering::Relaxed);
         NodeTable { root, entries: Mutex::new(entries) }
     }

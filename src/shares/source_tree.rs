@@ -2,7 +2,6 @@
 //! the source directory, synchronous, with the containment and readonly rules.
 //! Callers run these on blocking threads, never on the async workers.
 
-use std::collections::HashMap;
 use std::ffi::{CString, OsStr, OsString};
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -11,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use hoody_fuse::{Attr, CacheInvalidator, Caller, DirEntry, FileKind, FsError, FsResult, HandleId, NodeId, Opened, SetAttr, StatFs};
+use hoody_fuse::{Attr, CacheInvalidator, Caller, DirEntry, FileKind, FsError, FsResult, HandleId, IdMap, NodeId, Opened, SetAttr, StatFs};
 use parking_lot::Mutex;
 
 use super::containment::Containment;
@@ -135,8 +134,8 @@ pub(super) struct SourceTree {
     source_dev: u64,
     mode: ShareMode,
     nodes: NodeTable,
-    files: Mutex<HashMap<u64, Arc<OwnedFd>>>,
-    dirs: Mutex<HashMap<u64, Arc<DirStream>>>,
+    files: Mutex<IdMap<u64, Arc<OwnedFd>>>,
+    dirs: Mutex<IdMap<u64, Arc<DirStream>>>,
     next_handle: AtomicU64,
     /// Keeps the mount's kernel caches fresh; set once the mount exists.
     watch: OnceLock<MountWatch>,
@@ -161,8 +160,8 @@ impl SourceTree {
             source_dev,
             mode,
             nodes: NodeTable::new(root_id, root_node),
-            files: Mutex::new(HashMap::new()),
-            dirs: Mutex::new(HashMap::new()),
+            files: Mutex::new(IdMap::default()),
+            dirs: Mutex::new(IdMap::default()),
             next_handle: AtomicU64::new(1),
             watch: OnceLock::new(),
             kernel: OnceLock::new(),

@@ -12,7 +12,7 @@
 //! serves kernel requests, as invalidations require.
 
 use std::collections::{HashMap, HashSet};
-use std::ffi::{CString, OsStr};
+use std::ffi::OsStr;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
@@ -21,6 +21,8 @@ use std::sync::{Arc, OnceLock};
 
 use hoody_fuse::NodeId;
 use parking_lot::Mutex;
+
+use super::proc_fd;
 
 /// What happened, as far as caches care.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -226,7 +228,7 @@ fn change_of(mask: u32) -> Change {
 
 fn add_watch(inotify: BorrowedFd<'_>, dir: BorrowedFd<'_>) -> io::Result<i32> {
     // The watch goes on the directory the descriptor holds, whatever its path now.
-    let path = CString::new(format!("/proc/self/fd/{}", dir.as_raw_fd())).expect("no NUL in a number");
+    let path = proc_fd::link(dir).path();
     // SAFETY: valid descriptor and NUL-terminated path.
     let wd = unsafe { libc::inotify_add_watch(inotify.as_raw_fd(), path.as_ptr(), WATCHED_EVENTS) };
     if wd < 0 {

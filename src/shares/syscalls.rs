@@ -11,6 +11,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hoody_fuse::SetTime;
 
+use super::proc_fd;
+
 fn check(rc: libc::c_int) -> io::Result<libc::c_int> {
     if rc < 0 {
         Err(io::Error::last_os_error())
@@ -45,7 +47,7 @@ const EMPTY: &CStr = c"";
 
 /// `/proc/self/fd/N`: the kernel's own name for a descriptor we hold.
 fn proc_fd_path(fd: BorrowedFd<'_>) -> CString {
-    CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd())).expect("no NUL in a number")
+    proc_fd::link(fd).path()
 }
 
 pub(super) fn cstring(name: &OsStr) -> io::Result<CString> {
@@ -102,23 +104,22 @@ pub(super) fn open_parent(dir: BorrowedFd<'_>) -> io::Result<OwnedFd> {
 
 /// A new open of the file behind `fd` (typically an `O_PATH` descriptor) with `flags`.
 pub(super) fn reopen(fd: BorrowedFd<'_>, flags: libc::c_int) -> io::Result<OwnedFd> {
-    let path = proc_fd_path(fd);
-    // SAFETY: valid NUL-terminated path.
-    let fd = retry_interrupted(|| check(unsafe { libc::open(path.as_ptr(), flags | libc::O_CLOEXEC) }))?;
+    let link = proc_fd::link(fd);
+    // SAFETY: valid directory and NUL-terminated name.
+    let fd = retry_interrupted(|| check(unsafe { libc::openat(link.dir(), link.name().as_ptr(), flags | libc::O_CLOEXEC) }))?;
     Ok(owned(fd))
 }
 
 /// Where the kernel currently sees the file behind `fd` (`d_path`).
 pub(super) fn fd_path(fd: BorrowedFd<'_>) -> io::Result<Vec<u8>> {
-    let link = proc_fd_path(fd);
-    let mut buf = vec![0u8; libc::PATH_MAX as usize + 1];
-    // SAFETY: valid path, buffer and length.
-    let len = check_size(unsafe { libc::readlink(link.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) })?;
+    let link = proc_fd::link(fd);
+    let mut buf = [0u8; libc::PATH_MAX as usize + 1];
+    // SAFETY: valid directory, name, buffer and length.
+    let len = check_size(unsafe { libc::readlinkat(link.dir(), link.name().as_ptr(), buf.as_mut_ptr().cast(), buf.len()) })?;
     if len == buf.len() {
         return Err(io::Error::from_raw_os_error(libc::ENAMETOOLONG));
     }
-    buf.truncate(len);
-    Ok(buf)
+    Ok(buf[..len].to_vec())
 }
 
 pub(super) fn chmod(fd: BorrowedFd<'_>, mode: u32) -> io::Result<()> {

@@ -3,13 +3,29 @@
 //! The classic calls do not take `O_PATH` descriptors, so a file is named by its
 //! `/proc/self/fd` link, which the kernel resolves to exactly that file; for a
 //! symlink, the symlink itself (the jump through the magic link is final).
+//! Reads go through `getxattrat`/`listxattrat` (Linux 6.13) relative to
+//! `/proc/self/fd`, one component to resolve instead of four; older kernels
+//! take the whole path.
 
-use std::ffi::{CStr, CString};
+use std::ffi::CStr;
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::BorrowedFd;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-fn proc_path(fd: BorrowedFd<'_>) -> CString {
-    CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd())).expect("no NUL in a number")
+use super::proc_fd::{self, FdLink};
+
+/// The same on every architecture since Linux 5.1's common numbering.
+const SYS_GETXATTRAT: libc::c_long = 464;
+const SYS_LISTXATTRAT: libc::c_long = 465;
+
+/// Set once the kernel answered `ENOSYS` to the `*xattrat` calls.
+static NO_XATTRAT: AtomicBool = AtomicBool::new(false);
+
+#[repr(C)]
+struct XattrArgs {
+    value: u64,
+    size: u32,
+    flags: u32,
 }
 
 fn check_size(rc: isize) -> io::Result<usize> {
@@ -20,44 +36,112 @@ fn check_size(rc: isize) -> io::Result<usize> {
     }
 }
 
-/// Asks `call` for the size first, then fills a buffer, growing it while the
-/// value grows in between (`ERANGE`).
+/// Calls `at` unless the kernel lacks it, then `classic`; remembers a lack.
+fn at_or_classic(at: impl FnOnce() -> isize, classic: impl FnOnce() -> isize) -> isize {
+    if !NO_XATTRAT.load(Ordering::Relaxed) {
+        let rc = at();
+        if rc >= 0 || io::Error::last_os_error().raw_os_error() != Some(libc::ENOSYS) {
+            return rc;
+        }
+        NO_XATTRAT.store(true, Ordering::Relaxed);
+    }
+    classic()
+}
+
+/// Most values are short: the first call offers this much, so that one call
+/// answers; only a larger value costs a call asking its size.
+const FIRST_GUESS: usize = 256;
+
+/// Fills a buffer with what `call` answers, growing it to the size the value
+/// has (asked with an empty buffer) while it does not fit (`ERANGE`).
 fn read_sized(mut call: impl FnMut(*mut libc::c_void, usize) -> isize) -> io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; FIRST_GUESS];
     loop {
-        let size = check_size(call(std::ptr::null_mut(), 0))?;
-        let mut buf = vec![0u8; size];
         match check_size(call(buf.as_mut_ptr().cast(), buf.len())) {
             Ok(len) => {
                 buf.truncate(len);
                 return Ok(buf);
             }
-            Err(err) if err.raw_os_error() == Some(libc::ERANGE) => continue,
+            Err(err) if err.raw_os_error() == Some(libc::ERANGE) => {
+                let size = check_size(call(std::ptr::null_mut(), 0))?;
+                buf = vec![0u8; size.max(buf.len() + 1)];
+            }
             Err(err) => return Err(err),
         }
     }
 }
 
+fn getxattr(link: &FdLink, name: &CStr, value: *mut libc::c_void, size: usize) -> isize {
+    at_or_classic(
+        || {
+            let mut args = XattrArgs { value: value as u64, size: size as u32, flags: 0 };
+            // SAFETY: valid directory, names and argument block; `value`/`size` describe a buffer or are null/0.
+            unsafe {
+                libc::syscall(SYS_GETXATTRAT, link.dir(), link.name().as_ptr(), 0, name.as_ptr(), &mut args, std::mem::size_of::<XattrArgs>())
+                    as isize
+            }
+        },
+        // SAFETY: as above, with the whole path.
+        || unsafe { libc::getxattr(link.path().as_ptr(), name.as_ptr(), value, size) },
+    )
+}
+
+fn listxattr(link: &FdLink, list: *mut libc::c_char, size: usize) -> isize {
+    at_or_classic(
+        // SAFETY: valid directory and name; `list`/`size` describe a buffer or are null/0.
+        || unsafe { libc::syscall(SYS_LISTXATTRAT, link.dir(), link.name().as_ptr(), 0, list, size) as isize },
+        // SAFETY: as above, with the whole path.
+        || unsafe { libc::listxattr(link.path().as_ptr(), list, size) },
+    )
+}
+
 pub(super) fn get(fd: BorrowedFd<'_>, name: &CStr) -> io::Result<Vec<u8>> {
-    let path = proc_path(fd);
-    // SAFETY: valid paths; `value` and `size` describe a valid buffer or are null/0.
-    read_sized(|value, size| unsafe { libc::getxattr(path.as_ptr(), name.as_ptr(), value, size) })
+    let link = proc_fd::link(fd);
+    read_sized(|value, size| getxattr(&link, name, value, size))
 }
 
 /// The names, each followed by a NUL.
 pub(super) fn list(fd: BorrowedFd<'_>) -> io::Result<Vec<u8>> {
-    let path = proc_path(fd);
-    // SAFETY: as for `get`.
-    read_sized(|list, size| unsafe { libc::listxattr(path.as_ptr(), list.cast(), size) })
+    let link = proc_fd::link(fd);
+    read_sized(|list, size| listxattr(&link, list.cast(), size))
 }
 
 pub(super) fn set(fd: BorrowedFd<'_>, name: &CStr, value: &[u8], flags: i32) -> io::Result<()> {
-    let path = proc_path(fd);
+    let path = proc_fd::link(fd).path();
     // SAFETY: valid paths and value buffer.
     check_size(unsafe { libc::setxattr(path.as_ptr(), name.as_ptr(), value.as_ptr().cast(), value.len(), flags) } as isize).map(drop)
 }
 
 pub(super) fn remove(fd: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
-    let path = proc_path(fd);
+    let path = proc_fd::link(fd).path();
     // SAFETY: valid paths.
     check_size(unsafe { libc::removexattr(path.as_ptr(), name.as_ptr()) } as isize).map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::AsFd;
+
+    use super::*;
+
+    #[test]
+    fn values_short_and_long_read_whole_through_an_o_path_descriptor() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"").unwrap();
+        let long = vec![b'x'; 3000];
+        for (name, value) in [(c"user.short", &b"hi"[..]), (c"user.long", &long[..]), (c"user.empty", &b""[..])] {
+            let file = std::fs::File::open(&path).unwrap();
+            set(file.as_fd(), name, value, 0).unwrap();
+        }
+        let fd = super::super::syscalls::open_beneath(std::fs::File::open(dir.path()).unwrap().as_fd(), c"f", libc::O_PATH, 0).unwrap();
+        assert_eq!(get(fd.as_fd(), c"user.short").unwrap(), b"hi");
+        assert_eq!(get(fd.as_fd(), c"user.long").unwrap(), long);
+        assert_eq!(get(fd.as_fd(), c"user.empty").unwrap(), b"");
+        assert_eq!(get(fd.as_fd(), c"user.none").unwrap_err().raw_os_error(), Some(libc::ENODATA));
+        let names = list(fd.as_fd()).unwrap();
+        for name in [&b"user.short\0"[..], b"user.long\0", b"user.empty\0"] {
+            assert!(names.windows(name.len()).any(|w| w == name), "{names:?}");
+        }
+    }
 }
