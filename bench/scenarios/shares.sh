@@ -8,7 +8,11 @@
 # `ls -lR` and a stat of every file of a 27k-entry tree (small files and a Debian rootfs from the
 # reference data set; kernel dentry/inode caches dropped before each), and untar of the rootfs
 # tarball (small-file creates); these three in BENCH_ROUNDS rounds (default 3) with the views
-# taking turns, each view's median reported. Then the scale of one node: 200 share mounts (100 targets x 2
+# taking turns, each view's median reported. The two walks also run through "floor", a FUSE
+# mirror of the same tree served from memory without a system call (fuse/examples/fuse_floor):
+# what the kernel's round trips alone cost, the best any FUSE server reading /dev/fuse can do
+# here; and through "floor_uring", the same over FUSE-over-io_uring (per-CPU queues, the
+# request answered on the CPU that made it; needs fuse.enable_uring, set for the run). Then the scale of one node: 200 share mounts (100 targets x 2
 # shares) with the daemon's resident memory and threads before and after.
 # Env: HOODY_BENCH_DATA (default /tmp/hoody-bench, made by make-data.sh when missing),
 # HOODYD_BIN, BENCH_SECONDS, BENCH_ROUNDS.
@@ -27,11 +31,14 @@ for t in fio bindfs curl python3; do command -v $t >/dev/null || missing+=($t); 
 [ ${#missing[@]} -eq 0 ] || apt-get install -y "${missing[@]}" >&2
 [ -f "$DATA/.data-mut.done" ] || "$SHARED/make-data.sh" "$DATA" >&2
 [ -x "$BIN" ] || (cd "$ROOT" && cargo build --release --bin hoodyd >&2)
+FLOOR=$ROOT/target/release/examples/fuse_floor
+(cd "$ROOT" && cargo build --release -p hoody-fuse --example fuse_floor >&2)
 
 TMP=$(mktemp -d /tmp/hoody-bench-shares.XXXXXX)
 HPID=""
 cleanup() {
-  mountpoint -q "$TMP/bindfs" 2>/dev/null && fusermount3 -u "$TMP/bindfs" || true
+  for m in bindfs floor floor_uring; do mountpoint -q "$TMP/$m" 2>/dev/null && umount "$TMP/$m" || true; done
+  [ -z "${URING_WAS:-}" ] || echo "$URING_WAS" >"$URING_PARAM" 2>/dev/null || true
   [ -z "$HPID" ] || { kill "$HPID" 2>/dev/null; wait "$HPID" 2>/dev/null || true; }
   rm -rf "$TMP"
 }
@@ -43,6 +50,8 @@ drop_dentries() { sync; echo 2 >/proc/sys/vm/drop_caches; }
 
 echo "REFERENCE native the source directory itself (ext4), no FUSE"
 echo "REFERENCE bindfs bindfs $(bindfs --version | awk '{print $2}') (FUSE loopback, default options)"
+echo "REFERENCE floor FUSE mirror of the tree served from memory, no system calls, /dev/fuse (fuse/examples/fuse_floor): ls -lR and stat only"
+echo "REFERENCE floor_uring the same mirror over FUSE-over-io_uring, one queue per CPU: ls -lR and stat only"
 
 # --- The daemon, a source container whose /bench is shared with a target container.
 "$BIN" serve --data-dir "$TMP/hoody" --http 127.0.0.1:0 --quic 127.0.0.1:0 >"$TMP/hoodyd.log" 2>&1 &
@@ -62,10 +71,18 @@ log "copying the metadata tree"
 cp -a "$DATA/data/small" "$DATA/data/rootfs" "$SRC/bench/tree/"
 sync
 api POST "/containers/$SID/storage/shares" "{\"source_path\":\"/bench\",\"target_container_id\":\"$TID\",\"mode\":\"readwrite\"}" >/dev/null
-mkdir -p "$TMP/bindfs"
+mkdir -p "$TMP/bindfs" "$TMP/floor"
 bindfs "$SRC/bench" "$TMP/bindfs"
+"$FLOOR" "$SRC/bench" "$TMP/floor" &
+URING_PARAM=/sys/module/fuse/parameters/enable_uring
+URING_WAS=$(cat "$URING_PARAM" 2>/dev/null || true)
+mkdir -p "$TMP/floor_uring"
+"$FLOOR" "$SRC/bench" "$TMP/floor_uring" --uring &
+for m in floor floor_uring; do
+  for _ in $(seq 1 100); do mountpoint -q "$TMP/$m" && break; sleep 0.1; done
+done
 
-declare -A VIEW=([native]="$SRC/bench" [hoodyd]="$TGT/hoody/shares/bench" [bindfs]="$TMP/bindfs")
+declare -A VIEW=([native]="$SRC/bench" [hoodyd]="$TGT/hoody/shares/bench" [bindfs]="$TMP/bindfs" [floor]="$TMP/floor" [floor_uring]="$TMP/floor_uring")
 mountpoint -q "${VIEW[hoodyd]}" || { log "the share is not mounted"; cat "$TMP/hoodyd.log" >&2; exit 1; }
 
 # fio_run FILE RW [extra...]: prints "<MiB/s> <IOPS>" of one fio job.
@@ -96,13 +113,14 @@ done
 ROUNDS=${BENCH_ROUNDS:-3}
 declare -A LS STAT UNTAR
 for round in $(seq 1 "$ROUNDS"); do
-  for tool in native hoodyd bindfs; do
+  for tool in native hoodyd bindfs floor floor_uring; do
     dir=${VIEW[$tool]}
     log "$tool: ls -lR, stat of every file, untar (round $round)"
     drop_dentries; t0=$(now); ls -lR "$dir/tree" >/dev/null; t1=$(now)
     LS[$tool]+="$(elapsed "$t0" "$t1") "
     drop_dentries; t0=$(now); find "$dir/tree" -printf '%s %m %u\n' >/dev/null; t1=$(now)
     STAT[$tool]+="$(elapsed "$t0" "$t1") "
+    [[ "$tool" != floor* ]] || continue
     mkdir "$dir/untar-$tool-$round"
     # Device nodes are left out: a share refuses them by design (nodev, EPERM).
     sync; t0=$(now); tar -xf "$DATA/rootfs.tar" --exclude="./dev/*" -C "$dir/untar-$tool-$round"; t1=$(now)
@@ -113,10 +131,10 @@ done
 # inodes when allocating new ones, which added seconds to whichever untar came next.
 rm -rf "$SRC"/bench/untar-*
 median() { python3 -c 'import statistics,sys; print(statistics.median(float(v) for v in sys.argv[1:]))' $1; }
-for tool in native hoodyd bindfs; do
+for tool in native hoodyd bindfs floor floor_uring; do
   echo "RESULT ls_lR_27k $tool $(median "${LS[$tool]}") s"
   echo "RESULT stat_every_file_27k $tool $(median "${STAT[$tool]}") s"
-  echo "RESULT untar_rootfs $tool $(median "${UNTAR[$tool]}") s"
+  [[ "$tool" = floor* ]] || echo "RESULT untar_rootfs $tool $(median "${UNTAR[$tool]}") s"
 done
 
 # --- Scale: 100 targets x 2 project-wide shares = 200 mounts on this daemon.
