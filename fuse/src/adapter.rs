@@ -8,46 +8,29 @@
 
 use std::ffi::{OsStr, OsString};
 use std::future::Future;
-use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
 
-use fuser::{
-    AccessFlags, CopyFileRangeFlags, FileHandle, Filesystem, FopenFlags, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags,
-    RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen,
-    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+use crate::mount_state::{file_mode, Shared, GENERATION};
+use crate::reply::{
+    FileHandle, FopenFlags, INodeNo, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyError, ReplyLseek,
+    ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
 };
-
-use crate::mount_state::{file_type, Shared, GENERATION};
-use crate::reply_error::ReplyError;
+use crate::session::{Handler, InitConfig, Replier};
+use crate::wire::{init, Header, Op, SetAttrIn, TimeOrNow};
 use crate::{Attr, Caller, FsError, FsResult, SetAttr, SetTime};
 
 fn set_time(time: Option<TimeOrNow>) -> Option<SetTime> {
     time.map(|time| match time {
         TimeOrNow::Now => SetTime::Now,
-        TimeOrNow::SpecificTime(at) => SetTime::At(before_epoch_as_sent(at)),
+        TimeOrNow::At(at) => SetTime::At(at),
     })
 }
 
-/// The time the kernel sent, from what `fuser` 0.18 made of it. The kernel's
-/// `(secs, nsecs)` means `secs + nsecs/1e9` with `nsecs` counting forward even
-/// when `secs` is negative, but `fuser` turns `secs < 0` into
-/// `epoch - (|secs| s + nsecs)`: nanoseconds counted backwards. Undone here,
-/// or a file set to -0.5 s would get -1.5 s (found by `tests/share_model.rs`).
-fn before_epoch_as_sent(at: SystemTime) -> SystemTime {
-    match SystemTime::UNIX_EPOCH.duration_since(at) {
-        Ok(before) if before.subsec_nanos() != 0 => {
-            SystemTime::UNIX_EPOCH - Duration::from_secs(before.as_secs()) + Duration::from_nanos(u64::from(before.subsec_nanos()))
-        }
-        _ => at,
-    }
-}
-
-fn caller(req: &Request) -> Caller {
-    Caller { uid: req.uid(), gid: req.gid() }
+fn caller(req: &Header) -> Caller {
+    Caller { uid: req.uid, gid: req.gid }
 }
 
 fn is_dot_or_dotdot(name: &OsStr) -> bool {
@@ -68,7 +51,7 @@ fn reply_xattr(shared: &Shared, op: &'static str, reply: ReplyXattr, size: u32, 
     }
 }
 
-/// The `fuser` filesystem of one mount.
+/// The request handler of one mount.
 pub(crate) struct ShareFs {
     shared: Arc<Shared>,
 }
@@ -117,59 +100,18 @@ impl ShareFs {
     }
 }
 
-impl Filesystem for ShareFs {
-    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
-        let tuning = &self.shared.tuning;
-        if let Err(nearest) = config.set_max_write(tuning.max_write) {
-            let _ = config.set_max_write(nearest);
-        }
-        if let Err(nearest) = config.set_max_readahead(tuning.max_readahead) {
-            let _ = config.set_max_readahead(nearest);
-        }
-        let _ = config.set_max_background(tuning.max_background.max(1));
-        let _ = config.set_congestion_threshold((tuning.max_background / 4 * 3).max(1));
-        // Readdirplus saves a lookup per entry; parallel dirops lets lookups in one
-        // directory run concurrently; atomic O_TRUNC saves a setattr per open; auto
-        // inval drops cached pages when the source changed a file's mtime or size.
-        for capability in [
-            InitFlags::FUSE_DO_READDIRPLUS,
-            InitFlags::FUSE_PARALLEL_DIROPS,
-            InitFlags::FUSE_ATOMIC_O_TRUNC,
-            InitFlags::FUSE_AUTO_INVAL_DATA,
-            // The backend drops setuid, setgid and capabilities on writes and
-            // truncates: the daemon writes with its own privileges, which keep
-            // them, and passed-through writes run with them too.
-            InitFlags::FUSE_HANDLE_KILLPRIV_V2,
-            // POSIX ACLs: the kernel enforces them (cached per file) instead of
-            // judging by the mode bits alone, which would let a user an ACL
-            // denies through. DONT_MASK hands the umask to the backend, which
-            // must ignore it beneath a directory with a default ACL.
-            InitFlags::FUSE_POSIX_ACL,
-            InitFlags::FUSE_DONT_MASK,
-        ] {
-            if config.add_capabilities(capability).is_err() {
-                tracing::debug!(?capability, "kernel lacks FUSE capability");
-            }
-        }
-        // Passthrough backing files may live on a stacked filesystem (overlayfs
-        // rootfs): depth 2 is the kernel's maximum.
-        if tuning.passthrough && config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok() && config.set_max_stack_depth(2).is_ok() {
-            self.shared.passthrough_active.store(true, Ordering::Relaxed);
-        }
-        Ok(())
-    }
-
-    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+impl ShareFs {
+    fn lookup(&self, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let answer = Self::entry(parent, name);
         let name = name.to_owned();
         self.dispatch("lookup", reply, move |s| async move { s.backend.lookup(s.node(parent)?, &name).await }, answer);
     }
 
-    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+    fn forget(&self, ino: INodeNo, nlookup: u64) {
         self.shared.forget(ino.0, nlookup);
     }
 
-    fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
+    fn getattr(&self, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
         self.dispatch(
             "getattr",
             reply,
@@ -178,24 +120,9 @@ impl Filesystem for ShareFs {
         );
     }
 
-    fn setattr(
-        &self,
-        req: &Request,
-        ino: INodeNo,
-        mode: Option<u32>,
-        uid: Option<u32>,
-        gid: Option<u32>,
-        size: Option<u64>,
-        atime: Option<TimeOrNow>,
-        mtime: Option<TimeOrNow>,
-        _ctime: Option<SystemTime>,
-        fh: Option<FileHandle>,
-        _crtime: Option<SystemTime>,
-        _chgtime: Option<SystemTime>,
-        _bkuptime: Option<SystemTime>,
-        _flags: Option<fuser::BsdFileFlags>,
-        reply: ReplyAttr,
-    ) {
+    fn setattr(&self, req: &Header, ino: INodeNo, set: SetAttrIn, reply: ReplyAttr) {
+        let SetAttrIn { mode, uid, gid, size, atime, mtime, fh, .. } = set;
+        let fh = fh.map(FileHandle);
         let (atime, mtime) = (set_time(atime), set_time(mtime));
         // With FUSE_HANDLE_KILLPRIV_V2 the kernel leaves dropping privileges to
         // the filesystem: on truncate by a caller without CAP_FSETID (the flag
@@ -213,7 +140,7 @@ impl Filesystem for ShareFs {
         );
     }
 
-    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+    fn readlink(&self, ino: INodeNo, reply: ReplyData) {
         self.dispatch(
             "readlink",
             reply,
@@ -222,65 +149,57 @@ impl Filesystem for ShareFs {
         );
     }
 
-    fn mknod(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, rdev: u32, reply: ReplyEntry) {
+    #[allow(clippy::too_many_arguments)] // the fields of the kernel's request
+    fn mknod(&self, req: &Header, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, rdev: u32, reply: ReplyEntry) {
         let answer = Self::entry(parent, name);
         let (name, caller) = (name.to_owned(), caller(req));
         self.dispatch("mknod", reply, move |s| async move { s.backend.mknod(s.node(parent)?, &name, mode, umask, rdev, caller).await }, answer);
     }
 
-    fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, reply: ReplyEntry) {
+    fn mkdir(&self, req: &Header, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, reply: ReplyEntry) {
         let answer = Self::entry(parent, name);
         let (name, caller) = (name.to_owned(), caller(req));
         self.dispatch("mkdir", reply, move |s| async move { s.backend.mkdir(s.node(parent)?, &name, mode, umask, caller).await }, answer);
     }
 
-    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    fn unlink(&self, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let name = name.to_owned();
         self.dispatch("unlink", reply, move |s| async move { s.backend.unlink(s.node(parent)?, &name).await }, Self::ok_empty);
     }
 
-    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    fn rmdir(&self, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let name = name.to_owned();
         self.dispatch("rmdir", reply, move |s| async move { s.backend.rmdir(s.node(parent)?, &name).await }, Self::ok_empty);
     }
 
-    fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
+    fn symlink(&self, req: &Header, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
         let answer = Self::entry(parent, link_name);
         let (name, target, caller) = (link_name.to_owned(), target.to_owned(), caller(req));
         self.dispatch("symlink", reply, move |s| async move { s.backend.symlink(s.node(parent)?, &name, &target, caller).await }, answer);
     }
 
-    fn rename(
-        &self,
-        _req: &Request,
-        parent: INodeNo,
-        name: &OsStr,
-        newparent: INodeNo,
-        newname: &OsStr,
-        flags: RenameFlags,
-        reply: ReplyEmpty,
-    ) {
+    fn rename(&self, parent: INodeNo, name: &OsStr, newparent: INodeNo, newname: &OsStr, flags: u32, reply: ReplyEmpty) {
         let (name, newname) = (name.to_owned(), newname.to_owned());
         self.dispatch(
             "rename",
             reply,
-            move |s| async move { s.backend.rename(s.node(parent)?, &name, s.node(newparent)?, &newname, flags.bits()).await },
+            move |s| async move { s.backend.rename(s.node(parent)?, &name, s.node(newparent)?, &newname, flags).await },
             Self::ok_empty,
         );
     }
 
-    fn link(&self, _req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
+    fn link(&self, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
         let answer = Self::entry(newparent, newname);
         let newname = newname.to_owned();
         self.dispatch("link", reply, move |s| async move { s.backend.link(s.node(ino)?, s.node(newparent)?, &newname).await }, answer);
     }
 
-    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+    fn open(&self, req: &Header, ino: INodeNo, flags: i32, reply: ReplyOpen) {
         let caller = caller(req);
         self.dispatch(
             "open",
             reply,
-            move |s| async move { s.backend.open(s.node(ino)?, flags.0, caller).await },
+            move |s| async move { s.backend.open(s.node(ino)?, flags, caller).await },
             move |s, reply, opened| match s.open_file(ino.0, &opened, |fd| reply.open_backing(fd)) {
                 (fh, Some(backing)) => reply.opened_passthrough(fh, s.file_open_flags(), &backing),
                 (fh, None) => reply.opened(fh, s.file_open_flags()),
@@ -288,17 +207,7 @@ impl Filesystem for ShareFs {
         );
     }
 
-    fn read(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        fh: FileHandle,
-        offset: u64,
-        size: u32,
-        _flags: OpenFlags,
-        _lock_owner: Option<LockOwner>,
-        reply: ReplyData,
-    ) {
+    fn read(&self, fh: FileHandle, offset: u64, size: u32, reply: ReplyData) {
         self.dispatch(
             "read",
             reply,
@@ -307,21 +216,10 @@ impl Filesystem for ShareFs {
         );
     }
 
-    fn write(
-        &self,
-        req: &Request,
-        _ino: INodeNo,
-        fh: FileHandle,
-        offset: u64,
-        data: &[u8],
-        write_flags: WriteFlags,
-        _flags: OpenFlags,
-        _lock_owner: Option<LockOwner>,
-        reply: ReplyWrite,
-    ) {
+    fn write(&self, req: &Header, fh: FileHandle, offset: u64, data: &[u8], kill_suidgid: bool, reply: ReplyWrite) {
         let data = data.to_vec();
         // The kernel says whether the writer lacks CAP_FSETID (FUSE_HANDLE_KILLPRIV_V2).
-        let drop_privileges = write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID).then(|| caller(req));
+        let drop_privileges = kill_suidgid.then(|| caller(req));
         self.dispatch(
             "write",
             reply,
@@ -330,28 +228,19 @@ impl Filesystem for ShareFs {
         );
     }
 
-    fn flush(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+    fn flush(&self, fh: FileHandle, reply: ReplyEmpty) {
         self.dispatch("flush", reply, move |s| async move { s.backend.flush(s.file_handle(fh)?).await }, Self::ok_empty);
     }
 
-    fn release(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        fh: FileHandle,
-        _flags: OpenFlags,
-        _lock_owner: Option<LockOwner>,
-        _flush: bool,
-        reply: ReplyEmpty,
-    ) {
+    fn release(&self, fh: FileHandle, reply: ReplyEmpty) {
         self.dispatch("release", reply, move |s| async move { s.backend.release(s.handles.remove_file(fh.0)?).await }, Self::ok_empty);
     }
 
-    fn fsync(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, datasync: bool, reply: ReplyEmpty) {
+    fn fsync(&self, fh: FileHandle, datasync: bool, reply: ReplyEmpty) {
         self.dispatch("fsync", reply, move |s| async move { s.backend.fsync(s.file_handle(fh)?, datasync).await }, Self::ok_empty);
     }
 
-    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+    fn opendir(&self, ino: INodeNo, reply: ReplyOpen) {
         self.dispatch(
             "opendir",
             reply,
@@ -360,7 +249,7 @@ impl Filesystem for ShareFs {
         );
     }
 
-    fn readdir(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, reply: ReplyDirectory) {
+    fn readdir(&self, ino: INodeNo, fh: FileHandle, offset: u64, reply: ReplyDirectory) {
         // Only used when the kernel lacks readdirplus: plain entries carry no
         // reference, so each one the backend counted is handed back at once.
         self.dispatch(
@@ -377,7 +266,7 @@ impl Filesystem for ShareFs {
                     let dot = is_dot_or_dotdot(&entry.name);
                     let entry_ino = if dot { ino.0 } else { s.inodes.ino(entry.attr.node).unwrap_or(entry.attr.node.0) };
                     if !full {
-                        full = reply.add(INodeNo(entry_ino), entry.offset, file_type(entry.attr.kind), &entry.name);
+                        full = reply.add(entry_ino, entry.offset, file_mode(entry.attr.kind), &entry.name);
                         taken += usize::from(!full);
                     }
                     if !dot {
@@ -390,7 +279,7 @@ impl Filesystem for ShareFs {
         );
     }
 
-    fn readdirplus(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, reply: ReplyDirectoryPlus) {
+    fn readdirplus(&self, ino: INodeNo, fh: FileHandle, offset: u64, reply: ReplyDirectory) {
         self.dispatch(
             "readdirplus",
             reply,
@@ -403,7 +292,8 @@ impl Filesystem for ShareFs {
                 let (asked, mut taken, mut full) = (dir.entries_hint(), 0, false);
                 for entry in entries {
                     let dot = is_dot_or_dotdot(&entry.name);
-                    if full {
+                    if full || !reply.fits(&entry.name) {
+                        full = true;
                         // The backend counted a reference the kernel never got.
                         if !dot {
                             s.forget_node(entry.attr.node, 1);
@@ -413,12 +303,8 @@ impl Filesystem for ShareFs {
                     // The kernel takes no reference on `.` and `..`.
                     let entry_ino = if dot { ino.0 } else { s.inodes.remember_named(entry.attr.node, ino.0, &entry.name) };
                     let attr = s.file_attr(entry_ino, &entry.attr);
-                    full = reply.add(INodeNo(entry_ino), entry.offset, &entry.name, &s.tuning.entry_ttl, &attr, GENERATION);
-                    if !full {
-                        taken += 1;
-                    } else if !dot {
-                        s.forget(entry_ino, 1);
-                    }
+                    reply.add_plus(entry.offset, &entry.name, &s.tuning.entry_ttl, &attr, GENERATION);
+                    taken += 1;
                 }
                 dir.learn(asked, taken, full);
                 reply.ok();
@@ -426,7 +312,7 @@ impl Filesystem for ShareFs {
         );
     }
 
-    fn releasedir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
+    fn releasedir(&self, fh: FileHandle, reply: ReplyEmpty) {
         self.dispatch(
             "releasedir",
             reply,
@@ -435,7 +321,7 @@ impl Filesystem for ShareFs {
         );
     }
 
-    fn fsyncdir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, datasync: bool, reply: ReplyEmpty) {
+    fn fsyncdir(&self, fh: FileHandle, datasync: bool, reply: ReplyEmpty) {
         self.dispatch(
             "fsyncdir",
             reply,
@@ -444,7 +330,7 @@ impl Filesystem for ShareFs {
         );
     }
 
-    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+    fn statfs(&self, reply: ReplyStatfs) {
         self.dispatch(
             "statfs",
             reply,
@@ -453,7 +339,7 @@ impl Filesystem for ShareFs {
         );
     }
 
-    fn setxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, value: &[u8], flags: i32, _position: u32, reply: ReplyEmpty) {
+    fn setxattr(&self, ino: INodeNo, name: &OsStr, value: &[u8], flags: i32, reply: ReplyEmpty) {
         let (name, value) = (name.to_owned(), value.to_vec());
         self.dispatch(
             "setxattr",
@@ -463,7 +349,7 @@ impl Filesystem for ShareFs {
         );
     }
 
-    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+    fn getxattr(&self, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
         let name = name.to_owned();
         self.dispatch(
             "getxattr",
@@ -473,7 +359,7 @@ impl Filesystem for ShareFs {
         );
     }
 
-    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+    fn listxattr(&self, ino: INodeNo, size: u32, reply: ReplyXattr) {
         self.dispatch(
             "listxattr",
             reply,
@@ -489,17 +375,13 @@ impl Filesystem for ShareFs {
         );
     }
 
-    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    fn removexattr(&self, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let name = name.to_owned();
         self.dispatch("removexattr", reply, move |s| async move { s.backend.removexattr(s.node(ino)?, &name).await }, Self::ok_empty);
     }
 
-    fn access(&self, _req: &Request, _ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
-        // Reached only without `default_permissions`: the mount then trusts callers.
-        reply.ok();
-    }
-
-    fn create(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, flags: i32, reply: ReplyCreate) {
+    #[allow(clippy::too_many_arguments)] // the fields of the kernel's request
+    fn create(&self, req: &Header, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, flags: i32, reply: ReplyCreate) {
         let (name, caller) = (name.to_owned(), caller(req));
         let created_name = name.clone();
         self.dispatch(
@@ -518,7 +400,7 @@ impl Filesystem for ShareFs {
         );
     }
 
-    fn fallocate(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, length: u64, mode: i32, reply: ReplyEmpty) {
+    fn fallocate(&self, fh: FileHandle, offset: u64, length: u64, mode: i32, reply: ReplyEmpty) {
         self.dispatch(
             "fallocate",
             reply,
@@ -527,7 +409,7 @@ impl Filesystem for ShareFs {
         );
     }
 
-    fn lseek(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: i64, whence: i32, reply: ReplyLseek) {
+    fn lseek(&self, fh: FileHandle, offset: i64, whence: i32, reply: ReplyLseek) {
         self.dispatch(
             "lseek",
             reply,
@@ -540,19 +422,7 @@ impl Filesystem for ShareFs {
         );
     }
 
-    fn copy_file_range(
-        &self,
-        _req: &Request,
-        _ino_in: INodeNo,
-        fh_in: FileHandle,
-        offset_in: u64,
-        _ino_out: INodeNo,
-        fh_out: FileHandle,
-        offset_out: u64,
-        len: u64,
-        _flags: CopyFileRangeFlags,
-        reply: ReplyWrite,
-    ) {
+    fn copy_file_range(&self, fh_in: FileHandle, offset_in: u64, fh_out: FileHandle, offset_out: u64, len: u64, reply: ReplyWrite) {
         // The reply carries a u32; the kernel loops for the rest.
         let len = len.min(u64::from(u32::MAX) & !0xfff);
         self.dispatch(
@@ -568,18 +438,97 @@ impl Filesystem for ShareFs {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+impl Handler for ShareFs {
+    fn init_config(&self) -> InitConfig {
+        let tuning = &self.shared.tuning;
+        // Readdirplus saves a lookup per entry; parallel dirops lets lookups in one
+        // directory run concurrently; atomic O_TRUNC saves a setattr per open; auto
+        // inval drops cached pages when the source changed a file's mtime or size.
+        // The backend drops setuid, setgid and capabilities on writes and
+        // truncates (HANDLE_KILLPRIV_V2): the daemon writes with its own
+        // privileges, which keep them, and passed-through writes run with them too.
+        // POSIX ACLs: the kernel enforces them (cached per file) instead of
+        // judging by the mode bits alone, which would let a user an ACL denies
+        // through. DONT_MASK hands the umask to the backend, which must ignore
+        // it beneath a directory with a default ACL.
+        let mut flags = init::ASYNC_READ
+            | init::BIG_WRITES
+            | init::DO_READDIRPLUS
+            | init::PARALLEL_DIROPS
+            | init::ATOMIC_O_TRUNC
+            | init::AUTO_INVAL_DATA
+            | init::HANDLE_KILLPRIV_V2
+            | init::POSIX_ACL
+            | init::DONT_MASK;
+        if tuning.passthrough {
+            flags |= init::PASSTHROUGH;
+        }
+        InitConfig {
+            flags,
+            max_write: tuning.max_write,
+            max_readahead: tuning.max_readahead,
+            max_background: tuning.max_background.max(1),
+            congestion_threshold: (tuning.max_background / 4 * 3).max(1),
+            // Passthrough backing files may live on a stacked filesystem
+            // (overlayfs rootfs): depth 2 is the kernel's maximum.
+            max_stack_depth: 2,
+        }
+    }
 
-    #[test]
-    fn times_before_the_epoch_keep_their_forward_nanoseconds() {
-        let epoch = SystemTime::UNIX_EPOCH;
-        // The kernel's (-1 s, 1 ns), which is -0.999999999 s, as fuser hands it over.
-        let as_fuser_parses = epoch - Duration::new(1, 1);
-        assert_eq!(before_epoch_as_sent(as_fuser_parses), epoch - Duration::new(0, 999_999_999));
-        assert_eq!(before_epoch_as_sent(epoch - Duration::from_secs(3)), epoch - Duration::from_secs(3));
-        assert_eq!(before_epoch_as_sent(epoch + Duration::new(5, 7)), epoch + Duration::new(5, 7));
-        assert_eq!(before_epoch_as_sent(epoch), epoch);
+    fn initialized(&self, granted: u64) {
+        self.shared.passthrough_active.store(granted & init::PASSTHROUGH != 0, Ordering::Relaxed);
+    }
+
+    fn handle(&self, req: &Header, op: Op<'_>, replier: Replier) {
+        let ino = INodeNo(req.nodeid);
+        match op {
+            Op::Lookup { name } => self.lookup(ino, name, ReplyEntry(replier)),
+            Op::Forget { nlookup } => self.forget(ino, nlookup),
+            Op::BatchForget { nodes } => {
+                for (node, nlookup) in nodes {
+                    self.forget(INodeNo(node), nlookup);
+                }
+            }
+            Op::GetAttr { fh } => self.getattr(ino, fh.map(FileHandle), ReplyAttr(replier)),
+            Op::SetAttr(set) => self.setattr(req, ino, set, ReplyAttr(replier)),
+            Op::ReadLink => self.readlink(ino, ReplyData(replier)),
+            Op::Symlink { name, target } => self.symlink(req, ino, name, Path::new(target), ReplyEntry(replier)),
+            Op::MkNod { name, mode, rdev, umask } => self.mknod(req, ino, name, mode, umask, rdev, ReplyEntry(replier)),
+            Op::MkDir { name, mode, umask } => self.mkdir(req, ino, name, mode, umask, ReplyEntry(replier)),
+            Op::Unlink { name } => self.unlink(ino, name, ReplyEmpty(replier)),
+            Op::RmDir { name } => self.rmdir(ino, name, ReplyEmpty(replier)),
+            Op::Rename { name, newdir, newname, flags } => self.rename(ino, name, INodeNo(newdir), newname, flags, ReplyEmpty(replier)),
+            Op::Link { oldnodeid, newname } => self.link(INodeNo(oldnodeid), ino, newname, ReplyEntry(replier)),
+            Op::Open { flags } => self.open(req, ino, flags, ReplyOpen(replier)),
+            Op::Read { fh, offset, size } => self.read(FileHandle(fh), offset, size, ReplyData(replier)),
+            Op::Write { fh, offset, data, kill_suidgid } => self.write(req, FileHandle(fh), offset, data, kill_suidgid, ReplyWrite(replier)),
+            Op::StatFs => self.statfs(ReplyStatfs(replier)),
+            Op::Release { fh } => self.release(FileHandle(fh), ReplyEmpty(replier)),
+            Op::Fsync { fh, datasync } => self.fsync(FileHandle(fh), datasync, ReplyEmpty(replier)),
+            Op::SetXattr { name, value, flags } => self.setxattr(ino, name, value, flags, ReplyEmpty(replier)),
+            Op::GetXattr { name, size } => self.getxattr(ino, name, size, ReplyXattr(replier)),
+            Op::ListXattr { size } => self.listxattr(ino, size, ReplyXattr(replier)),
+            Op::RemoveXattr { name } => self.removexattr(ino, name, ReplyEmpty(replier)),
+            Op::Flush { fh } => self.flush(FileHandle(fh), ReplyEmpty(replier)),
+            Op::OpenDir => self.opendir(ino, ReplyOpen(replier)),
+            Op::ReadDir { fh, offset, size } => self.readdir(ino, FileHandle(fh), offset, ReplyDirectory::new(replier, size, false)),
+            Op::ReadDirPlus { fh, offset, size } => self.readdirplus(ino, FileHandle(fh), offset, ReplyDirectory::new(replier, size, true)),
+            Op::ReleaseDir { fh } => self.releasedir(FileHandle(fh), ReplyEmpty(replier)),
+            Op::FsyncDir { fh, datasync } => self.fsyncdir(FileHandle(fh), datasync, ReplyEmpty(replier)),
+            // Reached only without `default_permissions`: the mount then trusts callers.
+            Op::Access => ReplyEmpty(replier).ok(),
+            Op::Create { name, mode, umask, flags } => self.create(req, ino, name, mode, umask, flags, ReplyCreate(replier)),
+            Op::Fallocate { fh, offset, length, mode } => self.fallocate(FileHandle(fh), offset, length, mode, ReplyEmpty(replier)),
+            Op::Lseek { fh, offset, whence } => self.lseek(FileHandle(fh), offset, whence, ReplyLseek(replier)),
+            Op::CopyFileRange { fh_in, off_in, fh_out, off_out, len } => {
+                self.copy_file_range(FileHandle(fh_in), off_in, FileHandle(fh_out), off_out, len, ReplyWrite(replier))
+            }
+            Op::Destroy => ReplyEmpty(replier).ok(),
+            Op::Interrupt => {}
+            // Answered by the session.
+            Op::Init { .. } => replier.send(Err(libc::EIO)),
+            // Locks: ENOSYS makes the kernel keep them itself, on this node.
+            Op::Unsupported => replier.send(Err(libc::ENOSYS)),
+        }
     }
 }

@@ -10,9 +10,9 @@ use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use fuser::{INodeNo, Notifier};
 
 use crate::inode_table::InodeTable;
+use crate::session::Notifier;
 use crate::NodeId;
 
 /// Cloneable handle that invalidates kernel caches of one mount.
@@ -48,7 +48,7 @@ impl CacheInvalidator {
     /// end of the file; a negative `offset`: attributes only).
     pub fn invalidate_data(&self, node: NodeId, offset: i64, len: i64) -> io::Result<()> {
         match self.inodes.ino(node) {
-            Some(ino) => self.notifier.inval_inode(INodeNo(ino), offset, len),
+            Some(ino) => self.notifier.inval_inode(ino, offset, len),
             None => Ok(()),
         }
     }
@@ -57,7 +57,7 @@ impl CacheInvalidator {
     /// backend lost track of what changed. Cached names stay until they expire.
     pub fn invalidate_everything(&self) -> io::Result<()> {
         for ino in self.inodes.inos() {
-            match self.notifier.inval_inode(INodeNo(ino), 0, 0) {
+            match self.notifier.inval_inode(ino, 0, 0) {
                 Err(err) if err.raw_os_error() == Some(libc::ENOENT) => {}
                 other => other?,
             }
@@ -77,7 +77,7 @@ impl CacheInvalidator {
         let this = self.clone();
         let spawned = std::thread::Builder::new().name("share-shed".into()).spawn(move || {
             for (parent, name) in this.inodes.take_oldest_names(count) {
-                let _ = this.notifier.inval_entry(INodeNo(parent), &name);
+                let _ = this.notifier.inval_entry(parent, &name);
             }
             this.shedding.store(false, Ordering::Release);
         });
@@ -89,7 +89,7 @@ impl CacheInvalidator {
     /// The name `name` in directory `parent`, whether it now names another file or none.
     pub fn invalidate_entry(&self, parent: NodeId, name: &OsStr) -> io::Result<()> {
         match self.inodes.ino(parent) {
-            Some(ino) => self.notifier.inval_entry(INodeNo(ino), name),
+            Some(ino) => self.notifier.inval_entry(ino, name),
             None => Ok(()),
         }
     }

@@ -16,8 +16,11 @@ mod invalidation;
 mod mount;
 mod mount_state;
 mod open_handles;
-mod reply_error;
+mod reply;
+mod ring_pool;
+mod session;
 mod unmount;
+mod wire;
 
 use std::ffi::{OsStr, OsString};
 use std::os::fd::OwnedFd;

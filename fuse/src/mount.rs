@@ -1,8 +1,9 @@
 //! Mounting a backend: the mount options, and the handle whose drop unmounts.
 //!
-//! Each mount costs two threads (the session thread of `fuser` and the one that
-//! reads kernel requests); everything else runs on the tokio runtime shared by
-//! all mounts, so many mounts do not mean many threads.
+//! Each mount costs one thread, which reads its `/dev/fuse`; requests over
+//! io_uring are served by the daemon-wide threads of one per CPU
+//! ([`crate::ring_pool`]), and everything that waits runs on the tokio runtime
+//! shared by all mounts, so many mounts do not mean many threads.
 
 use std::future::Future;
 use std::io;
@@ -11,9 +12,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use fuser::{BackgroundSession, MountOption, SessionACL};
 
 use crate::adapter::ShareFs;
+use crate::session::{self, MountSpec, Session};
 use crate::inode_table::InodeTable;
 use crate::invalidation::CacheInvalidator;
 use crate::mount_state::{Counters, Shared, Tuning};
@@ -74,24 +75,16 @@ impl Default for MountOptions {
 }
 
 impl MountOptions {
-    fn fuser_config(&self) -> fuser::Config {
-        // A share never brings device nodes or setuid programs into a container.
-        let mut options = vec![
-            MountOption::FSName(self.fs_name.clone()),
-            MountOption::Subtype(self.subtype.clone()),
-            MountOption::NoDev,
-            MountOption::NoSuid,
-            MountOption::CUSTOM(format!("max_read={}", self.max_read)),
-            if self.read_only { MountOption::RO } else { MountOption::RW },
-        ];
-        if self.default_permissions {
-            options.push(MountOption::DefaultPermissions);
+    /// A share never brings device nodes or setuid programs into a container.
+    fn spec(&self) -> MountSpec<'_> {
+        MountSpec {
+            fs_name: &self.fs_name,
+            subtype: &self.subtype,
+            read_only: self.read_only,
+            allow_other: self.allow_other,
+            default_permissions: self.default_permissions,
+            max_read: self.max_read,
         }
-        let mut config = fuser::Config::default();
-        config.mount_options = options;
-        config.acl = if self.allow_other { SessionACL::All } else { SessionACL::Owner };
-        config.n_threads = Some(1);
-        config
     }
 }
 
@@ -113,7 +106,7 @@ pub struct MountStats {
 pub struct MountHandle {
     mountpoint: PathBuf,
     connection: Option<u32>,
-    session: Option<BackgroundSession>,
+    session: Option<Session>,
     shared: Arc<Shared>,
     invalidator: CacheInvalidator,
 }
@@ -169,17 +162,17 @@ impl MountHandle {
                 return Ok(());
             }
         }
-        session.join()
+        session.reader.join().map_err(|_| io::Error::other("share session thread panicked"))
     }
 }
 
 /// How long a cleanly unmounted session may take to notice.
 const SESSION_END_GRACE: Duration = Duration::from_secs(2);
 
-fn ends_within(session: &BackgroundSession, grace: Duration) -> bool {
+fn ends_within(session: &Session, grace: Duration) -> bool {
     let deadline = std::time::Instant::now() + grace;
     loop {
-        if session.guard.is_finished() {
+        if session.reader.is_finished() {
             return true;
         }
         if std::time::Instant::now() >= deadline {
@@ -228,27 +221,26 @@ pub fn mount(backend: Arc<dyn FsBackend>, mountpoint: &Path, options: MountOptio
         passthrough_active: AtomicBool::new(false),
         counters: Counters::default(),
     });
-    let session = fuser::Session::new(ShareFs::new(shared.clone()), &mountpoint, &options.fuser_config())?;
+    let session = session::mount(&mountpoint, &options.spec(), Arc::new(ShareFs::new(shared.clone())))?;
     let invalidator = CacheInvalidator::new(session.notifier(), inodes);
     backend.attach_invalidator(invalidator.clone());
     let connection = unmount::connection_id(&mountpoint);
-    let session = session.spawn()?;
     Ok(MountHandle { mountpoint, connection, session: Some(session), shared, invalidator })
 }
 
-/// `fuser` gives each session a 16 MiB request buffer from `calloc`. Once one
-/// such buffer is freed, glibc raises its mmap threshold above that size, and
-/// the next buffers come from the heap and are cleared byte by byte: 16 MiB
-/// resident per mount instead of the few pages requests touch. A fixed
-/// threshold keeps large buffers mapped on demand (process-wide: it also stops
-/// the heap from keeping freed multi-megabyte blocks).
+/// Each mount has a request buffer of `max_write` and more, and io_uring
+/// entries as large, of which requests touch a few pages. Once one such buffer
+/// is freed, glibc raises its mmap threshold above that size, and the next
+/// buffers come from the heap and are cleared byte by byte: all resident. A
+/// fixed threshold keeps large buffers mapped on demand (process-wide: it also
+/// stops the heap from keeping freed multi-megabyte blocks).
 fn keep_large_buffers_mapped() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
         static FIXED_THRESHOLD: std::sync::Once = std::sync::Once::new();
         FIXED_THRESHOLD.call_once(|| {
             // SAFETY: mallopt only changes allocator tuning.
-            unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20) };
+            unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 512 << 10) };
         });
     }
 }

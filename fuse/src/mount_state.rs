@@ -9,17 +9,18 @@ use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Waker};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use fuser::{BackingId, Errno, FileAttr, FileHandle, FileType, FopenFlags, Generation, INodeNo, ReplyEntry};
 
 use crate::inode_table::InodeTable;
 use crate::open_handles::{OpenFile, OpenHandles};
-use crate::reply_error::ReplyError;
+use crate::reply::{FileHandle, FopenFlags, INodeNo, ReplyEntry, ReplyError};
+use crate::session::BackingId;
+use crate::wire::FileAttr;
 use crate::{Attr, FileKind, FsBackend, FsError, FsResult, HandleId, NodeId, Opened};
 
 /// Inode generations are not used: node ids are stable, never recycled by us.
-pub(crate) const GENERATION: Generation = Generation(0);
+pub(crate) const GENERATION: u64 = 0;
 /// `st_blksize` reported for every file.
 const BLOCK_SIZE: u32 = 4096;
 
@@ -70,26 +71,23 @@ impl Shared {
     pub(crate) fn fail(&self, op: &'static str, reply: impl ReplyError, err: FsError) {
         self.counters.errors.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(op, error = %err, errno = err.to_errno(), "share request failed");
-        reply.error(Errno::from_i32(err.to_errno()));
+        reply.error(err.to_errno());
     }
 
     pub(crate) fn file_attr(&self, ino: u64, attr: &Attr) -> FileAttr {
         FileAttr {
-            ino: INodeNo(ino),
+            ino,
             size: attr.size,
             blocks: attr.blocks,
             atime: attr.atime,
             mtime: attr.mtime,
             ctime: attr.ctime,
-            crtime: SystemTime::UNIX_EPOCH,
-            kind: file_type(attr.kind),
-            perm: attr.perm,
+            mode: file_mode(attr.kind) | u32::from(attr.perm),
             nlink: attr.nlink,
             uid: attr.uid,
             gid: attr.gid,
             rdev: attr.rdev,
             blksize: BLOCK_SIZE,
-            flags: 0,
         }
     }
 
@@ -144,7 +142,7 @@ impl Shared {
     /// How the kernel should treat a file this mount opens.
     pub(crate) fn file_open_flags(&self) -> FopenFlags {
         if self.backend.writes_land_at_once() {
-            FopenFlags::FOPEN_NOFLUSH
+            FopenFlags::NOFLUSH
         } else {
             FopenFlags::empty()
         }
@@ -162,14 +160,15 @@ impl Shared {
     }
 }
 
-pub(crate) fn file_type(kind: FileKind) -> FileType {
+/// The file type bits of `st_mode`.
+pub(crate) fn file_mode(kind: FileKind) -> u32 {
     match kind {
-        FileKind::File => FileType::RegularFile,
-        FileKind::Directory => FileType::Directory,
-        FileKind::Symlink => FileType::Symlink,
-        FileKind::Fifo => FileType::NamedPipe,
-        FileKind::Socket => FileType::Socket,
-        FileKind::CharDevice => FileType::CharDevice,
-        FileKind::BlockDevice => FileType::BlockDevice,
+        FileKind::File => libc::S_IFREG,
+        FileKind::Directory => libc::S_IFDIR,
+        FileKind::Symlink => libc::S_IFLNK,
+        FileKind::Fifo => libc::S_IFIFO,
+        FileKind::Socket => libc::S_IFSOCK,
+        FileKind::CharDevice => libc::S_IFCHR,
+        FileKind::BlockDevice => libc::S_IFBLK,
     }
 }

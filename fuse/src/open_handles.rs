@@ -9,10 +9,10 @@ use std::io;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 
-use fuser::BackingId;
 use parking_lot::Mutex;
 
 use crate::id_map::IdMap;
+use crate::session::BackingId;
 use crate::{FsError, FsResult, HandleId};
 
 /// How many entries a directory listing asks the backend for at first; adapted

@@ -107,10 +107,7 @@ impl ServeArgs {
 }
 
 fn init_logging(format: LogFormat, level: &str) {
-    // fuser reports its own unmount attempts after ours (`Unmount failed`) and
-    // every mount it makes; the daemon logs what happened to each share itself.
-    let directives = if level.contains("fuser") { level.to_owned() } else { format!("{level},fuser=error") };
-    let filter = tracing_subscriber::EnvFilter::try_new(directives).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,fuser=error"));
+    let filter = tracing_subscriber::EnvFilter::try_new(level).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().init(),

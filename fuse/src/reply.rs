@@ -1,0 +1,208 @@
+//! The answers of the adapter, one type per kind of request, each consumed by
+//! the one answer it gives (or an errno, through [`ReplyError`], so that one
+//! helper, [`crate::mount_state::Shared::fail`], answers every failure).
+
+use std::ffi::OsStr;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::time::Duration;
+
+use crate::session::{open_backing, BackingId, Replier};
+use crate::wire::{self, FileAttr, Out, FOPEN_PASSTHROUGH};
+
+/// Kernel inode number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct INodeNo(pub(crate) u64);
+
+/// The kernel's name of an open file or directory of the adapter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct FileHandle(pub(crate) u64);
+
+/// `FOPEN_*` flags of an open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct FopenFlags(pub(crate) u32);
+
+impl FopenFlags {
+    pub(crate) const NOFLUSH: FopenFlags = FopenFlags(wire::FOPEN_NOFLUSH);
+
+    pub(crate) fn empty() -> Self {
+        FopenFlags(0)
+    }
+}
+
+/// Replies that can carry an errno.
+pub(crate) trait ReplyError {
+    fn error(self, errno: i32);
+}
+
+macro_rules! replies {
+    ($($name:ident),* $(,)?) => {
+        $(
+            pub(crate) struct $name(pub(crate) Replier);
+
+            impl ReplyError for $name {
+                fn error(self, errno: i32) {
+                    self.0.send(Err(errno));
+                }
+            }
+        )*
+    };
+}
+
+replies!(ReplyEntry, ReplyAttr, ReplyData, ReplyEmpty, ReplyOpen, ReplyCreate, ReplyWrite, ReplyStatfs, ReplyXattr, ReplyLseek);
+
+impl ReplyEntry {
+    pub(crate) fn entry(self, ttl: &Duration, attr: &FileAttr, generation: u64) {
+        let mut out = Out::default();
+        out.entry(*ttl, attr, generation);
+        self.0.send(Ok(&out.bytes));
+    }
+}
+
+impl ReplyAttr {
+    pub(crate) fn attr(self, ttl: &Duration, attr: &FileAttr) {
+        let mut out = Out::default();
+        out.attr_out(*ttl, attr);
+        self.0.send(Ok(&out.bytes));
+    }
+}
+
+impl ReplyData {
+    pub(crate) fn data(self, data: &[u8]) {
+        self.0.send(Ok(data));
+    }
+}
+
+impl ReplyEmpty {
+    pub(crate) fn ok(self) {
+        self.0.send(Ok(&[]));
+    }
+}
+
+/// Registers `fd` as the passthrough backing of a file about to be opened.
+fn backing_of(replier: &Replier, fd: &OwnedFd) -> io::Result<BackingId> {
+    open_backing(replier.device(), fd.as_fd())
+}
+
+impl ReplyOpen {
+    pub(crate) fn open_backing(&self, fd: &OwnedFd) -> io::Result<BackingId> {
+        backing_of(&self.0, fd)
+    }
+
+    pub(crate) fn opened(self, fh: FileHandle, flags: FopenFlags) {
+        let mut out = Out::default();
+        out.open(fh.0, flags.0, 0);
+        self.0.send(Ok(&out.bytes));
+    }
+
+    pub(crate) fn opened_passthrough(self, fh: FileHandle, flags: FopenFlags, backing: &BackingId) {
+        let mut out = Out::default();
+        out.open(fh.0, flags.0 | FOPEN_PASSTHROUGH, backing.id);
+        self.0.send(Ok(&out.bytes));
+    }
+}
+
+impl ReplyCreate {
+    pub(crate) fn open_backing(&self, fd: &OwnedFd) -> io::Result<BackingId> {
+        backing_of(&self.0, fd)
+    }
+
+    pub(crate) fn created(self, ttl: &Duration, attr: &FileAttr, generation: u64, fh: FileHandle, flags: FopenFlags) {
+        let mut out = Out::default();
+        out.entry(*ttl, attr, generation).open(fh.0, flags.0, 0);
+        self.0.send(Ok(&out.bytes));
+    }
+
+    pub(crate) fn created_passthrough(self, ttl: &Duration, attr: &FileAttr, generation: u64, fh: FileHandle, flags: FopenFlags, backing: &BackingId) {
+        let mut out = Out::default();
+        out.entry(*ttl, attr, generation).open(fh.0, flags.0 | FOPEN_PASSTHROUGH, backing.id);
+        self.0.send(Ok(&out.bytes));
+    }
+}
+
+impl ReplyWrite {
+    pub(crate) fn written(self, size: u32) {
+        let mut out = Out::default();
+        out.u32(size).u32(0);
+        self.0.send(Ok(&out.bytes));
+    }
+}
+
+impl ReplyStatfs {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn statfs(self, blocks: u64, bfree: u64, bavail: u64, files: u64, ffree: u64, bsize: u32, namelen: u32, frsize: u32) {
+        let mut out = Out::default();
+        out.u64(blocks).u64(bfree).u64(bavail).u64(files).u64(ffree).u32(bsize).u32(namelen).u32(frsize).u32(0);
+        out.bytes.resize(80, 0);
+        self.0.send(Ok(&out.bytes));
+    }
+}
+
+impl ReplyXattr {
+    pub(crate) fn size(self, size: u32) {
+        let mut out = Out::default();
+        out.u32(size).u32(0);
+        self.0.send(Ok(&out.bytes));
+    }
+
+    pub(crate) fn data(self, data: &[u8]) {
+        self.0.send(Ok(data));
+    }
+}
+
+impl ReplyLseek {
+    pub(crate) fn offset(self, offset: i64) {
+        let mut out = Out::default();
+        out.u64(offset as u64);
+        self.0.send(Ok(&out.bytes));
+    }
+}
+
+/// A `readdir` or `readdirplus` answer filled up to the size the kernel asked.
+pub(crate) struct ReplyDirectory {
+    replier: Replier,
+    size: usize,
+    out: Out,
+    plus: bool,
+}
+
+impl ReplyError for ReplyDirectory {
+    fn error(self, errno: i32) {
+        self.replier.send(Err(errno));
+    }
+}
+
+impl ReplyDirectory {
+    pub(crate) fn new(replier: Replier, size: u32, plus: bool) -> Self {
+        ReplyDirectory { replier, size: size as usize, out: Out::default(), plus }
+    }
+
+    /// Whether another entry named `name` would still fit.
+    pub(crate) fn fits(&self, name: &OsStr) -> bool {
+        let len = if self.plus { wire::direntplus_len(name.as_bytes()) } else { wire::dirent_len(name.as_bytes()) };
+        self.out.bytes.len() + len <= self.size
+    }
+
+    /// Adds an entry unless the buffer is full; true when it was full.
+    pub(crate) fn add(&mut self, ino: u64, offset: u64, mode: u32, name: &OsStr) -> bool {
+        if !self.fits(name) {
+            return true;
+        }
+        self.out.dirent(ino, offset, mode >> 12, name.as_bytes());
+        false
+    }
+
+    /// Adds an entry with its attributes (readdirplus) unless the buffer is full.
+    pub(crate) fn add_plus(&mut self, offset: u64, name: &OsStr, ttl: &Duration, attr: &FileAttr, generation: u64) -> bool {
+        if !self.fits(name) {
+            return true;
+        }
+        self.out.entry(*ttl, attr, generation).dirent(attr.ino, offset, attr.mode >> 12, name.as_bytes());
+        false
+    }
+
+    pub(crate) fn ok(self) {
+        self.replier.send(Ok(&self.out.bytes));
+    }
+}

@@ -1,0 +1,323 @@
+//! One mount's connection to the kernel: the `/dev/fuse` descriptor, the
+//! mount itself, `FUSE_INIT`, and the thread that reads requests from the
+//! device. Where the kernel and the module allow it (`fuse.enable_uring`), the
+//! connection then moves to io_uring queues served by the daemon-wide ring
+//! threads of [`crate::ring_pool`]; the device keeps carrying forgets,
+//! interrupts and our notifications.
+
+use std::ffi::{CString, OsStr};
+use std::fs::File;
+use std::io::{self, IoSlice, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::{Arc, Weak};
+use std::thread::JoinHandle;
+
+use crate::ring_pool::{self, RingSlot};
+use crate::wire::{self, decode_header, decode_op, init, opcode, Header, Malformed, Op, Out, IN_HEADER_LEN};
+
+/// Largest request: a write of `max_write` bytes plus headers.
+const REQUEST_OVERHEAD: usize = 4096;
+
+const FUSE_DEV_IOC_BACKING_OPEN: libc::c_ulong = 0x4010_e501;
+const FUSE_DEV_IOC_BACKING_CLOSE: libc::c_ulong = 0x4004_e502;
+const NOTIFY_INVAL_INODE: i32 = 2;
+const NOTIFY_INVAL_ENTRY: i32 = 3;
+
+/// The `/dev/fuse` descriptor of one mount.
+pub(crate) struct Device {
+    file: File,
+}
+
+impl Device {
+    fn write_parts(&self, parts: &[&[u8]]) -> io::Result<()> {
+        let slices: Vec<IoSlice<'_>> = parts.iter().map(|part| IoSlice::new(part)).collect();
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        let written = (&self.file).write_vectored(&slices)?;
+        if written != total {
+            return Err(io::Error::other("short write to /dev/fuse"));
+        }
+        Ok(())
+    }
+
+    fn reply(&self, unique: u64, result: Result<&[u8], i32>) -> io::Result<()> {
+        match result {
+            Ok(body) => self.write_parts(&[&wire::out_header(unique, 0, body.len()), body]),
+            Err(errno) => self.write_parts(&[&wire::out_header(unique, errno, 0)]),
+        }
+    }
+
+    fn notify(&self, code: i32, body: &[&[u8]]) -> io::Result<()> {
+        let len: usize = body.iter().map(|p| p.len()).sum();
+        // Notifications carry their code where replies carry an error, and no unique.
+        let header = wire::out_header(0, -code, len);
+        let mut parts = vec![&header[..]];
+        parts.extend_from_slice(body);
+        self.write_parts(&parts)
+    }
+
+    pub(crate) fn raw_fd(&self) -> i32 {
+        self.file.as_raw_fd()
+    }
+}
+
+/// A file registered with the kernel for passthrough; unregistered when dropped.
+#[derive(Debug)]
+pub(crate) struct BackingId {
+    device: Weak<Device>,
+    pub(crate) id: u32,
+}
+
+impl Drop for BackingId {
+    fn drop(&mut self) {
+        if let Some(device) = self.device.upgrade() {
+            let id = self.id;
+            // SAFETY: valid descriptor; the ioctl reads one u32.
+            unsafe { libc::ioctl(device.raw_fd(), FUSE_DEV_IOC_BACKING_CLOSE, &id) };
+        }
+    }
+}
+
+/// Registers `fd` as a passthrough backing file of the mount of `device`.
+pub(crate) fn open_backing(device: &Arc<Device>, fd: BorrowedFd<'_>) -> io::Result<BackingId> {
+    #[repr(C)]
+    struct BackingMap {
+        fd: i32,
+        flags: u32,
+        padding: u64,
+    }
+    let map = BackingMap { fd: fd.as_raw_fd(), flags: 0, padding: 0 };
+    // SAFETY: valid descriptor; the ioctl reads a `fuse_backing_map`.
+    let id = unsafe { libc::ioctl(device.raw_fd(), FUSE_DEV_IOC_BACKING_OPEN, &map) };
+    if id < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(BackingId { device: Arc::downgrade(device), id: id as u32 })
+}
+
+/// Drops kernel caches: `FUSE_NOTIFY_INVAL_*` written to the device.
+#[derive(Clone)]
+pub(crate) struct Notifier {
+    device: Weak<Device>,
+}
+
+impl Notifier {
+    fn device(&self) -> io::Result<Arc<Device>> {
+        self.device.upgrade().ok_or_else(|| io::Error::from_raw_os_error(libc::ENOTCONN))
+    }
+
+    /// Attributes of `ino` and its cached data in `offset..offset+len` (a
+    /// negative offset: attributes only; `len` 0: to the end).
+    pub(crate) fn inval_inode(&self, ino: u64, offset: i64, len: i64) -> io::Result<()> {
+        let mut body = Out::default();
+        body.u64(ino).u64(offset as u64).u64(len as u64);
+        self.device()?.notify(NOTIFY_INVAL_INODE, &[&body.bytes])
+    }
+
+    pub(crate) fn inval_entry(&self, parent: u64, name: &OsStr) -> io::Result<()> {
+        let mut body = Out::default();
+        body.u64(parent).u32(name.len() as u32).u32(0);
+        self.device()?.notify(NOTIFY_INVAL_ENTRY, &[&body.bytes, name.as_bytes(), b"\0"])
+    }
+}
+
+/// Where one answer goes.
+enum Sink {
+    Device(Arc<Device>),
+    Ring(RingSlot),
+}
+
+/// The one answer a request gets; a request dropped unanswered gets `EIO`
+/// (the kernel would wait for it forever, and a ring entry would be lost).
+pub(crate) struct Replier {
+    unique: u64,
+    sink: Option<Sink>,
+    device: Arc<Device>,
+}
+
+impl Replier {
+    pub(crate) fn send(mut self, result: Result<&[u8], i32>) {
+        self.send_now(result);
+    }
+
+    fn send_now(&mut self, result: Result<&[u8], i32>) {
+        let result = match result {
+            Ok(body) if body.len() > u32::MAX as usize => Err(libc::EIO),
+            other => other,
+        };
+        let outcome = match self.sink.take() {
+            Some(Sink::Device(device)) => device.reply(self.unique, result),
+            Some(Sink::Ring(slot)) => slot.answer(self.unique, result),
+            None => return,
+        };
+        if let Err(err) = outcome {
+            // ENOENT: the request was interrupted meanwhile; nothing to do.
+            if err.raw_os_error() != Some(libc::ENOENT) {
+                tracing::debug!(error = %err, "reply not delivered");
+            }
+        }
+    }
+
+    /// The device of the mount, to register passthrough backing files.
+    pub(crate) fn device(&self) -> &Arc<Device> {
+        &self.device
+    }
+}
+
+impl Drop for Replier {
+    fn drop(&mut self) {
+        self.send_now(Err(libc::EIO));
+    }
+}
+
+/// What a mount serves: requests with their answer to give.
+pub(crate) trait Handler: Send + Sync + 'static {
+    /// The capabilities and limits to offer at `FUSE_INIT`.
+    fn init_config(&self) -> InitConfig;
+    /// What the kernel granted of them.
+    fn initialized(&self, granted: u64);
+    fn handle(&self, header: &Header, op: Op<'_>, replier: Replier);
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct InitConfig {
+    pub(crate) flags: u64,
+    pub(crate) max_write: u32,
+    pub(crate) max_readahead: u32,
+    pub(crate) max_background: u16,
+    pub(crate) congestion_threshold: u16,
+    pub(crate) max_stack_depth: u32,
+}
+
+/// Mount options beyond what every share mount has.
+pub(crate) struct MountSpec<'a> {
+    pub(crate) fs_name: &'a str,
+    pub(crate) subtype: &'a str,
+    pub(crate) read_only: bool,
+    pub(crate) allow_other: bool,
+    pub(crate) default_permissions: bool,
+    pub(crate) max_read: u32,
+}
+
+/// A mounted connection: the device and the thread that reads it.
+pub(crate) struct Session {
+    pub(crate) device: Arc<Device>,
+    pub(crate) reader: JoinHandle<()>,
+}
+
+impl Session {
+    pub(crate) fn notifier(&self) -> Notifier {
+        Notifier { device: Arc::downgrade(&self.device) }
+    }
+}
+
+/// Mounts a FUSE connection at `mountpoint` (mount(2), as root) and starts
+/// reading it for `handler`.
+pub(crate) fn mount(mountpoint: &Path, spec: &MountSpec<'_>, handler: Arc<dyn Handler>) -> io::Result<Session> {
+    let file = File::options().read(true).write(true).open("/dev/fuse")?;
+    // SAFETY: plain queries.
+    let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+    let mut data = format!("fd={},rootmode=40000,user_id={uid},group_id={gid},max_read={}", file.as_raw_fd(), spec.max_read);
+    if spec.allow_other {
+        data.push_str(",allow_other");
+    }
+    if spec.default_permissions {
+        data.push_str(",default_permissions");
+    }
+    let mut flags = libc::MS_NOSUID | libc::MS_NODEV;
+    if spec.read_only {
+        flags |= libc::MS_RDONLY;
+    }
+    let cstr = |s: &[u8]| CString::new(s).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL));
+    let (source, target, fstype, data) =
+        (cstr(spec.fs_name.as_bytes())?, cstr(mountpoint.as_os_str().as_bytes())?, cstr(format!("fuse.{}", spec.subtype).as_bytes())?, cstr(data.as_bytes())?);
+    // SAFETY: valid NUL-terminated strings.
+    if unsafe { libc::mount(source.as_ptr(), target.as_ptr(), fstype.as_ptr(), flags, data.as_ptr().cast()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let device = Arc::new(Device { file });
+    let reader_device = device.clone();
+    let buffer_len = spec.max_read.max(handler.init_config().max_write) as usize + REQUEST_OVERHEAD;
+    let reader = std::thread::Builder::new().name("share-fuse".into()).spawn(move || read_requests(&reader_device, handler, buffer_len))?;
+    Ok(Session { device, reader })
+}
+
+/// Serves the device until the connection ends (unmounted or aborted).
+fn read_requests(device: &Arc<Device>, handler: Arc<dyn Handler>, buffer_len: usize) {
+    let mut buf = vec![0u8; buffer_len];
+    loop {
+        let len = match (&device.file).read(&mut buf) {
+            Ok(len) => len,
+            // Interrupted, or the request vanished before it was read.
+            Err(err) if matches!(err.raw_os_error(), Some(libc::EINTR) | Some(libc::EAGAIN) | Some(libc::ENOENT)) => continue,
+            // ENODEV: unmounted; anything else: nothing more will come.
+            Err(_) => return,
+        };
+        let request = &buf[..len];
+        let Ok(header) = decode_header(request) else { continue };
+        let body = &request[IN_HEADER_LEN.min(len)..];
+        if header.opcode == opcode::INIT {
+            initialize(device, &handler, &header, body);
+            continue;
+        }
+        let fixed = wire::fixed_args_len(header.opcode).min(body.len());
+        let (fixed, rest) = body.split_at(fixed);
+        dispatch(&handler, &header, decode_op(header.opcode, fixed, rest), Replier { unique: header.unique, sink: Some(Sink::Device(device.clone())), device: device.clone() });
+        if header.opcode == opcode::DESTROY {
+            return;
+        }
+    }
+}
+
+/// Hands a decoded request to the handler; a malformed one is answered `EINVAL`.
+pub(crate) fn dispatch(handler: &Arc<dyn Handler>, header: &Header, op: Result<Op<'_>, Malformed>, mut replier: Replier) {
+    if wire::is_unanswered(header.opcode) {
+        replier.sink = None;
+    }
+    match op {
+        Ok(op) => handler.handle(header, op, replier),
+        Err(Malformed) => replier.send(Err(libc::EINVAL)),
+    }
+}
+
+pub(crate) fn ring_replier(unique: u64, slot: RingSlot, device: Arc<Device>) -> Replier {
+    Replier { unique, sink: Some(Sink::Ring(slot)), device }
+}
+
+fn initialize(device: &Arc<Device>, handler: &Arc<dyn Handler>, header: &Header, body: &[u8]) {
+    let replier = Replier { unique: header.unique, sink: Some(Sink::Device(device.clone())), device: device.clone() };
+    let Ok(Op::Init { major, minor, max_readahead, flags: offered }) = decode_op(opcode::INIT, body, &[]) else {
+        return replier.send(Err(libc::EINVAL));
+    };
+    if major != wire::KERNEL_VERSION || minor < wire::OLDEST_MINOR {
+        tracing::warn!(major, minor, "FUSE protocol of this kernel not supported");
+        return replier.send(Err(libc::EPROTO));
+    }
+    let config = handler.init_config();
+    let mut wanted = config.flags | init::INIT_EXT | init::MAX_PAGES;
+    if ring_pool::available() {
+        wanted |= init::OVER_IO_URING;
+    }
+    let granted = wanted & offered;
+    let max_pages = config.max_write.div_ceil(4096).min(u32::from(u16::MAX)) as u16;
+    let mut out = Out::default();
+    out.u32(wire::KERNEL_VERSION).u32(minor.min(wire::KERNEL_MINOR)).u32(config.max_readahead.min(max_readahead)).u32(granted as u32);
+    out.u16(config.max_background).u16(config.congestion_threshold).u32(config.max_write).u32(1);
+    out.u16(max_pages).u16(0).u32((granted >> 32) as u32).u32(if granted & init::PASSTHROUGH != 0 { config.max_stack_depth } else { 0 });
+    out.bytes.resize(64, 0);
+    handler.initialized(granted);
+    replier.send(Ok(&out.bytes));
+    if granted & init::OVER_IO_URING != 0 {
+        let payload = config.max_write as usize;
+        if let Err(err) = ring_pool::attach(device.clone(), handler.clone(), payload) {
+            tracing::warn!(error = %err, "io_uring queues not registered; requests stay on /dev/fuse");
+        }
+    }
+}
+
+impl AsFd for Device {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.file.as_fd()
+    }
+}
