@@ -442,8 +442,9 @@ impl Handler for ShareFs {
     fn init_config(&self) -> InitConfig {
         let tuning = &self.shared.tuning;
         // Readdirplus saves a lookup per entry; parallel dirops lets lookups in one
-        // directory run concurrently; atomic O_TRUNC saves a setattr per open; auto
-        // inval drops cached pages when the source changed a file's mtime or size.
+        // directory run concurrently; auto inval drops cached pages when the source
+        // changed a file's mtime or size. Not ATOMIC_O_TRUNC: the backend would
+        // truncate at open, before the kernel's ETXTBSY check.
         // The backend drops setuid, setgid and capabilities on writes and
         // truncates (HANDLE_KILLPRIV_V2): the daemon writes with its own
         // privileges, which keep them, and passed-through writes run with them too.
@@ -455,7 +456,6 @@ impl Handler for ShareFs {
             | init::BIG_WRITES
             | init::DO_READDIRPLUS
             | init::PARALLEL_DIROPS
-            | init::ATOMIC_O_TRUNC
             | init::AUTO_INVAL_DATA
             | init::HANDLE_KILLPRIV_V2
             | init::POSIX_ACL

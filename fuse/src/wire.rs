@@ -62,7 +62,6 @@ pub(crate) mod opcode {
 pub(crate) mod init {
     pub const ASYNC_READ: u64 = 1 << 0;
     pub const BIG_WRITES: u64 = 1 << 5;
-    pub const ATOMIC_O_TRUNC: u64 = 1 << 3;
     pub const DO_READDIRPLUS: u64 = 1 << 13;
     pub const PARALLEL_DIROPS: u64 = 1 << 18;
     pub const POSIX_ACL: u64 = 1 << 20;
