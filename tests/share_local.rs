@@ -732,3 +732,34 @@ fn a_file_open_in_passthrough_and_not_at_once_serves_both() {
     assert!(writer.wait().unwrap().success());
     assert_eq!(fs::metadata(share.mnt.join("writer-first")).unwrap().mode() & 0o7777, 0o777);
 }
+
+/// A program running from the share keeps its file: opening it to write or
+/// to truncate fails with `ETXTBSY` and changes nothing, as locally. (The
+/// kernel refuses write opens itself; an `O_RDONLY | O_TRUNC` open reaches the
+/// daemon, which must not truncate before the kernel's own check — it did, and
+/// the running program died of SIGBUS.)
+#[test]
+fn a_running_program_is_neither_written_nor_truncated() {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let _shared = alongside_others();
+    let Some(share) = LocalShare::mount(Setup::readwrite()) else { return };
+    let program = share.mnt.join("sleeper");
+    fs::copy("/bin/sleep", &program).unwrap();
+    fs::set_permissions(&program, fs::Permissions::from_mode(0o755)).unwrap();
+    let size = fs::metadata(&program).unwrap().len();
+    let mut running = std::process::Command::new(&program).arg("30").spawn().unwrap();
+    for (what, write, truncate) in [("O_WRONLY", true, false), ("O_RDWR", true, false), ("O_RDONLY | O_TRUNC", false, true)] {
+        let mut options = fs::OpenOptions::new();
+        options.read(!write).write(write);
+        if truncate {
+            options.custom_flags(libc::O_TRUNC);
+        }
+        let opened = options.open(&program);
+        assert_eq!(opened.err().and_then(|e| e.raw_os_error()), Some(libc::ETXTBSY), "{what} of a running program");
+        assert_eq!(fs::metadata(&program).unwrap().len(), size, "{what} left the program whole");
+        assert_eq!(fs::metadata(share.source.join("sleeper")).unwrap().len(), size, "{what} left the source whole");
+    }
+    assert!(running.try_wait().unwrap().is_none(), "the program still runs");
+    running.kill().unwrap();
+    running.wait().unwrap();
+}

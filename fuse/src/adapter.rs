@@ -129,12 +129,13 @@ impl Filesystem for ShareFs {
         let _ = config.set_max_background(tuning.max_background.max(1));
         let _ = config.set_congestion_threshold((tuning.max_background / 4 * 3).max(1));
         // Readdirplus saves a lookup per entry; parallel dirops lets lookups in one
-        // directory run concurrently; atomic O_TRUNC saves a setattr per open; auto
-        // inval drops cached pages when the source changed a file's mtime or size.
+        // directory run concurrently; auto inval drops cached pages when the source
+        // changed a file's mtime or size. Not ATOMIC_O_TRUNC: it would have the
+        // backend truncate at open, before the kernel's own checks (a program
+        // running from the share: ETXTBSY) could refuse the truncation.
         for capability in [
             InitFlags::FUSE_DO_READDIRPLUS,
             InitFlags::FUSE_PARALLEL_DIROPS,
-            InitFlags::FUSE_ATOMIC_O_TRUNC,
             InitFlags::FUSE_AUTO_INVAL_DATA,
             // The backend drops setuid, setgid and capabilities on writes and
             // truncates: the daemon writes with its own privileges, which keep
