@@ -399,6 +399,26 @@ fn changes_at_the_source_reach_the_mount_at_once() {
         fs::remove_file(src.join("dir")).unwrap();
         eventually("name removed", || stat("dir").is_err());
 
+        // Xattrs: a name asked for and absent, then set and removed at the
+        // source (the daemon keeps each file's xattr names between asks).
+        let xattr = |name: &str| share_cases::get_xattr(&mnt.join(name), "user.k").map_err(|e| e.raw_os_error());
+        assert_eq!(xattr("existing"), Err(Some(libc::ENODATA)));
+        assert_eq!(xattr("existing"), Err(Some(libc::ENODATA)), "asked again");
+        share_cases::set_xattr(&src.join("existing"), "user.k", b"v").unwrap();
+        eventually("xattr set at the source", || xattr("existing") == Ok(b"v".to_vec()));
+        share_cases::set_xattr(&mnt.join("existing"), "user.j", b"w").unwrap();
+        assert_eq!(share_cases::get_xattr(&mnt.join("existing"), "user.j").unwrap(), b"w", "set through the mount, seen at once");
+        let removed = std::process::Command::new("setfattr").args(["-x", "user.k"]).arg(src.join("existing")).status();
+        if removed.is_ok_and(|status| status.success()) {
+            eventually("xattr removed at the source", || xattr("existing") == Err(Some(libc::ENODATA)));
+        }
+        let acl = std::process::Command::new("setfacl").args(["-m", "u:nobody:r"]).arg(src.join("existing")).status();
+        if acl.is_ok_and(|status| status.success()) {
+            eventually("ACL set at the source", || {
+                share_cases::get_xattr(&mnt.join("existing"), "system.posix_acl_access").is_ok()
+            });
+        }
+
         // Inside a subdirectory the kernel knows, too.
         fs::create_dir(mnt.join("sub")).unwrap();
         fs::write(mnt.join("sub/f"), b"1").unwrap();
@@ -732,4 +752,70 @@ fn a_file_open_in_passthrough_and_not_at_once_serves_both() {
     assert!(writer.try_wait().unwrap().is_none(), "the writer still holds the file");
     assert!(writer.wait().unwrap().success());
     assert_eq!(fs::metadata(share.mnt.join("writer-first")).unwrap().mode() & 0o7777, 0o777);
+}
+
+/// A program running from the share keeps its file: opening it to write or
+/// to truncate fails with `ETXTBSY` and changes nothing, as locally. (The
+/// kernel refuses write opens itself; an `O_RDONLY | O_TRUNC` open reaches the
+/// daemon, which must not truncate before the kernel's own check — it did, and
+/// the running program died of SIGBUS.)
+#[test]
+fn a_running_program_is_neither_written_nor_truncated() {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let _shared = alongside_others();
+    let Some(share) = LocalShare::mount(Setup::readwrite()) else { return };
+
+    /// Runs a copy of `sleep` at `path` for as long as it is held.
+    struct Running(std::process::Child);
+    impl Drop for Running {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let run = |path: &Path| -> Running {
+        fs::copy("/bin/sleep", path).unwrap();
+        fs::set_permissions(path, fs::Permissions::from_mode(0o755)).unwrap();
+        // A child another test forks while the copy is open for writing holds
+        // it until its own exec: retry while the kernel says the file is busy.
+        for _ in 0..100 {
+            match std::process::Command::new(path).arg("30").spawn() {
+                Ok(child) => return Running(child),
+                Err(err) if err.raw_os_error() == Some(libc::ETXTBSY) => std::thread::sleep(Duration::from_millis(10)),
+                Err(err) => panic!("cannot run {}: {err}", path.display()),
+            }
+        }
+        panic!("{} stayed busy", path.display());
+    };
+    let open = |path: &Path, read: bool, write: bool, truncate: bool| {
+        let mut options = fs::OpenOptions::new();
+        options.read(read).write(write);
+        if truncate {
+            options.custom_flags(libc::O_TRUNC);
+        }
+        options.open(path).err().and_then(|e| e.raw_os_error())
+    };
+    let cases = [("O_WRONLY", false, true, false), ("O_RDWR", true, true, false), ("O_RDONLY | O_TRUNC", true, false, true)];
+
+    // What the kernel does locally (kernels that do not refuse writes to a
+    // running program exist): the share must do the same.
+    let local = share.outside.join("sleeper");
+    let local_running = run(&local);
+    let refused_locally = open(&local, false, true, false) == Some(libc::ETXTBSY);
+    drop(local_running);
+    if !refused_locally {
+        eprintln!("SKIP: this kernel lets a running program be written to");
+        return;
+    }
+
+    let program = share.mnt.join("sleeper");
+    let running = run(&program);
+    let size = fs::metadata(&program).unwrap().len();
+    for (what, read, write, truncate) in cases {
+        assert_eq!(open(&program, read, write, truncate), Some(libc::ETXTBSY), "{what} of a running program");
+        assert_eq!(fs::metadata(&program).unwrap().len(), size, "{what} left the program whole");
+        assert_eq!(fs::metadata(share.source.join("sleeper")).unwrap().len(), size, "{what} left the source whole");
+    }
+    let mut running = running;
+    assert!(running.0.try_wait().unwrap().is_none(), "the program still runs");
 }

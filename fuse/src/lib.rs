@@ -275,7 +275,9 @@ pub trait FsBackend: Send + Sync + 'static {
     async fn releasedir(&self, handle: HandleId) -> FsResult<()>;
     async fn fsyncdir(&self, handle: HandleId, datasync: bool) -> FsResult<()>;
 
-    /// `flags` are the caller's `open(2)` flags, `O_TRUNC` and `O_APPEND` included.
+    /// `flags` are the caller's `open(2)` flags, `O_APPEND` included (the FUSE
+    /// adapter truncates with a `setattr` after the open, once the kernel has
+    /// checked that it may: `O_TRUNC` reaches a backend only from other callers).
     /// An `O_TRUNC` by a caller who may not keep privileges drops them. Hand
     /// over every open of a file for passthrough alike: the kernel refuses to
     /// mix passthrough and cached opens of one file.

@@ -98,7 +98,7 @@ impl Shared {
     }
 
     /// The kernel (or the adapter, for entries it could not deliver) dropped
-    /// `count` references to `ino`; the backend learns it in the background.
+    /// `count` references to `ino`; the backend learns it at once where it can.
     pub(crate) fn forget(self: &Arc<Self>, ino: u64, count: u64) {
         if let Some(node) = self.inodes.forget(ino, count) {
             self.forget_node(node, count);

@@ -4,7 +4,9 @@
 //! The kernel asks for a page of entries at a time, and each seek of a large
 //! ext4 directory rebuilds its hash-order listing: so one `getdents64` batch is
 //! read ahead, and a request resuming where the last one stopped is served from
-//! it without a system call.
+//! it without a system call. (Entries read ahead may be older than the request
+//! that gets them, as readdir allows; one removed meanwhile is skipped when it
+//! fails to open.)
 
 use std::collections::VecDeque;
 use std::ffi::CString;

@@ -4,11 +4,11 @@
 
 use std::ffi::OsStr;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use hoody_fuse::{CacheInvalidator, NodeId};
 
-use super::node_table::node_id;
+use super::node_table::{node_id, NodeTable};
 use super::source_watch::{Change, ChangeListener, ListenerId, SourceWatcher};
 use super::syscalls::cstring;
 
@@ -19,17 +19,21 @@ pub(super) struct MountWatch {
 
 impl MountWatch {
     /// `None` where the daemon cannot watch: caches then expire by timeout.
-    pub(super) fn start(invalidator: CacheInvalidator, source_dev: u64) -> Option<MountWatch> {
+    pub(super) fn start(invalidator: CacheInvalidator, source_dev: u64, nodes: Weak<NodeTable>) -> Option<MountWatch> {
         let watcher = SourceWatcher::global()?;
-        let id = watcher.add_listener(Arc::new(Invalidate { invalidator, source_dev }));
+        let id = watcher.add_listener(Arc::new(Invalidate { invalidator, source_dev, nodes }));
         Some(MountWatch { watcher, id })
     }
 
-    /// The kernel took its first reference to directory `dir`.
-    pub(super) fn dir_referenced(&self, dir: NodeId, fd: Arc<OwnedFd>) {
-        if let Err(err) = self.watcher.watch(self.id, dir, fd) {
-            // Out of watches: this directory's caches expire by timeout.
-            tracing::warn!(error = %err, "share directory not watched");
+    /// The kernel took its first reference to directory `dir`; whether it is watched.
+    pub(super) fn dir_referenced(&self, dir: NodeId, fd: Arc<OwnedFd>) -> bool {
+        match self.watcher.watch(self.id, dir, fd) {
+            Ok(()) => true,
+            Err(err) => {
+                // Out of watches: this directory's caches expire by timeout.
+                tracing::warn!(error = %err, "share directory not watched");
+                false
+            }
         }
     }
 
@@ -48,6 +52,8 @@ impl Drop for MountWatch {
 struct Invalidate {
     invalidator: CacheInvalidator,
     source_dev: u64,
+    /// The backend's nodes, whose kept xattr names a change drops.
+    nodes: Weak<NodeTable>,
 }
 
 impl Invalidate {
@@ -67,6 +73,7 @@ impl ChangeListener for Invalidate {
         // Failures mean the mount is going away or the kernel dropped the node
         // meanwhile: nothing stale is left either way.
         let Some(name) = name else {
+            self.forget_xattr_names(dir);
             let _ = self.invalidator.invalidate_attrs(dir);
             return;
         };
@@ -79,6 +86,7 @@ impl ChangeListener for Invalidate {
                 let _ = self.invalidator.invalidate_entry(dir, name);
                 let _ = self.invalidator.invalidate_attrs(dir);
                 if let Some(child) = child() {
+                    self.forget_xattr_names(child);
                     let _ = self.invalidator.invalidate_attrs(child);
                 }
             }
@@ -88,7 +96,9 @@ impl ChangeListener for Invalidate {
                 }
             }
             Change::Attrs => {
+                // Xattrs changing show as attribute changes (IN_ATTRIB).
                 if let Some(child) = child() {
+                    self.forget_xattr_names(child);
                     let _ = self.invalidator.invalidate_attrs(child);
                 }
             }
@@ -96,6 +106,17 @@ impl ChangeListener for Invalidate {
     }
 
     fn overflowed(&self) {
+        if let Some(nodes) = self.nodes.upgrade() {
+            nodes.forget_all_xattr_names();
+        }
         let _ = self.invalidator.invalidate_everything();
+    }
+}
+
+impl Invalidate {
+    fn forget_xattr_names(&self, node: NodeId) {
+        if let Some(nodes) = self.nodes.upgrade() {
+            nodes.forget_xattr_names(node);
+        }
     }
 }

@@ -6,8 +6,9 @@
 //! path) keeps a renamed or unlinked file reachable exactly as POSIX wants.
 
 use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use hoody_fuse::{FileKind, FsError, FsResult, IdMap, NodeId};
 use parking_lot::Mutex;
@@ -45,18 +46,34 @@ pub(super) struct Node {
 struct Entry {
     node: Node,
     references: u64,
+    /// The file's xattr names (each followed by a NUL) as last listed, and
+    /// when, so that the many asks for a name it has not (`ls -l` asks two per
+    /// file) need no system call; `None` until listed or after a change.
+    xattr_names: Option<(Arc<Vec<u8>>, Instant)>,
+    /// Bumped by every change, so that a listing that raced one is not kept.
+    xattr_generation: u64,
+}
+
+impl Entry {
+    fn new(node: Node, references: u64) -> Self {
+        Entry { node, references, xattr_names: None, xattr_generation: 0 }
+    }
 }
 
 pub(super) struct NodeTable {
     root: NodeId,
     entries: Mutex<IdMap<NodeId, Entry>>,
+    /// Whether xattr names may be kept: only while every change at the source
+    /// is seen (the source watcher runs and watches every directory the
+    /// kernel holds), since the watcher is what drops them.
+    keep_xattr_names: AtomicBool,
 }
 
 impl NodeTable {
     pub(super) fn new(root: NodeId, root_node: Node) -> Self {
-        let entries = IdMap::from_iter([(root, Entry { node: root_node, references: 1 })]);
+        let entries = IdMap::from_iter([(root, Entry::new(root_node, 1))]);
         HELD.fetch_add(1, Ordering::Relaxed);
-        NodeTable { root, entries: Mutex::new(entries) }
+        NodeTable { root, entries: Mutex::new(entries), keep_xattr_names: AtomicBool::new(false) }
     }
 
     pub(super) fn get(&self, id: NodeId) -> FsResult<Node> {
@@ -73,7 +90,7 @@ impl NodeTable {
         let mut entries = self.entries.lock();
         let entry = entries.entry(id).or_insert_with(|| {
             HELD.fetch_add(1, Ordering::Relaxed);
-            Entry { node: node.clone(), references: 0 }
+            Entry::new(node.clone(), 0)
         });
         entry.node = node;
         entry.references += 1;
@@ -98,6 +115,67 @@ impl NodeTable {
     pub(super) fn len(&self) -> usize {
         self.entries.lock().len()
     }
+
+    /// Starts or stops keeping xattr names; stopping drops those kept.
+    pub(super) fn keep_xattr_names(&self, keep: bool) {
+        self.keep_xattr_names.store(keep, Ordering::Release);
+        if !keep {
+            self.forget_all_xattr_names();
+        }
+    }
+
+    /// The kept xattr names of `id`, if any and fresh.
+    pub(super) fn xattr_names(&self, id: NodeId) -> Option<Arc<Vec<u8>>> {
+        if !self.keep_xattr_names.load(Ordering::Acquire) {
+            return None;
+        }
+        let entries = self.entries.lock();
+        let (names, listed) = entries.get(&id)?.xattr_names.as_ref()?;
+        (listed.elapsed() < XATTR_NAMES_KEPT).then(|| names.clone())
+    }
+
+    /// Where a listing of `id`'s names starts: `None` when none may be kept.
+    pub(super) fn xattr_generation(&self, id: NodeId) -> Option<u64> {
+        if !self.keep_xattr_names.load(Ordering::Acquire) {
+            return None;
+        }
+        Some(self.entries.lock().get(&id)?.xattr_generation)
+    }
+
+    /// Keeps `names`, listed from `generation` on, unless something changed since.
+    pub(super) fn keep_xattr_names_of(&self, id: NodeId, generation: u64, names: Arc<Vec<u8>>) {
+        let mut entries = self.entries.lock();
+        if let Some(entry) = entries.get_mut(&id) {
+            if entry.xattr_generation == generation && self.keep_xattr_names.load(Ordering::Acquire) {
+                entry.xattr_names = Some((names, Instant::now()));
+            }
+        }
+    }
+
+    /// `id`'s xattrs may have changed.
+    pub(super) fn forget_xattr_names(&self, id: NodeId) {
+        if let Some(entry) = self.entries.lock().get_mut(&id) {
+            entry.xattr_names = None;
+            entry.xattr_generation += 1;
+        }
+    }
+
+    pub(super) fn forget_all_xattr_names(&self) {
+        for entry in self.entries.lock().values_mut() {
+            entry.xattr_names = None;
+            entry.xattr_generation += 1;
+        }
+    }
+}
+
+/// How long kept xattr names are trusted without an event: as long as the
+/// kernel trusts attributes, which bounds a change the watcher cannot see (made
+/// through a hard link in a directory no target holds).
+const XATTR_NAMES_KEPT: Duration = Duration::from_secs(1);
+
+/// Whether `names` (each followed by a NUL, as `listxattr` gives them) holds `name`.
+pub(super) fn names_hold(names: &[u8], name: &[u8]) -> bool {
+    names.split(|&byte| byte == 0).any(|listed| listed == name)
 }
 
 impl Drop for NodeTable {
@@ -124,6 +202,30 @@ mod tests {
     fn node() -> Node {
         let fd = std::fs::File::open("/").unwrap();
         Node { fd: Arc::new(fd.into()), kind: FileKind::Directory }
+    }
+
+    #[test]
+    fn xattr_names_are_kept_only_while_allowed_and_unchanged() {
+        let table = NodeTable::new(NodeId(2), node());
+        table.reference(NodeId(5), node());
+        let names = Arc::new(b"user.a\0security.capability\0".to_vec());
+        assert_eq!(table.xattr_generation(NodeId(5)), None, "not kept before the watcher runs");
+        table.keep_xattr_names(true);
+        let generation = table.xattr_generation(NodeId(5)).unwrap();
+        table.keep_xattr_names_of(NodeId(5), generation, names.clone());
+        assert_eq!(table.xattr_names(NodeId(5)), Some(names.clone()));
+        // A change while listing: the listing is not kept.
+        let generation = table.xattr_generation(NodeId(5)).unwrap();
+        table.forget_xattr_names(NodeId(5));
+        table.keep_xattr_names_of(NodeId(5), generation, names.clone());
+        assert_eq!(table.xattr_names(NodeId(5)), None);
+        let generation = table.xattr_generation(NodeId(5)).unwrap();
+        table.keep_xattr_names_of(NodeId(5), generation, names);
+        table.keep_xattr_names(false);
+        assert_eq!(table.xattr_names(NodeId(5)), None, "stopping drops what was kept");
+        assert!(names_hold(b"user.a\0security.capability\0", b"security.capability"));
+        assert!(!names_hold(b"user.a\0security.capability\0", b"security.cap"));
+        assert!(!names_hold(b"", b"user.a"));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! `/proc/self/fd/N` from `/` — which cost a fifth of a `getxattr` request.
 
 use std::ffi::{CStr, CString};
+use std::marker::PhantomData;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::sync::OnceLock;
 
@@ -22,18 +23,20 @@ fn fd_dir() -> Option<&'static OwnedFd> {
 
 /// The link of one descriptor, as (directory, name) for the `*at` calls and as
 /// a whole path for the others.
-pub(super) struct FdLink {
+pub(super) struct FdLink<'fd> {
+    /// The link names whatever has this number: it must not outlive the descriptor.
+    descriptor: PhantomData<BorrowedFd<'fd>>,
     number: i32,
     dir: libc::c_int,
     name: CString,
 }
 
-pub(super) fn link(fd: BorrowedFd<'_>) -> FdLink {
+pub(super) fn link(fd: BorrowedFd<'_>) -> FdLink<'_> {
     let number = fd.as_raw_fd();
     match fd_dir() {
-        Some(dir) => FdLink { number, dir: dir.as_raw_fd(), name: CString::new(number.to_string()).expect("no NUL in a number") },
+        Some(dir) => FdLink { descriptor: PhantomData, number, dir: dir.as_raw_fd(), name: CString::new(number.to_string()).expect("no NUL in a number") },
         // No /proc/self/fd to start from: the whole path, from anywhere.
-        None => FdLink { number, dir: libc::AT_FDCWD, name: whole_path(number) },
+        None => FdLink { descriptor: PhantomData, number, dir: libc::AT_FDCWD, name: whole_path(number) },
     }
 }
 
@@ -41,7 +44,7 @@ fn whole_path(number: i32) -> CString {
     CString::new(format!("/proc/self/fd/{number}")).expect("no NUL in a number")
 }
 
-impl FdLink {
+impl FdLink<'_> {
     pub(super) fn dir(&self) -> libc::c_int {
         self.dir
     }

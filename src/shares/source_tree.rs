@@ -16,7 +16,7 @@ use parking_lot::Mutex;
 use super::containment::Containment;
 use super::dir_stream::DirStream;
 use super::mount_watch::MountWatch;
-use super::node_table::{held_descriptors, node_id, Node, NodeTable};
+use super::node_table::{names_hold, held_descriptors, node_id, Node, NodeTable};
 use super::privileges;
 use super::syscalls::{self, descriptor_budget, open_beneath, stat};
 use super::xattrs;
@@ -133,7 +133,7 @@ pub(super) struct SourceTree {
     root_id: NodeId,
     source_dev: u64,
     mode: ShareMode,
-    nodes: NodeTable,
+    nodes: Arc<NodeTable>,
     files: Mutex<IdMap<u64, Arc<OwnedFd>>>,
     dirs: Mutex<IdMap<u64, Arc<DirStream>>>,
     next_handle: AtomicU64,
@@ -159,7 +159,7 @@ impl SourceTree {
             root_id,
             source_dev,
             mode,
-            nodes: NodeTable::new(root_id, root_node),
+            nodes: Arc::new(NodeTable::new(root_id, root_node)),
             files: Mutex::new(IdMap::default()),
             dirs: Mutex::new(IdMap::default()),
             next_handle: AtomicU64::new(1),
@@ -176,11 +176,14 @@ impl SourceTree {
     /// it, and trimmed when the daemon holds too many files.
     pub(super) fn attach(&self, invalidator: CacheInvalidator) {
         let _ = self.kernel.set(invalidator.clone());
-        let Some(watch) = MountWatch::start(invalidator, self.source_dev) else { return };
-        if let Ok(root) = self.nodes.get(self.root_id) {
-            watch.dir_referenced(self.root_id, root.fd);
-        }
+        let Some(watch) = MountWatch::start(invalidator, self.source_dev, Arc::downgrade(&self.nodes)) else { return };
+        let watched = match self.nodes.get(self.root_id) {
+            Ok(root) => watch.dir_referenced(self.root_id, root.fd),
+            Err(_) => false,
+        };
         let _ = self.watch.set(watch);
+        // Xattr names are kept only while the watcher sees every change.
+        self.nodes.keep_xattr_names(watched);
     }
 
     pub(super) fn referenced_nodes(&self) -> usize {
@@ -236,7 +239,10 @@ impl SourceTree {
         let fd = Arc::new(fd);
         let first = self.nodes.reference(attr.node, Node { fd: fd.clone(), kind: attr.kind });
         if let (true, FileKind::Directory, Some(watch)) = (first, attr.kind, self.watch.get()) {
-            watch.dir_referenced(attr.node, fd);
+            if !watch.dir_referenced(attr.node, fd) {
+                // A directory unwatched: changes in it would go unseen.
+                self.nodes.keep_xattr_names(false);
+            }
         }
         if first {
             self.trim_if_over_budget();
@@ -352,6 +358,9 @@ impl SourceTree {
 
     pub(super) fn setattr(&self, node: NodeId, handle: Option<HandleId>, changes: SetAttr) -> FsResult<Attr> {
         self.writable()?;
+        // A mode change rewrites an access ACL; an owner change or a dropping
+        // of privileges removes file capabilities.
+        self.nodes.forget_xattr_names(node);
         let target = self.node(node)?;
         let fd = target.fd.as_fd();
         if changes.uid.is_some() || changes.gid.is_some() {
@@ -644,22 +653,52 @@ impl SourceTree {
         })
     }
 
+    /// A name the file has not is answered from its kept names, without a
+    /// system call; the first ask lists and keeps them (see `NodeTable`).
     pub(super) fn getxattr(&self, node: NodeId, name: &OsStr) -> FsResult<Vec<u8>> {
-        Ok(xattrs::get(self.node(node)?.fd.as_fd(), &syscalls::cstring(name)?)?)
+        let name = syscalls::cstring(name)?;
+        if let Some(names) = self.nodes.xattr_names(node) {
+            if !names_hold(&names, name.as_bytes()) {
+                return Err(FsError::NoAttribute);
+            }
+        } else if let Some(names) = self.list_and_keep_xattr_names(node)? {
+            if !names_hold(&names, name.as_bytes()) {
+                return Err(FsError::NoAttribute);
+            }
+        }
+        Ok(xattrs::get(self.node(node)?.fd.as_fd(), &name)?)
+    }
+
+    /// Lists `node`'s xattr names and keeps them, where they may be kept.
+    fn list_and_keep_xattr_names(&self, node: NodeId) -> FsResult<Option<Arc<Vec<u8>>>> {
+        let Some(generation) = self.nodes.xattr_generation(node) else { return Ok(None) };
+        let names = Arc::new(xattrs::list(self.node(node)?.fd.as_fd())?);
+        self.nodes.keep_xattr_names_of(node, generation, names.clone());
+        Ok(Some(names))
     }
 
     pub(super) fn setxattr(&self, node: NodeId, name: &OsStr, value: &[u8], flags: i32) -> FsResult<()> {
         self.writable()?;
-        Ok(xattrs::set(self.node(node)?.fd.as_fd(), &syscalls::cstring(name)?, value, flags)?)
+        let set = xattrs::set(self.node(node)?.fd.as_fd(), &syscalls::cstring(name)?, value, flags);
+        self.nodes.forget_xattr_names(node);
+        Ok(set?)
     }
 
     pub(super) fn listxattr(&self, node: NodeId) -> FsResult<Vec<OsString>> {
-        let list = xattrs::list(self.node(node)?.fd.as_fd())?;
+        let list = match self.nodes.xattr_names(node) {
+            Some(names) => names,
+            None => match self.list_and_keep_xattr_names(node)? {
+                Some(names) => names,
+                None => Arc::new(xattrs::list(self.node(node)?.fd.as_fd())?),
+            },
+        };
         Ok(list.split(|&byte| byte == 0).filter(|name| !name.is_empty()).map(|name| OsString::from_vec(name.to_vec())).collect())
     }
 
     pub(super) fn removexattr(&self, node: NodeId, name: &OsStr) -> FsResult<()> {
         self.writable()?;
-        Ok(xattrs::remove(self.node(node)?.fd.as_fd(), &syscalls::cstring(name)?)?)
+        let removed = xattrs::remove(self.node(node)?.fd.as_fd(), &syscalls::cstring(name)?);
+        self.nodes.forget_xattr_names(node);
+        Ok(removed?)
     }
 }

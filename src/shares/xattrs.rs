@@ -10,7 +10,7 @@
 use std::ffi::CStr;
 use std::io;
 use std::os::fd::BorrowedFd;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use super::proc_fd::{self, FdLink};
 
@@ -18,14 +18,36 @@ use super::proc_fd::{self, FdLink};
 const SYS_GETXATTRAT: libc::c_long = 464;
 const SYS_LISTXATTRAT: libc::c_long = 465;
 
-/// Set once the kernel answered `ENOSYS` to the `*xattrat` calls.
-static NO_XATTRAT: AtomicBool = AtomicBool::new(false);
-
 #[repr(C)]
 struct XattrArgs {
     value: u64,
     size: u32,
     flags: u32,
+}
+
+/// Whether the `*xattrat` calls are usable: unknown, yes, no. Decided once by
+/// a probe with a known answer, since a sandbox may refuse a call it does not
+/// know with `EPERM` rather than the kernel's `ENOSYS`.
+static XATTRAT: AtomicU8 = AtomicU8::new(UNKNOWN);
+const UNKNOWN: u8 = 0;
+const USABLE: u8 = 1;
+const UNUSABLE: u8 = 2;
+
+fn xattrat_usable() -> bool {
+    match XATTRAT.load(Ordering::Relaxed) {
+        USABLE => true,
+        UNUSABLE => false,
+        _ => {
+            let mut args = XattrArgs { value: 0, size: 0, flags: 0 };
+            // SAFETY: constant NUL-terminated strings and a valid argument block; asks a size only.
+            let rc = unsafe {
+                libc::syscall(SYS_GETXATTRAT, libc::AT_FDCWD, c"/".as_ptr(), 0, c"user.hoody-probe".as_ptr(), &mut args, std::mem::size_of::<XattrArgs>())
+            };
+            let usable = rc >= 0 || matches!(io::Error::last_os_error().raw_os_error(), Some(libc::ENODATA) | Some(libc::EOPNOTSUPP));
+            XATTRAT.store(if usable { USABLE } else { UNUSABLE }, Ordering::Relaxed);
+            usable
+        }
+    }
 }
 
 fn check_size(rc: isize) -> io::Result<usize> {
@@ -36,16 +58,13 @@ fn check_size(rc: isize) -> io::Result<usize> {
     }
 }
 
-/// Calls `at` unless the kernel lacks it, then `classic`; remembers a lack.
+/// Calls `at` where the `*xattrat` calls are usable, else `classic`.
 fn at_or_classic(at: impl FnOnce() -> isize, classic: impl FnOnce() -> isize) -> isize {
-    if !NO_XATTRAT.load(Ordering::Relaxed) {
-        let rc = at();
-        if rc >= 0 || io::Error::last_os_error().raw_os_error() != Some(libc::ENOSYS) {
-            return rc;
-        }
-        NO_XATTRAT.store(true, Ordering::Relaxed);
+    if xattrat_usable() {
+        at()
+    } else {
+        classic()
     }
-    classic()
 }
 
 /// Most values are short: the first call offers this much, so that one call
@@ -71,7 +90,7 @@ fn read_sized(mut call: impl FnMut(*mut libc::c_void, usize) -> isize) -> io::Re
     }
 }
 
-fn getxattr(link: &FdLink, name: &CStr, value: *mut libc::c_void, size: usize) -> isize {
+fn getxattr(link: &FdLink<'_>, name: &CStr, value: *mut libc::c_void, size: usize) -> isize {
     at_or_classic(
         || {
             let mut args = XattrArgs { value: value as u64, size: size as u32, flags: 0 };
@@ -86,7 +105,7 @@ fn getxattr(link: &FdLink, name: &CStr, value: *mut libc::c_void, size: usize) -
     )
 }
 
-fn listxattr(link: &FdLink, list: *mut libc::c_char, size: usize) -> isize {
+fn listxattr(link: &FdLink<'_>, list: *mut libc::c_char, size: usize) -> isize {
     at_or_classic(
         // SAFETY: valid directory and name; `list`/`size` describe a buffer or are null/0.
         || unsafe { libc::syscall(SYS_LISTXATTRAT, link.dir(), link.name().as_ptr(), 0, list, size) as isize },
@@ -126,6 +145,15 @@ mod tests {
 
     #[test]
     fn values_short_and_long_read_whole_through_an_o_path_descriptor() {
+        for usable in [USABLE, UNUSABLE] {
+            // Both ways of naming the file: `*xattrat` and the whole path.
+            XATTRAT.store(usable, Ordering::Relaxed);
+            values_read_whole();
+        }
+        XATTRAT.store(UNKNOWN, Ordering::Relaxed);
+    }
+
+    fn values_read_whole() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
         std::fs::write(&path, b"").unwrap();

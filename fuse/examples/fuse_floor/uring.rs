@@ -252,14 +252,18 @@ pub fn serve(floor: Floor, mountpoint: &Path) -> io::Result<()> {
             init.resize(64, 0);
             reply_classic(&dev, unique, Ok(init));
             if granted & (1 << 41) == 0 {
-                eprintln!("fuse_floor: the kernel declined io_uring; serving /dev/fuse only");
+                // Timing /dev/fuse under the name of io_uring would mislead.
+                return Err(io::Error::other("the kernel declined FUSE over io_uring"));
             } else if !rings_started {
                 rings_started = true;
                 for cpu in 0..num_cpus() {
                     let (floor, dev) = (floor.clone(), dev.clone());
                     std::thread::Builder::new().name(format!("floor-ring-{cpu}")).spawn(move || {
+                        // A queue's buffers stay the kernel's until the
+                        // connection ends: on failure the process ends instead.
                         if let Err(err) = serve_queue(&floor, &dev, cpu) {
                             eprintln!("fuse_floor: queue {cpu}: {err}");
+                            std::process::exit(1);
                         }
                     })?;
                 }
@@ -276,10 +280,16 @@ pub fn serve(floor: Floor, mountpoint: &Path) -> io::Result<()> {
     }
 }
 
+/// The kernel has a queue per possible CPU and uses io_uring only once each
+/// has entries: `/sys/devices/system/cpu/possible` (e.g. `0-3,6`) says how many.
 fn num_cpus() -> usize {
-    // SAFETY: plain query.
-    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_CONF) };
-    n.max(1) as usize
+    let possible = std::fs::read_to_string("/sys/devices/system/cpu/possible").unwrap_or_default();
+    let highest = possible.trim().split([',', '-']).filter_map(|n| n.parse::<usize>().ok()).max();
+    match highest {
+        Some(highest) => highest + 1,
+        // SAFETY: plain query.
+        None => unsafe { libc::sysconf(libc::_SC_NPROCESSORS_CONF) }.max(1) as usize,
+    }
 }
 
 struct RingEntry {
