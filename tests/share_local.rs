@@ -360,6 +360,16 @@ fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     }
 }
 
+/// As [`eventually`], within half a second: well inside the second for which
+/// the daemon keeps a file's xattr names, so only an invalidation explains it.
+fn promptly(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_millis(500);
+    while !check() {
+        assert!(Instant::now() < deadline, "{what}: still stale after 0.5 s");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 fn caching_for_an_hour(passthrough: bool) -> Setup {
     Setup { passthrough, ttl: Duration::from_secs(3600), ..Setup::readwrite() }
 }
@@ -405,19 +415,20 @@ fn changes_at_the_source_reach_the_mount_at_once() {
         assert_eq!(xattr("existing"), Err(Some(libc::ENODATA)));
         assert_eq!(xattr("existing"), Err(Some(libc::ENODATA)), "asked again");
         share_cases::set_xattr(&src.join("existing"), "user.k", b"v").unwrap();
-        eventually("xattr set at the source", || xattr("existing") == Ok(b"v".to_vec()));
+        promptly("xattr set at the source", || xattr("existing") == Ok(b"v".to_vec()));
         share_cases::set_xattr(&mnt.join("existing"), "user.j", b"w").unwrap();
         assert_eq!(share_cases::get_xattr(&mnt.join("existing"), "user.j").unwrap(), b"w", "set through the mount, seen at once");
-        let removed = std::process::Command::new("setfattr").args(["-x", "user.k"]).arg(src.join("existing")).status();
-        if removed.is_ok_and(|status| status.success()) {
-            eventually("xattr removed at the source", || xattr("existing") == Err(Some(libc::ENODATA)));
-        }
-        let acl = std::process::Command::new("setfacl").args(["-m", "u:nobody:r"]).arg(src.join("existing")).status();
-        if acl.is_ok_and(|status| status.success()) {
-            eventually("ACL set at the source", || {
-                share_cases::get_xattr(&mnt.join("existing"), "system.posix_acl_access").is_ok()
-            });
-        }
+        let path = std::ffi::CString::new(src.join("existing").into_os_string().into_encoded_bytes()).unwrap();
+        // SAFETY: valid NUL-terminated path and name.
+        assert_eq!(unsafe { libc::removexattr(path.as_ptr(), c"user.k".as_ptr()) }, 0);
+        eventually("xattr removed at the source", || xattr("existing") == Err(Some(libc::ENODATA)));
+        assert_eq!(
+            share_cases::get_xattr(&mnt.join("existing"), "system.posix_acl_access").map_err(|e| e.raw_os_error()),
+            Err(Some(libc::ENODATA)),
+            "no ACL yet"
+        );
+        share_cases::set_xattr(&src.join("existing"), "system.posix_acl_access", &access_acl_granting_nobody_read()).unwrap();
+        promptly("ACL set at the source", || share_cases::get_xattr(&mnt.join("existing"), "system.posix_acl_access").is_ok());
 
         // Inside a subdirectory the kernel knows, too.
         fs::create_dir(mnt.join("sub")).unwrap();
@@ -578,6 +589,18 @@ fn each_mount_costs_one_thread_and_little_memory() {
 fn as_other_user(dir: &Path, script: &str) -> bool {
     use std::os::unix::process::CommandExt;
     std::process::Command::new("sh").arg("-c").arg(script).current_dir(dir).uid(1000).gid(1000).status().unwrap().success()
+}
+
+/// A `system.posix_acl_access` value (version 2): owner rw, user nobody
+/// (65534) r, group r, mask r, other r.
+fn access_acl_granting_nobody_read() -> Vec<u8> {
+    let mut acl = 2u32.to_le_bytes().to_vec();
+    for (tag, perm, id) in [(0x01u16, 6u16, u32::MAX), (0x02, 4, 65534), (0x04, 4, u32::MAX), (0x10, 4, u32::MAX), (0x20, 4, u32::MAX)] {
+        acl.extend_from_slice(&tag.to_le_bytes());
+        acl.extend_from_slice(&perm.to_le_bytes());
+        acl.extend_from_slice(&id.to_le_bytes());
+    }
+    acl
 }
 
 /// A `security.capability` value granting CAP_NET_BIND_SERVICE (bit 10), format v2.

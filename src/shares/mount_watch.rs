@@ -73,8 +73,7 @@ impl ChangeListener for Invalidate {
         // Failures mean the mount is going away or the kernel dropped the node
         // meanwhile: nothing stale is left either way.
         let Some(name) = name else {
-            self.forget_xattr_names(dir);
-            let _ = self.invalidator.invalidate_attrs(dir);
+            self.attrs_changed(dir);
             return;
         };
         let child = || self.child(dir_fd, name);
@@ -86,8 +85,7 @@ impl ChangeListener for Invalidate {
                 let _ = self.invalidator.invalidate_entry(dir, name);
                 let _ = self.invalidator.invalidate_attrs(dir);
                 if let Some(child) = child() {
-                    self.forget_xattr_names(child);
-                    let _ = self.invalidator.invalidate_attrs(child);
+                    self.attrs_changed(child);
                 }
             }
             Change::Data => {
@@ -96,10 +94,8 @@ impl ChangeListener for Invalidate {
                 }
             }
             Change::Attrs => {
-                // Xattrs changing show as attribute changes (IN_ATTRIB).
                 if let Some(child) = child() {
-                    self.forget_xattr_names(child);
-                    let _ = self.invalidator.invalidate_attrs(child);
+                    self.attrs_changed(child);
                 }
             }
         }
@@ -114,9 +110,13 @@ impl ChangeListener for Invalidate {
 }
 
 impl Invalidate {
-    fn forget_xattr_names(&self, node: NodeId) {
+    /// `node`'s attributes changed, which is also how an xattr change shows
+    /// (IN_ATTRIB): the kernel's cached attributes and the backend's kept
+    /// xattr names go together.
+    fn attrs_changed(&self, node: NodeId) {
         if let Some(nodes) = self.nodes.upgrade() {
             nodes.forget_xattr_names(node);
         }
+        let _ = self.invalidator.invalidate_attrs(node);
     }
 }

@@ -654,25 +654,26 @@ impl SourceTree {
     }
 
     /// A name the file has not is answered from its kept names, without a
-    /// system call; the first ask lists and keeps them (see `NodeTable`).
+    /// system call (nor the containment check); the first ask lists and keeps
+    /// them (see `NodeTable`).
     pub(super) fn getxattr(&self, node: NodeId, name: &OsStr) -> FsResult<Vec<u8>> {
         let name = syscalls::cstring(name)?;
-        if let Some(names) = self.nodes.xattr_names(node) {
-            if !names_hold(&names, name.as_bytes()) {
-                return Err(FsError::NoAttribute);
-            }
-        } else if let Some(names) = self.list_and_keep_xattr_names(node)? {
-            if !names_hold(&names, name.as_bytes()) {
-                return Err(FsError::NoAttribute);
-            }
+        let kept = self.nodes.xattr_names(node);
+        let lacks = |names: &[u8]| !names_hold(names, name.as_bytes());
+        if kept.as_deref().is_some_and(|names| lacks(names)) {
+            return Err(FsError::NoAttribute);
         }
-        Ok(xattrs::get(self.node(node)?.fd.as_fd(), &name)?)
+        let target = self.node(node)?;
+        if kept.is_none() && self.list_and_keep_xattr_names(node, &target)?.is_some_and(|names| lacks(&names)) {
+            return Err(FsError::NoAttribute);
+        }
+        Ok(xattrs::get(target.fd.as_fd(), &name)?)
     }
 
-    /// Lists `node`'s xattr names and keeps them, where they may be kept.
-    fn list_and_keep_xattr_names(&self, node: NodeId) -> FsResult<Option<Arc<Vec<u8>>>> {
+    /// Lists `target`'s xattr names and keeps them, where they may be kept.
+    fn list_and_keep_xattr_names(&self, node: NodeId, target: &Node) -> FsResult<Option<Arc<Vec<u8>>>> {
         let Some(generation) = self.nodes.xattr_generation(node) else { return Ok(None) };
-        let names = Arc::new(xattrs::list(self.node(node)?.fd.as_fd())?);
+        let names = Arc::new(xattrs::list(target.fd.as_fd())?);
         self.nodes.keep_xattr_names_of(node, generation, names.clone());
         Ok(Some(names))
     }
@@ -687,10 +688,13 @@ impl SourceTree {
     pub(super) fn listxattr(&self, node: NodeId) -> FsResult<Vec<OsString>> {
         let list = match self.nodes.xattr_names(node) {
             Some(names) => names,
-            None => match self.list_and_keep_xattr_names(node)? {
-                Some(names) => names,
-                None => Arc::new(xattrs::list(self.node(node)?.fd.as_fd())?),
-            },
+            None => {
+                let target = self.node(node)?;
+                match self.list_and_keep_xattr_names(node, &target)? {
+                    Some(names) => names,
+                    None => Arc::new(xattrs::list(target.fd.as_fd())?),
+                }
+            }
         };
         Ok(list.split(|&byte| byte == 0).filter(|name| !name.is_empty()).map(|name| OsString::from_vec(name.to_vec())).collect())
     }

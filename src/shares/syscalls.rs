@@ -21,7 +21,7 @@ fn check(rc: libc::c_int) -> io::Result<libc::c_int> {
     }
 }
 
-fn check_size(rc: isize) -> io::Result<usize> {
+pub(super) fn check_size(rc: isize) -> io::Result<usize> {
     if rc < 0 {
         Err(io::Error::last_os_error())
     } else {

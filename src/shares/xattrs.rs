@@ -13,6 +13,7 @@ use std::os::fd::BorrowedFd;
 use std::sync::atomic::{AtomicU8, Ordering};
 
 use super::proc_fd::{self, FdLink};
+use super::syscalls::check_size;
 
 /// The same on every architecture since Linux 5.1's common numbering.
 const SYS_GETXATTRAT: libc::c_long = 464;
@@ -47,14 +48,6 @@ fn xattrat_usable() -> bool {
             XATTRAT.store(if usable { USABLE } else { UNUSABLE }, Ordering::Relaxed);
             usable
         }
-    }
-}
-
-fn check_size(rc: isize) -> io::Result<usize> {
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(rc as usize)
     }
 }
 
