@@ -53,11 +53,14 @@ struct Setup {
     read_only_mount: bool,
     passthrough: bool,
     ttl: Duration,
+    io_uring: bool,
+    /// The `/dev/fuse` reader always blocks instead of polling within a burst.
+    blocking_reader: bool,
 }
 
 impl Setup {
     fn readwrite() -> Self {
-        Setup { mode: ShareMode::ReadWrite, read_only_mount: false, passthrough: true, ttl: Duration::from_secs(1) }
+        Setup { mode: ShareMode::ReadWrite, read_only_mount: false, passthrough: true, ttl: Duration::from_secs(1), io_uring: false, blocking_reader: false }
     }
 
     fn readonly() -> Self {
@@ -108,6 +111,8 @@ impl LocalShare {
             entry_ttl: setup.ttl,
             attr_ttl: setup.ttl,
             runtime: Some(runtime().handle().clone()),
+            io_uring: setup.io_uring,
+            spin: if setup.blocking_reader { Duration::ZERO } else { MountOptions::default().spin },
             ..MountOptions::default()
         };
         let mount = hoody_fuse::mount(backend.clone(), &source.share.mnt, options).unwrap();
@@ -156,12 +161,51 @@ mod with_passthrough {
     readwrite_cases!(crate::Setup::readwrite());
 }
 
+/// Also with a reader that never polls (`MountOptions::spin` zero).
 mod through_the_daemon {
-    readwrite_cases!(crate::Setup { passthrough: false, ..crate::Setup::readwrite() });
+    readwrite_cases!(crate::Setup { passthrough: false, blocking_reader: true, ..crate::Setup::readwrite() });
+}
+
+/// The same cases with requests over FUSE-over-io_uring (where the kernel has
+/// it; see `requests_go_over_io_uring_when_asked`).
+mod over_io_uring {
+    readwrite_cases!(crate::Setup { io_uring: true, ..crate::Setup::readwrite() });
 }
 
 mod readonly_mount {
     cases!(crate::Setup::readonly() => readonly_refuses_every_write);
+}
+
+/// Asked for io_uring on a kernel that has it, a mount gets it and its requests
+/// come over it; not asked, it stays on `/dev/fuse`.
+#[test]
+fn requests_go_over_io_uring_when_asked() {
+    let _shared = alongside_others();
+    let Some(plain) = LocalShare::mount(Setup::readwrite()) else { return };
+    fs::read_dir(&plain.mnt).unwrap().for_each(drop);
+    assert!(!plain.handle().stats().io_uring);
+    assert_eq!(plain.handle().stats().requests_over_io_uring, 0);
+    let parameter = Path::new("/sys/module/fuse/parameters/enable_uring");
+    if !parameter.exists() {
+        eprintln!("skipping: this kernel has no FUSE-over-io_uring");
+        return;
+    }
+    // Off, as on a fresh machine: the mount turns it on before the kernel
+    // sends FUSE_INIT, or it would not be offered.
+    fs::write(parameter, "N").unwrap();
+    let Some(share) = LocalShare::mount(Setup { io_uring: true, ..Setup::readwrite() }) else { return };
+    // Any request waits for FUSE_INIT to be answered.
+    fs::metadata(&share.mnt).unwrap();
+    assert!(share.handle().stats().io_uring, "the kernel agreed at FUSE_INIT");
+    // The kernel takes the queues once every CPU's is registered, which the
+    // ring threads do just after FUSE_INIT.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while share.handle().stats().requests_over_io_uring == 0 {
+        assert!(std::time::Instant::now() < deadline, "no request came over io_uring");
+        fs::symlink_metadata(share.mnt.join("existing")).unwrap();
+        fs::read_dir(&share.mnt).unwrap().for_each(drop);
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// The backend refuses writes itself, whatever the mount allows.

@@ -477,6 +477,11 @@ impl Handler for ShareFs {
 
     fn initialized(&self, granted: u64) {
         self.shared.passthrough_active.store(granted & init::PASSTHROUGH != 0, Ordering::Relaxed);
+        self.shared.io_uring_active.store(granted & init::OVER_IO_URING != 0, Ordering::Relaxed);
+    }
+
+    fn served_over_io_uring(&self) {
+        self.shared.counters.over_io_uring.fetch_add(1, Ordering::Relaxed);
     }
 
     fn handle(&self, req: &Header, op: Op<'_>, replier: Replier) {

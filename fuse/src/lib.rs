@@ -16,6 +16,7 @@ mod invalidation;
 mod mount;
 mod mount_state;
 mod open_handles;
+mod reader_spin;
 mod reply;
 mod ring_pool;
 mod session;

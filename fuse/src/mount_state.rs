@@ -39,6 +39,7 @@ pub(crate) struct Counters {
     pub(crate) requests: AtomicU64,
     pub(crate) errors: AtomicU64,
     pub(crate) in_flight: AtomicU64,
+    pub(crate) over_io_uring: AtomicU64,
 }
 
 /// State of one mount, shared by the request tasks.
@@ -50,6 +51,8 @@ pub(crate) struct Shared {
     pub(crate) tuning: Tuning,
     /// Whether the kernel agreed to passthrough at init.
     pub(crate) passthrough_active: AtomicBool,
+    /// Whether the kernel agreed to FUSE-over-io_uring for this mount.
+    pub(crate) io_uring_active: AtomicBool,
     pub(crate) counters: Counters,
 }
 

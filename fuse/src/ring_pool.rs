@@ -40,21 +40,17 @@ const QUEUE_DEPTH: u32 = 4;
 const INBOX: u64 = u64::MAX;
 const MODULE_PARAMETER: &str = "/sys/module/fuse/parameters/enable_uring";
 
-/// Whether mounts may ask for io_uring: the kernel has it, it is not switched
-/// off (`HOODY_FUSE_URING=0`), and the module allows it — which the daemon,
-/// as root, turns on (`fuse.enable_uring` only lets connections ask for it).
+/// Whether a mount about to be made may ask for io_uring: the kernel has it
+/// and the module allows it now — which the daemon, as root, sees to
+/// (`fuse.enable_uring` only lets connections ask for it, and the kernel reads
+/// it when it queues a mount's `FUSE_INIT`, so it is checked at every mount).
 pub(crate) fn available() -> bool {
-    static AVAILABLE: OnceLock<bool> = OnceLock::new();
-    *AVAILABLE.get_or_init(|| {
-        if std::env::var("HOODY_FUSE_URING").is_ok_and(|v| v == "0") {
-            return false;
-        }
-        match std::fs::read_to_string(MODULE_PARAMETER) {
-            Ok(value) if value.trim() == "Y" => pool().is_some(),
-            Ok(_) => std::fs::write(MODULE_PARAMETER, "Y").is_ok() && pool().is_some(),
-            Err(_) => false,
-        }
-    })
+    let allowed = match std::fs::read_to_string(MODULE_PARAMETER) {
+        Ok(value) if value.trim() == "Y" => true,
+        Ok(_) => std::fs::write(MODULE_PARAMETER, "Y").is_ok(),
+        Err(_) => false,
+    };
+    allowed && pool().is_some()
 }
 
 /// Registers one queue per CPU of the connection of `device` on the pool.
@@ -351,6 +347,7 @@ impl RingThread {
         self.scratch.extend_from_slice(&payload[..payload_len]);
         let (fixed, rest) = self.scratch.split_at(fixed_len);
         let replier = ring_replier(request.unique, RingSlot { queue: queue.clone(), index }, queue.device.clone());
+        queue.handler.served_over_io_uring();
         dispatch(&queue.handler, &request, decode_op(request.opcode, fixed, rest), replier);
     }
 }

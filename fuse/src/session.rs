@@ -1,6 +1,7 @@
 //! One mount's connection to the kernel: the `/dev/fuse` descriptor, the
 //! mount itself, `FUSE_INIT`, and the thread that reads requests from the
-//! device. Where the kernel and the module allow it (`fuse.enable_uring`), the
+//! device (polling it briefly within a burst: [`crate::reader_spin`]). Asked
+//! to, and where the kernel and the module allow it (`fuse.enable_uring`), the
 //! connection then moves to io_uring queues served by the daemon-wide ring
 //! threads of [`crate::ring_pool`]; the device keeps carrying forgets,
 //! interrupts and our notifications.
@@ -13,7 +14,9 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
+use crate::reader_spin::Spin;
 use crate::ring_pool::{self, RingSlot};
 use crate::wire::{self, decode_header, decode_op, init, opcode, Header, Malformed, Op, Out, IN_HEADER_LEN};
 
@@ -178,6 +181,8 @@ pub(crate) trait Handler: Send + Sync + 'static {
     /// What the kernel granted of them.
     fn initialized(&self, granted: u64);
     fn handle(&self, header: &Header, op: Op<'_>, replier: Replier);
+    /// A request came over io_uring (counted in [`crate::MountStats`]).
+    fn served_over_io_uring(&self) {}
 }
 
 #[derive(Debug, Clone)]
@@ -198,6 +203,16 @@ pub(crate) struct MountSpec<'a> {
     pub(crate) allow_other: bool,
     pub(crate) default_permissions: bool,
     pub(crate) max_read: u32,
+    pub(crate) transport: Transport,
+}
+
+/// How requests reach the daemon.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Transport {
+    /// Ask for FUSE-over-io_uring (served by [`crate::ring_pool`]).
+    pub(crate) io_uring: bool,
+    /// How long the `/dev/fuse` reader polls after an answer in a burst ([`crate::reader_spin`]).
+    pub(crate) spin: Duration,
 }
 
 /// A mounted connection: the device and the thread that reads it.
@@ -215,6 +230,9 @@ impl Session {
 /// Mounts a FUSE connection at `mountpoint` (mount(2), as root) and starts
 /// reading it for `handler`.
 pub(crate) fn mount(mountpoint: &Path, spec: &MountSpec<'_>, handler: Arc<dyn Handler>) -> io::Result<Session> {
+    // Decided before mount(2): the kernel offers io_uring in the `FUSE_INIT`
+    // it queues then, only if the module allows it at that moment.
+    let transport = Transport { io_uring: spec.transport.io_uring && ring_pool::available(), ..spec.transport };
     let file = File::options().read(true).write(true).open("/dev/fuse")?;
     // SAFETY: plain queries.
     let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
@@ -239,35 +257,75 @@ pub(crate) fn mount(mountpoint: &Path, spec: &MountSpec<'_>, handler: Arc<dyn Ha
     let device = Arc::new(Device { file });
     let reader_device = device.clone();
     let buffer_len = spec.max_read.max(handler.init_config().max_write) as usize + REQUEST_OVERHEAD;
-    let reader = std::thread::Builder::new().name("share-fuse".into()).spawn(move || read_requests(&reader_device, handler, buffer_len))?;
+    let reader = std::thread::Builder::new().name("share-fuse".into()).spawn(move || read_requests(&reader_device, handler, buffer_len, transport))?;
     Ok(Session { device, reader })
 }
 
 /// Serves the device until the connection ends (unmounted or aborted).
-fn read_requests(device: &Arc<Device>, handler: Arc<dyn Handler>, buffer_len: usize) {
+fn read_requests(device: &Arc<Device>, handler: Arc<dyn Handler>, buffer_len: usize, transport: Transport) {
     let mut buf = vec![0u8; buffer_len];
+    let mut spin = Spin::new(transport.spin);
+    if spin.enabled() && set_nonblocking(&device.file).is_err() {
+        spin = Spin::new(Duration::ZERO);
+    }
     loop {
-        let len = match (&device.file).read(&mut buf) {
+        let len = match next_request(&device.file, &mut buf, &spin) {
             Ok(len) => len,
             // Interrupted, or the request vanished before it was read.
             Err(err) if matches!(err.raw_os_error(), Some(libc::EINTR) | Some(libc::EAGAIN) | Some(libc::ENOENT)) => continue,
             // ENODEV: unmounted; anything else: nothing more will come.
             Err(_) => return,
         };
+        spin.arrived(Instant::now());
         let request = &buf[..len];
         let Ok(header) = decode_header(request) else { continue };
         let body = &request[IN_HEADER_LEN.min(len)..];
         if header.opcode == opcode::INIT {
-            initialize(device, &handler, &header, body);
+            initialize(device, &handler, &header, body, transport.io_uring);
             continue;
         }
         let fixed = wire::fixed_args_len(header.opcode).min(body.len());
         let (fixed, rest) = body.split_at(fixed);
         dispatch(&handler, &header, decode_op(header.opcode, fixed, rest), Replier { unique: header.unique, sink: Some(Sink::Device(device.clone())), device: device.clone() });
+        spin.answered(Instant::now());
         if header.opcode == opcode::DESTROY {
             return;
         }
     }
+}
+
+/// Reads the next request: polling the (non-blocking) device while `spin`
+/// allows, then waiting for it.
+fn next_request(device: &File, buf: &mut [u8], spin: &Spin) -> io::Result<usize> {
+    if !spin.enabled() {
+        return (&*device).read(buf);
+    }
+    let until = spin.poll_until();
+    loop {
+        match (&*device).read(buf) {
+            Err(err) if err.raw_os_error() == Some(libc::EAGAIN) && until.as_ref().is_some_and(|(until, _)| Instant::now() < *until) => {
+                std::hint::spin_loop()
+            }
+            Err(err) if err.raw_os_error() == Some(libc::EAGAIN) => break,
+            other => return other,
+        }
+    }
+    drop(until);
+    let mut ready = libc::pollfd { fd: device.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    // SAFETY: one valid pollfd. An error or a hang-up shows in the read that follows.
+    unsafe { libc::poll(&mut ready, 1, -1) };
+    (&*device).read(buf)
+}
+
+fn set_nonblocking(file: &File) -> io::Result<()> {
+    // SAFETY: plain fcntl calls on a valid descriptor.
+    unsafe {
+        let flags = libc::fcntl(file.as_raw_fd(), libc::F_GETFL);
+        if flags < 0 || libc::fcntl(file.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 /// Hands a decoded request to the handler; a malformed one is answered `EINVAL`.
@@ -285,7 +343,7 @@ pub(crate) fn ring_replier(unique: u64, slot: RingSlot, device: Arc<Device>) -> 
     Replier { unique, sink: Some(Sink::Ring(slot)), device }
 }
 
-fn initialize(device: &Arc<Device>, handler: &Arc<dyn Handler>, header: &Header, body: &[u8]) {
+fn initialize(device: &Arc<Device>, handler: &Arc<dyn Handler>, header: &Header, body: &[u8], io_uring: bool) {
     let replier = Replier { unique: header.unique, sink: Some(Sink::Device(device.clone())), device: device.clone() };
     let Ok(Op::Init { major, minor, max_readahead, flags: offered }) = decode_op(opcode::INIT, body, &[]) else {
         return replier.send(Err(libc::EINVAL));
@@ -296,7 +354,7 @@ fn initialize(device: &Arc<Device>, handler: &Arc<dyn Handler>, header: &Header,
     }
     let config = handler.init_config();
     let mut wanted = config.flags | init::INIT_EXT | init::MAX_PAGES;
-    if ring_pool::available() {
+    if io_uring {
         wanted |= init::OVER_IO_URING;
     }
     let granted = wanted & offered;
