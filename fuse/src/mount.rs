@@ -246,7 +246,7 @@ pub fn mount(backend: Arc<dyn FsBackend>, mountpoint: &Path, options: MountOptio
     let session = session::mount(&mountpoint, &options.spec(), Arc::new(ShareFs::new(shared.clone())))?;
     let invalidator = CacheInvalidator::new(session.notifier(), inodes);
     backend.attach_invalidator(invalidator.clone());
-    let connection = unmount::connection_id(&mountpoint);
+    let connection = session.device.connection();
     Ok(MountHandle { mountpoint, connection, session: Some(session), shared, invalidator })
 }
 

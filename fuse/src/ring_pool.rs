@@ -86,9 +86,24 @@ fn pool() -> Option<&'static Vec<Arc<RingHandle>>> {
     .as_ref()
 }
 
+/// The kernel's possible CPUs (`0-3,5`: 6), which may be more than are
+/// present or online.
+fn possible_cpus() -> usize {
+    std::fs::read_to_string("/sys/devices/system/cpu/possible").ok().and_then(|list| highest_cpu(&list)).map_or_else(
+        // SAFETY: plain query.
+        || unsafe { libc::sysconf(libc::_SC_NPROCESSORS_CONF) }.max(1) as usize,
+        |highest| highest + 1,
+    )
+}
+
+/// The highest CPU number of a kernel CPU list (`0-3,8-11`).
+fn highest_cpu(list: &str) -> Option<usize> {
+    list.trim().split(',').filter_map(|range| range.rsplit('-').next()?.parse().ok()).max()
+}
+
 fn start_pool() -> io::Result<Vec<Arc<RingHandle>>> {
-    // SAFETY: plain query. The kernel has a queue per possible CPU.
-    let cpus = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_CONF) }.max(1) as usize;
+    // The kernel waits for a queue per possible CPU.
+    let cpus = possible_cpus();
     let mut handles = Vec::with_capacity(cpus);
     for cpu in 0..cpus {
         // SAFETY: plain call; the descriptor is owned below.
@@ -327,6 +342,12 @@ impl RingThread {
     fn completed(&mut self, slot: u32, index: u32, result: i32) {
         let Some(queue) = self.queues.get(&slot).cloned() else { return };
         if result < 0 {
+            if !matches!(-result, libc::ENOTCONN | libc::ECANCELED | libc::ENODEV) {
+                // Refused (a registration the kernel found wrong): the kernel
+                // would hold every request until this CPU's queue has an entry.
+                tracing::error!(error = %io::Error::from_raw_os_error(-result), "FUSE io_uring entry refused; the mount's connection is aborted");
+                queue.device.abort();
+            }
             // The connection ended (ENOTCONN, ECANCELED...): the entry is the kernel's no more.
             if queue.live.fetch_sub(1, Ordering::AcqRel) == 1 {
                 self.queues.remove(&slot);
@@ -370,4 +391,18 @@ fn command(queue: &MountQueue, cmd_op: u32, commit_id: u64, index: u32, iov: Opt
     raw[24..28].copy_from_slice(&2u32.to_ne_bytes());
     // SAFETY: as above.
     unsafe { std::mem::transmute::<[u8; 128], squeue::Entry128>(raw) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::highest_cpu;
+
+    #[test]
+    fn highest_cpu_of_a_list() {
+        assert_eq!(highest_cpu("0-1\n"), Some(1));
+        assert_eq!(highest_cpu("0"), Some(0));
+        assert_eq!(highest_cpu("0-3,8-11"), Some(11));
+        assert_eq!(highest_cpu("0,2,5"), Some(5));
+        assert_eq!(highest_cpu(""), None);
+    }
 }

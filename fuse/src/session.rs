@@ -22,6 +22,19 @@ use crate::wire::{self, decode_header, decode_op, init, opcode, Header, Malforme
 
 /// Largest request: a write of `max_write` bytes plus headers.
 const REQUEST_OVERHEAD: usize = 4096;
+/// The kernel refuses reads of `/dev/fuse` into a smaller buffer than this (plus headers).
+const MIN_REQUEST_BUFFER: usize = 8192;
+
+/// The kernel's page size, the unit of `max_pages`.
+pub(crate) fn page_size() -> usize {
+    // SAFETY: plain query.
+    (unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).max(4096) as usize
+}
+
+/// `max_pages` of `FUSE_INIT` for writes of up to `max_write` bytes.
+fn max_pages(max_write: u32) -> u16 {
+    (max_write as usize).div_ceil(page_size()).min(usize::from(u16::MAX)) as u16
+}
 
 const FUSE_DEV_IOC_BACKING_OPEN: libc::c_ulong = 0x4010_e501;
 const FUSE_DEV_IOC_BACKING_CLOSE: libc::c_ulong = 0x4004_e502;
@@ -31,6 +44,8 @@ const NOTIFY_INVAL_ENTRY: i32 = 3;
 /// The `/dev/fuse` descriptor of one mount.
 pub(crate) struct Device {
     file: File,
+    /// The connection's fusectl id, to abort it.
+    connection: Option<u32>,
 }
 
 impl Device {
@@ -62,6 +77,18 @@ impl Device {
 
     pub(crate) fn raw_fd(&self) -> i32 {
         self.file.as_raw_fd()
+    }
+
+    /// The connection's fusectl id (`/sys/fs/fuse/connections/<id>`).
+    pub(crate) fn connection(&self) -> Option<u32> {
+        self.connection
+    }
+
+    /// Ends the connection: every request waiting and to come fails.
+    pub(crate) fn abort(&self) {
+        if let Some(err) = self.connection.map(crate::unmount::abort).and_then(Result::err) {
+            tracing::error!(error = %err, "FUSE connection not aborted");
+        }
     }
 }
 
@@ -147,6 +174,7 @@ impl Replier {
     fn send_now(&mut self, result: Result<&[u8], i32>) {
         let result = match result {
             Ok(body) if body.len() > u32::MAX as usize => Err(libc::EIO),
+            Err(errno) => Err(wire_errno(errno)),
             other => other,
         };
         let outcome = match self.sink.take() {
@@ -171,6 +199,17 @@ impl Replier {
 impl Drop for Replier {
     fn drop(&mut self) {
         self.send_now(Err(libc::EIO));
+    }
+}
+
+/// The error a reply may carry: the kernel takes 1..512 only (0 would read as
+/// success, and anything else makes it refuse the reply, leaving its caller
+/// waiting forever); the rest becomes `EIO`.
+fn wire_errno(errno: i32) -> i32 {
+    if (1..512).contains(&errno) {
+        errno
+    } else {
+        libc::EIO
     }
 }
 
@@ -254,9 +293,9 @@ pub(crate) fn mount(mountpoint: &Path, spec: &MountSpec<'_>, handler: Arc<dyn Ha
     if unsafe { libc::mount(source.as_ptr(), target.as_ptr(), fstype.as_ptr(), flags, data.as_ptr().cast()) } != 0 {
         return Err(io::Error::last_os_error());
     }
-    let device = Arc::new(Device { file });
+    let device = Arc::new(Device { file, connection: crate::unmount::connection_id(mountpoint) });
     let reader_device = device.clone();
-    let buffer_len = spec.max_read.max(handler.init_config().max_write) as usize + REQUEST_OVERHEAD;
+    let buffer_len = (spec.max_read.max(handler.init_config().max_write) as usize).max(MIN_REQUEST_BUFFER) + REQUEST_OVERHEAD;
     let reader = std::thread::Builder::new().name("share-fuse".into()).spawn(move || read_requests(&reader_device, handler, buffer_len, transport))?;
     Ok(Session { device, reader })
 }
@@ -312,8 +351,10 @@ fn next_request(device: &File, buf: &mut [u8], spin: &Spin) -> io::Result<usize>
     }
     drop(until);
     let mut ready = libc::pollfd { fd: device.as_raw_fd(), events: libc::POLLIN, revents: 0 };
-    // SAFETY: one valid pollfd. An error or a hang-up shows in the read that follows.
-    unsafe { libc::poll(&mut ready, 1, -1) };
+    // SAFETY: one valid pollfd. A hang-up or an error of the device shows in the read that follows.
+    if unsafe { libc::poll(&mut ready, 1, -1) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
     (&*device).read(buf)
 }
 
@@ -358,7 +399,7 @@ fn initialize(device: &Arc<Device>, handler: &Arc<dyn Handler>, header: &Header,
         wanted |= init::OVER_IO_URING;
     }
     let granted = wanted & offered;
-    let max_pages = config.max_write.div_ceil(4096).min(u32::from(u16::MAX)) as u16;
+    let max_pages = max_pages(config.max_write);
     let mut out = Out::default();
     out.u32(wire::KERNEL_VERSION).u32(minor.min(wire::KERNEL_MINOR)).u32(config.max_readahead.min(max_readahead)).u32(granted as u32);
     out.u16(config.max_background).u16(config.congestion_threshold).u32(config.max_write).u32(1);
@@ -367,9 +408,13 @@ fn initialize(device: &Arc<Device>, handler: &Arc<dyn Handler>, header: &Header,
     handler.initialized(granted);
     replier.send(Ok(&out.bytes));
     if granted & init::OVER_IO_URING != 0 {
-        let payload = config.max_write as usize;
+        // The kernel refuses an entry whose payload could not hold its largest request.
+        let payload = (config.max_write as usize).max(usize::from(max_pages) * page_size()).max(MIN_REQUEST_BUFFER);
         if let Err(err) = ring_pool::attach(device.clone(), handler.clone(), payload) {
-            tracing::warn!(error = %err, "io_uring queues not registered; requests stay on /dev/fuse");
+            // Granted io_uring, the kernel holds every request until each CPU's
+            // queue is registered: a connection that cannot have them is ended.
+            tracing::error!(error = %err, "io_uring queues not registered; the mount's connection is aborted");
+            device.abort();
         }
     }
 }
@@ -377,5 +422,28 @@ fn initialize(device: &Arc<Device>, handler: &Arc<dyn Handler>, header: &Header,
 impl AsFd for Device {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.file.as_fd()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_errnos_the_kernel_takes_reach_it() {
+        assert_eq!(wire_errno(libc::ENOENT), libc::ENOENT);
+        assert_eq!(wire_errno(511), 511);
+        for outside in [0, -1, -libc::ENOENT, 512, 4096, i32::MAX, i32::MIN] {
+            assert_eq!(wire_errno(outside), libc::EIO, "{outside}");
+        }
+    }
+
+    #[test]
+    fn max_pages_covers_the_largest_write() {
+        let page = page_size();
+        assert_eq!(max_pages(1), 1);
+        assert_eq!(usize::from(max_pages(1024 * 1024)) * page, 1024 * 1024);
+        assert!(usize::from(max_pages(1024 * 1024 + 1)) * page > 1024 * 1024);
+        assert_eq!(max_pages(u32::MAX), u16::MAX);
     }
 }
