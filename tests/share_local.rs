@@ -281,6 +281,46 @@ fn a_directory_moved_out_of_the_source_is_unreachable() {
     assert_eq!(block_on(backend.lookup(full, name("inner"))).unwrap().node, inner, "reachable again once back inside");
 }
 
+/// The same through a mount, whose source watcher lets a node found beneath
+/// the source skip the proc lookup while no move was seen: a directory moved
+/// out at the source is refused at the very next request, before the watcher
+/// has read the move, round after round.
+#[test]
+fn a_directory_moved_out_is_refused_at_once_through_the_mount() {
+    let _shared = alongside_others();
+    let Some(share) = LocalShare::mount(Setup::readwrite()) else { return };
+    let (inside, outside) = (share.source.join("mover"), share.outside.join("mover"));
+    fs::create_dir(&inside).unwrap();
+    const ROUNDS: usize = 200;
+    for i in 0..=ROUNDS {
+        fs::write(inside.join(format!("f{i}")), b"x").unwrap();
+    }
+    let dir = File::open(share.mnt.join("mover")).unwrap();
+    let stat_in = |name: &str| -> io::Result<()> {
+        let name = std::ffi::CString::new(name).unwrap();
+        // SAFETY: `stat64` is plain data; fstatat fills it on success.
+        let mut st: libc::stat64 = unsafe { std::mem::zeroed() };
+        // SAFETY: valid descriptor, NUL-terminated name, valid out pointer.
+        let rc = unsafe { libc::fstatat64(std::os::fd::AsRawFd::as_raw_fd(&dir), name.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) };
+        if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+    };
+    // Checked once, then (the source quiet) served without the proc lookup.
+    stat_in("f0").unwrap();
+    for i in 1..=ROUNDS {
+        fs::rename(&inside, &outside).unwrap();
+        // A name never looked up: the kernel must ask the daemon.
+        let escaped = stat_in(&format!("f{i}"));
+        fs::rename(&outside, &inside).unwrap();
+        assert!(escaped.is_err(), "round {i}: a directory moved out was still reachable");
+    }
+    // Back inside, it is served again.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while stat_in(&format!("f{ROUNDS}")).is_err() {
+        assert!(Instant::now() < deadline, "the directory moved back stays refused");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 #[test]
 fn a_symlink_swapped_in_for_a_directory_never_escapes() {
     let source = Source::new();
