@@ -296,8 +296,16 @@ pub(crate) fn mount(mountpoint: &Path, spec: &MountSpec<'_>, handler: Arc<dyn Ha
     let device = Arc::new(Device { file, connection: crate::unmount::connection_id(mountpoint) });
     let reader_device = device.clone();
     let buffer_len = (spec.max_read.max(handler.init_config().max_write) as usize).max(MIN_REQUEST_BUFFER) + REQUEST_OVERHEAD;
-    let reader = std::thread::Builder::new().name("share-fuse".into()).spawn(move || read_requests(&reader_device, handler, buffer_len, transport))?;
-    Ok(Session { device, reader })
+    let reader = std::thread::Builder::new().name("share-fuse".into()).spawn(move || read_requests(&reader_device, handler, buffer_len, transport));
+    match reader {
+        Ok(reader) => Ok(Session { device, reader }),
+        Err(err) => {
+            // Nothing would read the mount: every access would wait forever.
+            // SAFETY: valid NUL-terminated path.
+            unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
+            Err(err)
+        }
+    }
 }
 
 /// Serves the device until the connection ends (unmounted or aborted).
