@@ -281,10 +281,24 @@ fn a_directory_moved_out_of_the_source_is_unreachable() {
     assert_eq!(block_on(backend.lookup(full, name("inner"))).unwrap().node, inner, "reachable again once back inside");
 }
 
-/// The same through a mount, whose source watcher lets a node found beneath
-/// the source skip the proc lookup while no move was seen: a directory moved
-/// out at the source is refused at the very next request, before the watcher
-/// has read the move, round after round.
+/// `fstatat` of `name` in the directory open as `dir`.
+fn stat_in(dir: &File, name: &str) -> io::Result<()> {
+    let name = std::ffi::CString::new(name).unwrap();
+    // SAFETY: `stat64` is plain data; fstatat fills it on success.
+    let mut st: libc::stat64 = unsafe { std::mem::zeroed() };
+    // SAFETY: valid descriptor, NUL-terminated name, valid out pointer.
+    let rc = unsafe { libc::fstatat64(std::os::fd::AsRawFd::as_raw_fd(dir), name.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// The same through a mount, with its source watcher running: a directory
+/// moved out at the source is refused at the very next request, through a
+/// descriptor already open in it, round after round (whatever the watcher
+/// has or has not read yet).
 #[test]
 fn a_directory_moved_out_is_refused_at_once_through_the_mount() {
     let _shared = alongside_others();
@@ -296,15 +310,7 @@ fn a_directory_moved_out_is_refused_at_once_through_the_mount() {
         fs::write(inside.join(format!("f{i}")), b"x").unwrap();
     }
     let dir = File::open(share.mnt.join("mover")).unwrap();
-    let stat_in = |name: &str| -> io::Result<()> {
-        let name = std::ffi::CString::new(name).unwrap();
-        // SAFETY: `stat64` is plain data; fstatat fills it on success.
-        let mut st: libc::stat64 = unsafe { std::mem::zeroed() };
-        // SAFETY: valid descriptor, NUL-terminated name, valid out pointer.
-        let rc = unsafe { libc::fstatat64(std::os::fd::AsRawFd::as_raw_fd(&dir), name.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) };
-        if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
-    };
-    // Checked once, then (the source quiet) served without the proc lookup.
+    let stat_in = |name: &str| stat_in(&dir, name);
     stat_in("f0").unwrap();
     for i in 1..=ROUNDS {
         fs::rename(&inside, &outside).unwrap();
@@ -319,6 +325,32 @@ fn a_directory_moved_out_is_refused_at_once_through_the_mount() {
         assert!(Instant::now() < deadline, "the directory moved back stays refused");
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// A directory first moved deeper into the source, beneath directories the
+/// target never looked at (so nobody watches them), then taken out with
+/// them: refused, although no watched directory saw the second move.
+#[test]
+fn a_directory_moved_out_through_unwatched_parents_is_refused() {
+    let _shared = alongside_others();
+    let Some(share) = LocalShare::mount(Setup::readwrite()) else { return };
+    fs::create_dir_all(share.source.join("a/d")).unwrap();
+    for name in ["f1", "f2", "f3"] {
+        fs::write(share.source.join("a/d").join(name), b"x").unwrap();
+    }
+    fs::create_dir_all(share.source.join("q/p")).unwrap();
+    let d = File::open(share.mnt.join("a/d")).unwrap();
+    stat_in(&d, "f1").unwrap();
+    fs::rename(share.source.join("a"), share.source.join("q/p/a")).unwrap();
+    // Once the watcher has taken the first move in, `d` is found beneath the
+    // source again, now under directories nobody watches.
+    std::thread::sleep(Duration::from_millis(100));
+    stat_in(&d, "f2").expect("moved within the source: still served");
+    fs::create_dir_all(&share.outside).unwrap();
+    fs::rename(share.source.join("q/p"), share.outside.join("p")).unwrap();
+    assert!(stat_in(&d, "f3").is_err(), "a directory moved out beneath unwatched parents was still reachable");
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(stat_in(&d, "f3").is_err(), "still refused once the watcher has read the move");
 }
 
 #[test]

@@ -52,52 +52,32 @@ struct Entry {
     xattr_names: Option<(Arc<Vec<u8>>, Instant)>,
     /// Bumped by every change, so that a listing that raced one is not kept.
     xattr_generation: u64,
-    /// The source watcher's count of moves when the descriptor was last found
-    /// beneath the source (see `SourceTree::node`).
-    contained_at: Option<u64>,
 }
 
 impl Entry {
     fn new(node: Node, references: u64) -> Self {
-        Entry { node, references, xattr_names: None, xattr_generation: 0, contained_at: None }
+        Entry { node, references, xattr_names: None, xattr_generation: 0 }
     }
 }
 
 pub(super) struct NodeTable {
     root: NodeId,
     entries: Mutex<IdMap<NodeId, Entry>>,
-    /// Whether every change at the source is seen: the source watcher runs
-    /// and watches every directory the kernel holds. Only then are xattr
-    /// names kept (the watcher is what drops them), and containment checks
-    /// skipped for nodes checked since the last move (the watcher is what
-    /// sees moves).
-    watched_everywhere: AtomicBool,
+    /// Whether xattr names may be kept: only while every change at the source
+    /// is seen (the source watcher runs and watches every directory the
+    /// kernel holds), since the watcher is what drops them.
+    keep_xattr_names: AtomicBool,
 }
 
 impl NodeTable {
     pub(super) fn new(root: NodeId, root_node: Node) -> Self {
         let entries = IdMap::from_iter([(root, Entry::new(root_node, 1))]);
         HELD.fetch_add(1, Ordering::Relaxed);
-        NodeTable { root, entries: Mutex::new(entries), watched_everywhere: AtomicBool::new(false) }
+        NodeTable { root, entries: Mutex::new(entries), keep_xattr_names: AtomicBool::new(false) }
     }
 
     pub(super) fn get(&self, id: NodeId) -> FsResult<Node> {
         self.entries.lock().get(&id).map(|entry| entry.node.clone()).ok_or(FsError::Stale)
-    }
-
-    /// The node, and the watcher's count of moves when it was last found beneath the source.
-    pub(super) fn get_with_containment(&self, id: NodeId) -> FsResult<(Node, Option<u64>)> {
-        self.entries.lock().get(&id).map(|entry| (entry.node.clone(), entry.contained_at)).ok_or(FsError::Stale)
-    }
-
-    /// `id`'s descriptor `fd` was found beneath the source when the watcher had seen `moves` moves.
-    pub(super) fn contained_at(&self, id: NodeId, fd: &Arc<OwnedFd>, moves: u64) {
-        if let Some(entry) = self.entries.lock().get_mut(&id) {
-            // Only for the descriptor checked: a newer one starts unchecked.
-            if Arc::ptr_eq(&entry.node.fd, fd) {
-                entry.contained_at = Some(moves);
-            }
-        }
     }
 
     /// One more kernel reference to `id`, reachable through `node`. The newest
@@ -113,7 +93,6 @@ impl NodeTable {
             Entry::new(node.clone(), 0)
         });
         entry.node = node;
-        entry.contained_at = None;
         entry.references += 1;
         entry.references == 1
     }
@@ -137,15 +116,9 @@ impl NodeTable {
         self.entries.lock().len()
     }
 
-    /// Whether every change at the source is seen (see the field).
-    pub(super) fn watched_everywhere(&self) -> bool {
-        self.watched_everywhere.load(Ordering::Acquire)
-    }
-
-    /// Every change at the source is seen from now on, or no longer; then
-    /// kept xattr names are dropped.
-    pub(super) fn set_watched_everywhere(&self, keep: bool) {
-        self.watched_everywhere.store(keep, Ordering::Release);
+    /// Starts or stops keeping xattr names; stopping drops those kept.
+    pub(super) fn keep_xattr_names(&self, keep: bool) {
+        self.keep_xattr_names.store(keep, Ordering::Release);
         if !keep {
             self.forget_all_xattr_names();
         }
@@ -153,7 +126,7 @@ impl NodeTable {
 
     /// The kept xattr names of `id`, if any and fresh.
     pub(super) fn xattr_names(&self, id: NodeId) -> Option<Arc<Vec<u8>>> {
-        if !self.watched_everywhere.load(Ordering::Acquire) {
+        if !self.keep_xattr_names.load(Ordering::Acquire) {
             return None;
         }
         let entries = self.entries.lock();
@@ -163,7 +136,7 @@ impl NodeTable {
 
     /// Where a listing of `id`'s names starts: `None` when none may be kept.
     pub(super) fn xattr_generation(&self, id: NodeId) -> Option<u64> {
-        if !self.watched_everywhere.load(Ordering::Acquire) {
+        if !self.keep_xattr_names.load(Ordering::Acquire) {
             return None;
         }
         Some(self.entries.lock().get(&id)?.xattr_generation)
@@ -173,7 +146,7 @@ impl NodeTable {
     pub(super) fn keep_xattr_names_of(&self, id: NodeId, generation: u64, names: Arc<Vec<u8>>) {
         let mut entries = self.entries.lock();
         if let Some(entry) = entries.get_mut(&id) {
-            if entry.xattr_generation == generation && self.watched_everywhere.load(Ordering::Acquire) {
+            if entry.xattr_generation == generation && self.keep_xattr_names.load(Ordering::Acquire) {
                 entry.xattr_names = Some((names, Instant::now()));
             }
         }
@@ -237,7 +210,7 @@ mod tests {
         table.reference(NodeId(5), node());
         let names = Arc::new(b"user.a\0security.capability\0".to_vec());
         assert_eq!(table.xattr_generation(NodeId(5)), None, "not kept before the watcher runs");
-        table.set_watched_everywhere(true);
+        table.keep_xattr_names(true);
         let generation = table.xattr_generation(NodeId(5)).unwrap();
         table.keep_xattr_names_of(NodeId(5), generation, names.clone());
         assert_eq!(table.xattr_names(NodeId(5)), Some(names.clone()));
@@ -248,7 +221,7 @@ mod tests {
         assert_eq!(table.xattr_names(NodeId(5)), None);
         let generation = table.xattr_generation(NodeId(5)).unwrap();
         table.keep_xattr_names_of(NodeId(5), generation, names);
-        table.set_watched_everywhere(false);
+        table.keep_xattr_names(false);
         assert_eq!(table.xattr_names(NodeId(5)), None, "stopping drops what was kept");
         assert!(names_hold(b"user.a\0security.capability\0", b"security.capability"));
         assert!(!names_hold(b"user.a\0security.capability\0", b"security.cap"));

@@ -16,7 +16,6 @@ use parking_lot::Mutex;
 use super::containment::Containment;
 use super::dir_stream::DirStream;
 use super::mount_watch::MountWatch;
-use super::source_watch::SourceWatcher;
 use super::node_table::{names_hold, held_descriptors, node_id, Node, NodeTable};
 use super::privileges;
 use super::syscalls::{self, descriptor_budget, open_beneath, stat};
@@ -184,7 +183,7 @@ impl SourceTree {
         };
         let _ = self.watch.set(watch);
         // Xattr names are kept only while the watcher sees every change.
-        self.nodes.set_watched_everywhere(watched);
+        self.nodes.keep_xattr_names(watched);
     }
 
     pub(super) fn referenced_nodes(&self) -> usize {
@@ -219,34 +218,11 @@ impl SourceTree {
         Ok(self.attr(&stat(fd)?))
     }
 
-    /// A node the kernel named, still beneath the source. Only a move can take
-    /// a file out (a descriptor keeps its file across renames), and every move
-    /// at the source passes through a directory the watcher watches (the
-    /// moved file's old parent, which the kernel holds since it holds the
-    /// file). So a node found beneath the source is not looked up in
-    /// `/proc/self/fd` again while the watcher has seen no move since and
-    /// has no change unread: a cost per request (the proc lookup, some µs)
-    /// becomes one `FIONREAD`.
+    /// A node the kernel named, still beneath the source.
     fn node(&self, id: NodeId) -> FsResult<Node> {
-        let (node, contained_at) = self.nodes.get_with_containment(id)?;
-        let settled = self.settled_moves();
-        if settled.is_some() && settled == contained_at {
-            return Ok(node);
-        }
+        let node = self.nodes.get(id)?;
         self.containment.check(node.fd.as_fd())?;
-        if let Some(moves) = settled {
-            self.nodes.contained_at(id, &node.fd, moves);
-        }
         Ok(node)
-    }
-
-    /// The watcher's count of moves, if it sees every change of this source
-    /// and has handled every one made so far.
-    fn settled_moves(&self) -> Option<u64> {
-        if self.watch.get().is_none() || !self.nodes.watched_everywhere() {
-            return None;
-        }
-        SourceWatcher::global()?.settled_moves()
     }
 
     fn dir(&self, id: NodeId) -> FsResult<Node> {
@@ -265,7 +241,7 @@ impl SourceTree {
         if let (true, FileKind::Directory, Some(watch)) = (first, attr.kind, self.watch.get()) {
             if !watch.dir_referenced(attr.node, fd) {
                 // A directory unwatched: changes in it would go unseen.
-                self.nodes.set_watched_everywhere(false);
+                self.nodes.keep_xattr_names(false);
             }
         }
         if first {

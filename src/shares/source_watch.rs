@@ -82,11 +82,6 @@ pub(super) struct SourceWatcher {
     inotify: OwnedFd,
     watches: Mutex<Watches>,
     next_listener: AtomicU64,
-    /// Odd while events are being read and handled (a seqlock's count).
-    reading: AtomicU64,
-    /// Moves (and anything that may hide one: lost events, dropped watches)
-    /// handled so far.
-    moves: AtomicU64,
 }
 
 impl SourceWatcher {
@@ -112,13 +107,7 @@ impl SourceWatcher {
         // SAFETY: `fd` was just returned and is owned by no one else.
         let inotify = unsafe { OwnedFd::from_raw_fd(fd) };
         let watcher: &'static SourceWatcher =
-            Box::leak(Box::new(SourceWatcher {
-                inotify,
-                watches: Mutex::default(),
-                next_listener: AtomicU64::new(1),
-                reading: AtomicU64::new(0),
-                moves: AtomicU64::new(0),
-            }));
+            Box::leak(Box::new(SourceWatcher { inotify, watches: Mutex::default(), next_listener: AtomicU64::new(1) }));
         std::thread::Builder::new().name("share-watch".into()).spawn(move || watcher.read_events())?;
         Ok(watcher)
     }
@@ -171,69 +160,25 @@ impl SourceWatcher {
         }
     }
 
-    /// The count of moves handled so far, if every change made so far has been
-    /// read and handled: none queued, none being read. A move made before
-    /// this call either is still queued, or is being handled, or was counted.
-    pub(super) fn settled_moves(&self) -> Option<u64> {
-        let before = self.reading.load(Ordering::SeqCst);
-        if before % 2 == 1 || self.queued()? != 0 {
-            return None;
-        }
-        let moves = self.moves.load(Ordering::SeqCst);
-        (self.reading.load(Ordering::SeqCst) == before).then_some(moves)
-    }
-
-    /// Bytes of events queued and not yet read; `None` if the kernel does not say.
-    fn queued(&self) -> Option<i32> {
-        let mut queued: libc::c_int = 0;
-        // SAFETY: valid descriptor; FIONREAD writes one int.
-        let rc = unsafe { libc::ioctl(self.inotify.as_raw_fd(), libc::FIONREAD, &mut queued) };
-        (rc == 0).then_some(queued)
-    }
-
     fn read_events(&self) {
         let mut buf = vec![0u8; 64 * 1024];
         loop {
-            // Wait without reading, so that `reading` is odd exactly while
-            // events have left the queue but are not yet handled.
-            let mut ready = libc::pollfd { fd: self.inotify.as_raw_fd(), events: libc::POLLIN, revents: 0 };
-            // SAFETY: one valid pollfd.
-            if unsafe { libc::poll(&mut ready, 1, -1) } < 0 {
-                let err = io::Error::last_os_error();
-                if err.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                tracing::error!(error = %err, "share watcher stopped: share caches expire by timeout only");
-                self.moves.fetch_add(1, Ordering::SeqCst);
-                self.reading.fetch_add(1, Ordering::SeqCst);
-                return;
-            }
-            self.reading.fetch_add(1, Ordering::SeqCst);
             // SAFETY: reads into our own buffer of that length.
             let n = unsafe { libc::read(self.inotify.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
             if n < 0 {
                 let err = io::Error::last_os_error();
                 if err.kind() == io::ErrorKind::Interrupted {
-                    self.reading.fetch_add(1, Ordering::SeqCst);
                     continue;
                 }
                 tracing::error!(error = %err, "share watcher stopped: share caches expire by timeout only");
-                // Left odd: no check is skipped any more.
-                self.moves.fetch_add(1, Ordering::SeqCst);
                 return;
             }
-            let events = parse_events(&buf[..n as usize]);
-            let moved = events.iter().any(|event| may_hide_a_move(event.mask));
             // Invalidating is idempotent and runs after every change read so far,
             // so one per (directory, kind, name) serves a burst: a file written
             // many times in a row, or created, written and chmod'ed.
-            for event in distinct(events) {
+            for event in distinct(parse_events(&buf[..n as usize])) {
                 self.dispatch(&event);
             }
-            if moved {
-                self.moves.fetch_add(1, Ordering::SeqCst);
-            }
-            self.reading.fetch_add(1, Ordering::SeqCst);
             // Let the next changes gather (the kernel also merges repeats of the
             // last queued event): a burst costs a few passes, not one per event.
             std::thread::sleep(GATHER);
@@ -267,13 +212,6 @@ impl SourceWatcher {
             listener.changed(dir, &dir_fd, event.name, change);
         }
     }
-}
-
-/// Whether an event may mean that something moved (or that events were lost
-/// or a watch went away, which may hide a move).
-fn may_hide_a_move(mask: u32) -> bool {
-    mask & (libc::IN_MOVED_FROM | libc::IN_MOVED_TO | libc::IN_MOVE_SELF | libc::IN_DELETE_SELF | libc::IN_Q_OVERFLOW | libc::IN_IGNORED | libc::IN_UNMOUNT)
-        != 0
 }
 
 fn change_of(mask: u32) -> Change {
@@ -371,16 +309,6 @@ mod tests {
         name.resize(padded, 0);
         bytes.extend_from_slice(&name);
         bytes
-    }
-
-    #[test]
-    fn moves_and_what_may_hide_one_are_told_apart() {
-        for mask in [libc::IN_MOVED_FROM, libc::IN_MOVED_TO, libc::IN_MOVE_SELF, libc::IN_DELETE_SELF, libc::IN_Q_OVERFLOW, libc::IN_IGNORED, libc::IN_UNMOUNT] {
-            assert!(may_hide_a_move(mask), "{mask:#x}");
-        }
-        for mask in [libc::IN_CREATE, libc::IN_DELETE, libc::IN_MODIFY, libc::IN_ATTRIB, libc::IN_CLOSE_WRITE] {
-            assert!(!may_hide_a_move(mask), "{mask:#x}");
-        }
     }
 
     #[test]
