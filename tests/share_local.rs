@@ -486,6 +486,35 @@ fn promptly(what: &str, mut check: impl FnMut() -> bool) {
     }
 }
 
+/// The kernel asks from FUSE_INIT on, before the mount is attached to its
+/// backend (and its source watcher started): a directory it took meanwhile is
+/// watched like the others, so a change in it reaches a mount that caches
+/// for an hour at once.
+#[test]
+fn directories_taken_before_the_watcher_started_are_watched() {
+    let _shared = alongside_others();
+    if !fuse_available() {
+        return;
+    }
+    let source = Source::new();
+    let backend = Arc::new(LocalBackend::open(&source.share.source, ShareMode::ReadWrite).unwrap());
+    let root = block_on(backend.root()).unwrap().node;
+    // As the kernel's first lookups would, before `attach`.
+    let full = block_on(backend.lookup(root, name("full"))).unwrap();
+    assert_eq!(full.kind, FileKind::Directory);
+    let options = MountOptions {
+        entry_ttl: Duration::from_secs(3600),
+        attr_ttl: Duration::from_secs(3600),
+        runtime: Some(runtime().handle().clone()),
+        ..MountOptions::default()
+    };
+    let share = LocalShare { mount: Some(hoody_fuse::mount(backend.clone(), &source.share.mnt, options).unwrap()), backend, dirs: source };
+    let (src, mnt) = (&share.source, &share.mnt);
+    assert!(fs::symlink_metadata(mnt.join("full/inner")).unwrap().is_file(), "cached");
+    fs::rename(src.join("full/inner"), src.join("full/inner-old")).unwrap();
+    eventually("a name moved away in a directory taken before the watcher started", || fs::symlink_metadata(mnt.join("full/inner")).is_err());
+}
+
 fn caching_for_an_hour(passthrough: bool) -> Setup {
     Setup { passthrough, ttl: Duration::from_secs(3600), ..Setup::readwrite() }
 }

@@ -112,6 +112,12 @@ impl NodeTable {
         None
     }
 
+    /// The directories held, with their descriptors.
+    pub(super) fn held_directories(&self) -> Vec<(NodeId, Arc<OwnedFd>)> {
+        let entries = self.entries.lock();
+        entries.iter().filter(|(_, entry)| entry.node.kind == FileKind::Directory).map(|(id, entry)| (*id, entry.node.fd.clone())).collect()
+    }
+
     pub(super) fn len(&self) -> usize {
         self.entries.lock().len()
     }

@@ -139,6 +139,10 @@ pub(super) struct SourceTree {
     next_handle: AtomicU64,
     /// Keeps the mount's kernel caches fresh; set once the mount exists.
     watch: OnceLock<MountWatch>,
+    /// Held while a directory's watch is added or removed with its node's
+    /// first reference or last forget, so that the two, on different threads,
+    /// cannot leave a held directory unwatched.
+    watching: Mutex<()>,
     /// The mount's kernel caches, to make it forget files when the daemon
     /// holds too many; set once the mount exists.
     kernel: OnceLock<CacheInvalidator>,
@@ -164,6 +168,7 @@ impl SourceTree {
             dirs: Mutex::new(IdMap::default()),
             next_handle: AtomicU64::new(1),
             watch: OnceLock::new(),
+            watching: Mutex::new(()),
             kernel: OnceLock::new(),
         })
     }
@@ -177,13 +182,16 @@ impl SourceTree {
     pub(super) fn attach(&self, invalidator: CacheInvalidator) {
         let _ = self.kernel.set(invalidator.clone());
         let Some(watch) = MountWatch::start(invalidator, self.source_dev, Arc::downgrade(&self.nodes)) else { return };
-        let watched = match self.nodes.get(self.root_id) {
-            Ok(root) => watch.dir_referenced(self.root_id, root.fd),
-            Err(_) => false,
-        };
         let _ = self.watch.set(watch);
+        let Some(watch) = self.watch.get() else { return };
+        // The kernel asks from FUSE_INIT on, before this: the directories it
+        // took meanwhile (and the root) are watched now, later ones by `adopt`.
+        let _watching = self.watching.lock();
+        let watched = self.nodes.held_directories().into_iter().fold(true, |all, (dir, fd)| watch.dir_referenced(dir, fd) && all);
         // Xattr names are kept only while the watcher sees every change.
-        self.nodes.keep_xattr_names(watched);
+        if watched {
+            self.nodes.keep_xattr_names(true);
+        }
     }
 
     pub(super) fn referenced_nodes(&self) -> usize {
@@ -239,6 +247,7 @@ impl SourceTree {
         let fd = Arc::new(fd);
         let first = self.nodes.reference(attr.node, Node { fd: fd.clone(), kind: attr.kind });
         if let (true, FileKind::Directory, Some(watch)) = (first, attr.kind, self.watch.get()) {
+            let _watching = self.watching.lock();
             if !watch.dir_referenced(attr.node, fd) {
                 // A directory unwatched: changes in it would go unseen.
                 self.nodes.keep_xattr_names(false);
@@ -344,7 +353,12 @@ impl SourceTree {
     pub(super) fn forget(&self, node: NodeId, count: u64) -> Option<Node> {
         let dropped = self.nodes.forget(node, count)?;
         if let (FileKind::Directory, Some(watch)) = (dropped.kind, self.watch.get()) {
-            watch.dir_forgotten(node);
+            let _watching = self.watching.lock();
+            // Looked up again meanwhile (on another thread): that lookup found
+            // the watch still there and kept it, so it stays.
+            if self.nodes.get(node).is_err() {
+                watch.dir_forgotten(node);
+            }
         }
         slow_to_close(dropped.fd.as_fd()).then_some(dropped)
     }
