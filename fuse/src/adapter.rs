@@ -250,6 +250,7 @@ impl ShareFs {
     }
 
     fn readdir(&self, ino: INodeNo, fh: FileHandle, offset: u64, reply: ReplyDirectory) {
+        let room = reply.room_for_typical_names();
         // Only used when the kernel lacks readdirplus: plain entries carry no
         // reference, so each one the backend counted is handed back at once.
         self.dispatch(
@@ -257,11 +258,12 @@ impl ShareFs {
             reply,
             move |s| async move {
                 let dir = s.handles.dir(fh.0)?;
-                let entries = s.backend.readdirplus(s.node(ino)?, dir.handle, offset, dir.entries_hint()).await?;
-                Ok((dir, entries))
+                let asked = dir.entries_hint().min(room);
+                let entries = s.backend.readdirplus(s.node(ino)?, dir.handle, offset, asked).await?;
+                Ok((dir, entries, asked))
             },
-            move |s, mut reply, (dir, entries)| {
-                let (asked, mut taken, mut full) = (dir.entries_hint(), 0, false);
+            move |s, mut reply, (dir, entries, asked)| {
+                let (mut taken, mut full) = (0, false);
                 for entry in entries {
                     let dot = is_dot_or_dotdot(&entry.name);
                     let entry_ino = if dot { ino.0 } else { s.inodes.ino(entry.attr.node).unwrap_or(entry.attr.node.0) };
@@ -280,16 +282,18 @@ impl ShareFs {
     }
 
     fn readdirplus(&self, ino: INodeNo, fh: FileHandle, offset: u64, reply: ReplyDirectory) {
+        let room = reply.room_for_typical_names();
         self.dispatch(
             "readdirplus",
             reply,
             move |s| async move {
                 let dir = s.handles.dir(fh.0)?;
-                let entries = s.backend.readdirplus(s.node(ino)?, dir.handle, offset, dir.entries_hint()).await?;
-                Ok((dir, entries))
+                let asked = dir.entries_hint().min(room);
+                let entries = s.backend.readdirplus(s.node(ino)?, dir.handle, offset, asked).await?;
+                Ok((dir, entries, asked))
             },
-            move |s, mut reply, (dir, entries)| {
-                let (asked, mut taken, mut full) = (dir.entries_hint(), 0, false);
+            move |s, mut reply, (dir, entries, asked)| {
+                let (mut taken, mut full) = (0, false);
                 for entry in entries {
                     let dot = is_dot_or_dotdot(&entry.name);
                     if full || !reply.fits(&entry.name) {

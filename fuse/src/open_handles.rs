@@ -15,9 +15,11 @@ use crate::id_map::IdMap;
 use crate::session::BackingId;
 use crate::{FsError, FsResult, HandleId};
 
-/// How many entries a directory listing asks the backend for at first; adapted
-/// to what the kernel's buffer really takes (see [`OpenDir::entries_hint`]).
-const FIRST_ENTRIES_HINT: usize = 32;
+/// How many entries a directory listing asks the backend for at first (at
+/// most what the kernel's buffer holds of short names: see
+/// `ReplyDirectory::room_for_typical_names`); adapted to what it really takes
+/// (see [`OpenDir::entries_hint`]).
+const FIRST_ENTRIES_HINT: usize = MAX_ENTRIES_HINT;
 const MAX_ENTRIES_HINT: usize = 1024;
 
 pub(crate) struct OpenFile {
@@ -29,9 +31,9 @@ pub(crate) struct OpenFile {
 
 pub(crate) struct OpenDir {
     pub(crate) handle: HandleId,
-    /// Entries that fit the kernel's last buffer: the kernel does not tell the
-    /// buffer size, and every entry the backend returns but the buffer cannot
-    /// take costs a lookup and a forget.
+    /// Entries that fit the kernel's last buffer: names vary in length, and
+    /// every entry the backend returns but the buffer cannot take costs a
+    /// lookup and a forget.
     entries_hint: AtomicUsize,
 }
 

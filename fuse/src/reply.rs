@@ -178,6 +178,15 @@ impl ReplyDirectory {
         ReplyDirectory { replier, size: size as usize, out: Out::default(), plus }
     }
 
+    /// Entries the kernel's buffer holds if their names are of a typical
+    /// length (16 bytes): a directory of short names fits in one answer
+    /// instead of a few growing ones (a round trip each).
+    pub(crate) fn room_for_typical_names(&self) -> usize {
+        const TYPICAL_NAME: &[u8] = &[b'n'; 16];
+        let len = if self.plus { wire::direntplus_len(TYPICAL_NAME) } else { wire::dirent_len(TYPICAL_NAME) };
+        (self.size / len).max(1)
+    }
+
     /// Whether another entry named `name` would still fit.
     pub(crate) fn fits(&self, name: &OsStr) -> bool {
         let len = if self.plus { wire::direntplus_len(name.as_bytes()) } else { wire::dirent_len(name.as_bytes()) };
