@@ -14,13 +14,14 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use crate::mount_state::{file_mode, Shared, GENERATION};
+use crate::open_handles::OpenDir;
 use crate::reply::{
     FileHandle, FopenFlags, INodeNo, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyError, ReplyLseek,
     ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
 };
 use crate::session::{Handler, InitConfig, Replier};
 use crate::wire::{init, Header, Op, SetAttrIn, TimeOrNow};
-use crate::{Attr, Caller, FsError, FsResult, SetAttr, SetTime};
+use crate::{Attr, Caller, DirEntry, FsError, FsResult, SetAttr, SetTime};
 
 fn set_time(time: Option<TimeOrNow>) -> Option<SetTime> {
     time.map(|time| match time {
@@ -54,6 +55,15 @@ fn reply_xattr(shared: &Shared, op: &'static str, reply: ReplyXattr, size: u32, 
 /// The request handler of one mount.
 pub(crate) struct ShareFs {
     shared: Arc<Shared>,
+}
+
+/// The next entries of an open directory, as many as its hint and the kernel's
+/// buffer allow, with that number (for `OpenDir::learn`).
+async fn listing(s: Arc<Shared>, ino: INodeNo, fh: FileHandle, offset: u64, room: usize) -> FsResult<(Arc<OpenDir>, Vec<DirEntry>, usize)> {
+    let dir = s.handles.dir(fh.0)?;
+    let asked = dir.entries_hint().min(room);
+    let entries = s.backend.readdirplus(s.node(ino)?, dir.handle, offset, asked).await?;
+    Ok((dir, entries, asked))
 }
 
 impl ShareFs {
@@ -200,9 +210,9 @@ impl ShareFs {
             "open",
             reply,
             move |s| async move { s.backend.open(s.node(ino)?, flags, caller).await },
-            move |s, reply, opened| match s.open_file(ino.0, &opened, |fd| reply.open_backing(fd)) {
-                (fh, Some(backing)) => reply.opened_passthrough(fh, s.file_open_flags(), &backing),
-                (fh, None) => reply.opened(fh, s.file_open_flags()),
+            move |s, reply, opened| {
+                let (fh, backing) = s.open_file(ino.0, &opened, |fd| reply.open_backing(fd));
+                reply.opened(fh, s.file_open_flags(), backing.as_deref())
             },
         );
     }
@@ -245,7 +255,7 @@ impl ShareFs {
             "opendir",
             reply,
             move |s| async move { s.backend.opendir(s.node(ino)?).await },
-            |s, reply, handle| reply.opened(FileHandle(s.handles.insert_dir(handle)), FopenFlags::empty()),
+            |s, reply, handle| reply.opened(FileHandle(s.handles.insert_dir(handle)), FopenFlags::empty(), None),
         );
     }
 
@@ -256,12 +266,7 @@ impl ShareFs {
         self.dispatch(
             "readdir",
             reply,
-            move |s| async move {
-                let dir = s.handles.dir(fh.0)?;
-                let asked = dir.entries_hint().min(room);
-                let entries = s.backend.readdirplus(s.node(ino)?, dir.handle, offset, asked).await?;
-                Ok((dir, entries, asked))
-            },
+            move |s| listing(s, ino, fh, offset, room),
             move |s, mut reply, (dir, entries, asked)| {
                 let (mut taken, mut full) = (0, false);
                 for entry in entries {
@@ -286,12 +291,7 @@ impl ShareFs {
         self.dispatch(
             "readdirplus",
             reply,
-            move |s| async move {
-                let dir = s.handles.dir(fh.0)?;
-                let asked = dir.entries_hint().min(room);
-                let entries = s.backend.readdirplus(s.node(ino)?, dir.handle, offset, asked).await?;
-                Ok((dir, entries, asked))
-            },
+            move |s| listing(s, ino, fh, offset, room),
             move |s, mut reply, (dir, entries, asked)| {
                 let (mut taken, mut full) = (0, false);
                 for entry in entries {
@@ -396,10 +396,8 @@ impl ShareFs {
                 let ino = s.inodes.remember_named(attr.node, parent.0, &created_name);
                 let file_attr = s.file_attr(ino, &attr);
                 let ttl = s.tuning.entry_ttl;
-                match s.open_file(ino, &opened, |fd| reply.open_backing(fd)) {
-                    (fh, Some(backing)) => reply.created_passthrough(&ttl, &file_attr, GENERATION, fh, s.file_open_flags(), &backing),
-                    (fh, None) => reply.created(&ttl, &file_attr, GENERATION, fh, s.file_open_flags()),
-                }
+                let (fh, backing) = s.open_file(ino, &opened, |fd| reply.open_backing(fd));
+                reply.created(&ttl, &file_attr, GENERATION, fh, s.file_open_flags(), backing.as_deref());
             },
         );
     }

@@ -15,11 +15,10 @@ use crate::id_map::IdMap;
 use crate::session::BackingId;
 use crate::{FsError, FsResult, HandleId};
 
-/// How many entries a directory listing asks the backend for at first (at
-/// most what the kernel's buffer holds of short names: see
-/// `ReplyDirectory::room_for_typical_names`); adapted to what it really takes
-/// (see [`OpenDir::entries_hint`]).
-const FIRST_ENTRIES_HINT: usize = MAX_ENTRIES_HINT;
+/// The most entries a directory listing asks the backend for, and its first
+/// ask (then at most what the kernel's buffer holds of short names: see
+/// `ReplyDirectory::room_for_typical_names`); adapted to what the buffer
+/// really takes (see [`OpenDir::entries_hint`]).
 const MAX_ENTRIES_HINT: usize = 1024;
 
 pub(crate) struct OpenFile {
@@ -94,7 +93,7 @@ impl OpenHandles {
 
     pub(crate) fn insert_dir(&self, handle: HandleId) -> u64 {
         let fh = self.next_fh();
-        let dir = OpenDir { handle, entries_hint: AtomicUsize::new(FIRST_ENTRIES_HINT) };
+        let dir = OpenDir { handle, entries_hint: AtomicUsize::new(MAX_ENTRIES_HINT) };
         self.dirs.lock().insert(fh, Arc::new(dir));
         fh
     }
@@ -146,7 +145,7 @@ mod tests {
     fn entries_hint_follows_the_kernel_buffer() {
         let handles = OpenHandles::default();
         let dir = handles.dir(handles.insert_dir(HandleId(1))).unwrap();
-        assert_eq!(dir.entries_hint(), FIRST_ENTRIES_HINT);
+        assert_eq!(dir.entries_hint(), MAX_ENTRIES_HINT);
         dir.learn(32, 32, false);
         assert_eq!(dir.entries_hint(), 64);
         dir.learn(64, 20, true);

@@ -4,7 +4,7 @@
 //! few tens of µs after our answer. A reader blocked in `read(2)` is then woken
 //! by an interrupt to its CPU, and a virtual machine's idle vCPU halts: waking
 //! it costs more than serving the request (measured: `ls -lR` of 27k entries
-//! 1.75 s with the reader blocking, 1.38 s polling). So after answering, a
+//! 1.65 s with the reader blocking, 1.29 s polling; docs/DESIGN.md). So after answering, a
 //! reader that is in a burst (its last request came within the window of the
 //! answer before) polls the device without blocking for up to the window, then
 //! blocks. The CPU it spends is bounded: a request stream sparser than the

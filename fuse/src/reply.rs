@@ -80,6 +80,18 @@ impl ReplyEmpty {
     }
 }
 
+/// `fuse_open_out`'s flags and backing id: passthrough where there is a backing.
+fn open_flags(flags: FopenFlags, backing: Option<&BackingId>) -> (u32, u32) {
+    backing.map_or((flags.0, 0), |backing| (flags.0 | FOPEN_PASSTHROUGH, backing.id))
+}
+
+/// A reply that is one size (`fuse_write_out`, `fuse_getxattr_out`: a `u32` and padding).
+fn send_size(replier: Replier, size: u32) {
+    let mut out = [0u8; 8];
+    out[..4].copy_from_slice(&size.to_ne_bytes());
+    replier.send(Ok(&out));
+}
+
 /// Registers `fd` as the passthrough backing of a file about to be opened.
 fn backing_of(replier: &Replier, fd: &OwnedFd) -> io::Result<BackingId> {
     open_backing(replier.device(), fd.as_fd())
@@ -90,15 +102,11 @@ impl ReplyOpen {
         backing_of(&self.0, fd)
     }
 
-    pub(crate) fn opened(self, fh: FileHandle, flags: FopenFlags) {
+    /// Opened, passed through to `backing` if given.
+    pub(crate) fn opened(self, fh: FileHandle, flags: FopenFlags, backing: Option<&BackingId>) {
+        let (flags, backing_id) = open_flags(flags, backing);
         let mut out = Out::default();
-        out.open(fh.0, flags.0, 0);
-        self.0.send(Ok(&out.bytes));
-    }
-
-    pub(crate) fn opened_passthrough(self, fh: FileHandle, flags: FopenFlags, backing: &BackingId) {
-        let mut out = Out::default();
-        out.open(fh.0, flags.0 | FOPEN_PASSTHROUGH, backing.id);
+        out.open(fh.0, flags, backing_id);
         self.0.send(Ok(&out.bytes));
     }
 }
@@ -108,24 +116,18 @@ impl ReplyCreate {
         backing_of(&self.0, fd)
     }
 
-    pub(crate) fn created(self, ttl: &Duration, attr: &FileAttr, generation: u64, fh: FileHandle, flags: FopenFlags) {
+    /// Created and opened, passed through to `backing` if given.
+    pub(crate) fn created(self, ttl: &Duration, attr: &FileAttr, generation: u64, fh: FileHandle, flags: FopenFlags, backing: Option<&BackingId>) {
+        let (flags, backing_id) = open_flags(flags, backing);
         let mut out = Out::default();
-        out.entry(*ttl, attr, generation).open(fh.0, flags.0, 0);
-        self.0.send(Ok(&out.bytes));
-    }
-
-    pub(crate) fn created_passthrough(self, ttl: &Duration, attr: &FileAttr, generation: u64, fh: FileHandle, flags: FopenFlags, backing: &BackingId) {
-        let mut out = Out::default();
-        out.entry(*ttl, attr, generation).open(fh.0, flags.0 | FOPEN_PASSTHROUGH, backing.id);
+        out.entry(*ttl, attr, generation).open(fh.0, flags, backing_id);
         self.0.send(Ok(&out.bytes));
     }
 }
 
 impl ReplyWrite {
     pub(crate) fn written(self, size: u32) {
-        let mut out = Out::default();
-        out.u32(size).u32(0);
-        self.0.send(Ok(&out.bytes));
+        send_size(self.0, size);
     }
 }
 
@@ -141,9 +143,7 @@ impl ReplyStatfs {
 
 impl ReplyXattr {
     pub(crate) fn size(self, size: u32) {
-        let mut out = Out::default();
-        out.u32(size).u32(0);
-        self.0.send(Ok(&out.bytes));
+        send_size(self.0, size);
     }
 
     pub(crate) fn data(self, data: &[u8]) {
@@ -153,9 +153,7 @@ impl ReplyXattr {
 
 impl ReplyLseek {
     pub(crate) fn offset(self, offset: i64) {
-        let mut out = Out::default();
-        out.u64(offset as u64);
-        self.0.send(Ok(&out.bytes));
+        self.0.send(Ok(&offset.to_ne_bytes()));
     }
 }
 
@@ -182,15 +180,21 @@ impl ReplyDirectory {
     /// length (16 bytes): a directory of short names fits in one answer
     /// instead of a few growing ones (a round trip each).
     pub(crate) fn room_for_typical_names(&self) -> usize {
-        const TYPICAL_NAME: &[u8] = &[b'n'; 16];
-        let len = if self.plus { wire::direntplus_len(TYPICAL_NAME) } else { wire::dirent_len(TYPICAL_NAME) };
-        (self.size / len).max(1)
+        (self.size / self.entry_len(&[b'n'; 16])).max(1)
     }
 
     /// Whether another entry named `name` would still fit.
     pub(crate) fn fits(&self, name: &OsStr) -> bool {
-        let len = if self.plus { wire::direntplus_len(name.as_bytes()) } else { wire::dirent_len(name.as_bytes()) };
-        self.out.bytes.len() + len <= self.size
+        self.out.bytes.len() + self.entry_len(name.as_bytes()) <= self.size
+    }
+
+    /// The bytes an entry named `name` takes in this answer.
+    fn entry_len(&self, name: &[u8]) -> usize {
+        if self.plus {
+            wire::direntplus_len(name)
+        } else {
+            wire::dirent_len(name)
+        }
     }
 
     /// Adds an entry unless the buffer is full; true when it was full.

@@ -49,10 +49,9 @@ pub(crate) struct Device {
 }
 
 impl Device {
-    fn write_parts(&self, parts: &[&[u8]]) -> io::Result<()> {
-        let slices: Vec<IoSlice<'_>> = parts.iter().map(|part| IoSlice::new(part)).collect();
-        let total: usize = parts.iter().map(|p| p.len()).sum();
-        let written = (&self.file).write_vectored(&slices)?;
+    fn write_parts(&self, parts: &[IoSlice<'_>]) -> io::Result<()> {
+        let total: usize = parts.iter().map(|part| part.len()).sum();
+        let written = (&self.file).write_vectored(parts)?;
         if written != total {
             return Err(io::Error::other("short write to /dev/fuse"));
         }
@@ -61,8 +60,8 @@ impl Device {
 
     fn reply(&self, unique: u64, result: Result<&[u8], i32>) -> io::Result<()> {
         match result {
-            Ok(body) => self.write_parts(&[&wire::out_header(unique, 0, body.len()), body]),
-            Err(errno) => self.write_parts(&[&wire::out_header(unique, errno, 0)]),
+            Ok(body) => self.write_parts(&[IoSlice::new(&wire::out_header(unique, 0, body.len())), IoSlice::new(body)]),
+            Err(errno) => self.write_parts(&[IoSlice::new(&wire::out_header(unique, errno, 0))]),
         }
     }
 
@@ -70,8 +69,8 @@ impl Device {
         let len: usize = body.iter().map(|p| p.len()).sum();
         // Notifications carry their code where replies carry an error, and no unique.
         let header = wire::out_header(0, -code, len);
-        let mut parts = vec![&header[..]];
-        parts.extend_from_slice(body);
+        let mut parts = vec![IoSlice::new(&header)];
+        parts.extend(body.iter().map(|part| IoSlice::new(part)));
         self.write_parts(&parts)
     }
 
@@ -154,7 +153,8 @@ impl Notifier {
 
 /// Where one answer goes.
 enum Sink {
-    Device(Arc<Device>),
+    /// The replier's own device.
+    Device,
     Ring(RingSlot),
 }
 
@@ -178,7 +178,7 @@ impl Replier {
             other => other,
         };
         let outcome = match self.sink.take() {
-            Some(Sink::Device(device)) => device.reply(self.unique, result),
+            Some(Sink::Device) => self.device.reply(self.unique, result),
             Some(Sink::Ring(slot)) => slot.answer(self.unique, result),
             None => return,
         };
@@ -333,7 +333,7 @@ fn read_requests(device: &Arc<Device>, handler: Arc<dyn Handler>, buffer_len: us
         }
         let fixed = wire::fixed_args_len(header.opcode).min(body.len());
         let (fixed, rest) = body.split_at(fixed);
-        dispatch(&handler, &header, decode_op(header.opcode, fixed, rest), Replier { unique: header.unique, sink: Some(Sink::Device(device.clone())), device: device.clone() });
+        dispatch(&handler, &header, decode_op(header.opcode, fixed, rest), device_replier(header.unique, device));
         spin.answered(Instant::now());
         if header.opcode == opcode::DESTROY {
             return;
@@ -392,8 +392,12 @@ pub(crate) fn ring_replier(unique: u64, slot: RingSlot, device: Arc<Device>) -> 
     Replier { unique, sink: Some(Sink::Ring(slot)), device }
 }
 
+fn device_replier(unique: u64, device: &Arc<Device>) -> Replier {
+    Replier { unique, sink: Some(Sink::Device), device: device.clone() }
+}
+
 fn initialize(device: &Arc<Device>, handler: &Arc<dyn Handler>, header: &Header, body: &[u8], io_uring: bool) {
-    let replier = Replier { unique: header.unique, sink: Some(Sink::Device(device.clone())), device: device.clone() };
+    let replier = device_replier(header.unique, device);
     let Ok(Op::Init { major, minor, max_readahead, flags: offered }) = decode_op(opcode::INIT, body, &[]) else {
         return replier.send(Err(libc::EINVAL));
     };

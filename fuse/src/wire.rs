@@ -420,9 +420,16 @@ pub(crate) struct FileAttr {
 }
 
 /// Appends little pieces of a reply.
-#[derive(Default)]
 pub(crate) struct Out {
     pub(crate) bytes: Vec<u8>,
+}
+
+impl Default for Out {
+    /// Room for the largest fixed-size reply (`fuse_entry_out` with
+    /// `fuse_open_out`: 144 bytes), so that a reply is one allocation.
+    fn default() -> Self {
+        Out { bytes: Vec::with_capacity(144) }
+    }
 }
 
 impl Out {
