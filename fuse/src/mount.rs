@@ -59,12 +59,20 @@ pub struct MountOptions {
     pub io_uring: bool,
     /// How long the `/dev/fuse` reader polls for the next request after an
     /// answer while requests come in a burst (0: it always blocks). Default
-    /// 50 µs, or `HOODY_FUSE_SPIN_US`.
+    /// 200 µs, or `HOODY_FUSE_SPIN_US`.
     pub spin: Duration,
 }
 
-/// Default of [`MountOptions::spin`].
-const SPIN: Duration = Duration::from_micros(50);
+/// Default of [`MountOptions::spin`]: longer than a walker's pause between
+/// requests while it digests a listing (`find` stating a directory's entries
+/// from the kernel's cache), which a 50 µs window missed (docs/DESIGN.md).
+const SPIN: Duration = Duration::from_micros(200);
+
+/// The reader's polling window: `setting` (`HOODY_FUSE_SPIN_US`) in µs where
+/// it is a number, else [`SPIN`].
+fn spin_window(setting: Option<&str>) -> Duration {
+    setting.and_then(|value| value.trim().parse().ok()).map_or(SPIN, Duration::from_micros)
+}
 
 impl Default for MountOptions {
     fn default() -> Self {
@@ -83,7 +91,7 @@ impl Default for MountOptions {
             passthrough: true,
             runtime: None,
             io_uring: std::env::var("HOODY_FUSE_URING").is_ok_and(|v| v == "1"),
-            spin: std::env::var("HOODY_FUSE_SPIN_US").ok().and_then(|v| v.parse().ok()).map_or(SPIN, Duration::from_micros),
+            spin: spin_window(std::env::var("HOODY_FUSE_SPIN_US").ok().as_deref()),
         }
     }
 }
@@ -278,4 +286,21 @@ where
         Ok(output) => output,
         Err(panic) => std::panic::resume_unwind(panic),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::{spin_window, SPIN};
+
+    #[test]
+    fn the_polling_window_comes_from_the_setting_where_it_is_a_number() {
+        assert_eq!(spin_window(None), SPIN);
+        assert_eq!(spin_window(Some("0")), Duration::ZERO, "0 turns polling off");
+        assert_eq!(spin_window(Some("500")), Duration::from_micros(500));
+        assert_eq!(spin_window(Some(" 80\n")), Duration::from_micros(80));
+        assert_eq!(spin_window(Some("fast")), SPIN);
+        assert_eq!(spin_window(Some("-5")), SPIN);
+    }
 }
