@@ -232,6 +232,65 @@ fn dotdot_of_the_root_is_the_root() {
     assert_eq!(block_on(backend.lookup(root.node, name(""))), Err(FsError::InvalidArgument));
 }
 
+/// A walker's next directories are read ahead in the mount reader's idle
+/// time and served at their opendir only while unchanged: with every entry's
+/// attributes fresh, never after a name changed in them, and not after a pause.
+#[test]
+fn directories_read_ahead_are_served_only_while_unchanged() {
+    use std::os::unix::fs::PermissionsExt;
+    let source = Source::new();
+    let src = &source.share.source;
+    for dir in ["walk-a", "walk-b", "walk-c"] {
+        fs::create_dir(src.join(dir)).unwrap();
+        for f in 0..5 {
+            fs::write(src.join(dir).join(format!("f{f}")), b"x").unwrap();
+        }
+    }
+    // Directories changed within the last ticks are not read ahead.
+    std::thread::sleep(Duration::from_millis(120));
+    let backend = LocalBackend::open(src, ShareMode::ReadWrite).unwrap();
+    let root = block_on(backend.root()).unwrap().node;
+    let list = |dir| {
+        let handle = block_on(backend.opendir(dir)).unwrap();
+        let (mut listed, mut offset) = (Vec::new(), 0);
+        loop {
+            let entries = block_on(backend.readdirplus(dir, handle, offset, 100)).unwrap();
+            let Some(last) = entries.last() else { break };
+            offset = last.offset;
+            listed.extend(entries.iter().filter(|e| e.name != "." && e.name != "..").map(|e| (e.name.to_string_lossy().into_owned(), e.attr.perm)));
+        }
+        block_on(backend.releasedir(handle)).unwrap();
+        listed.sort();
+        listed
+    };
+    let node = |name: &str| block_on(backend.lookup(root, OsStr::new(name))).unwrap().node;
+    // Nothing is queued for a reader that never idles; the first idle step starts it.
+    list(root);
+    assert!(!backend.idle_step(), "nothing was queued");
+    list(root);
+    let mut steps = 0;
+    while backend.idle_step() {
+        steps += 1;
+        assert!(steps < 1000, "reading ahead ends");
+    }
+
+    // A file's mode changed after its directory was read ahead: served, fresh.
+    fs::set_permissions(src.join("walk-a/f0"), fs::Permissions::from_mode(0o600)).unwrap();
+    let a = list(node("walk-a"));
+    assert_eq!(backend.directories_read_ahead(), 1, "walk-a served from what was read ahead");
+    assert_eq!(a.len(), 5);
+    assert!(a.contains(&("f0".to_owned(), 0o600)), "{a:?}");
+    // A name created after: not served from it, and listed.
+    fs::write(src.join("walk-b/new"), b"").unwrap();
+    let b = list(node("walk-b"));
+    assert_eq!(backend.directories_read_ahead(), 1, "walk-b changed since it was read ahead");
+    assert!(b.iter().any(|(name, _)| name == "new"), "{b:?}");
+    // A pause drops what was read ahead.
+    backend.idle_end();
+    assert_eq!(list(node("walk-c")).len(), 5);
+    assert_eq!(backend.directories_read_ahead(), 1);
+}
+
 #[test]
 fn the_backend_never_follows_symlinks() {
     let source = Source::new();

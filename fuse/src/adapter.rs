@@ -486,6 +486,14 @@ impl Handler for ShareFs {
         self.shared.counters.over_io_uring.fetch_add(1, Ordering::Relaxed);
     }
 
+    fn idle_step(&self) -> bool {
+        self.shared.backend.idle_step()
+    }
+
+    fn idle_end(&self) {
+        self.shared.backend.idle_end()
+    }
+
     fn handle(&self, req: &Header, op: Op<'_>, replier: Replier) {
         let ino = INodeNo(req.nodeid);
         match op {

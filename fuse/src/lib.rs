@@ -318,6 +318,17 @@ pub trait FsBackend: Send + Sync + 'static {
     async fn listxattr(&self, node: NodeId) -> FsResult<Vec<OsString>>;
     async fn removexattr(&self, node: NodeId, name: &OsStr) -> FsResult<()>;
 
+    /// Work the backend may do while the mount's reader waits for the kernel's
+    /// next request in a burst (reading ahead of a walker): one short step, a
+    /// few µs, since a request may be waiting meanwhile. False when there is
+    /// nothing to do.
+    fn idle_step(&self) -> bool {
+        false
+    }
+
+    /// The burst ended: the reader blocks until the next request.
+    fn idle_end(&self) {}
+
     /// Whether every write is in the file when it returns, so that `flush` has
     /// nothing to report: the kernel then skips the round trip of a flush on
     /// every `close(2)` (FUSE `FOPEN_NOFLUSH`).

@@ -222,6 +222,11 @@ pub(crate) trait Handler: Send + Sync + 'static {
     fn handle(&self, header: &Header, op: Op<'_>, replier: Replier);
     /// A request came over io_uring (counted in [`crate::MountStats`]).
     fn served_over_io_uring(&self) {}
+    /// See [`crate::FsBackend::idle_step`] and [`crate::FsBackend::idle_end`].
+    fn idle_step(&self) -> bool {
+        false
+    }
+    fn idle_end(&self) {}
 }
 
 #[derive(Debug, Clone)]
@@ -316,7 +321,7 @@ fn read_requests(device: &Arc<Device>, handler: Arc<dyn Handler>, buffer_len: us
         spin = Spin::new(Duration::ZERO);
     }
     loop {
-        let len = match next_request(&device.file, &mut buf, &spin) {
+        let len = match next_request(&device.file, &mut buf, &spin, &*handler) {
             Ok(len) => len,
             // Interrupted, or the request vanished before it was read.
             Err(err) if matches!(err.raw_os_error(), Some(libc::EINTR) | Some(libc::EAGAIN) | Some(libc::ENOENT)) => continue,
@@ -342,8 +347,9 @@ fn read_requests(device: &Arc<Device>, handler: Arc<dyn Handler>, buffer_len: us
 }
 
 /// Reads the next request: polling the (non-blocking) device while `spin`
-/// allows, then waiting for it.
-fn next_request(device: &File, buf: &mut [u8], spin: &Spin) -> io::Result<usize> {
+/// allows, giving the handler's idle work a step between polls, then waiting
+/// for it.
+fn next_request(device: &File, buf: &mut [u8], spin: &Spin, handler: &dyn Handler) -> io::Result<usize> {
     if !spin.enabled() {
         return (&*device).read(buf);
     }
@@ -351,7 +357,9 @@ fn next_request(device: &File, buf: &mut [u8], spin: &Spin) -> io::Result<usize>
     loop {
         match (&*device).read(buf) {
             Err(err) if err.raw_os_error() == Some(libc::EAGAIN) && until.as_ref().is_some_and(|(until, _)| Instant::now() < *until) => {
-                std::hint::spin_loop()
+                if !handler.idle_step() {
+                    std::hint::spin_loop()
+                }
             }
             Err(err) if err.raw_os_error() == Some(libc::EAGAIN) => break,
             other => return other,
@@ -359,12 +367,24 @@ fn next_request(device: &File, buf: &mut [u8], spin: &Spin) -> io::Result<usize>
     }
     drop(until);
     let mut ready = libc::pollfd { fd: device.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    // A short wait first: a walker digesting a large directory comes back
+    // within it, and finds what was read ahead for it still there.
     // SAFETY: one valid pollfd. A hang-up or an error of the device shows in the read that follows.
-    if unsafe { libc::poll(&mut ready, 1, -1) } < 0 {
+    let rc = unsafe { libc::poll(&mut ready, 1, IDLE_AFTER_MS) };
+    if rc == 0 {
+        handler.idle_end();
+        // SAFETY: as above.
+        if unsafe { libc::poll(&mut ready, 1, -1) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    } else if rc < 0 {
         return Err(io::Error::last_os_error());
     }
     (&*device).read(buf)
 }
+
+/// How long a reader waits for a request before it tells the handler the burst ended.
+const IDLE_AFTER_MS: libc::c_int = 5;
 
 fn set_nonblocking(file: &File) -> io::Result<()> {
     // SAFETY: plain fcntl calls on a valid descriptor.

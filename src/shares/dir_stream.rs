@@ -15,7 +15,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use parking_lot::Mutex;
 
-use super::syscalls::{getdents, reopen, seek};
+use super::syscalls::{getdents, open_beneath, reopen, seek};
 
 const BATCH_BYTES: usize = 16 * 1024;
 
@@ -23,6 +23,9 @@ pub(super) struct RawEntry {
     pub(super) name: CString,
     /// Cookie resuming after this entry.
     pub(super) offset: u64,
+    /// The entry opened (`O_PATH`, beneath the directory) ahead of the
+    /// request that lists it, by [`DirStream::open_next_ahead`].
+    pub(super) opened: Option<OwnedFd>,
 }
 
 pub(super) struct DirStream {
@@ -36,12 +39,41 @@ pub(super) struct DirStream {
 struct ReadAhead {
     after: Option<u64>,
     entries: VecDeque<RawEntry>,
+    /// Entries at the front already tried by `open_next_ahead`.
+    opened_upto: usize,
 }
 
 impl DirStream {
     pub(super) fn open(dir: BorrowedFd<'_>) -> io::Result<Self> {
         let fd = reopen(dir, libc::O_RDONLY | libc::O_DIRECTORY)?;
         Ok(DirStream { fd, cursor: Mutex::new(ReadAhead::default()) })
+    }
+
+    /// A stream whose first batch is read now, ahead of the opendir it is for.
+    pub(super) fn read_ahead(dir: BorrowedFd<'_>) -> io::Result<Self> {
+        let stream = Self::open(dir)?;
+        {
+            let mut ahead = stream.cursor.lock();
+            ahead.entries = stream.read_batch(0)?;
+            ahead.after = Some(0);
+        }
+        Ok(stream)
+    }
+
+    /// Opens the next entry read ahead and not tried yet: `None` when none is
+    /// left, else whether it opened. An entry that cannot be opened now is
+    /// left for its request to try.
+    pub(super) fn open_next_ahead(&self) -> Option<bool> {
+        let mut ahead = self.cursor.lock();
+        let ReadAhead { entries, opened_upto, .. } = &mut *ahead;
+        loop {
+            let entry = entries.get_mut(*opened_upto)?;
+            *opened_upto += 1;
+            if !matches!(entry.name.as_bytes(), b"." | b"..") {
+                entry.opened = open_beneath(self.fd.as_fd(), &entry.name, libc::O_PATH, 0).ok();
+                return Some(entry.opened.is_some());
+            }
+        }
     }
 
     pub(super) fn fd(&self) -> BorrowedFd<'_> {
@@ -53,9 +85,11 @@ impl DirStream {
         let mut ahead = self.cursor.lock();
         if ahead.after != Some(offset) || ahead.entries.is_empty() {
             ahead.entries = self.read_batch(offset)?;
+            ahead.opened_upto = 0;
         }
         let take = max.min(ahead.entries.len());
         let entries: Vec<RawEntry> = ahead.entries.drain(..take).collect();
+        ahead.opened_upto = ahead.opened_upto.saturating_sub(take);
         ahead.after = entries.last().map(|entry| entry.offset);
         Ok(entries)
     }
@@ -75,7 +109,7 @@ impl DirStream {
             let name_bytes = &record[19..length];
             let name_len = name_bytes.iter().position(|&b| b == 0).unwrap_or(name_bytes.len());
             let name = CString::new(&name_bytes[..name_len]).expect("no NUL before the terminator");
-            entries.push_back(RawEntry { name, offset: cookie });
+            entries.push_back(RawEntry { name, offset: cookie, opened: None });
             at += length;
         }
         Ok(entries)

@@ -82,6 +82,12 @@ impl LocalBackend {
         self.available.clone()
     }
 
+    /// Directories whose listing was served from what the mount's reader read
+    /// ahead of a walker (`FsBackend::idle_step`).
+    pub fn directories_read_ahead(&self) -> u64 {
+        self.tree.directories_read_ahead()
+    }
+
     /// Files the kernel holds references to (one open descriptor each).
     pub fn referenced_nodes(&self) -> usize {
         self.tree.referenced_nodes()
@@ -184,6 +190,14 @@ impl FsBackend for LocalBackend {
 
     async fn flush(&self, _handle: HandleId) -> FsResult<()> {
         Ok(())
+    }
+
+    fn idle_step(&self) -> bool {
+        self.available.load(std::sync::atomic::Ordering::Relaxed) && self.tree.read_ahead_step()
+    }
+
+    fn idle_end(&self) {
+        self.tree.read_ahead_pause();
     }
 
     /// Writes go straight to the source file; nothing is held back to report.

@@ -16,6 +16,7 @@ mod proc_fd;
 mod source_tree;
 mod source_watch;
 mod syscalls;
+mod walk_ahead;
 mod xattrs;
 
 pub use local_backend::LocalBackend;

@@ -19,6 +19,7 @@ use super::mount_watch::MountWatch;
 use super::node_table::{names_hold, held_descriptors, node_id, Node, NodeTable};
 use super::privileges;
 use super::syscalls::{self, descriptor_budget, open_beneath, stat};
+use super::walk_ahead::WalkAhead;
 use super::xattrs;
 use super::ShareMode;
 
@@ -146,6 +147,8 @@ pub(super) struct SourceTree {
     /// The mount's kernel caches, to make it forget files when the daemon
     /// holds too many; set once the mount exists.
     kernel: OnceLock<CacheInvalidator>,
+    /// Directories read ahead of a walker, in the reader's idle time.
+    ahead: Mutex<WalkAhead>,
 }
 
 impl SourceTree {
@@ -170,6 +173,7 @@ impl SourceTree {
             watch: OnceLock::new(),
             watching: Mutex::new(()),
             kernel: OnceLock::new(),
+            ahead: Mutex::default(),
         })
     }
 
@@ -413,7 +417,12 @@ impl SourceTree {
     }
 
     pub(super) fn opendir(&self, dir: NodeId) -> FsResult<HandleId> {
-        let stream = DirStream::open(self.dir(dir)?.fd.as_fd())?;
+        let node = self.dir(dir)?;
+        let ahead = self.ahead.lock().take(dir, &node.fd);
+        let stream = match ahead {
+            Some(stream) => stream,
+            None => DirStream::open(node.fd.as_fd())?,
+        };
         let handle = self.new_handle();
         self.dirs.lock().insert(handle, Arc::new(stream));
         Ok(HandleId(handle))
@@ -434,8 +443,7 @@ impl SourceTree {
             for entry in raw {
                 let attr = match entry.name.as_bytes() {
                     b"." | b".." => dir_attr.clone(),
-                    _ => match self.open_node(stream.fd(), &entry.name).and_then(|fd| self.adopt(fd))
-                    {
+                    _ => match entry.opened.map_or_else(|| self.open_node(stream.fd(), &entry.name), Ok).and_then(|fd| self.adopt(fd)) {
                         Ok(attr) => attr,
                         // Out of descriptors: what is listed so far goes back, and
                         // the kernel asks again from there; never a silent gap.
@@ -450,7 +458,35 @@ impl SourceTree {
                 entries.push(DirEntry { name: OsString::from_vec(entry.name.into_bytes()), offset: entry.offset, attr });
             }
         }
+        self.walker_listed(&entries);
         Ok(entries)
+    }
+
+    /// A walker will likely open the subdirectories it was just given.
+    fn walker_listed(&self, entries: &[DirEntry]) {
+        let dirs: Vec<(NodeId, Arc<OwnedFd>)> = entries
+            .iter()
+            .filter(|entry| entry.attr.kind == FileKind::Directory && entry.name != "." && entry.name != "..")
+            .filter_map(|entry| Some((entry.attr.node, self.nodes.get(entry.attr.node).ok()?.fd)))
+            .collect();
+        if !dirs.is_empty() {
+            self.ahead.lock().listed(dirs.into_iter());
+        }
+    }
+
+    /// One short step of reading ahead of a walker; false when there is nothing to do.
+    pub(super) fn read_ahead_step(&self) -> bool {
+        self.ahead.lock().step()
+    }
+
+    /// The mount went idle: what was read ahead is dropped.
+    pub(super) fn read_ahead_pause(&self) {
+        self.ahead.lock().clear();
+    }
+
+    /// Directories whose listing was served from what was read ahead.
+    pub(super) fn directories_read_ahead(&self) -> u64 {
+        self.ahead.lock().served()
     }
 
     pub(super) fn releasedir(&self, handle: HandleId) -> FsResult<()> {
