@@ -240,7 +240,7 @@ fn directories_read_ahead_are_served_only_while_unchanged() {
     use std::os::unix::fs::PermissionsExt;
     let source = Source::new();
     let src = &source.share.source;
-    for dir in ["walk-a", "walk-b", "walk-c"] {
+    for dir in ["walk-a", "walk-b", "walk-c", "walk-d"] {
         fs::create_dir(src.join(dir)).unwrap();
         for f in 0..5 {
             fs::write(src.join(dir).join(format!("f{f}")), b"x").unwrap();
@@ -285,10 +285,21 @@ fn directories_read_ahead_are_served_only_while_unchanged() {
     let b = list(node("walk-b"));
     assert_eq!(backend.directories_read_ahead(), 1, "walk-b changed since it was read ahead");
     assert!(b.iter().any(|(name, _)| name == "new"), "{b:?}");
+    // A name renamed away and made again after opendir took what was read
+    // ahead: the listing hands out the new file, not the one opened ahead.
+    let d = node("walk-d");
+    let handle = block_on(backend.opendir(d)).unwrap();
+    assert_eq!(backend.directories_read_ahead(), 2, "walk-d served from what was read ahead");
+    fs::rename(src.join("walk-d/f0"), src.join("walk-d/moved")).unwrap();
+    fs::write(src.join("walk-d/f0"), b"new").unwrap();
+    let entries = block_on(backend.readdirplus(d, handle, 0, 100)).unwrap();
+    let f0 = entries.iter().find(|e| e.name == "f0").expect("f0 listed");
+    assert_eq!(f0.attr.node.0, fs::symlink_metadata(src.join("walk-d/f0")).unwrap().ino(), "f0 is the new file");
+    block_on(backend.releasedir(handle)).unwrap();
     // A pause drops what was read ahead.
     backend.idle_end();
     assert_eq!(list(node("walk-c")).len(), 5);
-    assert_eq!(backend.directories_read_ahead(), 1);
+    assert_eq!(backend.directories_read_ahead(), 2);
 }
 
 #[test]

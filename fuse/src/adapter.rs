@@ -487,7 +487,9 @@ impl Handler for ShareFs {
     }
 
     fn idle_step(&self) -> bool {
-        self.shared.backend.idle_step()
+        // Over io_uring the requests are served on ring threads, which the
+        // backend's idle work would hold up.
+        !self.shared.io_uring_active.load(Ordering::Relaxed) && self.shared.backend.idle_step()
     }
 
     fn idle_end(&self) {

@@ -41,6 +41,20 @@ struct ReadAhead {
     entries: VecDeque<RawEntry>,
     /// Entries at the front already tried by `open_next_ahead`.
     opened_upto: usize,
+    /// The directory's times when the entries were read ahead: what they were
+    /// opened as holds only while the times stay.
+    opened_for: Option<DirTimes>,
+    /// Entries opened ahead of a batch read again: closed by the caller of
+    /// `take_opened`, not on the thread that read the batch.
+    stale: Vec<OwnedFd>,
+}
+
+/// A directory's modification and change times: every name created, removed
+/// or renamed in it sets them.
+pub(super) type DirTimes = [i64; 4];
+
+pub(super) fn dir_times(st: &libc::stat64) -> DirTimes {
+    [st.st_mtime, st.st_mtime_nsec, st.st_ctime, st.st_ctime_nsec]
 }
 
 impl DirStream {
@@ -49,15 +63,39 @@ impl DirStream {
         Ok(DirStream { fd, cursor: Mutex::new(ReadAhead::default()) })
     }
 
-    /// A stream whose first batch is read now, ahead of the opendir it is for.
-    pub(super) fn read_ahead(dir: BorrowedFd<'_>) -> io::Result<Self> {
+    /// A stream whose first batch is read now, ahead of the opendir it is
+    /// for, from a directory whose times were `times` before.
+    pub(super) fn read_ahead(dir: BorrowedFd<'_>, times: DirTimes) -> io::Result<Self> {
         let stream = Self::open(dir)?;
         {
             let mut ahead = stream.cursor.lock();
             ahead.entries = stream.read_batch(0)?;
             ahead.after = Some(0);
+            ahead.opened_for = Some(times);
         }
         Ok(stream)
+    }
+
+    /// Takes out the entries opened ahead unless the directory's times are
+    /// still `now`: a name may name another file since.
+    pub(super) fn opened_unless_unchanged(&self, now: DirTimes) -> Vec<OwnedFd> {
+        let mut ahead = self.cursor.lock();
+        if ahead.opened_for == Some(now) {
+            return std::mem::take(&mut ahead.stale);
+        }
+        ahead.opened_for = None;
+        Self::opened_of(&mut ahead)
+    }
+
+    /// Takes out every entry opened ahead and not served.
+    pub(super) fn take_opened(&self) -> Vec<OwnedFd> {
+        Self::opened_of(&mut self.cursor.lock())
+    }
+
+    fn opened_of(ahead: &mut ReadAhead) -> Vec<OwnedFd> {
+        let mut opened = std::mem::take(&mut ahead.stale);
+        opened.extend(ahead.entries.iter_mut().filter_map(|entry| entry.opened.take()));
+        opened
     }
 
     /// Opens the next entry read ahead and not tried yet: `None` when none is
@@ -84,7 +122,9 @@ impl DirStream {
     pub(super) fn read_from(&self, offset: u64, max: usize) -> io::Result<Vec<RawEntry>> {
         let mut ahead = self.cursor.lock();
         if ahead.after != Some(offset) || ahead.entries.is_empty() {
-            ahead.entries = self.read_batch(offset)?;
+            let read = self.read_batch(offset)?;
+            let replaced = std::mem::replace(&mut ahead.entries, read);
+            ahead.stale.extend(replaced.into_iter().filter_map(|entry| entry.opened));
             ahead.opened_upto = 0;
         }
         let take = max.min(ahead.entries.len());

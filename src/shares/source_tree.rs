@@ -14,7 +14,7 @@ use hoody_fuse::{Attr, CacheInvalidator, Caller, DirEntry, FileKind, FsError, Fs
 use parking_lot::Mutex;
 
 use super::containment::Containment;
-use super::dir_stream::DirStream;
+use super::dir_stream::{dir_times, DirStream};
 use super::mount_watch::MountWatch;
 use super::node_table::{names_hold, held_descriptors, node_id, Node, NodeTable};
 use super::privileges;
@@ -79,6 +79,17 @@ fn fuse_rdev(rdev: u64) -> u32 {
 /// can take long for a big file: such closes are left to a blocking thread.
 fn slow_to_close(fd: BorrowedFd<'_>) -> bool {
     !matches!(stat(fd), Ok(st) if st.st_nlink > 0)
+}
+
+/// Closes descriptors of entries opened ahead of a walker and not served,
+/// those slow to close on a thread of their own (this may be the mount's
+/// reader, which must not wait for a big file's blocks to be freed).
+fn close_opened_ahead(fds: Vec<OwnedFd>) {
+    let slow: Vec<OwnedFd> = fds.into_iter().filter(|fd| slow_to_close(fd.as_fd())).collect();
+    if !slow.is_empty() {
+        // Should no thread start, they close here.
+        let _ = std::thread::Builder::new().name("share-close".into()).spawn(move || drop(slow));
+    }
 }
 
 fn wants_write(flags: i32) -> bool {
@@ -418,7 +429,9 @@ impl SourceTree {
 
     pub(super) fn opendir(&self, dir: NodeId) -> FsResult<HandleId> {
         let node = self.dir(dir)?;
-        let ahead = self.ahead.lock().take(dir, &node.fd);
+        let mut closed = Vec::new();
+        let ahead = self.ahead.lock().take(dir, &node.fd, &mut closed);
+        close_opened_ahead(closed);
         let stream = match ahead {
             Some(stream) => stream,
             None => DirStream::open(node.fd.as_fd())?,
@@ -431,7 +444,11 @@ impl SourceTree {
     pub(super) fn readdirplus(&self, handle: HandleId, offset: u64, max_entries: usize) -> FsResult<Vec<DirEntry>> {
         let stream = self.dir_stream(handle)?;
         self.containment.check(stream.fd())?;
-        let dir_attr = self.stat_attr(stream.fd())?;
+        let dir_st = stat(stream.fd())?;
+        // Entries opened ahead name what their names named while the
+        // directory's times stay as they were then.
+        close_opened_ahead(stream.opened_unless_unchanged(dir_times(&dir_st)));
+        let dir_attr = self.attr(&dir_st);
         let mut entries = Vec::new();
         let mut offset = offset;
         // Entries that vanish between reading and opening are skipped; an empty
@@ -476,12 +493,16 @@ impl SourceTree {
 
     /// One short step of reading ahead of a walker; false when there is nothing to do.
     pub(super) fn read_ahead_step(&self) -> bool {
-        self.ahead.lock().step()
+        let mut closed = Vec::new();
+        let stepped = self.ahead.lock().step(&mut closed);
+        close_opened_ahead(closed);
+        stepped
     }
 
     /// The mount went idle: what was read ahead is dropped.
     pub(super) fn read_ahead_pause(&self) {
-        self.ahead.lock().clear();
+        let closed = self.ahead.lock().clear();
+        close_opened_ahead(closed);
     }
 
     /// Directories whose listing was served from what was read ahead.
@@ -490,7 +511,9 @@ impl SourceTree {
     }
 
     pub(super) fn releasedir(&self, handle: HandleId) -> FsResult<()> {
-        self.dirs.lock().remove(&handle.0).map(drop).ok_or(FsError::BadHandle)
+        let stream = self.dirs.lock().remove(&handle.0).ok_or(FsError::BadHandle)?;
+        close_opened_ahead(stream.take_opened());
+        Ok(())
     }
 
     pub(super) fn fsyncdir(&self, handle: HandleId, datasync: bool) -> FsResult<()> {

@@ -10,23 +10,29 @@
 //! first batch of entries, then opening each entry — so that their `opendir`
 //! and first `readdirplus` find that work done.
 //!
-//! What was read ahead is served only if the directory is unchanged since:
-//! its modification and change times, taken before its entries are read, are
-//! the same at `opendir` (every entry created, removed or renamed in it sets
-//! them), and every entry's attributes are taken fresh when served. A
-//! directory changed within the last [`SETTLED`] is not read ahead: on a
-//! filesystem whose times are as coarse as the kernel's tick, a second change
-//! within the same tick would leave them as they were. Read ahead for a walker
-//! that went elsewhere is dropped when the mount goes idle.
+//! What was read ahead is served only while the directory is unchanged: its
+//! modification and change times, taken before its entries are read, must be
+//! the same at `opendir` and at each `readdirplus` that hands out an entry
+//! opened ahead (every name created, removed or renamed in it sets them), and
+//! every entry's attributes are taken fresh when served. A directory changed
+//! within the last [`SETTLED`] is not read ahead: on a filesystem whose times
+//! are as coarse as the kernel's tick, a second change within the same tick
+//! would leave them as they were; where times have no fraction of a second
+//! (ext3, vfat) the wait is [`SETTLED_COARSE`]. Read ahead for a walker that
+//! went elsewhere is dropped when the mount goes idle. Its descriptors count
+//! against the daemon's budget: nothing is read ahead where the files the
+//! kernels hold leave no room.
 
 use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hoody_fuse::NodeId;
 
-use super::dir_stream::DirStream;
-use super::syscalls::stat;
+use super::dir_stream::{dir_times, DirStream, DirTimes};
+use super::node_table::held_descriptors;
+use super::syscalls::{descriptor_budget, stat};
 
 /// Directories waiting to be read ahead, streams read ahead kept at once, and
 /// descriptors those may hold (one per entry opened).
@@ -35,6 +41,11 @@ const READY: usize = 8;
 const DESCRIPTORS: usize = 256;
 /// Several ticks of the coarsest kernel clock (HZ=100).
 const SETTLED: Duration = Duration::from_millis(50);
+/// Times in whole seconds (or two, vfat), and a tick.
+const SETTLED_COARSE: Duration = Duration::from_secs(3);
+
+/// Descriptors held by every mount's read-ahead.
+static HELD: AtomicUsize = AtomicUsize::new(0);
 
 #[derive(Default)]
 pub(super) struct WalkAhead {
@@ -57,20 +68,26 @@ struct Prepared {
     listed: u64,
     dir: NodeId,
     fd: Arc<OwnedFd>,
-    times: [i64; 4],
+    times: DirTimes,
     stream: DirStream,
     descriptors: usize,
 }
 
-/// A directory's modification and change times.
-fn times(dir: &OwnedFd) -> Option<[i64; 4]> {
-    stat(dir.as_fd()).ok().map(|st| [st.st_mtime, st.st_mtime_nsec, st.st_ctime, st.st_ctime_nsec])
+fn times(dir: &OwnedFd) -> Option<DirTimes> {
+    stat(dir.as_fd()).ok().map(|st| dir_times(&st))
 }
 
 /// Whether times last set at `times` cannot be set to the same again.
-fn settled(times: &[i64; 4]) -> bool {
+fn settled(times: &DirTimes) -> bool {
     let changed = Duration::new(times[2].max(0) as u64, times[3].clamp(0, 999_999_999) as u32);
-    SystemTime::now().duration_since(UNIX_EPOCH).is_ok_and(|now| now > changed + SETTLED)
+    let wait = if times[1] == 0 && times[3] == 0 { SETTLED_COARSE } else { SETTLED };
+    SystemTime::now().duration_since(UNIX_EPOCH).is_ok_and(|now| now > changed + wait)
+}
+
+/// Whether one more descriptor fits the daemon's budget beside the files
+/// the kernels hold.
+fn room() -> bool {
+    held_descriptors() + HELD.load(Ordering::Relaxed) < descriptor_budget()
 }
 
 impl WalkAhead {
@@ -89,13 +106,17 @@ impl WalkAhead {
     }
 
     /// One short step of reading ahead; false when there is nothing to do.
-    pub(super) fn step(&mut self) -> bool {
+    /// Descriptors it stops holding go to `closed`, for the caller to close.
+    pub(super) fn step(&mut self, closed: &mut Vec<OwnedFd>) -> bool {
         self.stepping = true;
+        if !room() {
+            return false;
+        }
         if let Some(prepared) = self.ready.last_mut() {
             if self.held < DESCRIPTORS {
                 if let Some(opened) = prepared.stream.open_next_ahead() {
                     prepared.descriptors += usize::from(opened);
-                    self.held += usize::from(opened);
+                    self.hold(usize::from(opened));
                     return true;
                 }
             }
@@ -108,42 +129,68 @@ impl WalkAhead {
                 return false;
             };
             let displaced = self.ready.remove(at);
-            self.held -= displaced.descriptors;
+            self.release(&displaced);
+            closed.extend(displaced.stream.take_opened());
             let at = self.queue.partition_point(|(listed, ..)| *listed < displaced.listed);
             self.queue.insert(at, (displaced.listed, displaced.dir, displaced.fd));
         }
         let Some((listed, dir, fd)) = self.queue.pop() else { return false };
         // Times first: a change while the entries are read makes them differ at opendir.
         let Some(times) = times(&fd).filter(settled) else { return true };
-        if let Ok(stream) = DirStream::read_ahead(fd.as_fd()) {
+        if let Ok(stream) = DirStream::read_ahead(fd.as_fd(), times) {
             self.ready.push(Prepared { listed, dir, fd, times, stream, descriptors: 1 });
-            self.held += 1;
+            self.hold(1);
         }
         true
     }
 
     /// The stream read ahead for `dir` (a descriptor of it: `fd`), if the
-    /// directory is unchanged since.
-    pub(super) fn take(&mut self, dir: NodeId, fd: &OwnedFd) -> Option<DirStream> {
+    /// directory is unchanged since; a stale one's descriptors go to `closed`.
+    pub(super) fn take(&mut self, dir: NodeId, fd: &OwnedFd, closed: &mut Vec<OwnedFd>) -> Option<DirStream> {
         self.queue.retain(|(_, queued, _)| *queued != dir);
         let at = self.ready.iter().position(|prepared| prepared.dir == dir)?;
         let prepared = self.ready.remove(at);
-        self.held -= prepared.descriptors;
+        self.release(&prepared);
         let unchanged = times(fd) == Some(prepared.times);
+        if !unchanged {
+            closed.extend(prepared.stream.take_opened());
+        }
         self.served += u64::from(unchanged);
         unchanged.then_some(prepared.stream)
     }
 
     /// The walker paused: what was read ahead would be stale by its return.
-    pub(super) fn clear(&mut self) {
+    /// Returns the descriptors to close.
+    pub(super) fn clear(&mut self) -> Vec<OwnedFd> {
         self.stepping = false;
         self.queue.clear();
-        self.ready.clear();
-        self.held = 0;
+        let mut closed = Vec::new();
+        for prepared in std::mem::take(&mut self.ready) {
+            self.release(&prepared);
+            closed.extend(prepared.stream.take_opened());
+        }
+        closed
     }
 
     pub(super) fn served(&self) -> u64 {
         self.served
+    }
+
+    fn hold(&mut self, count: usize) {
+        self.held += count;
+        HELD.fetch_add(count, Ordering::Relaxed);
+    }
+
+    /// `prepared` left `ready`: its descriptors are no longer counted here.
+    fn release(&mut self, prepared: &Prepared) {
+        self.held -= prepared.descriptors;
+        HELD.fetch_sub(prepared.descriptors, Ordering::Relaxed);
+    }
+}
+
+impl Drop for WalkAhead {
+    fn drop(&mut self) {
+        HELD.fetch_sub(self.held, Ordering::Relaxed);
     }
 }
 
