@@ -2,8 +2,7 @@
 //! (`scripts/pjdfstest-share`), and the promise that every case the suite is
 //! told to expect failing is listed, with its reason, in docs/SEMANTICS.md.
 
-use std::path::Path;
-use std::process::Command;
+mod suite_in_share;
 
 const EXPECTED_FAILURES: &str = include_str!("../scripts/pjdfstest-expected-failures");
 const SEMANTICS: &str = include_str!("../docs/SEMANTICS.md");
@@ -21,17 +20,7 @@ fn every_expected_failure_is_justified_in_the_semantics() {
 
 #[test]
 fn pjdfstest_passes_in_a_share_but_for_the_listed_cases() {
-    if !Path::new("/dev/fuse").exists() {
-        eprintln!("SKIP: /dev/fuse is absent, no share can be mounted");
-        return;
-    }
-    // SAFETY: plain getter.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("SKIP: pjdfstest switches users and bind-mounts the share: it needs root");
-        return;
-    }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/pjdfstest-share");
-    let output = Command::new(&script).env("HOODYD_BIN", env!("CARGO_BIN_EXE_hoodyd")).output().expect("run scripts/pjdfstest-share");
+    let Some(output) = suite_in_share::run("pjdfstest-share", &[]) else { return };
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     let summary = stdout.lines().find(|line| line.starts_with("Summary:")).unwrap_or("no summary: pjdfstest did not finish");
