@@ -106,6 +106,8 @@ fn a_share_appears_in_the_target_and_follows_its_lifecycle() {
     assert_eq!(metric("hoody_share_mounts"), 1);
     assert!(metric("hoody_share_requests_total") > 0);
     assert!(metric("hoody_share_held_files") >= 1);
+    // Present and a number (how many depends on the reader's idle time).
+    let _ = metric("hoody_share_directories_read_ahead_total");
 
     let incoming = d.call("GET", &format!("/containers/{}/storage/incoming", p.target), None);
     assert_eq!(incoming.body["total"], 1);

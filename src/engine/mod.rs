@@ -532,7 +532,8 @@ impl HoodyService for Engine {
              # HELP hoody_share_requests_total Kernel requests answered by share mounts.\n# TYPE hoody_share_requests_total counter\nhoody_share_requests_total {}\n\
              # HELP hoody_share_errors_total Kernel requests of share mounts answered with an error.\n# TYPE hoody_share_errors_total counter\nhoody_share_errors_total {}\n\
              # HELP hoody_share_requests_in_flight Kernel requests of share mounts being served.\n# TYPE hoody_share_requests_in_flight gauge\nhoody_share_requests_in_flight {}\n\
-             # HELP hoody_share_held_files Files known to targets' kernels, one open descriptor each.\n# TYPE hoody_share_held_files gauge\nhoody_share_held_files {}\n",
+             # HELP hoody_share_held_files Files known to targets' kernels, one open descriptor each.\n# TYPE hoody_share_held_files gauge\nhoody_share_held_files {}\n\
+             # HELP hoody_share_directories_read_ahead_total Directory listings served from what a share mount read ahead of a walker.\n# TYPE hoody_share_directories_read_ahead_total counter\nhoody_share_directories_read_ahead_total {}\n",
             env!("CARGO_PKG_VERSION"),
             self.started.elapsed().as_secs(),
             self.store.object_count(),
@@ -541,7 +542,8 @@ impl HoodyService for Engine {
             shares.requests,
             shares.errors,
             shares.in_flight,
-            shares.held_files
+            shares.held_files,
+            shares.directories_read_ahead
         )
     }
 }

@@ -58,6 +58,8 @@ pub struct ShareTotals {
     pub in_flight: u64,
     /// Files targets' kernels know, one open descriptor each.
     pub held_files: usize,
+    /// Directory listings served from what a mount's reader read ahead of a walker.
+    pub directories_read_ahead: u64,
 }
 
 impl MountManager {
@@ -107,7 +109,13 @@ impl MountManager {
 
     pub fn totals(&self) -> ShareTotals {
         let (requests, errors) = *self.retired.lock().expect("retired counts");
-        let mut totals = ShareTotals { requests, errors, held_files: super::node_table::held_descriptors(), ..ShareTotals::default() };
+        let mut totals = ShareTotals {
+            requests,
+            errors,
+            held_files: super::node_table::held_descriptors(),
+            directories_read_ahead: super::walk_ahead::served_total(),
+            ..ShareTotals::default()
+        };
         for mounted in self.mounts.lock().expect("mount table").values() {
             let stats = mounted.handle.stats();
             totals.mounts += 1;

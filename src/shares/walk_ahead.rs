@@ -24,7 +24,7 @@
 //! kernels hold leave no room.
 
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -46,6 +46,12 @@ const SETTLED_COARSE: Duration = Duration::from_secs(3);
 
 /// Descriptors held by every mount's read-ahead.
 static HELD: AtomicUsize = AtomicUsize::new(0);
+/// Directories served from what was read ahead, by every mount (for `/metrics`).
+static SERVED: AtomicU64 = AtomicU64::new(0);
+
+pub(super) fn served_total() -> u64 {
+    SERVED.load(Ordering::Relaxed)
+}
 
 #[derive(Default)]
 pub(super) struct WalkAhead {
@@ -156,6 +162,7 @@ impl WalkAhead {
             closed.extend(prepared.stream.take_opened());
         }
         self.served += u64::from(unchanged);
+        SERVED.fetch_add(u64::from(unchanged), Ordering::Relaxed);
         unchanged.then_some(prepared.stream)
     }
 
