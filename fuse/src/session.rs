@@ -320,8 +320,10 @@ fn read_requests(device: &Arc<Device>, handler: Arc<dyn Handler>, buffer_len: us
     if spin.enabled() && set_nonblocking(&device.file).is_err() {
         spin = Spin::new(Duration::ZERO);
     }
+    // Whether the handler did idle work since it was last told the burst ended.
+    let mut idle_work = false;
     loop {
-        let len = match next_request(&device.file, &mut buf, &spin, &*handler) {
+        let len = match next_request(&device.file, &mut buf, &spin, &*handler, &mut idle_work) {
             Ok(len) => len,
             // Interrupted, or the request vanished before it was read.
             Err(err) if matches!(err.raw_os_error(), Some(libc::EINTR) | Some(libc::EAGAIN) | Some(libc::ENOENT)) => continue,
@@ -347,9 +349,9 @@ fn read_requests(device: &Arc<Device>, handler: Arc<dyn Handler>, buffer_len: us
 }
 
 /// Reads the next request: polling the (non-blocking) device while `spin`
-/// allows, giving the handler's idle work a step between polls, then waiting
-/// for it.
-fn next_request(device: &File, buf: &mut [u8], spin: &Spin, handler: &dyn Handler) -> io::Result<usize> {
+/// allows, giving the handler's idle work a step between polls (`idle_work`
+/// notes that it did some), then waiting for it.
+fn next_request(device: &File, buf: &mut [u8], spin: &Spin, handler: &dyn Handler, idle_work: &mut bool) -> io::Result<usize> {
     if !spin.enabled() {
         return (&*device).read(buf);
     }
@@ -357,7 +359,9 @@ fn next_request(device: &File, buf: &mut [u8], spin: &Spin, handler: &dyn Handle
     loop {
         match (&*device).read(buf) {
             Err(err) if err.raw_os_error() == Some(libc::EAGAIN) && until.as_ref().is_some_and(|(until, _)| Instant::now() < *until) => {
-                if !handler.idle_step() {
+                if handler.idle_step() {
+                    *idle_work = true;
+                } else {
                     std::hint::spin_loop()
                 }
             }
@@ -367,12 +371,14 @@ fn next_request(device: &File, buf: &mut [u8], spin: &Spin, handler: &dyn Handle
     }
     drop(until);
     let mut ready = libc::pollfd { fd: device.as_raw_fd(), events: libc::POLLIN, revents: 0 };
-    // A short wait first: a walker digesting a large directory comes back
-    // within it, and finds what was read ahead for it still there.
+    // Where the handler did idle work, a short wait first: a walker digesting
+    // a large directory comes back within it, and finds what was read ahead
+    // for it still there. Otherwise the burst ends at once: no timer wake-up.
     // SAFETY: one valid pollfd. A hang-up or an error of the device shows in the read that follows.
-    let rc = unsafe { libc::poll(&mut ready, 1, IDLE_AFTER_MS) };
+    let rc = if *idle_work { unsafe { libc::poll(&mut ready, 1, IDLE_AFTER_MS) } } else { 0 };
     if rc == 0 {
         handler.idle_end();
+        *idle_work = false;
         // SAFETY: as above.
         if unsafe { libc::poll(&mut ready, 1, -1) } < 0 {
             return Err(io::Error::last_os_error());
