@@ -99,15 +99,34 @@ fio_run() {
     python3 -c 'import json,sys; j=json.load(sys.stdin)["jobs"][0]; s=j["write"] if j["write"]["io_bytes"] else j["read"]; print(round(s["bw_bytes"]/1048576,1), round(s["iops"]))'
 }
 
+# Sequential write and read in ROUNDS rounds, the views taking turns within each round (as the
+# metadata workloads below do): the machine's speed drifts over minutes, and one pass per view
+# made whichever view came last pay for it (a run gave hoodyd 0.79x native for a read that
+# alternating passes put at 1.01x). Random reads, 20 s each, run once per view.
+ROUNDS=${BENCH_ROUNDS:-3}
+median() { python3 -c 'import statistics,sys; print(statistics.median(float(v) for v in sys.argv[1:]))' $1; }
+declare -A SEQ_WRITE SEQ_READ
+for round in $(seq 1 "$ROUNDS"); do
+  for tool in native hoodyd bindfs; do
+    dir=${VIEW[$tool]}
+    log "$tool: sequential write (round $round)"
+    rm -f "$dir/seq-$tool"
+    read -r mibs _ < <(fio_run "$dir/seq-$tool" write --bs=1M --size=1G --end_fsync=1)
+    SEQ_WRITE[$tool]+="$mibs "
+  done
+  for tool in native hoodyd bindfs; do
+    log "$tool: sequential read (round $round)"
+    # Read over and over for 5 s: one pass of a cached GiB is too short to time.
+    read -r mibs _ < <(fio_run "${VIEW[$tool]}/seq-$tool" read --bs=1M --size=1G --invalidate=0 --time_based --runtime=5)
+    SEQ_READ[$tool]+="$mibs "
+  done
+done
+for tool in native hoodyd bindfs; do
+  echo "RESULT seq_write_1MiB $tool $(median "${SEQ_WRITE[$tool]}") MiB/s"
+  echo "RESULT seq_read_1MiB $tool $(median "${SEQ_READ[$tool]}") MiB/s"
+done
 for tool in native hoodyd bindfs; do
   dir=${VIEW[$tool]}
-  log "$tool: sequential write"
-  read -r mibs _ < <(fio_run "$dir/seq-$tool" write --bs=1M --size=1G --end_fsync=1)
-  echo "RESULT seq_write_1MiB $tool $mibs MiB/s"
-  log "$tool: sequential read"
-  # Read over and over for 5 s: one pass of a cached GiB is too short to time.
-  read -r mibs _ < <(fio_run "$dir/seq-$tool" read --bs=1M --size=1G --invalidate=0 --time_based --runtime=5)
-  echo "RESULT seq_read_1MiB $tool $mibs MiB/s"
   log "$tool: random 4 KiB reads for ${SECONDS_RANDOM} s"
   read -r _ iops < <(fio_run "$dir/seq-$tool" randread --bs=4k --size=1G --invalidate=0 --time_based --runtime="$SECONDS_RANDOM")
   echo "RESULT rand_read_4KiB $tool $iops ops/s"
@@ -117,7 +136,6 @@ done
 # Metadata workloads: ROUNDS rounds, the three views taking turns within each round
 # so that background work of the disk (writeback, journal) falls on all of them alike;
 # each view's median is its result.
-ROUNDS=${BENCH_ROUNDS:-3}
 declare -A LS STAT UNTAR
 for round in $(seq 1 "$ROUNDS"); do
   for tool in $WALK_VIEWS; do
@@ -137,7 +155,6 @@ done
 # Removed only now: for half a minute after thousands of files are deleted, ext4 skips their
 # inodes when allocating new ones, which added seconds to whichever untar came next.
 rm -rf "$SRC"/bench/untar-*
-median() { python3 -c 'import statistics,sys; print(statistics.median(float(v) for v in sys.argv[1:]))' $1; }
 for tool in $WALK_VIEWS; do
   echo "RESULT ls_lR_27k $tool $(median "${LS[$tool]}") s"
   echo "RESULT stat_every_file_27k $tool $(median "${STAT[$tool]}") s"
