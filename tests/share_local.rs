@@ -351,6 +351,48 @@ fn a_directory_moved_out_of_the_source_is_unreachable() {
     assert_eq!(block_on(backend.lookup(full, name("inner"))).unwrap().node, inner, "reachable again once back inside");
 }
 
+/// Linking a file outside and unlinking its name inside moves it out as
+/// surely as a rename, though the descriptor the share holds still names a
+/// path beneath the source (`…/existing (deleted)`).
+#[test]
+fn a_file_moved_out_by_link_and_unlink_is_unreachable() {
+    let source = Source::new();
+    let (src, outside) = (&source.share.source, &source.share.outside);
+    let backend = LocalBackend::open(src, ShareMode::ReadWrite).unwrap();
+    let root = block_on(backend.root()).unwrap().node;
+    let moved = block_on(backend.lookup(root, name("existing"))).unwrap().node;
+    fs::hard_link(src.join("existing"), outside.join("taken")).unwrap();
+    fs::remove_file(src.join("existing")).unwrap();
+    assert_eq!(block_on(backend.getattr(moved, None)), Err(FsError::Stale));
+    assert_eq!(block_on(backend.open(moved, libc::O_RDONLY, CALLER)).err(), Some(FsError::Stale));
+    assert_eq!(block_on(backend.setattr(moved, None, SetAttr { mode: Some(0o777), ..SetAttr::default() })).err(), Some(FsError::Stale));
+    assert_eq!(block_on(backend.link(moved, root, name("back"))), Err(FsError::Stale));
+    assert!(!src.join("back").exists());
+    assert_ne!(fs::metadata(outside.join("taken")).unwrap().mode() & 0o777, 0o777);
+
+    // A file really deleted while held is still answered for (POSIX), and a
+    // name that merely ends like a deleted file's is an ordinary name.
+    fs::write(src.join("doomed"), b"x").unwrap();
+    let doomed = block_on(backend.lookup(root, name("doomed"))).unwrap().node;
+    fs::remove_file(src.join("doomed")).unwrap();
+    assert_eq!(block_on(backend.getattr(doomed, None)).unwrap().nlink, 0);
+    fs::write(src.join("odd (deleted)"), b"x").unwrap();
+    let odd = block_on(backend.lookup(root, name("odd (deleted)"))).unwrap().node;
+    assert_eq!(block_on(backend.getattr(odd, None)).unwrap().nlink, 1);
+
+    // Where the other name is, is not to be seen: a file whose name was
+    // removed while another inside remains is refused until looked up by it.
+    fs::write(src.join("twin"), b"x").unwrap();
+    let twin = block_on(backend.lookup(root, name("twin"))).unwrap().node;
+    let opened = block_on(backend.open(twin, libc::O_RDONLY, CALLER)).unwrap().handle;
+    fs::hard_link(src.join("twin"), src.join("twin-too")).unwrap();
+    fs::remove_file(src.join("twin")).unwrap();
+    assert_eq!(block_on(backend.getattr(twin, None)), Err(FsError::Stale));
+    assert_eq!(block_on(backend.read(opened, 0, 10)).unwrap(), b"x", "an open file is read still");
+    assert_eq!(block_on(backend.lookup(root, name("twin-too"))).unwrap().node, twin);
+    assert_eq!(block_on(backend.getattr(twin, None)).unwrap().nlink, 1);
+}
+
 /// `fstatat` of `name` in the directory open as `dir`.
 fn stat_in(dir: &File, name: &str) -> io::Result<()> {
     let name = std::ffi::CString::new(name).unwrap();
