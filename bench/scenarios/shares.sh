@@ -110,7 +110,8 @@ for round in $(seq 1 "$ROUNDS"); do
   for tool in native hoodyd bindfs; do
     dir=${VIEW[$tool]}
     log "$tool: sequential write (round $round)"
-    rm -f "$dir/seq-$tool"
+    # The last round's file is freed and its journal written before the clock starts.
+    rm -f "$dir/seq-$tool"; sync
     read -r mibs _ < <(fio_run "$dir/seq-$tool" write --bs=1M --size=1G --end_fsync=1)
     SEQ_WRITE[$tool]+="$mibs "
   done
