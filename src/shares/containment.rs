@@ -51,7 +51,7 @@ impl Containment {
             Some(len) => len,
             None => {
                 let root_path = fd_path(self.root.as_fd()).map_err(FsError::from)?;
-                let beneath = is_beneath(&path, &root_path).then(|| root_path.len());
+                let beneath = is_beneath(&path, &root_path).then_some(root_path.len());
                 *self.root_path.lock() = root_path;
                 match beneath {
                     Some(len) => len,
