@@ -393,6 +393,54 @@ fn a_file_moved_out_by_link_and_unlink_is_unreachable() {
     assert_eq!(block_on(backend.getattr(twin, None)).unwrap().nlink, 1);
 }
 
+/// A process of the source that puts its own directory under the name of
+/// one the share just made, between the making and the chown to the caller,
+/// never gets it handed to the caller (the chown and chmod go by name).
+#[test]
+fn a_directory_swapped_in_for_a_new_one_is_never_given_to_the_caller() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let source = Source::new();
+    let src = source.share.source.clone();
+    let backend = LocalBackend::open(&src, ShareMode::ReadWrite).unwrap();
+    let root = block_on(backend.root()).unwrap().node;
+    let caller = Caller { uid: 4321, gid: 4321 };
+    let planted = src.join("planted");
+    fs::create_dir(&planted).unwrap();
+    fs::write(planted.join("keep"), b"not empty, so never removed as a made one").unwrap();
+    std::os::unix::fs::chown(&planted, Some(1234), Some(1234)).unwrap();
+    let planted_ino = fs::metadata(&planted).unwrap().ino();
+    let stop = Arc::new(AtomicBool::new(false));
+    let racer = {
+        let (src, stop) = (src.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut swaps = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let _ = fs::rename(src.join("made"), src.join("made-away"));
+                if fs::rename(src.join("planted"), src.join("made")).is_ok() {
+                    swaps += 1;
+                }
+                let _ = fs::rename(src.join("made"), src.join("planted"));
+                let _ = fs::remove_dir(src.join("made-away"));
+            }
+            swaps
+        })
+    };
+    let (deadline, mut made) = (Instant::now() + Duration::from_secs(2), 0);
+    while Instant::now() < deadline {
+        if let Ok(attr) = block_on(backend.mkdir(root, name("made"), 0o755, 0, caller)) {
+            made += 1;
+            block_on(backend.forget(attr.node, 1));
+        }
+        let _ = fs::remove_dir(src.join("made"));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let swaps = racer.join().unwrap();
+    let planted_now = ["planted", "made"].iter().map(|n| src.join(n)).find(|p| fs::symlink_metadata(p).is_ok_and(|m| m.ino() == planted_ino)).expect("the planted directory is still in the source");
+    let meta = fs::metadata(planted_now).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (1234, 1234), "the planted directory was given to the caller ({made} made, {swaps} swaps)");
+    assert!(made > 0 && swaps > 0, "{made} made, {swaps} swaps");
+}
+
 /// `fstatat` of `name` in the directory open as `dir`.
 fn stat_in(dir: &File, name: &str) -> io::Result<()> {
     let name = std::ffi::CString::new(name).unwrap();

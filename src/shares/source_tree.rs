@@ -2,7 +2,7 @@
 //! the source directory, synchronous, with the containment and readonly rules.
 //! Callers run these on blocking threads, never on the async workers.
 
-use std::ffi::{CString, OsStr, OsString};
+use std::ffi::{CStr, CString, OsStr, OsString};
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -324,6 +324,24 @@ impl SourceTree {
     /// Makes a file created by the daemon the caller's, with the permissions
     /// decided (the daemon's umask must not apply). A setgid directory passes
     /// on its group, and its setgid bit to subdirectories, as the kernel would.
+    /// Opens what this thread just made as `name` in `dir`, to give it to the
+    /// caller. A process of the source may have put another file under the
+    /// name meanwhile, which the chown and chmod that follow would hand to the
+    /// caller: what the daemon made is of the kind asked and its own, and
+    /// anything else is refused (`ESTALE`; the kernel tries once more and
+    /// finds the name taken).
+    fn open_made(dir: BorrowedFd<'_>, name: &CStr, kind: libc::mode_t) -> FsResult<OwnedFd> {
+        let made = open_beneath(dir, name, libc::O_PATH, 0)?;
+        let st = stat(made.as_fd())?;
+        // SAFETY: geteuid has no arguments and cannot fail.
+        let daemons = st.st_uid == unsafe { libc::geteuid() };
+        if st.st_mode & libc::S_IFMT != kind || !daemons {
+            tracing::debug!(name = ?name, "another file took the name of one just made");
+            return Err(FsError::Stale);
+        }
+        Ok(made)
+    }
+
     fn give_to_caller(fd: BorrowedFd<'_>, caller: Caller, parent: &libc::stat64, permissions: Option<Permissions>, is_dir: bool) -> io::Result<()> {
         let inherit_group = parent.st_mode & libc::S_ISGID != 0;
         let gid = if inherit_group { parent.st_gid } else { caller.gid };
@@ -638,7 +656,7 @@ impl SourceTree {
         let name = entry_name(name)?;
         let permissions = Permissions::of(dir.fd.as_fd(), mode);
         syscalls::mkdir(dir.fd.as_fd(), &name, permissions.to_create_with(0o700))?;
-        let created = open_beneath(dir.fd.as_fd(), &name, libc::O_PATH | libc::O_DIRECTORY, 0)?;
+        let created = Self::open_made(dir.fd.as_fd(), &name, libc::S_IFDIR)?;
         Self::give_to_caller(created.as_fd(), caller, &stat(dir.fd.as_fd())?, Some(permissions), true)?;
         self.adopt(created)
     }
@@ -656,7 +674,7 @@ impl SourceTree {
         let name = entry_name(name)?;
         let permissions = Permissions::of(dir.fd.as_fd(), mode);
         syscalls::mknod(dir.fd.as_fd(), &name, file_type | permissions.to_create_with(0o600), 0)?;
-        let created = open_beneath(dir.fd.as_fd(), &name, libc::O_PATH, 0)?;
+        let created = Self::open_made(dir.fd.as_fd(), &name, file_type)?;
         Self::give_to_caller(created.as_fd(), caller, &stat(dir.fd.as_fd())?, Some(permissions), false)?;
         self.adopt(created)
     }
@@ -667,7 +685,7 @@ impl SourceTree {
         let name = entry_name(name)?;
         let target = syscalls::cstring(target.as_os_str())?;
         syscalls::symlink(&target, dir.fd.as_fd(), &name)?;
-        let created = open_beneath(dir.fd.as_fd(), &name, libc::O_PATH, 0)?;
+        let created = Self::open_made(dir.fd.as_fd(), &name, libc::S_IFLNK)?;
         Self::give_to_caller(created.as_fd(), caller, &stat(dir.fd.as_fd())?, None, false)?;
         self.adopt(created)
     }
