@@ -67,6 +67,29 @@ fn create_list_get_restore_delete() {
     assert_eq!(d.call("GET", &format!("/containers/{id}"), None).data()["snapshot_count"], 1);
 }
 
+/// A restore reported as failed is not done behind the user's back at the
+/// next start: the work made after it stays.
+#[test]
+fn a_failed_restore_is_not_redone_at_the_next_start() {
+    let d = Daemon::start();
+    let (id, rootfs) = container(&d);
+    small_tree(&rootfs, 1);
+    assert_eq!(d.snapshot(&id, "a").status, 201);
+    std::fs::write(rootfs.join("etc-new.conf"), b"written before the restore").unwrap();
+    // An immutable rootfs takes no staging directory: the restore fails before changing anything.
+    let chattr = |flag: &str| assert!(std::process::Command::new("chattr").arg(flag).arg(&rootfs).status().unwrap().success());
+    chattr("+i");
+    let r = d.restore(&id, "a");
+    chattr("-i");
+    assert_ne!(r.status, 200, "{r:?}");
+    assert!(r.message().contains("restore failed"), "{r:?}");
+    std::fs::write(rootfs.join("after.conf"), b"the user goes on working").unwrap();
+    let d = Daemon::start_in(d.into_dir(), &[]);
+    assert_eq!(std::fs::read(rootfs.join("after.conf")).unwrap(), b"the user goes on working");
+    assert!(rootfs.join("etc-new.conf").exists());
+    assert_eq!(d.call("GET", &format!("/containers/{id}"), None).data()["progress"], serde_json::Value::Null);
+}
+
 #[test]
 fn bad_snapshot_input_is_refused_and_records_nothing() {
     let d = Daemon::start();

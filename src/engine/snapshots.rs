@@ -178,7 +178,9 @@ impl Engine {
         let journal_path = self.journal_path(id);
         std::fs::create_dir_all(journal_path.parent().expect("jobs dir")).map_err(ApiError::internal)?;
         crate::layout::write_atomic(&journal_path, &serde_json::to_vec(&journal).map_err(ApiError::internal)?, 0o600).map_err(ApiError::internal)?;
-        update_progress(&self.catalog, id, Some(Progress { phase: "restoring".into(), bytes_done: 0, bytes_total: snap.size_bytes, files_done: 0, files_total: 0 }), None).await?;
+        update_progress(&self.catalog, id, Some(Progress { phase: "restoring".into(), bytes_done: 0, bytes_total: snap.size_bytes, files_done: 0, files_total: 0 }), None)
+            .await
+            .inspect_err(|_| drop(std::fs::remove_file(&journal_path)))?;
 
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
         let gate = self.store.gate_owned().await;
@@ -208,10 +210,11 @@ impl Engine {
                 }
                 Err(e) => {
                     tracing::error!(container = %container_id, error = %e, "restore failed");
-                    if matches!(e, RestoreError::Corrupt { .. } | RestoreError::BadTree(_)) {
-                        // Nothing was changed: there is nothing to finish at the next start.
-                        let _ = std::fs::remove_file(&journal_path);
-                    }
+                    // The journal is for a restore a crash cut off. This one is
+                    // reported as failed and the user goes on working: redone
+                    // at the next start, it would undo that work. A failure
+                    // while applying leaves part of each tree, and says so.
+                    let _ = std::fs::remove_file(&journal_path);
                     Some(format!("restore failed: {e}"))
                 }
             };
