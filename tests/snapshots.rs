@@ -283,6 +283,57 @@ fn snapshots_of_a_running_container_are_never_torn() {
     }
 }
 
+/// A daemon killed while a running container is frozen for its snapshot
+/// thaws it at its next start: a kill must not leave a container stopped.
+#[test]
+fn a_container_frozen_by_a_killed_daemon_runs_again_after_the_next_start() {
+    let Some(cgroup) = make_cgroup() else {
+        eprintln!("SKIP: no writable cgroup freezer on this machine");
+        return;
+    };
+    let v2 = cgroup.path.join("cgroup.freeze").exists();
+    let frozen = |path: &std::path::Path| {
+        if v2 {
+            std::fs::read_to_string(path.join("cgroup.events")).unwrap().lines().any(|l| l == "frozen 1")
+        } else {
+            std::fs::read_to_string(path.join("freezer.state")).unwrap().trim() == "FROZEN"
+        }
+    };
+    let mut d = Daemon::start();
+    let (id, rootfs) = container(&d);
+    assert_eq!(d.call("PATCH", &format!("/containers/{id}"), Some(json!({"cgroup_path": cgroup.path}))).status, 200);
+    // Enough data that capturing it takes a while, the container frozen all along (not btrfs).
+    let mut x = 0x9e37_79b9_7f4a_7c15_u64;
+    for f in 0..24 {
+        let data: Vec<u8> = (0..(8 << 20) / 8).flat_map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x.to_le_bytes()
+        }).collect();
+        std::fs::write(rootfs.join(format!("blob{f}")), data).unwrap();
+    }
+    let sleeper = std::process::Command::new("sleep").arg("60").spawn().unwrap();
+    std::fs::write(cgroup.path.join(cgroup.procs_file), sleeper.id().to_string()).unwrap();
+    let _sleeper = KillOnDrop(sleeper);
+    let (url, token) = (d.url.clone(), d.token.clone());
+    let request = std::thread::spawn(move || {
+        let _ = ureq::post(&format!("{url}/api/v1/containers/{id}/snapshots")).set("Authorization", &format!("Bearer {token}")).send_string("{}");
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !frozen(&cgroup.path) {
+        assert!(Instant::now() < deadline, "the snapshot never froze the container");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    d.stop_with(libc::SIGKILL, Duration::from_secs(5));
+    let _ = request.join();
+    assert!(frozen(&cgroup.path), "killed while capturing: still frozen, as nothing thawed it");
+    let dir = std::mem::replace(&mut d.dir, tempfile::tempdir().unwrap());
+    drop(d);
+    let _d = Daemon::start_in(dir, &[]);
+    assert!(!frozen(&cgroup.path), "the next start thawed the container");
+}
+
 struct KillOnDrop(std::process::Child);
 
 impl Drop for KillOnDrop {

@@ -97,6 +97,8 @@ impl Engine {
     /// Finishes or undoes what a crash interrupted: deletions of containers that
     /// were under way, and rootfs directories whose creation never got a record.
     pub async fn recover(&self) -> anyhow::Result<()> {
+        // First of all: a container a killed daemon left frozen runs again.
+        crate::snapshot::freeze::thaw_marked(&self.frozen_marks())?;
         let records = self.catalog.containers().await?;
         for c in records.iter().filter(|c| c.server_id == self.node.id && c.status == ContainerStatus::Deleting) {
             tracing::info!(container = %c.id, "finishing a deletion interrupted by a restart");

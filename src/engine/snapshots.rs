@@ -67,6 +67,11 @@ impl Engine {
         self.layout.state().join("statcache").join(format!("{container}.bin"))
     }
 
+    /// Where a snapshot marks the cgroup it froze, for a start after a kill to thaw it.
+    pub(super) fn frozen_marks(&self) -> PathBuf {
+        self.layout.state().join("frozen")
+    }
+
     fn journal_path(&self, container: &str) -> PathBuf {
         self.layout.state().join("jobs").join(format!("restore-{container}.json"))
     }
@@ -128,7 +133,8 @@ impl Engine {
             let rootfs = PathBuf::from(&c.rootfs_path);
             let cgroup = (c.status == ContainerStatus::Running).then(|| c.cgroup_path.clone()).flatten().map(PathBuf::from);
             let cache_path = self.statcache_path(id);
-            tokio::task::spawn_blocking(move || consistent_capture(&store, &rootfs, cgroup.as_deref(), StatCache::load(&cache_path)))
+            let mark = self.frozen_marks().join(id);
+            tokio::task::spawn_blocking(move || consistent_capture(&store, &rootfs, cgroup.as_deref(), &mark, StatCache::load(&cache_path)))
                 .await
                 .map_err(ApiError::internal)?
         };
@@ -354,12 +360,12 @@ enum SnapshotFailure {
 
 /// Captures a consistent image: processes frozen for as short a time as possible
 /// (only around a btrfs subvolume snapshot when the rootfs is one).
-fn consistent_capture(store: &BlockStore, rootfs: &std::path::Path, cgroup: Option<&std::path::Path>, cache: StatCache) -> Result<crate::snapshot::capture::Captured, SnapshotFailure> {
+fn consistent_capture(store: &BlockStore, rootfs: &std::path::Path, cgroup: Option<&std::path::Path>, mark: &std::path::Path, cache: StatCache) -> Result<crate::snapshot::capture::Captured, SnapshotFailure> {
     if !rootfs.is_dir() {
         return Err(SnapshotFailure::Capture(CaptureError::RootMissing(rootfs.to_path_buf())));
     }
     let frozen = match cgroup {
-        Some(cg) if cg.is_dir() => Some(Frozen::freeze(cg).map_err(SnapshotFailure::Freeze)?),
+        Some(cg) if cg.is_dir() => Some(Frozen::freeze(cg, mark).map_err(SnapshotFailure::Freeze)?),
         _ => None,
     };
     if is_btrfs_subvolume(rootfs) {

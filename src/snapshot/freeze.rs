@@ -21,17 +21,24 @@ pub const BTRFS_SNAPSHOT_PREFIX: &str = ".hoody-snapshot-of-";
 pub struct Frozen {
     cgroup: PathBuf,
     v2: bool,
+    mark: PathBuf,
 }
 
 impl Frozen {
     /// Freezes every process of `cgroup` (v2 `cgroup.freeze` or v1 `freezer.state`)
-    /// and waits until the kernel reports them frozen.
-    pub fn freeze(cgroup: &Path) -> io::Result<Frozen> {
+    /// and waits until the kernel reports them frozen. `mark` is a file that
+    /// names the cgroup from just before the freeze until just after the thaw:
+    /// a daemon killed in between thaws it at its next start ([`thaw_marked`]).
+    pub fn freeze(cgroup: &Path, mark: &Path) -> io::Result<Frozen> {
         let v2 = cgroup.join("cgroup.freeze").exists();
         if !v2 && !cgroup.join("freezer.state").exists() {
             return Err(io::Error::new(io::ErrorKind::NotFound, format!("{}: no cgroup freezer", cgroup.display())));
         }
-        let frozen = Frozen { cgroup: cgroup.to_path_buf(), v2 };
+        if let Some(dir) = mark.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        crate::layout::write_atomic(mark, cgroup.as_os_str().as_bytes(), 0o600)?;
+        let frozen = Frozen { cgroup: cgroup.to_path_buf(), v2, mark: mark.to_path_buf() };
         if v2 {
             std::fs::write(cgroup.join("cgroup.freeze"), "1")?;
         } else {
@@ -56,17 +63,38 @@ impl Frozen {
     }
 }
 
+fn thaw(cgroup: &Path) -> io::Result<()> {
+    if cgroup.join("cgroup.freeze").exists() {
+        std::fs::write(cgroup.join("cgroup.freeze"), "0")
+    } else {
+        std::fs::write(cgroup.join("freezer.state"), "THAWED")
+    }
+}
+
 impl Drop for Frozen {
     fn drop(&mut self) {
-        let result = if self.v2 {
-            std::fs::write(self.cgroup.join("cgroup.freeze"), "0")
-        } else {
-            std::fs::write(self.cgroup.join("freezer.state"), "THAWED")
-        };
-        if let Err(e) = result {
-            tracing::error!(cgroup = %self.cgroup.display(), error = %e, "could not thaw cgroup");
+        match thaw(&self.cgroup) {
+            // A mark left behind would only thaw the cgroup once more at the next start.
+            Ok(()) => drop(std::fs::remove_file(&self.mark)),
+            Err(e) => tracing::error!(cgroup = %self.cgroup.display(), error = %e, "could not thaw cgroup"),
         }
     }
+}
+
+/// Thaws the cgroups whose marks (in `dir`) a killed daemon left behind:
+/// their containers were frozen for a snapshot that never finished.
+pub fn thaw_marked(dir: &Path) -> io::Result<()> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Ok(()) };
+    for entry in entries {
+        let mark = entry?.path();
+        let cgroup = PathBuf::from(std::ffi::OsStr::from_bytes(&std::fs::read(&mark)?));
+        if cgroup.is_dir() {
+            tracing::info!(cgroup = %cgroup.display(), "thawing a container frozen for a snapshot a restart cut off");
+            thaw(&cgroup)?;
+        }
+        std::fs::remove_file(&mark)?;
+    }
+    Ok(())
 }
 
 const BTRFS_SUPER_MAGIC: i64 = 0x9123_683E;
