@@ -90,6 +90,33 @@ fn a_failed_restore_is_not_redone_at_the_next_start() {
     assert_eq!(d.call("GET", &format!("/containers/{id}"), None).data()["progress"], serde_json::Value::Null);
 }
 
+/// What a restore cut off by a kill still needs is kept by GC, the offline
+/// `hoodyd gc` included, even where its snapshot was deleted meanwhile: the
+/// next start finishes the restore.
+#[test]
+fn gc_keeps_what_an_interrupted_restore_needs() {
+    let d = Daemon::start();
+    let (id, rootfs) = container(&d);
+    small_tree(&rootfs, 77);
+    let s = d.snapshot(&id, "gone");
+    assert_eq!(s.status, 201);
+    let root = s.data()["id"].as_str().unwrap().to_string();
+    let wanted = tree_digest(&rootfs);
+    std::fs::remove_file(rootfs.join("var/blob.bin")).unwrap();
+    std::fs::write(rootfs.join("changed"), b"after the snapshot").unwrap();
+    assert_eq!(d.call("DELETE", &format!("/containers/{id}/snapshots/gone"), None).status, 200);
+    let dir = d.into_dir();
+    // What a kill in the middle of that restore leaves behind: its journal.
+    let jobs = dir.path().join("state/jobs");
+    std::fs::create_dir_all(&jobs).unwrap();
+    std::fs::write(jobs.join(format!("restore-{id}.json")), json!({"container_id": id, "alias": "gone", "root": root}).to_string()).unwrap();
+    let gc = std::process::Command::new(common::HOODYD).arg("gc").arg("--data-dir").arg(dir.path()).output().unwrap();
+    assert!(gc.status.success(), "{}", String::from_utf8_lossy(&gc.stderr));
+    let d = Daemon::start_in(dir, &[]);
+    assert_eq!(tree_digest(&rootfs), wanted, "the next start finished the restore");
+    assert_eq!(d.call("GET", &format!("/containers/{id}"), None).data()["status_message"], serde_json::Value::Null);
+}
+
 #[test]
 fn bad_snapshot_input_is_refused_and_records_nothing() {
     let d = Daemon::start();

@@ -237,6 +237,15 @@ impl Engine {
         Ok(RestoreOutcome { done, container, snapshot: to_api(snap) })
     }
 
+    /// The journals of restores a crash cut off (unreadable ones are skipped).
+    fn interrupted_restores(&self) -> Vec<(PathBuf, RestoreJournal)> {
+        let Ok(entries) = std::fs::read_dir(self.layout.state().join("jobs")) else { return Vec::new() };
+        entries
+            .filter_map(|entry| entry.ok().map(|e| e.path()))
+            .filter_map(|path| Some((path.clone(), serde_json::from_slice::<RestoreJournal>(&std::fs::read(&path).ok()?).ok()?)))
+            .collect()
+    }
+
     /// Re-runs restores that a crash cut off; a restore converges, so running it
     /// again completes it.
     pub(super) async fn finish_interrupted_restores(&self) -> anyhow::Result<()> {
@@ -295,7 +304,10 @@ impl Engine {
         let expired = self.expire_snapshots().await?;
         let _gate = self.store.gate.write().await;
         self.gc_dirty.store(false, Ordering::Relaxed);
-        let roots: Vec<BlockHash> = self.catalog.all_snapshots().await?.iter().filter(|s| s.server_id == self.node.id).filter_map(|s| BlockHash::from_hex(&s.id)).collect();
+        let mut roots: Vec<BlockHash> = self.catalog.all_snapshots().await?.iter().filter(|s| s.server_id == self.node.id).filter_map(|s| BlockHash::from_hex(&s.id)).collect();
+        // A restore a kill cut off is finished at the next start, from its
+        // tree, whose snapshot may be gone since: that tree is live too.
+        roots.extend(self.interrupted_restores().into_iter().filter_map(|(_, journal)| BlockHash::from_hex(&journal.root)));
         let store = self.store.clone();
         let lock_dir = self.layout.store();
         let report = tokio::task::spawn_blocking(move || -> anyhow::Result<gc::GcReport> {
