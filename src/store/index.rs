@@ -68,6 +68,7 @@ pub fn read_index(path: &Path, pack: u32) -> io::Result<Vec<(BlockHash, Location
 pub fn append_index(path: &Path, entries: &[(BlockHash, Location)]) -> io::Result<()> {
     let mut file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
     let len = file.metadata()?.len();
+    let created = len == 0;
     if len < INDEX_MAGIC.len() as u64 {
         file.set_len(0)?;
         file.write_all(INDEX_MAGIC)?;
@@ -84,7 +85,12 @@ pub fn append_index(path: &Path, entries: &[(BlockHash, Location)]) -> io::Resul
         buf.extend_from_slice(&encode_entry(h, l));
     }
     file.write_all(&buf)?;
-    file.sync_data()
+    file.sync_data()?;
+    if created {
+        // fdatasync keeps the content, not the new file's name.
+        super::pack::sync_parent(path)?;
+    }
+    Ok(())
 }
 
 /// Writes a whole index file atomically (rebuilds, GC rewrites).
