@@ -69,3 +69,48 @@ fn a_btrfs_subvolume_rootfs_is_captured_through_a_subvolume_snapshot() {
     assert_eq!(again.status, 201, "{again:?}");
     assert!(again.data()["new_bytes"].as_u64().unwrap() < 64 << 10, "only trees are new: {again:?}");
 }
+
+/// A daemon killed while it captures a btrfs rootfs through its temporary
+/// read-only subvolume snapshot removes that snapshot at its next start.
+#[test]
+fn a_temporary_subvolume_snapshot_left_by_a_kill_is_removed_at_the_next_start() {
+    let Some(fs) = loop_btrfs() else {
+        eprintln!("SKIP: cannot make a btrfs loop filesystem here (mkfs.btrfs or loop devices missing)");
+        return;
+    };
+    let rootfs = fs.mount.join("rootfs");
+    assert!(subvolume(&rootfs));
+    // Enough data that capturing it takes a while.
+    let mut x = 0x2545_f491_4f6c_dd1d_u64;
+    for f in 0..20 {
+        let data: Vec<u8> = (0..(8 << 20) / 8).flat_map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x.to_le_bytes()
+        }).collect();
+        std::fs::write(rootfs.join(format!("blob{f}")), data).unwrap();
+    }
+    let mut d = Daemon::start();
+    let p = d.project("b");
+    let c = d.call("POST", "/containers", Some(json!({"name": "b", "project_id": p, "rootfs_path": rootfs})));
+    assert_eq!(c.status, 201, "{c:?}");
+    let id = c.data()["id"].as_str().unwrap().to_string();
+    let (url, token) = (d.url.clone(), d.token.clone());
+    let request = std::thread::spawn(move || {
+        let _ = ureq::post(&format!("{url}/api/v1/containers/{id}/snapshots")).set("Authorization", &format!("Bearer {token}")).send_string("{}");
+    });
+    let leftover = fs.mount.join(".hoody-snapshot-of-rootfs");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !leftover.exists() {
+        assert!(std::time::Instant::now() < deadline, "the snapshot never made its subvolume snapshot");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    d.stop_with(libc::SIGKILL, std::time::Duration::from_secs(5));
+    let _ = request.join();
+    assert!(leftover.exists(), "killed while capturing: the temporary snapshot is still there");
+    let dir = std::mem::replace(&mut d.dir, tempfile::tempdir().unwrap());
+    drop(d);
+    let _d = Daemon::start_in(dir, &[]);
+    assert!(!leftover.exists(), "the next start removed it");
+}

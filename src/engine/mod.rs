@@ -100,6 +100,13 @@ impl Engine {
         // First of all: a container a killed daemon left frozen runs again.
         crate::snapshot::freeze::thaw_marked(&self.frozen_marks())?;
         let records = self.catalog.containers().await?;
+        for c in records.iter().filter(|c| c.server_id == self.node.id) {
+            match crate::snapshot::freeze::remove_leftover_snapshot(std::path::Path::new(&c.rootfs_path)) {
+                Ok(true) => tracing::info!(container = %c.id, "removed the temporary subvolume snapshot of a snapshot a restart cut off"),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(container = %c.id, error = %e, "could not remove the temporary subvolume snapshot a restart left"),
+            }
+        }
         for c in records.iter().filter(|c| c.server_id == self.node.id && c.status == ContainerStatus::Deleting) {
             tracing::info!(container = %c.id, "finishing a deletion interrupted by a restart");
             self.remove_rootfs(c).await?;

@@ -167,6 +167,19 @@ impl SubvolumeSnapshot {
     }
 }
 
+/// Deletes the temporary snapshot of `subvolume` a killed daemon left beside
+/// it (read-only, it would also stop the container's directory from being
+/// removed). True if there was one.
+pub fn remove_leftover_snapshot(subvolume: &Path) -> io::Result<bool> {
+    let (Some(dir), Some(base)) = (subvolume.parent(), subvolume.file_name()) else { return Ok(false) };
+    let name = format!("{BTRFS_SNAPSHOT_PREFIX}{}", base.to_string_lossy());
+    if !dir.join(&name).exists() {
+        return Ok(false);
+    }
+    destroy(&std::fs::File::open(dir)?, &name)?;
+    Ok(true)
+}
+
 fn destroy(parent: &std::fs::File, name: &str) -> io::Result<()> {
     let mut args = VolArgs { fd: 0, name: name_bytes(name) };
     // SAFETY: as above.
