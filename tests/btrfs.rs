@@ -81,16 +81,7 @@ fn a_temporary_subvolume_snapshot_left_by_a_kill_is_removed_at_the_next_start() 
     let rootfs = fs.mount.join("rootfs");
     assert!(subvolume(&rootfs));
     // Enough data that capturing it takes a while.
-    let mut x = 0x2545_f491_4f6c_dd1d_u64;
-    for f in 0..20 {
-        let data: Vec<u8> = (0..(8 << 20) / 8).flat_map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x.to_le_bytes()
-        }).collect();
-        std::fs::write(rootfs.join(format!("blob{f}")), data).unwrap();
-    }
+    common::incompressible_blobs(&rootfs, 20, 0x2545_f491_4f6c_dd1d);
     let mut d = Daemon::start();
     let p = d.project("b");
     let c = d.call("POST", "/containers", Some(json!({"name": "b", "project_id": p, "rootfs_path": rootfs})));

@@ -330,16 +330,7 @@ fn a_container_frozen_by_a_killed_daemon_runs_again_after_the_next_start() {
     let (id, rootfs) = container(&d);
     assert_eq!(d.call("PATCH", &format!("/containers/{id}"), Some(json!({"cgroup_path": cgroup.path}))).status, 200);
     // Enough data that capturing it takes a while, the container frozen all along (not btrfs).
-    let mut x = 0x9e37_79b9_7f4a_7c15_u64;
-    for f in 0..24 {
-        let data: Vec<u8> = (0..(8 << 20) / 8).flat_map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x.to_le_bytes()
-        }).collect();
-        std::fs::write(rootfs.join(format!("blob{f}")), data).unwrap();
-    }
+    common::incompressible_blobs(&rootfs, 24, 0x9e37_79b9_7f4a_7c15);
     let sleeper = std::process::Command::new("sleep").arg("60").spawn().unwrap();
     std::fs::write(cgroup.path.join(cgroup.procs_file), sleeper.id().to_string()).unwrap();
     let _sleeper = KillOnDrop(sleeper);

@@ -232,6 +232,23 @@ pub fn tree_digest(root: &Path) -> std::collections::BTreeMap<PathBuf, String> {
 }
 
 /// Fills `dir` with a small but varied tree.
+/// `count` files of 8 MiB that do not compress (`blob0`...), so that a
+/// snapshot of them takes a while: for tests that act in the middle of one.
+pub fn incompressible_blobs(dir: &Path, count: usize, seed: u64) {
+    let mut x = seed | 1;
+    for f in 0..count {
+        let data: Vec<u8> = (0..(8 << 20) / 8)
+            .flat_map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x.to_le_bytes()
+            })
+            .collect();
+        std::fs::write(dir.join(format!("blob{f}")), data).unwrap();
+    }
+}
+
 pub fn small_tree(dir: &Path, seed: u32) {
     std::fs::create_dir_all(dir.join("etc/app")).unwrap();
     std::fs::create_dir_all(dir.join("var/empty")).unwrap();
