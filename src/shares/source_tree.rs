@@ -258,12 +258,17 @@ impl SourceTree {
 
     /// Takes a reference to the file behind the freshly opened `fd`.
     fn adopt(&self, fd: OwnedFd) -> FsResult<Attr> {
+        self.adopt_keeping(fd).map(|(attr, _)| attr)
+    }
+
+    /// [`SourceTree::adopt`], handing back the descriptor the node keeps.
+    fn adopt_keeping(&self, fd: OwnedFd) -> FsResult<(Attr, Arc<OwnedFd>)> {
         let attr = self.stat_attr(fd.as_fd())?;
         let fd = Arc::new(fd);
         let first = self.nodes.reference(attr.node, Node { fd: fd.clone(), kind: attr.kind });
         if let (true, FileKind::Directory, Some(watch)) = (first, attr.kind, self.watch.get()) {
             let _watching = self.watching.lock();
-            if !watch.dir_referenced(attr.node, fd) {
+            if !watch.dir_referenced(attr.node, fd.clone()) {
                 // A directory unwatched: changes in it would go unseen.
                 self.nodes.keep_xattr_names(false);
             }
@@ -271,7 +276,7 @@ impl SourceTree {
         if first {
             self.trim_if_over_budget();
         }
-        Ok(attr)
+        Ok((attr, fd))
     }
 
     /// Every file the kernel holds costs an open descriptor. Past the budget,
@@ -321,9 +326,6 @@ impl SourceTree {
         self.dirs.lock().get(&handle.0).cloned().ok_or(FsError::BadHandle)
     }
 
-    /// Makes a file created by the daemon the caller's, with the permissions
-    /// decided (the daemon's umask must not apply). A setgid directory passes
-    /// on its group, and its setgid bit to subdirectories, as the kernel would.
     /// Opens what this thread just made as `name` in `dir`, to give it to the
     /// caller. A process of the source may have put another file under the
     /// name meanwhile, which the chown and chmod that follow would hand to the
@@ -342,6 +344,10 @@ impl SourceTree {
         Ok(made)
     }
 
+
+    /// Makes a file created by the daemon the caller's, with the permissions
+    /// decided (the daemon's umask must not apply). A setgid directory passes
+    /// on its group, and its setgid bit to subdirectories, as the kernel would.
     fn give_to_caller(fd: BorrowedFd<'_>, caller: Caller, parent: &libc::stat64, permissions: Option<Permissions>, is_dir: bool) -> io::Result<()> {
         let inherit_group = parent.st_mode & libc::S_ISGID != 0;
         let gid = if inherit_group { parent.st_gid } else { caller.gid };
@@ -468,6 +474,8 @@ impl SourceTree {
         close_opened_ahead(stream.opened_unless_unchanged(dir_times(&dir_st)));
         let dir_attr = self.attr(&dir_st);
         let mut entries = Vec::new();
+        // The subdirectories listed, for reading ahead of a walker.
+        let mut dirs = Vec::new();
         let mut offset = offset;
         // Entries that vanish between reading and opening are skipped; an empty
         // answer would end the listing, so read on until something is left.
@@ -478,8 +486,13 @@ impl SourceTree {
             for entry in raw {
                 let attr = match entry.name.as_bytes() {
                     b"." | b".." => dir_attr.clone(),
-                    _ => match entry.opened.map_or_else(|| self.open_node(stream.fd(), &entry.name), Ok).and_then(|fd| self.adopt(fd)) {
-                        Ok(attr) => attr,
+                    _ => match entry.opened.map_or_else(|| self.open_node(stream.fd(), &entry.name), Ok).and_then(|fd| self.adopt_keeping(fd)) {
+                        Ok((attr, fd)) => {
+                            if attr.kind == FileKind::Directory {
+                                dirs.push((attr.node, fd));
+                            }
+                            attr
+                        }
                         // Out of descriptors: what is listed so far goes back, and
                         // the kernel asks again from there; never a silent gap.
                         Err(FsError::Os(libc::EMFILE | libc::ENFILE)) if !entries.is_empty() => return Ok(entries),
@@ -493,17 +506,12 @@ impl SourceTree {
                 entries.push(DirEntry { name: OsString::from_vec(entry.name.into_bytes()), offset: entry.offset, attr });
             }
         }
-        self.walker_listed(&entries);
+        self.walker_listed(dirs);
         Ok(entries)
     }
 
     /// A walker will likely open the subdirectories it was just given.
-    fn walker_listed(&self, entries: &[DirEntry]) {
-        let dirs: Vec<(NodeId, Arc<OwnedFd>)> = entries
-            .iter()
-            .filter(|entry| entry.attr.kind == FileKind::Directory && entry.name != "." && entry.name != "..")
-            .filter_map(|entry| Some((entry.attr.node, self.nodes.get(entry.attr.node).ok()?.fd)))
-            .collect();
+    fn walker_listed(&self, dirs: Vec<(NodeId, Arc<OwnedFd>)>) {
         if !dirs.is_empty() {
             self.ahead.lock().listed(dirs.into_iter());
         }
