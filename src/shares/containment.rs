@@ -43,30 +43,30 @@ impl Containment {
     pub(super) fn check(&self, fd: BorrowedFd<'_>) -> FsResult<()> {
         // A path too long for the kernel to spell out cannot be checked: refused.
         let path = fd_path(fd).map_err(FsError::from)?;
-        let cached = {
-            let root_path = self.root_path.lock();
-            is_beneath(&path, &root_path).then(|| root_path.len())
-        };
-        let root_len = match cached {
-            Some(len) => len,
-            None => {
-                let root_path = fd_path(self.root.as_fd()).map_err(FsError::from)?;
-                let beneath = is_beneath(&path, &root_path).then_some(root_path.len());
-                *self.root_path.lock() = root_path;
-                match beneath {
-                    Some(len) => len,
-                    None => {
-                        tracing::debug!(path = %String::from_utf8_lossy(&path), "file left the share's source");
-                        return Err(FsError::Stale);
-                    }
-                }
-            }
+        let Some(root_len) = self.root_len_above(&path)? else {
+            tracing::debug!(path = %String::from_utf8_lossy(&path), "file left the share's source");
+            return Err(FsError::Stale);
         };
         if path.ends_with(DELETED) && self.lives_on_elsewhere(fd, &path[root_len..])? {
             tracing::debug!(path = %String::from_utf8_lossy(&path), "file left the share's source by a link made elsewhere");
             return Err(FsError::Stale);
         }
         Ok(())
+    }
+
+    /// The length of the source's path if `path` lies beneath it: checked
+    /// against the path last seen, then against the source's current one.
+    fn root_len_above(&self, path: &[u8]) -> FsResult<Option<usize>> {
+        {
+            let root_path = self.root_path.lock();
+            if is_beneath(path, &root_path) {
+                return Ok(Some(root_path.len()));
+            }
+        }
+        let root_path = fd_path(self.root.as_fd()).map_err(FsError::from)?;
+        let beneath = is_beneath(path, &root_path).then_some(root_path.len());
+        *self.root_path.lock() = root_path;
+        Ok(beneath)
     }
 
     /// Whether the file behind `fd`, whose path (`below_root`, from the
