@@ -88,7 +88,7 @@ pub fn append_index(path: &Path, entries: &[(BlockHash, Location)]) -> io::Resul
     file.sync_data()?;
     if created {
         // fdatasync keeps the content, not the new file's name.
-        super::pack::sync_parent(path)?;
+        crate::layout::sync_parent(path)?;
     }
     Ok(())
 }

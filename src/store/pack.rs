@@ -145,7 +145,7 @@ impl PackWriter {
             // The commits' fsyncs make the pack's content durable, not its
             // name: a power cut could otherwise lose a whole new pack.
             file.sync_all()?;
-            sync_parent(path)?;
+            crate::layout::sync_parent(path)?;
         } else if let Some(valid) = valid_len {
             if valid < len {
                 file.set_len(valid)?;
@@ -214,12 +214,4 @@ pub fn scan(path: &Path, from: u64) -> io::Result<(Vec<(u64, RecordHeader)>, u64
         offset += (RECORD_HEADER + stored.len()) as u64;
     }
     Ok((found, offset))
-}
-
-/// Makes the entry of `path` in its directory durable (a new file's name).
-pub(crate) fn sync_parent(path: &Path) -> io::Result<()> {
-    match path.parent() {
-        Some(dir) => File::open(dir)?.sync_all(),
-        None => Ok(()),
-    }
 }
