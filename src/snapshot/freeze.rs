@@ -30,7 +30,7 @@ impl Frozen {
     /// names the cgroup from just before the freeze until just after the thaw:
     /// a daemon killed in between thaws it at its next start ([`thaw_marked`]).
     pub fn freeze(cgroup: &Path, mark: &Path) -> io::Result<Frozen> {
-        let v2 = cgroup.join("cgroup.freeze").exists();
+        let v2 = is_v2(cgroup);
         if !v2 && !cgroup.join("freezer.state").exists() {
             return Err(io::Error::new(io::ErrorKind::NotFound, format!("{}: no cgroup freezer", cgroup.display())));
         }
@@ -63,8 +63,13 @@ impl Frozen {
     }
 }
 
-fn thaw(cgroup: &Path) -> io::Result<()> {
-    if cgroup.join("cgroup.freeze").exists() {
+/// Whether `cgroup` has the v2 freezer (`cgroup.freeze`) rather than v1's.
+fn is_v2(cgroup: &Path) -> bool {
+    cgroup.join("cgroup.freeze").exists()
+}
+
+fn thaw(cgroup: &Path, v2: bool) -> io::Result<()> {
+    if v2 {
         std::fs::write(cgroup.join("cgroup.freeze"), "0")
     } else {
         std::fs::write(cgroup.join("freezer.state"), "THAWED")
@@ -73,7 +78,7 @@ fn thaw(cgroup: &Path) -> io::Result<()> {
 
 impl Drop for Frozen {
     fn drop(&mut self) {
-        match thaw(&self.cgroup) {
+        match thaw(&self.cgroup, self.v2) {
             // A mark left behind would only thaw the cgroup once more at the next start.
             Ok(()) => drop(std::fs::remove_file(&self.mark)),
             Err(e) => tracing::error!(cgroup = %self.cgroup.display(), error = %e, "could not thaw cgroup"),
@@ -90,7 +95,7 @@ pub fn thaw_marked(dir: &Path) -> io::Result<()> {
         let cgroup = PathBuf::from(std::ffi::OsStr::from_bytes(&std::fs::read(&mark)?));
         if cgroup.is_dir() {
             tracing::info!(cgroup = %cgroup.display(), "thawing a container frozen for a snapshot a restart cut off");
-            thaw(&cgroup)?;
+            thaw(&cgroup, is_v2(&cgroup))?;
         }
         std::fs::remove_file(&mark)?;
     }
