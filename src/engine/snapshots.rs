@@ -237,23 +237,29 @@ impl Engine {
         Ok(RestoreOutcome { done, container, snapshot: to_api(snap) })
     }
 
-    /// The journals of restores a crash cut off (unreadable ones are skipped).
-    fn interrupted_restores(&self) -> Vec<(PathBuf, RestoreJournal)> {
-        let Ok(entries) = std::fs::read_dir(self.layout.state().join("jobs")) else { return Vec::new() };
-        entries
-            .filter_map(|entry| entry.ok().map(|e| e.path()))
-            .filter_map(|path| Some((path.clone(), serde_json::from_slice::<RestoreJournal>(&std::fs::read(&path).ok()?).ok()?)))
-            .collect()
+    /// The restore journals, each with its path (`None`: a file that does
+    /// not read as one, such as a journal whose writing a crash cut off).
+    /// Outside recovery a restore may be writing or removing its own
+    /// meanwhile: one that vanishes is not listed.
+    fn restore_journals(&self) -> std::io::Result<Vec<(PathBuf, Option<RestoreJournal>)>> {
+        let Ok(entries) = std::fs::read_dir(self.layout.state().join("jobs")) else { return Ok(Vec::new()) };
+        let mut journals = Vec::new();
+        for entry in entries {
+            let path = entry?.path();
+            let bytes = match std::fs::read(&path) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                read => read?,
+            };
+            journals.push((path, serde_json::from_slice::<RestoreJournal>(&bytes).ok()));
+        }
+        Ok(journals)
     }
 
     /// Re-runs restores that a crash cut off; a restore converges, so running it
     /// again completes it.
     pub(super) async fn finish_interrupted_restores(&self) -> anyhow::Result<()> {
-        let dir = self.layout.state().join("jobs");
-        let Ok(entries) = std::fs::read_dir(&dir) else { return Ok(()) };
-        for entry in entries {
-            let path = entry?.path();
-            let Ok(journal) = serde_json::from_slice::<RestoreJournal>(&std::fs::read(&path)?) else {
+        for (path, journal) in self.restore_journals()? {
+            let Some(journal) = journal else {
                 std::fs::remove_file(&path)?;
                 continue;
             };
@@ -307,7 +313,8 @@ impl Engine {
         let mut roots: Vec<BlockHash> = self.catalog.all_snapshots().await?.iter().filter(|s| s.server_id == self.node.id).filter_map(|s| BlockHash::from_hex(&s.id)).collect();
         // A restore a kill cut off is finished at the next start, from its
         // tree, whose snapshot may be gone since: that tree is live too.
-        roots.extend(self.interrupted_restores().into_iter().filter_map(|(_, journal)| BlockHash::from_hex(&journal.root)));
+        // GC must never delete what it could not see: an unreadable journal stops it.
+        roots.extend(self.restore_journals()?.into_iter().filter_map(|(_, journal)| BlockHash::from_hex(&journal?.root)));
         let store = self.store.clone();
         let lock_dir = self.layout.store();
         let report = tokio::task::spawn_blocking(move || -> anyhow::Result<gc::GcReport> {
