@@ -147,6 +147,7 @@ macro_rules! readwrite_cases {
             links,
             metadata_changes,
             xattrs,
+            security_labels_are_not_carried,
             statfs_matches_the_source,
             sparse_file_beyond_4_gib,
             mmap_read,

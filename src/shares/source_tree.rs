@@ -92,6 +92,15 @@ fn close_opened_ahead(fds: Vec<OwnedFd>) {
     }
 }
 
+/// Refuses the attributes a share does not carry (see `xattrs::carried`).
+fn carried(name: &OsStr) -> FsResult<()> {
+    if xattrs::carried(name.as_bytes()) {
+        Ok(())
+    } else {
+        Err(FsError::Unsupported)
+    }
+}
+
 fn wants_write(flags: i32) -> bool {
     flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0
 }
@@ -756,6 +765,7 @@ impl SourceTree {
     /// system call (nor the containment check); the first ask lists and keeps
     /// them (see `NodeTable`).
     pub(super) fn getxattr(&self, node: NodeId, name: &OsStr) -> FsResult<Vec<u8>> {
+        carried(name)?;
         let name = syscalls::cstring(name)?;
         let kept = self.nodes.xattr_names(node);
         let lacks = |names: &[u8]| !names_hold(names, name.as_bytes());
@@ -779,6 +789,7 @@ impl SourceTree {
 
     pub(super) fn setxattr(&self, node: NodeId, name: &OsStr, value: &[u8], flags: i32) -> FsResult<()> {
         self.writable()?;
+        carried(name)?;
         let set = xattrs::set(self.node(node)?.fd.as_fd(), &syscalls::cstring(name)?, value, flags);
         self.nodes.forget_xattr_names(node);
         Ok(set?)
@@ -795,11 +806,12 @@ impl SourceTree {
                 }
             }
         };
-        Ok(list.split(|&byte| byte == 0).filter(|name| !name.is_empty()).map(|name| OsString::from_vec(name.to_vec())).collect())
+        Ok(list.split(|&byte| byte == 0).filter(|name| !name.is_empty() && xattrs::carried(name)).map(|name| OsString::from_vec(name.to_vec())).collect())
     }
 
     pub(super) fn removexattr(&self, node: NodeId, name: &OsStr) -> FsResult<()> {
         self.writable()?;
+        carried(name)?;
         let removed = xattrs::remove(self.node(node)?.fd.as_fd(), &syscalls::cstring(name)?);
         self.nodes.forget_xattr_names(node);
         Ok(removed?)

@@ -107,6 +107,20 @@ fn listxattr(link: &FdLink<'_>, list: *mut libc::c_char, size: usize) -> isize {
     )
 }
 
+/// Whether a share carries the attribute `name`: every one but the labels of
+/// mandatory access control (SELinux's, Smack's). A label is the source
+/// host's policy, not the file's content. Under SELinux the target's kernel
+/// labels a FUSE mount by its own policy and never asks the daemon; without
+/// it a label means nothing to the target; and setting one through a share
+/// would have the daemon, as root, relabel a file of the source container.
+/// So a share has none, as an NFS mount without labeled NFS has none:
+/// getting or setting one is `EOPNOTSUPP`, and lists leave them out. That
+/// answer also tells `ls -l` that this file system has no labels, and it stops
+/// asking for the rest of the share: one round trip less per file.
+pub(super) fn carried(name: &[u8]) -> bool {
+    name != b"security.selinux" && !name.starts_with(b"security.SMACK64")
+}
+
 pub(super) fn get(fd: BorrowedFd<'_>, name: &CStr) -> io::Result<Vec<u8>> {
     let link = proc_fd::link(fd);
     read_sized(|value, size| getxattr(&link, name, value, size))

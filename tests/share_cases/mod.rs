@@ -345,6 +345,35 @@ pub fn xattrs(share: &Share) {
     assert_eq!(list_xattrs(&share.mnt.join("up")).unwrap(), Vec::<String>::new());
 }
 
+/// A share carries no labels of mandatory access control (SELinux, Smack):
+/// lists leave them out, getting and setting one is `EOPNOTSUPP`, and the
+/// source's own label stays as it is. Every other attribute of the
+/// `security.` namespace is the file's and is carried: file capabilities.
+pub fn security_labels_are_not_carried(share: &Share) {
+    let label = b"system_u:object_r:etc_t:s0";
+    let source = share.source.join("labelled");
+    fs::write(&source, b"l").unwrap();
+    set_xattr(&source, "security.selinux", label).unwrap();
+    set_xattr(&source, "security.SMACK64", b"_").unwrap();
+    set_xattr(&source, "user.k", b"v").unwrap();
+    // cap_net_raw permitted, version 2 (`struct vfs_cap_data`, little-endian).
+    let capability: Vec<u8> = [0x0200_0000u32, 1 << 13, 0, 0, 0].iter().flat_map(|word| word.to_le_bytes()).collect();
+    set_xattr(&source, "security.capability", &capability).unwrap();
+
+    let path = share.mnt.join("labelled");
+    assert_eq!(errno(get_xattr(&path, "security.selinux")), libc::EOPNOTSUPP);
+    assert_eq!(errno(xattr_size(&path, "security.SMACK64")), libc::EOPNOTSUPP);
+    let mut names = list_xattrs(&path).unwrap();
+    names.sort();
+    assert_eq!(names, vec!["security.capability", "user.k"]);
+    assert_eq!(get_xattr(&path, "security.capability").unwrap(), capability);
+    assert_eq!(errno(set_xattr(&path, "security.selinux", b"unconfined_u:object_r:shadow_t:s0")), libc::EOPNOTSUPP);
+    assert_eq!(errno(set_xattr(&share.mnt.join("existing"), "security.SMACK64", b"_")), libc::EOPNOTSUPP);
+    assert_eq!(errno(remove_xattr(&path, "security.selinux")), libc::EOPNOTSUPP);
+    assert_eq!(get_xattr(&source, "security.selinux").unwrap(), label);
+    assert_eq!(errno(get_xattr(&share.source.join("existing"), "security.SMACK64")), libc::ENODATA);
+}
+
 pub fn statfs_matches_the_source(share: &Share) {
     let (mnt, source) = (statvfs(&share.mnt), statvfs(&share.source));
     assert_eq!(mnt.f_frsize, source.f_frsize);
