@@ -15,7 +15,8 @@
 # request answered on the CPU that made it; needs fuse.enable_uring, set for the run). Then the scale of one node: 200 share mounts (100 targets x 2
 # shares) with the daemon's resident memory and threads before and after.
 # Env: HOODY_BENCH_DATA (default /tmp/hoody-bench, made by make-data.sh when missing),
-# HOODYD_BIN, BENCH_SECONDS, BENCH_ROUNDS.
+# HOODYD_BIN, BENCH_SECONDS, BENCH_ROUNDS, BENCH_SETTLE (seconds the disk rests before each timed
+# write; default 5).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
@@ -23,6 +24,7 @@ DATA=${HOODY_BENCH_DATA:-/tmp/hoody-bench}
 BIN=${HOODYD_BIN:-$ROOT/target/release/hoodyd}
 SHARED=${HOODY_SHARED_BENCH:-$ROOT/../shared/bench}
 SECONDS_RANDOM=${BENCH_SECONDS:-20}
+SETTLE=${BENCH_SETTLE:-5}
 log() { echo "shares: $*" >&2; }
 
 [ "$(id -u)" = 0 ] || { log "run as root (mounts, dropping kernel caches)"; exit 1; }
@@ -110,8 +112,12 @@ for round in $(seq 1 "$ROUNDS"); do
   for tool in native hoodyd bindfs; do
     dir=${VIEW[$tool]}
     log "$tool: sequential write (round $round)"
-    # The last round's file is freed and its journal written before the clock starts.
-    rm -f "$dir/seq-$tool"; sync
+    # The last round's file is freed and its journal written before the clock starts, and the
+    # disk is left to settle: on a virtual disk the host is still writing out the last view's
+    # GiB for seconds after its fsync, and the next writer paid for it (a view written right
+    # after another measured 0.3-0.5x the same view after a pause; after 5 s each was within
+    # noise of the other, whichever came first).
+    rm -f "$dir/seq-$tool"; sync; sleep "$SETTLE"
     read -r mibs _ < <(fio_run "$dir/seq-$tool" write --bs=1M --size=1G --end_fsync=1)
     SEQ_WRITE[$tool]+="$mibs "
   done
