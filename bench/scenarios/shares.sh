@@ -25,6 +25,8 @@ BIN=${HOODYD_BIN:-$ROOT/target/release/hoodyd}
 SHARED=${HOODY_SHARED_BENCH:-$ROOT/../shared/bench}
 SECONDS_RANDOM=${BENCH_SECONDS:-20}
 SETTLE=${BENCH_SETTLE:-5}
+# Memory touched before each timed write (see there): 4 GiB, or a quarter of what is available.
+TOUCH_MIB=$(awk '/^MemAvailable:/ { m = int($2 / 1024 / 4); print (m < 4096 ? m : 4096) }' /proc/meminfo)
 log() { echo "shares: $*" >&2; }
 
 [ "$(id -u)" = 0 ] || { log "run as root (mounts, dropping kernel caches)"; exit 1; }
@@ -113,11 +115,14 @@ for round in $(seq 1 "$ROUNDS"); do
     dir=${VIEW[$tool]}
     log "$tool: sequential write (round $round)"
     # The last round's file is freed and its journal written before the clock starts, and the
-    # disk is left to settle: on a virtual disk the host is still writing out the last view's
-    # GiB for seconds after its fsync, and the next writer paid for it (a view written right
-    # after another measured 0.3-0.5x the same view after a pause; after 5 s each was within
-    # noise of the other, whichever came first).
+    # machine is left to settle: a write right after the last view's varied 2.7x (251-691 MiB/s
+    # over 8 writes taking turns), 1.3x after 3 s.
     rm -f "$dir/seq-$tool"; sync; sleep "$SETTLE"
+    # This VM hands free memory back to its host (free page reporting), and page cache in memory
+    # the host must fault in again was written at a fifth of the speed, whichever view drew it
+    # (1 GiB buffered in 3.2-4.2 s against 0.53-0.66 s). Memory touched and freed just before
+    # the write is the guest's own again (reporting waits ~2 s), so every view writes into it.
+    python3 -c "bytearray($TOUCH_MIB << 20)"
     read -r mibs _ < <(fio_run "$dir/seq-$tool" write --bs=1M --size=1G --end_fsync=1)
     SEQ_WRITE[$tool]+="$mibs "
   done
