@@ -975,11 +975,6 @@ fn access_acl_granting_nobody_read() -> Vec<u8> {
     acl
 }
 
-/// A `security.capability` value granting CAP_NET_BIND_SERVICE (bit 10), format v2.
-fn capability_blob() -> Vec<u8> {
-    [0x0200_0001u32, 1 << 10, 0, 0, 0].iter().flat_map(|word| word.to_le_bytes()).collect()
-}
-
 /// What another user's write, truncate or `O_TRUNC` leaves of a file's
 /// setuid, setgid and capabilities, and what root's leaves: the same through
 /// the share as in a plain directory, and seen through the mount at once.
@@ -1009,7 +1004,7 @@ fn writes_by_another_user_drop_setuid_setgid_and_capabilities_as_locally() {
                 let _ = fs::remove_file(&file);
                 fs::write(&file, b"content").unwrap();
                 fs::set_permissions(&file, fs::Permissions::from_mode(mode)).unwrap();
-                share_cases::set_xattr(&file, "security.capability", &capability_blob()).unwrap();
+                share_cases::set_xattr(&file, "security.capability", &share_cases::capability_blob()).unwrap();
                 assert!(as_other_user(dir, script), "{what}: {script} failed");
                 let seen = fs::metadata(&file).unwrap().mode() & 0o7777;
                 outcome.push((seen, share_cases::xattr_size(&file, "security.capability").is_ok()));

@@ -37,6 +37,11 @@ pub fn seed_source(source: &Path, outside: &Path) {
     std::os::unix::fs::symlink("/etc/passwd", source.join("passwd")).unwrap();
 }
 
+/// A `security.capability` value granting CAP_NET_BIND_SERVICE (bit 10), format v2.
+pub fn capability_blob() -> Vec<u8> {
+    [0x0200_0001u32, 1 << 10, 0, 0, 0].iter().flat_map(|word| word.to_le_bytes()).collect()
+}
+
 fn c_path(path: &Path) -> CString {
     CString::new(path.as_os_str().as_bytes()).unwrap()
 }
@@ -356,8 +361,7 @@ pub fn security_labels_are_not_carried(share: &Share) {
     set_xattr(&source, "security.selinux", label).unwrap();
     set_xattr(&source, "security.SMACK64", b"_").unwrap();
     set_xattr(&source, "user.k", b"v").unwrap();
-    // cap_net_raw permitted, version 2 (`struct vfs_cap_data`, little-endian).
-    let capability: Vec<u8> = [0x0200_0000u32, 1 << 13, 0, 0, 0].iter().flat_map(|word| word.to_le_bytes()).collect();
+    let capability = capability_blob();
     set_xattr(&source, "security.capability", &capability).unwrap();
 
     let path = share.mnt.join("labelled");
