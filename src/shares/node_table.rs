@@ -4,9 +4,9 @@
 //! Node ids come from the file's device and inode numbers, so the same file
 //! gets the same id after any restart. Holding a descriptor (rather than a
 //! path) keeps a renamed or unlinked file reachable exactly as POSIX wants,
-//! while it is open; a file unlinked through the share with nothing open
-//! lets its descriptor go at once ([`NodeTable::let_go`]), so that its space
-//! is free when the unlink returns, as on a local filesystem.
+//! and keeps its inode number, which is the id the kernel knows it by, from
+//! being given to a new file until the kernel forgets it (docs/DESIGN.md:
+//! why a file unlinked through a share is not let go at once).
 
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -47,12 +47,8 @@ pub(super) struct Node {
 }
 
 struct Entry {
-    /// `None` once let go ([`NodeTable::let_go`]).
-    node: Option<Node>,
+    node: Node,
     references: u64,
-    /// Files open on the node: the kernel's opens, each holding a descriptor
-    /// of its own.
-    open: u32,
     /// The file's xattr names (each followed by a NUL) as last listed, and
     /// when, so that the many asks for a name it has not (`ls -l` asks two per
     /// file) need no system call; `None` until listed or after a change.
@@ -62,8 +58,8 @@ struct Entry {
 }
 
 impl Entry {
-    fn new(node: Option<Node>, references: u64) -> Self {
-        Entry { node, references, open: 0, xattr_names: None, xattr_generation: 0 }
+    fn new(node: Node, references: u64) -> Self {
+        Entry { node, references, xattr_names: None, xattr_generation: 0 }
     }
 }
 
@@ -78,13 +74,13 @@ pub(super) struct NodeTable {
 
 impl NodeTable {
     pub(super) fn new(root: NodeId, root_node: Node) -> Self {
-        let entries = IdMap::from_iter([(root, Entry::new(Some(root_node), 1))]);
+        let entries = IdMap::from_iter([(root, Entry::new(root_node, 1))]);
         HELD.fetch_add(1, Ordering::Relaxed);
         NodeTable { root, entries: Mutex::new(entries), keep_xattr_names: AtomicBool::new(false) }
     }
 
     pub(super) fn get(&self, id: NodeId) -> FsResult<Node> {
-        self.entries.lock().get(&id).and_then(|entry| entry.node.clone()).ok_or(FsError::Stale)
+        self.entries.lock().get(&id).map(|entry| entry.node.clone()).ok_or(FsError::Stale)
     }
 
     /// One more kernel reference to `id`, reachable through `node`. The newest
@@ -95,10 +91,11 @@ impl NodeTable {
             return false;
         }
         let mut entries = self.entries.lock();
-        let entry = entries.entry(id).or_insert_with(|| Entry::new(None, 0));
-        if entry.node.replace(node).is_none() {
+        let entry = entries.entry(id).or_insert_with(|| {
             HELD.fetch_add(1, Ordering::Relaxed);
-        }
+            Entry::new(node.clone(), 0)
+        });
+        entry.node = node;
         entry.references += 1;
         entry.references == 1
     }
@@ -112,57 +109,16 @@ impl NodeTable {
         let entry = entries.get_mut(&id)?;
         entry.references = entry.references.saturating_sub(count);
         if entry.references == 0 {
-            let node = entries.remove(&id)?.node;
-            if node.is_some() {
-                HELD.fetch_sub(1, Ordering::Relaxed);
-            }
-            return node;
+            HELD.fetch_sub(1, Ordering::Relaxed);
+            return entries.remove(&id).map(|entry| entry.node);
         }
         None
-    }
-
-    /// `file`, a regular file of `id`, was opened (by the kernel, with a
-    /// descriptor of its own). Let go while the open was on its way, the node
-    /// is served by the open file's descriptor.
-    pub(super) fn opened(&self, id: NodeId, file: &Arc<OwnedFd>) {
-        if let Some(entry) = self.entries.lock().get_mut(&id) {
-            entry.open += 1;
-            if entry.node.is_none() {
-                entry.node = Some(Node { fd: file.clone(), kind: FileKind::File });
-                HELD.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-    }
-
-    pub(super) fn closed(&self, id: NodeId) {
-        if let Some(entry) = self.entries.lock().get_mut(&id) {
-            entry.open = entry.open.saturating_sub(1);
-        }
-    }
-
-    /// Drops the descriptor of `id`, a file whose last name is gone, if
-    /// nothing has it open, and hands it back to be closed: the daemon's
-    /// descriptor would otherwise keep the file's space taken until the
-    /// kernel forgets the node, which it does only after the unlink has
-    /// returned. The kernel keeps its references (forgotten as usual); any
-    /// other request for the node is `ESTALE`, as for a node never known.
-    pub(super) fn let_go(&self, id: NodeId) -> Option<Node> {
-        let mut entries = self.entries.lock();
-        let entry = entries.get_mut(&id).filter(|entry| entry.open == 0 && id != self.root)?;
-        let node = entry.node.take();
-        if node.is_some() {
-            HELD.fetch_sub(1, Ordering::Relaxed);
-        }
-        node
     }
 
     /// The directories held, with their descriptors.
     pub(super) fn held_directories(&self) -> Vec<(NodeId, Arc<OwnedFd>)> {
         let entries = self.entries.lock();
-        entries
-            .iter()
-            .filter_map(|(id, entry)| entry.node.as_ref().filter(|node| node.kind == FileKind::Directory).map(|node| (*id, node.fd.clone())))
-            .collect()
+        entries.iter().filter(|(_, entry)| entry.node.kind == FileKind::Directory).map(|(id, entry)| (*id, entry.node.fd.clone())).collect()
     }
 
     pub(super) fn len(&self) -> usize {
@@ -233,7 +189,7 @@ pub(super) fn names_hold(names: &[u8], name: &[u8]) -> bool {
 
 impl Drop for NodeTable {
     fn drop(&mut self) {
-        HELD.fetch_sub(self.entries.get_mut().values().filter(|entry| entry.node.is_some()).count(), Ordering::Relaxed);
+        HELD.fetch_sub(self.entries.get_mut().len(), Ordering::Relaxed);
     }
 }
 
@@ -294,33 +250,5 @@ mod tests {
         assert!(table.forget(NodeId(2), 10).is_none());
         assert!(table.get(NodeId(2)).is_ok());
         assert_eq!(table.len(), 1);
-    }
-
-    #[test]
-    fn only_a_node_nothing_has_open_is_let_go() {
-        let table = NodeTable::new(NodeId(2), node());
-        let file = node().fd;
-        table.reference(NodeId(5), node());
-        table.opened(NodeId(5), &file);
-        assert!(table.let_go(NodeId(5)).is_none(), "open");
-        table.closed(NodeId(5));
-        assert!(table.let_go(NodeId(5)).is_some());
-        assert_eq!(table.get(NodeId(5)).err(), Some(FsError::Stale));
-        assert!(table.let_go(NodeId(5)).is_none(), "once");
-        // Opened while it was let go: the open file serves.
-        table.opened(NodeId(5), &file);
-        assert!(Arc::ptr_eq(&table.get(NodeId(5)).unwrap().fd, &file));
-        table.closed(NodeId(5));
-        assert!(table.let_go(NodeId(5)).is_some());
-        assert!(table.let_go(NodeId(2)).is_none(), "never the root");
-        // The kernel's references are still counted, and forgotten as usual.
-        assert!(table.forget(NodeId(5), 1).is_none());
-        assert_eq!(table.len(), 1);
-        // The inode number taken by a new file: a node again.
-        table.reference(NodeId(6), node());
-        table.let_go(NodeId(6));
-        assert!(!table.reference(NodeId(6), node()));
-        assert!(table.get(NodeId(6)).is_ok());
-        assert!(table.forget(NodeId(6), 2).is_some());
     }
 }

@@ -155,8 +155,7 @@ pub(super) struct SourceTree {
     source_dev: u64,
     mode: ShareMode,
     nodes: Arc<NodeTable>,
-    /// Open files: their node and descriptor.
-    files: Mutex<IdMap<u64, (NodeId, Arc<OwnedFd>)>>,
+    files: Mutex<IdMap<u64, Arc<OwnedFd>>>,
     dirs: Mutex<IdMap<u64, Arc<DirStream>>>,
     next_handle: AtomicU64,
     /// Keeps the mount's kernel caches fresh; set once the mount exists.
@@ -322,15 +321,14 @@ impl SourceTree {
         self.next_handle.fetch_add(1, Ordering::Relaxed)
     }
 
-    fn insert_file(&self, node: NodeId, fd: Arc<OwnedFd>) -> HandleId {
+    fn insert_file(&self, fd: Arc<OwnedFd>) -> HandleId {
         let handle = self.new_handle();
-        self.nodes.opened(node, &fd);
-        self.files.lock().insert(handle, (node, fd));
+        self.files.lock().insert(handle, fd);
         HandleId(handle)
     }
 
     fn file(&self, handle: HandleId) -> FsResult<Arc<OwnedFd>> {
-        self.files.lock().get(&handle.0).map(|(_, fd)| fd.clone()).ok_or(FsError::BadHandle)
+        self.files.lock().get(&handle.0).cloned().ok_or(FsError::BadHandle)
     }
 
     fn dir_stream(&self, handle: HandleId) -> FsResult<Arc<DirStream>> {
@@ -573,7 +571,7 @@ impl SourceTree {
         };
         self.drop_privileges_on_truncate(&fd, flags, caller)?;
         let fd = Arc::new(fd);
-        let handle = self.insert_file(node, fd.clone());
+        let handle = self.insert_file(fd.clone());
         Ok(Opened { handle, passthrough: (target.kind == FileKind::File).then_some(fd) })
     }
 
@@ -627,7 +625,7 @@ impl SourceTree {
         self.drop_privileges_on_truncate(&file, open_flags, caller)?;
         let attr = self.adopt(syscalls::reopen(file.as_fd(), libc::O_PATH)?)?;
         let file = Arc::new(file);
-        let handle = self.insert_file(attr.node, file.clone());
+        let handle = self.insert_file(file.clone());
         Ok((attr, Opened { handle, passthrough: Some(file) }))
     }
 
@@ -647,8 +645,7 @@ impl SourceTree {
 
     /// Hands back the descriptor to close elsewhere when closing it may be slow.
     pub(super) fn release(&self, handle: HandleId) -> FsResult<Option<Arc<OwnedFd>>> {
-        let (node, file) = self.files.lock().remove(&handle.0).ok_or(FsError::BadHandle)?;
-        self.nodes.closed(node);
+        let file = self.files.lock().remove(&handle.0).ok_or(FsError::BadHandle)?;
         Ok(slow_to_close(file.as_fd()).then_some(file))
     }
 
@@ -725,32 +722,7 @@ impl SourceTree {
 
     pub(super) fn unlink(&self, parent: NodeId, name: &OsStr) -> FsResult<()> {
         self.writable()?;
-        let (dir, name) = (self.dir(parent)?, entry_name(name)?);
-        let removed = self.file_named(dir.fd.as_fd(), &name);
-        syscalls::unlink(dir.fd.as_fd(), &name, 0)?;
-        self.let_go_if_unlinked(removed);
-        Ok(())
-    }
-
-    /// The node of the regular file `name` in `dir`, if the kernel holds it:
-    /// a name about to be removed or replaced, whose file may go with it.
-    fn file_named(&self, dir: BorrowedFd<'_>, name: &CStr) -> Option<NodeId> {
-        let st = syscalls::stat_at(dir, name).ok()?;
-        let id = node_id(st.st_dev, st.st_ino, self.source_dev);
-        (kind_of(st.st_mode) == FileKind::File && self.nodes.get(id).is_ok()).then_some(id)
-    }
-
-    /// Closes the daemon's descriptor of a file whose last name just went,
-    /// if nothing has it open (`NodeTable::let_go`): its space is then free
-    /// when the call returns, as it is after a local unlink. This runs on a
-    /// blocking thread, where freeing a big file's blocks may take its time.
-    fn let_go_if_unlinked(&self, removed: Option<NodeId>) {
-        let Some(id) = removed else { return };
-        let Ok(node) = self.nodes.get(id) else { return };
-        if matches!(stat(node.fd.as_fd()), Ok(st) if st.st_nlink == 0) {
-            drop(node);
-            drop(self.nodes.let_go(id));
-        }
+        Ok(syscalls::unlink(self.dir(parent)?.fd.as_fd(), &entry_name(name)?, 0)?)
     }
 
     pub(super) fn rmdir(&self, parent: NodeId, name: &OsStr) -> FsResult<()> {
@@ -764,12 +736,7 @@ impl SourceTree {
             return Err(FsError::InvalidArgument);
         }
         let (from, to) = (self.dir(parent)?, self.dir(new_parent)?);
-        let new_name = entry_name(new_name)?;
-        // The file a rename replaces may lose its last name.
-        let replaced = if flags & libc::RENAME_EXCHANGE == 0 { self.file_named(to.fd.as_fd(), &new_name) } else { None };
-        syscalls::rename(from.fd.as_fd(), &entry_name(name)?, to.fd.as_fd(), &new_name, flags)?;
-        self.let_go_if_unlinked(replaced);
-        Ok(())
+        Ok(syscalls::rename(from.fd.as_fd(), &entry_name(name)?, to.fd.as_fd(), &entry_name(new_name)?, flags)?)
     }
 
     pub(super) fn readlink(&self, node: NodeId) -> FsResult<PathBuf> {

@@ -55,16 +55,10 @@ pub(super) fn cstring(name: &OsStr) -> io::Result<CString> {
 }
 
 pub(super) fn stat(fd: BorrowedFd<'_>) -> io::Result<libc::stat64> {
-    stat_at(fd, EMPTY)
-}
-
-/// What `name`, a single component in `dir` (or empty: `dir` itself), is,
-/// never following a symlink.
-pub(super) fn stat_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<libc::stat64> {
     // SAFETY: `stat64` is plain data; fstatat fills it on success.
     let mut st: libc::stat64 = unsafe { std::mem::zeroed() };
-    // SAFETY: valid descriptor, NUL-terminated path, valid out pointer.
-    check(unsafe { libc::fstatat64(dir.as_raw_fd(), name.as_ptr(), &mut st, libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW) })?;
+    // SAFETY: valid descriptor, NUL-terminated empty path, valid out pointer.
+    check(unsafe { libc::fstatat64(fd.as_raw_fd(), EMPTY.as_ptr(), &mut st, libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW) })?;
     Ok(st)
 }
 
