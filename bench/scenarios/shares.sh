@@ -114,10 +114,12 @@ for round in $(seq 1 "$ROUNDS"); do
   for tool in native hoodyd bindfs; do
     dir=${VIEW[$tool]}
     log "$tool: sequential write (round $round)"
-    # The last round's file is freed and its journal written before the clock starts, and the
+    # The last round's file is freed and its journal written before the clock starts (synced
+    # again after the pause: through a share the file's blocks are freed when the kernel's
+    # forget reaches the daemon, just after rm returns, and may miss the first sync), and the
     # machine is left to settle: a write right after the last view's varied 2.7x (251-691 MiB/s
     # over 8 writes taking turns), 1.3x after 3 s.
-    rm -f "$dir/seq-$tool"; sync; sleep "$SETTLE"
+    rm -f "$dir/seq-$tool"; sync; sleep "$SETTLE"; sync
     # This VM hands free memory back to its host (free page reporting), and page cache in memory
     # the host must fault in again was written at a fifth of the speed, whichever view drew it
     # (1 GiB buffered in 3.2-4.2 s against 0.53-0.66 s). Memory touched and freed just before
