@@ -151,6 +151,8 @@ macro_rules! readwrite_cases {
             statfs_matches_the_source,
             sparse_file_beyond_4_gib,
             mmap_read,
+            shared_mmap_write,
+            locks_exclude_across_the_share_and_the_source,
             fsync_and_fallocate,
             parallel_operations,
             containment_through_the_mount,

@@ -16,12 +16,12 @@ use std::sync::Arc;
 use crate::mount_state::{file_mode, Shared, GENERATION};
 use crate::open_handles::OpenDir;
 use crate::reply::{
-    FileHandle, FopenFlags, INodeNo, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyError, ReplyLseek,
-    ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
+    FileHandle, FopenFlags, INodeNo, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyError, ReplyLock,
+    ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
 };
 use crate::session::{Handler, InitConfig, Replier};
-use crate::wire::{init, Header, Op, SetAttrIn, TimeOrNow};
-use crate::{Attr, Caller, DirEntry, FsError, FsResult, SetAttr, SetTime};
+use crate::wire::{init, FileLockIn, Header, Op, SetAttrIn, TimeOrNow};
+use crate::{Attr, Caller, DirEntry, FileLock, FsError, FsResult, LockKind, LockOwner, SetAttr, SetTime};
 
 fn set_time(time: Option<TimeOrNow>) -> Option<SetTime> {
     time.map(|time| match time {
@@ -32,6 +32,25 @@ fn set_time(time: Option<TimeOrNow>) -> Option<SetTime> {
 
 fn caller(req: &Header) -> Caller {
     Caller { uid: req.uid, gid: req.gid }
+}
+
+fn file_lock(lock: FileLockIn) -> FsResult<FileLock> {
+    let kind = match lock.typ as i32 {
+        libc::F_RDLCK => LockKind::Read,
+        libc::F_WRLCK => LockKind::Write,
+        libc::F_UNLCK => LockKind::Unlock,
+        _ => return Err(FsError::InvalidArgument),
+    };
+    Ok(FileLock { kind, start: lock.start, end: lock.end, pid: lock.pid })
+}
+
+fn lock_in(lock: &FileLock) -> FileLockIn {
+    let typ = match lock.kind {
+        LockKind::Read => libc::F_RDLCK,
+        LockKind::Write => libc::F_WRLCK,
+        LockKind::Unlock => libc::F_UNLCK,
+    };
+    FileLockIn { start: lock.start, end: lock.end, typ: typ as u32, pid: lock.pid }
 }
 
 fn is_dot_or_dotdot(name: &OsStr) -> bool {
@@ -424,6 +443,39 @@ impl ShareFs {
         );
     }
 
+    fn getlk(&self, fh: FileHandle, owner: u64, asked: FileLockIn, reply: ReplyLock) {
+        self.dispatch(
+            "getlk",
+            reply,
+            move |s| async move { s.backend.getlk(s.file_handle(fh)?, owner, file_lock(asked)?).await },
+            // No conflict: the asked range, unlocked.
+            move |_, reply, found: Option<FileLock>| {
+                reply.lock(&found.map_or(FileLockIn { typ: libc::F_UNLCK as u32, pid: 0, ..asked }, |found| lock_in(&found)))
+            },
+        );
+    }
+
+    /// A waiting request ends with `EINTR` when its caller gets a signal.
+    fn setlk(&self, req: &Header, fh: FileHandle, owner: LockOwner, lock: FileLockIn, wait: bool, reply: ReplyEmpty) {
+        let unique = req.unique;
+        let interrupted = wait.then(|| self.shared.lock_waits.register(unique));
+        self.dispatch(
+            "setlk",
+            reply,
+            move |s| async move {
+                let taking = s.backend.setlk(s.file_handle(fh)?, owner, file_lock(lock)?, wait);
+                let Some(interrupted) = interrupted else { return taking.await };
+                let outcome = tokio::select! {
+                    outcome = taking => outcome,
+                    _ = interrupted => Err(FsError::Interrupted),
+                };
+                s.lock_waits.done(unique);
+                outcome
+            },
+            Self::ok_empty,
+        );
+    }
+
     fn copy_file_range(&self, fh_in: FileHandle, offset_in: u64, fh_out: FileHandle, offset_out: u64, len: u64, reply: ReplyWrite) {
         // The reply carries a u32; the kernel loops for the rest.
         let len = len.min(u64::from(u32::MAX) & !0xfff);
@@ -461,6 +513,8 @@ impl Handler for ShareFs {
             | init::AUTO_INVAL_DATA
             | init::HANDLE_KILLPRIV_V2
             | init::POSIX_ACL
+            | init::POSIX_LOCKS
+            | init::FLOCK_LOCKS
             | init::DONT_MASK;
         if tuning.passthrough {
             flags |= init::PASSTHROUGH;
@@ -494,6 +548,10 @@ impl Handler for ShareFs {
 
     fn idle_end(&self) {
         self.shared.backend.idle_end()
+    }
+
+    fn ended(&self) {
+        self.shared.lock_waits.end_all();
     }
 
     fn handle(&self, req: &Header, op: Op<'_>, replier: Replier) {
@@ -541,10 +599,14 @@ impl Handler for ShareFs {
                 self.copy_file_range(FileHandle(fh_in), off_in, FileHandle(fh_out), off_out, len, ReplyWrite(replier))
             }
             Op::Destroy => ReplyEmpty(replier).ok(),
-            Op::Interrupt => {}
+            Op::Interrupt { unique } => self.shared.lock_waits.interrupt(unique),
+            Op::GetLk { fh, owner, lock } => self.getlk(FileHandle(fh), owner, lock, ReplyLock(replier)),
+            Op::SetLk { fh, owner, lock, flock, wait } => {
+                let owner = if flock { LockOwner::OpenFile } else { LockOwner::Process(owner) };
+                self.setlk(req, FileHandle(fh), owner, lock, wait, ReplyEmpty(replier))
+            }
             // Answered by the session.
             Op::Init { .. } => replier.send(Err(libc::EIO)),
-            // Locks: ENOSYS makes the kernel keep them itself, on this node.
             Op::Unsupported => replier.send(Err(libc::ENOSYS)),
         }
     }

@@ -13,6 +13,7 @@ mod adapter;
 mod id_map;
 mod inode_table;
 mod invalidation;
+mod lock_waits;
 mod mount;
 mod mount_state;
 mod open_handles;
@@ -147,6 +148,38 @@ pub struct StatFs {
     pub namelen: u32,
 }
 
+/// What a lock holds, or that it is to be dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockKind {
+    Read,
+    Write,
+    Unlock,
+}
+
+/// The `end` of a lock that reaches past any end of file.
+pub const LOCK_TO_END: u64 = i64::MAX as u64;
+
+/// A byte range lock, `start..=end`. `pid`: the holder's process id as the
+/// source's side sees it, in what `getlk` answers (0 when it has none to give).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileLock {
+    pub kind: LockKind,
+    pub start: u64,
+    pub end: u64,
+    pub pid: u32,
+}
+
+/// Whose lock it is, which decides what it conflicts with and when it ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LockOwner {
+    /// A POSIX record lock (`fcntl` `F_SETLK`): it belongs to a process (the
+    /// kernel's lock owner, one per file table), whatever descriptor of the
+    /// file it went through; it never conflicts with the same owner's.
+    Process(u64),
+    /// A `flock(2)` lock: it belongs to the open file (one handle).
+    OpenFile,
+}
+
 /// Every failure of a filesystem operation; [`FsError::to_errno`] is the only
 /// place where a failure becomes an errno.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -188,6 +221,12 @@ pub enum FsError {
     NoAttribute,
     #[error("result too large for the buffer")]
     Range,
+    /// A lock is held by someone else (`F_SETLK`, `LOCK_NB`).
+    #[error("lock held by another")]
+    WouldBlock,
+    /// The caller was interrupted by a signal while it waited.
+    #[error("interrupted")]
+    Interrupted,
     /// Any other errno reported by the host filesystem, passed through unchanged.
     #[error("os error {0}")]
     Os(i32),
@@ -213,6 +252,8 @@ impl FsError {
             FsError::Unsupported => libc::EOPNOTSUPP,
             FsError::NoAttribute => libc::ENODATA,
             FsError::Range => libc::ERANGE,
+            FsError::WouldBlock => libc::EAGAIN,
+            FsError::Interrupted => libc::EINTR,
             FsError::Os(errno) => *errno,
         }
     }
@@ -236,6 +277,8 @@ impl FsError {
             libc::EOPNOTSUPP => FsError::Unsupported,
             libc::ENODATA => FsError::NoAttribute,
             libc::ERANGE => FsError::Range,
+            libc::EAGAIN => FsError::WouldBlock,
+            libc::EINTR => FsError::Interrupted,
             other => FsError::Os(other),
         }
     }
@@ -318,6 +361,18 @@ pub trait FsBackend: Send + Sync + 'static {
     async fn listxattr(&self, node: NodeId) -> FsResult<Vec<OsString>>;
     async fn removexattr(&self, node: NodeId, name: &OsStr) -> FsResult<()>;
 
+    /// The first lock, not `owner`'s, that `lock` would conflict with (`F_GETLK`),
+    /// or `None` when it could be taken.
+    async fn getlk(&self, handle: HandleId, owner: u64, lock: FileLock) -> FsResult<Option<FileLock>>;
+    /// Takes, changes or drops ([`LockKind::Unlock`]) a lock of `owner` on the
+    /// file of `handle`; the kernel has checked that the handle's access mode
+    /// allows it. Held by another: [`FsError::WouldBlock`], or, with `wait`,
+    /// waits until it can be taken (the adapter drops the future when the
+    /// caller is interrupted, so a wait must be cancel-safe: never granted
+    /// once dropped). A process's locks taken through a handle end with its
+    /// `release` (or earlier, by unlocking); a `flock` lock ends with its handle.
+    async fn setlk(&self, handle: HandleId, owner: LockOwner, lock: FileLock, wait: bool) -> FsResult<()>;
+
     /// Work the backend may do while the mount's reader waits for the kernel's
     /// next request in a burst (reading ahead of a walker): one short step, a
     /// few µs, since a request may be waiting meanwhile. False when there is
@@ -350,7 +405,7 @@ mod tests {
     fn errno_mapping_round_trips() {
         for errno in [libc::ENOENT, libc::EEXIST, libc::ENOTDIR, libc::EISDIR, libc::ENOTEMPTY, libc::EACCES, libc::EPERM, libc::EROFS,
             libc::EINVAL, libc::ENAMETOOLONG, libc::ENOSPC, libc::ESTALE, libc::EOPNOTSUPP, libc::ENODATA, libc::ERANGE,
-            libc::EBADF, libc::EXDEV] {
+            libc::EBADF, libc::EXDEV, libc::EAGAIN, libc::EINTR] {
             assert_eq!(FsError::from_errno(errno).to_errno(), errno);
         }
         assert_eq!(FsError::Unavailable.to_errno(), libc::EIO);

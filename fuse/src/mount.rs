@@ -249,6 +249,7 @@ pub fn mount(backend: Arc<dyn FsBackend>, mountpoint: &Path, options: MountOptio
         },
         passthrough_active: AtomicBool::new(false),
         io_uring_active: AtomicBool::new(false),
+        lock_waits: Default::default(),
         counters: Counters::default(),
     });
     let session = session::mount(&mountpoint, &options.spec(), Arc::new(ShareFs::new(shared.clone())))?;

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 
 use crate::inode_table::InodeTable;
+use crate::lock_waits::LockWaits;
 use crate::open_handles::{OpenFile, OpenHandles};
 use crate::reply::{FileHandle, FopenFlags, INodeNo, ReplyEntry, ReplyError};
 use crate::session::BackingId;
@@ -54,6 +55,7 @@ pub(crate) struct Shared {
     /// Whether the kernel agreed to FUSE-over-io_uring for this mount.
     pub(crate) io_uring_active: AtomicBool,
     pub(crate) counters: Counters,
+    pub(crate) lock_waits: LockWaits,
 }
 
 impl Shared {

@@ -50,7 +50,7 @@ macro_rules! replies {
     };
 }
 
-replies!(ReplyEntry, ReplyAttr, ReplyData, ReplyEmpty, ReplyOpen, ReplyCreate, ReplyWrite, ReplyStatfs, ReplyXattr, ReplyLseek);
+replies!(ReplyEntry, ReplyAttr, ReplyData, ReplyEmpty, ReplyOpen, ReplyCreate, ReplyWrite, ReplyStatfs, ReplyXattr, ReplyLseek, ReplyLock);
 
 impl ReplyEntry {
     pub(crate) fn entry(self, ttl: &Duration, attr: &FileAttr, generation: u64) {
@@ -148,6 +148,14 @@ impl ReplyXattr {
 
     pub(crate) fn data(self, data: &[u8]) {
         self.0.send(Ok(data));
+    }
+}
+
+impl ReplyLock {
+    pub(crate) fn lock(self, lock: &wire::FileLockIn) {
+        let mut out = Out::default();
+        out.lock(lock);
+        self.0.send(Ok(&out.bytes));
     }
 }
 

@@ -227,6 +227,8 @@ pub(crate) trait Handler: Send + Sync + 'static {
         false
     }
     fn idle_end(&self) {}
+    /// The connection ended: no request still pending will be answered.
+    fn ended(&self) {}
 }
 
 #[derive(Debug, Clone)]
@@ -315,6 +317,11 @@ pub(crate) fn mount(mountpoint: &Path, spec: &MountSpec<'_>, handler: Arc<dyn Ha
 
 /// Serves the device until the connection ends (unmounted or aborted).
 fn read_requests(device: &Arc<Device>, handler: Arc<dyn Handler>, buffer_len: usize, transport: Transport) {
+    serve(device, &handler, buffer_len, transport);
+    handler.ended();
+}
+
+fn serve(device: &Arc<Device>, handler: &Arc<dyn Handler>, buffer_len: usize, transport: Transport) {
     let mut buf = vec![0u8; buffer_len];
     let mut spin = Spin::new(transport.spin);
     if spin.enabled() && set_nonblocking(&device.file).is_err() {
@@ -323,7 +330,7 @@ fn read_requests(device: &Arc<Device>, handler: Arc<dyn Handler>, buffer_len: us
     // Whether the handler did idle work since it was last told the burst ended.
     let mut idle_work = false;
     loop {
-        let len = match next_request(&device.file, &mut buf, &spin, &*handler, &mut idle_work) {
+        let len = match next_request(&device.file, &mut buf, &spin, &**handler, &mut idle_work) {
             Ok(len) => len,
             // Interrupted, or the request vanished before it was read.
             Err(err) if matches!(err.raw_os_error(), Some(libc::EINTR) | Some(libc::EAGAIN) | Some(libc::ENOENT)) => continue,
@@ -335,12 +342,12 @@ fn read_requests(device: &Arc<Device>, handler: Arc<dyn Handler>, buffer_len: us
         let Ok(header) = decode_header(request) else { continue };
         let body = &request[IN_HEADER_LEN.min(len)..];
         if header.opcode == opcode::INIT {
-            initialize(device, &handler, &header, body, transport.io_uring);
+            initialize(device, handler, &header, body, transport.io_uring);
             continue;
         }
         let fixed = wire::fixed_args_len(header.opcode).min(body.len());
         let (fixed, rest) = body.split_at(fixed);
-        dispatch(&handler, &header, decode_op(header.opcode, fixed, rest), device_replier(header.unique, device));
+        dispatch(handler, &header, decode_op(header.opcode, fixed, rest), device_replier(header.unique, device));
         spin.answered(Instant::now());
         if header.opcode == opcode::DESTROY {
             return;

@@ -46,6 +46,9 @@ pub(crate) mod opcode {
     pub const READDIR: u32 = 28;
     pub const RELEASEDIR: u32 = 29;
     pub const FSYNCDIR: u32 = 30;
+    pub const GETLK: u32 = 31;
+    pub const SETLK: u32 = 32;
+    pub const SETLKW: u32 = 33;
     pub const ACCESS: u32 = 34;
     pub const CREATE: u32 = 35;
     pub const INTERRUPT: u32 = 36;
@@ -61,6 +64,8 @@ pub(crate) mod opcode {
 /// `FUSE_INIT` capability bits (flags, then flags2 shifted by 32).
 pub(crate) mod init {
     pub const ASYNC_READ: u64 = 1 << 0;
+    pub const POSIX_LOCKS: u64 = 1 << 1;
+    pub const FLOCK_LOCKS: u64 = 1 << 10;
     pub const BIG_WRITES: u64 = 1 << 5;
     pub const DO_READDIRPLUS: u64 = 1 << 13;
     pub const PARALLEL_DIROPS: u64 = 1 << 18;
@@ -90,6 +95,7 @@ const FATTR_KILL_SUIDGID: u32 = 1 << 11;
 const GETATTR_FH: u32 = 1 << 0;
 const WRITE_KILL_SUIDGID: u32 = 1 << 2;
 const FSYNC_FDATASYNC: u32 = 1 << 0;
+const LK_FLOCK: u32 = 1 << 0;
 
 /// How many bytes of fixed-size arguments each operation has: what io_uring
 /// puts in the entry's operation header, the rest going to its payload.
@@ -100,6 +106,7 @@ pub(crate) fn fixed_args_len(op: u32) -> usize {
         GETATTR | FSYNC | FSYNCDIR | RENAME2 | CREATE | MKNOD => 16,
         RELEASE | RELEASEDIR | FLUSH | LSEEK => 24,
         FALLOCATE => 32,
+        GETLK | SETLK | SETLKW => 48,
         READ | WRITE | READDIR | READDIRPLUS => 40,
         COPY_FILE_RANGE => 56,
         INIT => 64,
@@ -140,6 +147,17 @@ fn kernel_time(time: SystemTime) -> (u64, u32) {
             }
         }
     }
+}
+
+/// A byte range lock as the kernel's `fuse_file_lock` carries it: `typ` is
+/// `F_RDLCK`, `F_WRLCK` or `F_UNLCK`; `end` is inclusive, the kernel's
+/// `OFFSET_MAX` ([`crate::LOCK_TO_END`]) for "to any end of file".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FileLockIn {
+    pub(crate) start: u64,
+    pub(crate) end: u64,
+    pub(crate) typ: u32,
+    pub(crate) pid: u32,
 }
 
 /// Who asks.
@@ -201,7 +219,12 @@ pub(crate) enum Op<'a> {
     FsyncDir { fh: u64, datasync: bool },
     Access,
     Create { name: &'a OsStr, mode: u32, umask: u32, flags: i32 },
-    Interrupt,
+    /// The caller of request `unique` was interrupted by a signal.
+    Interrupt { unique: u64 },
+    /// `owner`: the POSIX lock owner (the caller's file table); `flock`: a
+    /// `flock(2)` lock of the open file rather than a record lock of `owner`.
+    GetLk { fh: u64, owner: u64, lock: FileLockIn },
+    SetLk { fh: u64, owner: u64, lock: FileLockIn, flock: bool, wait: bool },
     Fallocate { fh: u64, offset: u64, length: u64, mode: i32 },
     Lseek { fh: u64, offset: i64, whence: i32 },
     CopyFileRange { fh_in: u64, off_in: u64, fh_out: u64, off_out: u64, len: u64 },
@@ -378,7 +401,16 @@ pub(crate) fn decode_op<'a>(opcode_: u32, fixed: &'a [u8], rest: &'a [u8]) -> Re
             let (flags, mode, umask) = (f.u32()? as i32, f.u32()?, f.u32()?);
             Op::Create { name: r.name()?, mode, umask, flags }
         }
-        INTERRUPT => Op::Interrupt,
+        INTERRUPT => Op::Interrupt { unique: f.u64()? },
+        GETLK | SETLK | SETLKW => {
+            let (fh, owner) = (f.u64()?, f.u64()?);
+            let lock = FileLockIn { start: f.u64()?, end: f.u64()?, typ: f.u32()?, pid: f.u32()? };
+            let lk_flags = f.u32()?;
+            match opcode_ {
+                GETLK => Op::GetLk { fh, owner, lock },
+                _ => Op::SetLk { fh, owner, lock, flock: lk_flags & LK_FLOCK != 0, wait: opcode_ == SETLKW },
+            }
+        }
         FALLOCATE => {
             let (fh, offset, length, mode) = (f.u64()?, f.u64()?, f.u64()?, f.u32()? as i32);
             Op::Fallocate { fh, offset, length, mode }
@@ -467,6 +499,11 @@ impl Out {
         self.u64(ttl.as_secs()).u32(ttl.subsec_nanos()).u32(0).attr(attr)
     }
 
+    /// `fuse_lk_out` (24 bytes).
+    pub(crate) fn lock(&mut self, lock: &FileLockIn) -> &mut Self {
+        self.u64(lock.start).u64(lock.end).u32(lock.typ).u32(lock.pid)
+    }
+
     /// `fuse_open_out` (16 bytes).
     pub(crate) fn open(&mut self, fh: u64, open_flags: u32, backing_id: u32) -> &mut Self {
         self.u64(fh).u32(open_flags).u32(backing_id)
@@ -518,6 +555,18 @@ mod tests {
         assert_eq!(header, Header { opcode: opcode::LOOKUP, unique: 7, nodeid: 9, uid: 1000, gid: 100, pid: 42 });
         assert_eq!(decode_op(opcode::LOOKUP, &[], b"abc\0").unwrap(), Op::Lookup { name: OsStr::new("abc") });
         assert_eq!(decode_op(opcode::LOOKUP, &[], b"abc"), Err(Malformed));
+    }
+
+    #[test]
+    fn lock_requests_carry_owner_range_and_kind() {
+        let mut fixed = Out::default();
+        fixed.u64(3).u64(0xfeed).u64(10).u64(crate::LOCK_TO_END).u32(libc::F_WRLCK as u32).u32(77).u32(LK_FLOCK).u32(0);
+        assert_eq!(fixed.bytes.len(), fixed_args_len(opcode::SETLKW));
+        let lock = FileLockIn { start: 10, end: crate::LOCK_TO_END, typ: libc::F_WRLCK as u32, pid: 77 };
+        assert_eq!(decode_op(opcode::SETLKW, &fixed.bytes, &[]).unwrap(), Op::SetLk { fh: 3, owner: 0xfeed, lock, flock: true, wait: true });
+        assert_eq!(decode_op(opcode::GETLK, &fixed.bytes, &[]).unwrap(), Op::GetLk { fh: 3, owner: 0xfeed, lock });
+        assert_eq!(decode_op(opcode::INTERRUPT, &5u64.to_ne_bytes(), &[]).unwrap(), Op::Interrupt { unique: 5 });
+        assert_eq!(Out::default().lock(&lock).bytes.len(), 24);
     }
 
     #[test]

@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Once};
 
 use async_trait::async_trait;
-use hoody_fuse::{Attr, CacheInvalidator, Caller, DirEntry, FsBackend, FsError, FsResult, HandleId, NodeId, Opened, SetAttr, StatFs};
+use hoody_fuse::{
+    Attr, CacheInvalidator, Caller, DirEntry, FileLock, FsBackend, FsError, FsResult, HandleId, LockOwner, NodeId, Opened, SetAttr, StatFs,
+};
 
 use super::source_tree::{NewMode, SourceTree};
 use super::syscalls::{open_beneath, raise_open_files_limit};
@@ -118,6 +120,14 @@ impl LocalBackend {
         }
     }
 }
+
+/// How long a waiting lock request sleeps between tries, at first and at
+/// most: a lock given up is taken within a few ms, and a long wait costs a
+/// wake-up every 10 ms. Tries rather than a blocking `F_OFD_SETLKW`, so that a
+/// wait ends the moment its caller is interrupted and can never be granted
+/// after (a thread blocked in the kernel cannot be called back).
+const LOCK_RETRY_FIRST: std::time::Duration = std::time::Duration::from_micros(200);
+const LOCK_RETRY_MAX: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// Closes on a blocking thread what the tree found slow to close.
 fn close_elsewhere<T: Send + 'static>(slow_to_close: Option<T>) {
@@ -280,6 +290,25 @@ impl FsBackend for LocalBackend {
     async fn removexattr(&self, node: NodeId, name: &OsStr) -> FsResult<()> {
         let name = name.to_owned();
         self.run(move |tree| tree.removexattr(node, &name)).await
+    }
+
+    async fn getlk(&self, handle: HandleId, owner: u64, lock: FileLock) -> FsResult<Option<FileLock>> {
+        self.run_inline(|tree| tree.getlk(handle, owner, lock))
+    }
+
+    async fn setlk(&self, handle: HandleId, owner: LockOwner, lock: FileLock, wait: bool) -> FsResult<()> {
+        let mut pause = LOCK_RETRY_FIRST;
+        loop {
+            match self.run_inline(|tree| tree.setlk(handle, owner, lock)) {
+                // Each try either takes the lock or leaves nothing behind: the
+                // future may be dropped at the sleep.
+                Err(FsError::WouldBlock) if wait => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(LOCK_RETRY_MAX);
+                }
+                outcome => return outcome,
+            }
+        }
     }
 
     fn attach_invalidator(&self, invalidator: CacheInvalidator) {

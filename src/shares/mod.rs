@@ -7,6 +7,7 @@
 
 mod containment;
 mod dir_stream;
+mod file_locks;
 pub mod local_backend;
 pub mod mounts;
 mod mount_watch;

@@ -10,11 +10,14 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use hoody_fuse::{Attr, CacheInvalidator, Caller, DirEntry, FileKind, FsError, FsResult, HandleId, IdMap, NodeId, Opened, SetAttr, StatFs};
+use hoody_fuse::{
+    Attr, CacheInvalidator, Caller, DirEntry, FileKind, FileLock, FsError, FsResult, HandleId, IdMap, LockOwner, NodeId, Opened, SetAttr, StatFs,
+};
 use parking_lot::Mutex;
 
 use super::containment::Containment;
 use super::dir_stream::{dir_times, DirStream};
+use super::file_locks::FileLocks;
 use super::mount_watch::MountWatch;
 use super::node_table::{names_hold, held_descriptors, node_id, Node, NodeTable};
 use super::privileges;
@@ -169,6 +172,7 @@ pub(super) struct SourceTree {
     kernel: OnceLock<CacheInvalidator>,
     /// Directories read ahead of a walker, in the reader's idle time.
     ahead: Mutex<WalkAhead>,
+    locks: Arc<FileLocks>,
 }
 
 impl SourceTree {
@@ -194,6 +198,7 @@ impl SourceTree {
             watching: Mutex::new(()),
             kernel: OnceLock::new(),
             ahead: Mutex::default(),
+            locks: Arc::default(),
         })
     }
 
@@ -646,7 +651,21 @@ impl SourceTree {
     /// Hands back the descriptor to close elsewhere when closing it may be slow.
     pub(super) fn release(&self, handle: HandleId) -> FsResult<Option<Arc<OwnedFd>>> {
         let file = self.files.lock().remove(&handle.0).ok_or(FsError::BadHandle)?;
+        self.locks.released(handle, file.as_fd());
         Ok(slow_to_close(file.as_fd()).then_some(file))
+    }
+
+    pub(super) fn getlk(&self, handle: HandleId, owner: u64, lock: FileLock) -> FsResult<Option<FileLock>> {
+        self.locks.getlk(self.file(handle)?.as_fd(), owner, &lock)
+    }
+
+    /// Never waits: a lock held by another is [`FsError::WouldBlock`].
+    pub(super) fn setlk(&self, handle: HandleId, owner: LockOwner, lock: FileLock) -> FsResult<()> {
+        let file = self.file(handle)?;
+        match owner {
+            LockOwner::Process(owner) => self.locks.set_record(handle, file.as_fd(), owner, &lock, self.writable().is_ok()),
+            LockOwner::OpenFile => self.locks.set_flock(handle, file.as_fd(), lock.kind),
+        }
     }
 
     pub(super) fn fsync(&self, handle: HandleId, datasync: bool) -> FsResult<()> {

@@ -426,6 +426,184 @@ pub fn mmap_read(share: &Share) {
     assert_eq!(&map[..], b"existing");
 }
 
+pub fn shared_mmap_write(share: &Share) {
+    let path = share.mnt.join("mapped-rw");
+    fs::write(&path, pattern(3 * 4096 + 10)).unwrap();
+    let file = OpenOptions::new().read(true).write(true).open(&path).unwrap();
+    // SAFETY: nobody truncates the file while it is mapped.
+    let mut map = unsafe { memmap2::MmapMut::map_mut(&file) }.unwrap();
+    map[4096..4096 + 6].copy_from_slice(b"mapped");
+    map[3 * 4096 + 9] = b'!';
+    map.flush().unwrap();
+    drop(map);
+    let mut expected = pattern(3 * 4096 + 10);
+    expected[4096..4096 + 6].copy_from_slice(b"mapped");
+    expected[3 * 4096 + 9] = b'!';
+    assert_eq!(fs::read(share.source.join("mapped-rw")).unwrap(), expected, "the source has the mapped writes");
+    assert_eq!(fs::read(&path).unwrap(), expected);
+}
+
+fn record_lock(file: &File, cmd: libc::c_int, typ: libc::c_int, start: i64, len: i64) -> io::Result<libc::flock> {
+    // SAFETY: `flock` is plain data.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = typ as libc::c_short;
+    fl.l_whence = libc::SEEK_SET as libc::c_short;
+    fl.l_start = start;
+    fl.l_len = len;
+    // SAFETY: valid descriptor and lock structure.
+    check(unsafe { libc::fcntl(std::os::fd::AsRawFd::as_raw_fd(file), cmd, &mut fl) })?;
+    Ok(fl)
+}
+
+fn flock(file: &File, operation: libc::c_int) -> io::Result<()> {
+    // SAFETY: valid descriptor.
+    check(unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(file), operation) })
+}
+
+/// Runs `child` in a forked process, which exits with what it returns.
+/// `child` may only make system calls: the test process has other threads.
+fn in_child(child: impl FnOnce() -> i32) -> libc::pid_t {
+    // SAFETY: the child makes system calls only, then `_exit`s.
+    match unsafe { libc::fork() } {
+        0 => unsafe { libc::_exit(child()) },
+        pid => {
+            assert!(pid > 0, "fork: {}", io::Error::last_os_error());
+            pid
+        }
+    }
+}
+
+/// The exit code of `pid`, or `None` if it is still running after `within`.
+fn exit_code(pid: libc::pid_t, within: std::time::Duration) -> Option<i32> {
+    let until = std::time::Instant::now() + within;
+    loop {
+        let mut status = 0;
+        // SAFETY: plain waitpid.
+        if unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) } == pid {
+            return Some(if libc::WIFEXITED(status) { libc::WEXITSTATUS(status) } else { 128 + libc::WTERMSIG(status) });
+        }
+        if std::time::Instant::now() > until {
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+/// Whether `done` comes true within two seconds.
+fn soon(mut done: impl FnMut() -> bool) -> bool {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    while !done() {
+        if std::time::Instant::now() > until {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    true
+}
+
+/// Locks taken through a share are locks on the source file: they exclude
+/// processes on the source as well as through the mount, by the rules of a
+/// local file (record locks per process, OFD and flock locks per open file).
+pub fn locks_exclude_across_the_share_and_the_source(share: &Share) {
+    use libc::{EAGAIN, F_OFD_GETLK, F_OFD_SETLK, F_RDLCK, F_SETLK, F_SETLKW, F_UNLCK, F_WRLCK};
+    let second = std::time::Duration::from_secs(2);
+    fs::write(share.mnt.join("locked"), b"0123456789").unwrap();
+    let rw = |path: PathBuf| OpenOptions::new().read(true).write(true).open(path).unwrap();
+    let (through, direct) = (rw(share.mnt.join("locked")), rw(share.source.join("locked")));
+
+    // Open-file-description locks, per open file, both ways.
+    record_lock(&through, F_OFD_SETLK, F_WRLCK, 0, 5).unwrap();
+    assert_eq!(errno(record_lock(&direct, F_OFD_SETLK, F_WRLCK, 4, 1)), EAGAIN);
+    record_lock(&direct, F_OFD_SETLK, F_WRLCK, 5, 0).unwrap();
+    let seen = record_lock(&direct, F_OFD_GETLK, F_RDLCK, 0, 0).unwrap();
+    assert_eq!((seen.l_type as i32, seen.l_start, seen.l_len), (F_WRLCK, 0, 5), "the share's lock as the source sees it");
+    let seen = record_lock(&through, F_OFD_GETLK, F_RDLCK, 0, 0).unwrap();
+    assert_eq!((seen.l_type as i32, seen.l_start, seen.l_len), (F_WRLCK, 5, 0), "the source's lock, to the end of the file, seen through the share");
+    assert_eq!(errno(record_lock(&through, F_OFD_SETLK, F_RDLCK, 100, 1)), EAGAIN);
+    // A process's record lock conflicts with open files' locks, its own
+    // included. Who holds it: locally -1 for an open file's lock; through a
+    // share no process is named (see SEMANTICS.md).
+    let seen = record_lock(&through, libc::F_GETLK, F_WRLCK, 0, 0).unwrap();
+    assert_eq!((seen.l_type as i32, seen.l_start, seen.l_len, seen.l_pid), (F_WRLCK, 0, 5, 0));
+    let other = rw(share.mnt.join("locked"));
+    assert_eq!(errno(record_lock(&other, F_OFD_SETLK, F_RDLCK, 0, 1)), EAGAIN, "another open file of the same mount");
+    record_lock(&through, F_OFD_SETLK, F_UNLCK, 0, 0).unwrap();
+    record_lock(&direct, F_OFD_SETLK, F_UNLCK, 0, 0).unwrap();
+    assert_eq!(record_lock(&other, F_OFD_GETLK, F_WRLCK, 0, 0).unwrap().l_type as i32, F_UNLCK);
+
+    // flock locks: per open file; closing it gives the lock up.
+    flock(&through, libc::LOCK_EX | libc::LOCK_NB).unwrap();
+    assert_eq!(errno(flock(&direct, libc::LOCK_SH | libc::LOCK_NB)), libc::EWOULDBLOCK);
+    assert_eq!(errno(flock(&other, libc::LOCK_EX | libc::LOCK_NB)), libc::EWOULDBLOCK);
+    flock(&through, libc::LOCK_SH | libc::LOCK_NB).unwrap();
+    flock(&other, libc::LOCK_SH | libc::LOCK_NB).unwrap();
+    flock(&other, libc::LOCK_UN).unwrap();
+    drop(through);
+    // The kernel releases a closed file in the background.
+    assert!(soon(|| flock(&direct, libc::LOCK_EX | libc::LOCK_NB).is_ok()), "closing the file gave its flock up");
+    flock(&direct, libc::LOCK_UN).unwrap();
+
+    // Record locks belong to the process: this one's never conflict with
+    // each other whatever descriptor they go through, a forked child's do,
+    // though it locks through the very same open file.
+    let through = rw(share.mnt.join("locked"));
+    record_lock(&through, F_SETLK, F_WRLCK, 0, 2).unwrap();
+    record_lock(&other, F_SETLK, F_WRLCK, 1, 2).unwrap();
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&through);
+    let child = in_child(|| {
+        // SAFETY: plain data and a valid descriptor.
+        let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+        (fl.l_type, fl.l_whence, fl.l_start, fl.l_len) = (F_WRLCK as libc::c_short, libc::SEEK_SET as libc::c_short, 2, 1);
+        let refused = unsafe { libc::fcntl(fd, F_SETLK, &mut fl) } < 0 && io::Error::last_os_error().raw_os_error() == Some(EAGAIN);
+        fl.l_start = 3;
+        let free = unsafe { libc::fcntl(fd, F_SETLK, &mut fl) } == 0;
+        if refused && free { 0 } else { 1 }
+    });
+    assert_eq!(exit_code(child, second * 5), Some(0), "the child is refused the parent's range and given the rest");
+    // The child's lock ended with it; the parent's end when it closes the file.
+    assert!(soon(|| record_lock(&direct, F_OFD_SETLK, F_WRLCK, 3, 1).is_ok()), "the child's lock ended when it exited");
+    assert_eq!(errno(record_lock(&direct, F_OFD_SETLK, F_WRLCK, 0, 1)), EAGAIN, "the parent's lock holds");
+    // Deviation (SEMANTICS.md): closing one of several descriptors of the open
+    // file leaves the process's locks, which locally it would end.
+    drop(through.try_clone().unwrap());
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    assert_eq!(errno(record_lock(&direct, F_OFD_SETLK, F_WRLCK, 0, 1)), EAGAIN, "kept until the open file's last close");
+    drop(other);
+    drop(through);
+    assert!(soon(|| record_lock(&direct, F_OFD_SETLK, F_WRLCK, 0, 0).is_ok()), "closing the file ended the process's locks");
+
+    // A waiting lock is given when the holder lets go...
+    let through = rw(share.mnt.join("locked"));
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&through);
+    let waiter = in_child(|| {
+        // SAFETY: as above.
+        let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+        (fl.l_type, fl.l_whence) = (F_RDLCK as libc::c_short, libc::SEEK_SET as libc::c_short);
+        if unsafe { libc::fcntl(fd, F_SETLKW, &mut fl) } == 0 { 0 } else { 1 }
+    });
+    assert_eq!(exit_code(waiter, std::time::Duration::from_millis(300)), None, "waits while the source holds the lock");
+    record_lock(&direct, F_OFD_SETLK, F_UNLCK, 0, 0).unwrap();
+    assert_eq!(exit_code(waiter, second * 5), Some(0), "granted once the source let go");
+
+    // ...and a waiter killed meanwhile dies at once, holding nothing. (The
+    // first waiter's lock ends as it exits, though the file stays open here.)
+    assert!(soon(|| record_lock(&direct, F_OFD_SETLK, F_WRLCK, 0, 0).is_ok()), "an exited process holds no lock");
+    let waiter = in_child(|| {
+        // SAFETY: as above.
+        let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+        (fl.l_type, fl.l_whence) = (F_WRLCK as libc::c_short, libc::SEEK_SET as libc::c_short);
+        unsafe { libc::fcntl(fd, F_SETLKW, &mut fl) };
+        2
+    });
+    assert_eq!(exit_code(waiter, std::time::Duration::from_millis(300)), None, "waits while the source holds the lock");
+    // SAFETY: our own child.
+    unsafe { libc::kill(waiter, libc::SIGKILL) };
+    assert_eq!(exit_code(waiter, second), Some(128 + libc::SIGKILL), "a killed waiter does not hang");
+    record_lock(&direct, F_OFD_SETLK, F_UNLCK, 0, 0).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    assert_eq!(record_lock(&direct, F_OFD_GETLK, F_WRLCK, 0, 0).unwrap().l_type as i32, F_UNLCK, "the killed waiter was never granted the lock");
+}
+
 pub fn fsync_and_fallocate(share: &Share) {
     let path = share.mnt.join("synced");
     let file = File::create(&path).unwrap();
@@ -523,6 +701,11 @@ pub fn readonly_refuses_every_write(share: &Share) {
     // SAFETY: nobody changes the file while it is mapped.
     let map = unsafe { memmap2::Mmap::map(&file) }.unwrap();
     assert_eq!(&map[..], b"existing");
+    // Locks a reader may take, it takes; a write lock needs a writable descriptor.
+    flock(&file, libc::LOCK_SH | libc::LOCK_NB).unwrap();
+    record_lock(&file, libc::F_OFD_SETLK, libc::F_RDLCK, 0, 0).unwrap();
+    assert_eq!(errno(record_lock(&file, libc::F_OFD_SETLK, libc::F_WRLCK, 0, 0)), libc::EBADF);
+    assert_eq!(errno(flock(&File::open(share.source.join("existing")).unwrap(), libc::LOCK_EX | libc::LOCK_NB)), libc::EWOULDBLOCK);
 
     let source = fs::metadata(share.source.join("existing")).unwrap();
     assert_eq!(source.mode() & 0o7777, 0o666 & !umask());

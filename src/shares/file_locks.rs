@@ -1,0 +1,310 @@
+//! Locks taken through a share, taken on the source file itself: they exclude
+//! processes working on the source directly and through every other mount of
+//! it, as locks on one local file do.
+//!
+//! A POSIX record lock belongs to a process, not to a descriptor: a process
+//! never conflicts with itself, whichever of its descriptors it locks through,
+//! and two processes sharing one open file (after `fork`) do conflict. So the
+//! daemon holds one descriptor of the file per (file, owner) and takes
+//! open-file-description locks (`F_OFD_SETLK`) on it: those conflict with each
+//! other and with the classic POSIX locks of processes on the source exactly
+//! as the owners' own locks would, and all of an owner's go when its
+//! descriptor is closed. A `flock` lock belongs to the open file: taken on the
+//! handle's own descriptor.
+//!
+//! An owner's locks end when it unlocks, when a handle it locked through is
+//! released (the last close of that open file), or when its process exits,
+//! which the daemon learns from a pidfd: the kernel reports no `close(2)` of
+//! a share's file (its closes cost no round trip, `FOPEN_NOFLUSH`), so a
+//! worker that dies holding a lock on a file its siblings keep open would
+//! otherwise hold it until they all close it.
+
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::sync::{Arc, Weak};
+
+use hoody_fuse::{FileLock, FsError, FsResult, HandleId, LockKind, LOCK_TO_END};
+use parking_lot::Mutex;
+use tokio::sync::oneshot;
+
+use super::syscalls::{self, stat};
+
+/// A source file, as the host names it.
+type FileKey = (u64, u64);
+
+/// One process's locks on one file: the descriptor they are held on, and the
+/// handles they were taken through, whose release ends them.
+struct OwnerLocks {
+    fd: OwnedFd,
+    through: Vec<HandleId>,
+    /// Tells this entry from a later one of a reused owner id.
+    serial: u64,
+    /// Dropped with the entry, which ends the watch of the owner's process.
+    _exit_watch: Option<oneshot::Sender<()>>,
+}
+
+#[derive(Default)]
+struct Held {
+    serials: u64,
+    owners: HashMap<(FileKey, u64), OwnerLocks>,
+    /// Which owners locked through each handle.
+    by_handle: HashMap<HandleId, Vec<(FileKey, u64)>>,
+    /// Handles holding a `flock` lock on their own descriptor.
+    flocked: Vec<HandleId>,
+}
+
+#[derive(Default)]
+pub(super) struct FileLocks {
+    held: Mutex<Held>,
+}
+
+fn flock_struct(lock: &FileLock) -> FsResult<libc::flock> {
+    let typ = match lock.kind {
+        LockKind::Read => libc::F_RDLCK,
+        LockKind::Write => libc::F_WRLCK,
+        LockKind::Unlock => libc::F_UNLCK,
+    };
+    if lock.end < lock.start || lock.start > LOCK_TO_END || lock.end > LOCK_TO_END {
+        return Err(FsError::InvalidArgument);
+    }
+    let len = if lock.end == LOCK_TO_END { 0 } else { lock.end - lock.start + 1 };
+    // SAFETY: `flock` is plain data.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = typ as libc::c_short;
+    fl.l_whence = libc::SEEK_SET as libc::c_short;
+    fl.l_start = lock.start as libc::off_t;
+    fl.l_len = len as libc::off_t;
+    Ok(fl)
+}
+
+fn fcntl_lock(fd: BorrowedFd<'_>, cmd: libc::c_int, fl: &mut libc::flock) -> io::Result<()> {
+    // SAFETY: valid descriptor and lock structure.
+    if unsafe { libc::fcntl(fd.as_raw_fd(), cmd, fl as *mut libc::flock) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// A lock held by another comes back as `EAGAIN` (`EACCES` for some).
+fn conflict(err: io::Error) -> FsError {
+    match err.raw_os_error() {
+        Some(libc::EAGAIN) | Some(libc::EACCES) => FsError::WouldBlock,
+        _ => err.into(),
+    }
+}
+
+impl FileLocks {
+    /// The first lock in the way of `owner` taking `lock` on the file of `fd`.
+    pub(super) fn getlk(&self, fd: BorrowedFd<'_>, owner: u64, lock: &FileLock) -> FsResult<Option<FileLock>> {
+        let mut fl = flock_struct(lock)?;
+        let key = (file_key(fd)?, owner);
+        let held = self.held.lock();
+        // The owner's own descriptor, so that its own locks are no conflict;
+        // without one, the handle's, on which no record lock is ever taken.
+        let on = held.owners.get(&key).map_or(fd, |locks| locks.fd.as_fd());
+        fcntl_lock(on, libc::F_OFD_GETLK, &mut fl)?;
+        if fl.l_type == libc::F_UNLCK as libc::c_short {
+            return Ok(None);
+        }
+        let kind = if fl.l_type == libc::F_WRLCK as libc::c_short { LockKind::Write } else { LockKind::Read };
+        let start = fl.l_start as u64;
+        let end = if fl.l_len == 0 { LOCK_TO_END } else { start + fl.l_len as u64 - 1 };
+        // An OFD lock (every lock taken through a share) names no process: -1.
+        Ok(Some(FileLock { kind, start, end, pid: u32::try_from(fl.l_pid).unwrap_or(0) }))
+    }
+
+    /// Takes, changes or drops `owner`'s record lock, never waiting.
+    /// `writable`: whether the share may open the file for writing (write
+    /// locks need it); `lock.pid` the owner's process, watched for its exit.
+    pub(super) fn set_record(self: &Arc<Self>, handle: HandleId, fd: BorrowedFd<'_>, owner: u64, lock: &FileLock, writable: bool) -> FsResult<()> {
+        let mut fl = flock_struct(lock)?;
+        let key = (file_key(fd)?, owner);
+        let mut held = self.held.lock();
+        let held = &mut *held;
+        if !held.owners.contains_key(&key) {
+            if lock.kind == LockKind::Unlock {
+                // Nothing to drop for an owner that holds nothing here.
+                return Ok(());
+            }
+            // Taken on a descriptor of its own, so that it fails alone: a new
+            // owner refused its first lock leaves nothing behind.
+            let fd = lock_descriptor(fd, writable)?;
+            fcntl_lock(fd.as_fd(), libc::F_OFD_SETLK, &mut fl).map_err(conflict)?;
+            held.serials += 1;
+            let serial = held.serials;
+            let exit_watch = self.watch_exit(lock.pid, key, serial);
+            held.owners.insert(key, OwnerLocks { fd, through: vec![handle], serial, _exit_watch: exit_watch });
+            held.by_handle.entry(handle).or_default().push(key);
+            return Ok(());
+        }
+        let locks = held.owners.get_mut(&key).expect("checked above");
+        fcntl_lock(locks.fd.as_fd(), libc::F_OFD_SETLK, &mut fl).map_err(conflict)?;
+        if !locks.through.contains(&handle) {
+            locks.through.push(handle);
+            held.by_handle.entry(handle).or_default().push(key);
+        }
+        Ok(())
+    }
+
+    /// Takes, changes or drops the `flock` lock of the open file `fd`, never waiting.
+    pub(super) fn set_flock(&self, handle: HandleId, fd: BorrowedFd<'_>, kind: LockKind) -> FsResult<()> {
+        let operation = match kind {
+            LockKind::Read => libc::LOCK_SH,
+            LockKind::Write => libc::LOCK_EX,
+            LockKind::Unlock => libc::LOCK_UN,
+        };
+        let mut held = self.held.lock();
+        // SAFETY: valid descriptor.
+        if unsafe { libc::flock(fd.as_raw_fd(), operation | libc::LOCK_NB) } < 0 {
+            return Err(conflict(io::Error::last_os_error()));
+        }
+        if kind != LockKind::Unlock && !held.flocked.contains(&handle) {
+            held.flocked.push(handle);
+        }
+        Ok(())
+    }
+
+    /// `handle` is being closed: the record locks taken through it end, and
+    /// its `flock` lock, which the kernel's passthrough reference to the open
+    /// file could otherwise keep alive.
+    pub(super) fn released(&self, handle: HandleId, fd: BorrowedFd<'_>) {
+        let mut held = self.held.lock();
+        if let Some(at) = held.flocked.iter().position(|h| *h == handle) {
+            held.flocked.swap_remove(at);
+            // SAFETY: valid descriptor.
+            unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_UN) };
+        }
+        let Some(keys) = held.by_handle.remove(&handle) else { return };
+        for key in keys {
+            held.end_owner(key);
+        }
+    }
+
+    /// Ends the locks of entry `serial` of `key` when the process exits;
+    /// `None` where it cannot be watched (no runtime, no such process).
+    fn watch_exit(self: &Arc<Self>, pid: u32, key: (FileKey, u64), serial: u64) -> Option<oneshot::Sender<()>> {
+        let runtime = tokio::runtime::Handle::try_current().ok()?;
+        let pidfd = pidfd_open(pid).ok()?;
+        let (tell, told) = oneshot::channel::<()>();
+        let locks: Weak<Self> = Arc::downgrade(self);
+        runtime.spawn(async move {
+            // SAFETY: the pidfd is owned by the AsyncFd and stays open as long as it.
+            let Ok(exit) = (unsafe { tokio::io::unix::AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE) }) else { return };
+            tokio::select! {
+                _ = exit.readable() => {
+                    if let Some(locks) = locks.upgrade() {
+                        let mut held = locks.held.lock();
+                        if held.owners.get(&key).is_some_and(|entry| entry.serial == serial) {
+                            held.end_owner(key);
+                        }
+                    }
+                }
+                // The entry ended first.
+                _ = told => {}
+            }
+        });
+        Some(tell)
+    }
+
+    /// Owners holding a descriptor for their locks (for tests of the cleanup).
+    #[cfg(test)]
+    fn owners(&self) -> usize {
+        self.held.lock().owners.len()
+    }
+}
+
+impl Held {
+    /// Closes the owner's descriptor, which drops its locks on the file.
+    fn end_owner(&mut self, key: (FileKey, u64)) {
+        if let Some(locks) = self.owners.remove(&key) {
+            for handle in &locks.through {
+                if let Some(list) = self.by_handle.get_mut(handle) {
+                    list.retain(|k| *k != key);
+                }
+            }
+        }
+    }
+}
+
+/// A descriptor that polls readable once process `pid` has exited.
+fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
+    if pid == 0 {
+        return Err(io::Error::from_raw_os_error(libc::ESRCH));
+    }
+    // SAFETY: plain system call; a descriptor is returned on success.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: just opened, owned by no one else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+fn file_key(fd: BorrowedFd<'_>) -> FsResult<FileKey> {
+    let st = stat(fd)?;
+    Ok((st.st_dev, st.st_ino))
+}
+
+/// A descriptor of the file for one owner's locks: read-write where the share
+/// and the file allow it (a write lock needs it; the kernel has already checked
+/// that the caller's descriptor allows the lock it asks), else read-only.
+fn lock_descriptor(fd: BorrowedFd<'_>, writable: bool) -> FsResult<OwnedFd> {
+    let flags = libc::O_NOCTTY | libc::O_NONBLOCK;
+    if writable {
+        // Refused for a running program (ETXTBSY) or an immutable file.
+        if let Ok(fd) = syscalls::reopen(fd, libc::O_RDWR | flags) {
+            return Ok(fd);
+        }
+    }
+    Ok(syscalls::reopen(fd, libc::O_RDONLY | flags)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs::File;
+
+    fn lock(kind: LockKind, start: u64, end: u64) -> FileLock {
+        FileLock { kind, start, end, pid: 0 }
+    }
+
+    fn fd(file: &File) -> BorrowedFd<'_> {
+        file.as_fd()
+    }
+
+    #[test]
+    fn owners_exclude_each_other_but_never_themselves() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"0123456789").unwrap();
+        let (a, b) = (File::options().read(true).write(true).open(&path).unwrap(), File::options().read(true).write(true).open(&path).unwrap());
+        let locks = Arc::new(FileLocks::default());
+        locks.set_record(HandleId(1), fd(&a), 7, &lock(LockKind::Write, 0, 4), true).unwrap();
+        // The same owner through another handle: no conflict, the lock just changes.
+        locks.set_record(HandleId(2), fd(&b), 7, &lock(LockKind::Read, 0, 4), true).unwrap();
+        assert_eq!(locks.getlk(fd(&a), 7, &lock(LockKind::Write, 0, LOCK_TO_END)).unwrap(), None);
+        let seen = locks.getlk(fd(&a), 8, &lock(LockKind::Write, 0, LOCK_TO_END)).unwrap().unwrap();
+        assert_eq!((seen.kind, seen.start, seen.end), (LockKind::Read, 0, 4));
+        assert_eq!(locks.set_record(HandleId(1), fd(&a), 8, &lock(LockKind::Write, 2, 2), true), Err(FsError::WouldBlock));
+        locks.set_record(HandleId(1), fd(&a), 8, &lock(LockKind::Read, 2, LOCK_TO_END), true).unwrap();
+        assert_eq!(locks.owners(), 2);
+
+        // Releasing handle 2 ends owner 7's locks (taken through it too), not 8's.
+        locks.released(HandleId(2), fd(&b));
+        assert_eq!(locks.owners(), 1);
+        assert_eq!(locks.set_record(HandleId(1), fd(&a), 9, &lock(LockKind::Write, 0, 1), true), Ok(()));
+        locks.released(HandleId(1), fd(&a));
+        assert_eq!(locks.owners(), 0);
+        assert_eq!(locks.getlk(fd(&a), 10, &lock(LockKind::Write, 0, LOCK_TO_END)).unwrap(), None);
+    }
+
+    #[test]
+    fn unlocking_what_was_never_locked_opens_nothing() {
+        let file = tempfile::tempfile().unwrap();
+        let locks = Arc::new(FileLocks::default());
+        locks.set_record(HandleId(1), fd(&file), 7, &lock(LockKind::Unlock, 0, LOCK_TO_END), true).unwrap();
+        assert_eq!(locks.owners(), 0);
+        assert_eq!(locks.set_record(HandleId(1), fd(&file), 7, &lock(LockKind::Read, 5, 4), true), Err(FsError::InvalidArgument));
+    }
+}
