@@ -246,18 +246,22 @@ fn file_key(fd: BorrowedFd<'_>) -> FsResult<FileKey> {
     Ok((st.st_dev, st.st_ino))
 }
 
-/// A descriptor of the file for one owner's locks: read-write where the share
-/// and the file allow it (a write lock needs it; the kernel has already checked
-/// that the caller's descriptor allows the lock it asks), else read-only.
+/// A descriptor of the file for one owner's locks, open as the handle it
+/// first locks through: read-write if that is open for writing (a write lock
+/// needs it, a read lock reading), else read-only, so that the daemon never
+/// holds a file open for writing that the caller had not (which would refuse
+/// to run it as a program). A write lock asked later through a writable
+/// handle of an owner whose descriptor is read-only is `EBADF`.
 fn lock_descriptor(fd: BorrowedFd<'_>, writable: bool) -> FsResult<OwnedFd> {
     let flags = libc::O_NOCTTY | libc::O_NONBLOCK;
-    if writable {
-        // Refused for a running program (ETXTBSY) or an immutable file.
-        if let Ok(fd) = syscalls::reopen(fd, libc::O_RDWR | flags) {
-            return Ok(fd);
-        }
+    // SAFETY: valid descriptor.
+    let status = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
+    if status < 0 {
+        return Err(io::Error::last_os_error().into());
     }
-    Ok(syscalls::reopen(fd, libc::O_RDONLY | flags)?)
+    let writer = matches!(status & libc::O_ACCMODE, libc::O_WRONLY | libc::O_RDWR);
+    let access = if writable && writer { libc::O_RDWR } else { libc::O_RDONLY };
+    Ok(syscalls::reopen(fd, access | flags)?)
 }
 
 #[cfg(test)]
@@ -297,6 +301,22 @@ mod tests {
         locks.released(HandleId(1), fd(&a));
         assert_eq!(locks.owners(), 0);
         assert_eq!(locks.getlk(fd(&a), 10, &lock(LockKind::Write, 0, LOCK_TO_END)).unwrap(), None);
+    }
+
+    #[test]
+    fn an_owner_first_seen_reading_holds_the_file_read_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"0123456789").unwrap();
+        let (reading, writing) = (File::open(&path).unwrap(), File::options().read(true).write(true).open(&path).unwrap());
+        let locks = Arc::new(FileLocks::default());
+        locks.set_record(HandleId(1), fd(&reading), 7, &lock(LockKind::Read, 0, 0), true).unwrap();
+        assert_eq!(locks.set_record(HandleId(2), fd(&writing), 7, &lock(LockKind::Write, 5, 5), true), Err(FsError::BadHandle));
+        locks.released(HandleId(1), fd(&reading));
+        locks.set_record(HandleId(2), fd(&writing), 7, &lock(LockKind::Write, 5, 5), true).unwrap();
+        // A read-only share never holds a file open for writing.
+        locks.set_record(HandleId(2), fd(&writing), 8, &lock(LockKind::Read, 0, 0), false).unwrap();
+        assert_eq!(locks.set_record(HandleId(2), fd(&writing), 8, &lock(LockKind::Write, 0, 0), false), Err(FsError::BadHandle));
     }
 
     #[test]
