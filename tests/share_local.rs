@@ -152,7 +152,6 @@ macro_rules! readwrite_cases {
             sparse_file_beyond_4_gib,
             mmap_read,
             shared_mmap_write,
-            locks_exclude_across_the_share_and_the_source,
             fsync_and_fallocate,
             parallel_operations,
             containment_through_the_mount,
@@ -162,17 +161,20 @@ macro_rules! readwrite_cases {
 
 mod with_passthrough {
     readwrite_cases!(crate::Setup::readwrite());
+    cases!(crate::Setup::readwrite() => locks_exclude_across_the_share_and_the_source);
 }
 
 /// Also with a reader that never polls (`MountOptions::spin` zero).
 mod through_the_daemon {
     readwrite_cases!(crate::Setup { passthrough: false, blocking_reader: true, ..crate::Setup::readwrite() });
+    cases!(crate::Setup { passthrough: false, blocking_reader: true, ..crate::Setup::readwrite() } => locks_exclude_across_the_share_and_the_source);
 }
 
 /// The same cases with requests over FUSE-over-io_uring (where the kernel has
 /// it; see `requests_go_over_io_uring_when_asked`).
 mod over_io_uring {
     readwrite_cases!(crate::Setup { io_uring: true, ..crate::Setup::readwrite() });
+    cases!(crate::Setup { io_uring: true, ..crate::Setup::readwrite() } => locks_are_kept_by_the_targets_kernel);
 }
 
 mod readonly_mount {
@@ -826,6 +828,30 @@ fn forgotten_files_release_their_descriptors() {
     }
     assert!(share.backend.referenced_nodes() <= 50, "{} nodes still referenced", share.backend.referenced_nodes());
     assert_eq!(fs::read(share.mnt.join("many/7")).unwrap(), b"x", "forgotten files come back");
+}
+
+/// A file closed while its source is stopped gives up its descriptor and its
+/// locks on the source all the same: the kernel has forgotten the handle.
+#[test]
+fn a_file_closed_while_the_source_is_stopped_leaves_no_lock_behind() {
+    let _shared = alongside_others();
+    let Some(share) = LocalShare::mount(Setup::readwrite()) else { return };
+    fs::write(share.mnt.join("locked"), b"x").unwrap();
+    let through = fs::OpenOptions::new().read(true).write(true).open(share.mnt.join("locked")).unwrap();
+    // SAFETY: valid descriptor.
+    assert_eq!(unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&through), libc::LOCK_EX | libc::LOCK_NB) }, 0);
+    let direct = File::open(share.source.join("locked")).unwrap();
+    let try_direct = || unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&direct), libc::LOCK_EX | libc::LOCK_NB) } == 0;
+    assert!(!try_direct(), "the share's flock is on the source file");
+    let available = share.backend.availability();
+    available.store(false, std::sync::atomic::Ordering::Relaxed);
+    drop(through);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !try_direct() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    available.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(try_direct(), "closed while the source was stopped, the lock went");
 }
 
 #[test]

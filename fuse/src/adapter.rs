@@ -465,9 +465,12 @@ impl ShareFs {
             move |s| async move {
                 let taking = s.backend.setlk(s.file_handle(fh)?, owner, file_lock(lock)?, wait);
                 let Some(interrupted) = interrupted else { return taking.await };
+                // The interrupt first: a wait granted in the same poll as its
+                // caller's signal is dropped ungranted.
                 let outcome = tokio::select! {
-                    outcome = taking => outcome,
+                    biased;
                     _ = interrupted => Err(FsError::Interrupted),
+                    outcome = taking => outcome,
                 };
                 s.lock_waits.done(unique);
                 outcome
@@ -513,9 +516,10 @@ impl Handler for ShareFs {
             | init::AUTO_INVAL_DATA
             | init::HANDLE_KILLPRIV_V2
             | init::POSIX_ACL
-            | init::POSIX_LOCKS
-            | init::FLOCK_LOCKS
             | init::DONT_MASK;
+        if self.shared.backend.takes_locks() {
+            flags |= init::POSIX_LOCKS | init::FLOCK_LOCKS;
+        }
         if tuning.passthrough {
             flags |= init::PASSTHROUGH;
         }

@@ -373,6 +373,15 @@ pub trait FsBackend: Send + Sync + 'static {
     /// `release` (or earlier, by unlocking); a `flock` lock ends with its handle.
     async fn setlk(&self, handle: HandleId, owner: LockOwner, lock: FileLock, wait: bool) -> FsResult<()>;
 
+    /// Whether the mount hands locks to [`FsBackend::getlk`] and
+    /// [`FsBackend::setlk`]; otherwise the target's kernel keeps them itself,
+    /// excluding only the users of the mount. (Never over FUSE-over-io_uring,
+    /// whose few queue entries waiting locks would hold: requests behind them
+    /// could wait for a lock holder whose own requests wait for an entry.)
+    fn takes_locks(&self) -> bool {
+        false
+    }
+
     /// Work the backend may do while the mount's reader waits for the kernel's
     /// next request in a burst (reading ahead of a walker): one short step, a
     /// few µs, since a request may be waiting meanwhile. False when there is

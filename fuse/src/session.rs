@@ -441,7 +441,8 @@ fn initialize(device: &Arc<Device>, handler: &Arc<dyn Handler>, header: &Header,
     let config = handler.init_config();
     let mut wanted = config.flags | init::INIT_EXT | init::MAX_PAGES;
     if io_uring {
-        wanted |= init::OVER_IO_URING;
+        // Locks stay with the kernel: see `FsBackend::takes_locks`.
+        wanted = (wanted | init::OVER_IO_URING) & !(init::POSIX_LOCKS | init::FLOCK_LOCKS);
     }
     let granted = wanted & offered;
     let max_pages = max_pages(config.max_write);

@@ -40,9 +40,21 @@ struct OwnerLocks {
     through: Vec<HandleId>,
     /// Tells this entry from a later one of a reused owner id.
     serial: u64,
-    /// Dropped with the entry, which ends the watch of the owner's process.
-    _exit_watch: Option<oneshot::Sender<()>>,
+    /// The processes that locked as this owner, each watched for its exit
+    /// (the sender, dropped with the entry, ends the watch). Usually one; more
+    /// when an open file's (OFD) locks are taken by processes sharing it, or
+    /// when the kernel gave a dead owner's id to a new one before its exit
+    /// was seen. The entry ends by exit only when all of them have exited:
+    /// never while one of them may still count on its locks.
+    processes: Vec<(u32, oneshot::Sender<()>)>,
+    /// A process that could not be watched locked as this owner: its locks
+    /// then end only by unlock or release.
+    unwatched: bool,
 }
+
+/// Owners with a descriptor of their own per mount: each costs the daemon a
+/// descriptor and a pidfd, so one target cannot take them all (`ENOLCK`).
+const MAX_OWNERS: usize = 4096;
 
 #[derive(Default)]
 struct Held {
@@ -127,24 +139,42 @@ impl FileLocks {
                 // Nothing to drop for an owner that holds nothing here.
                 return Ok(());
             }
+            if held.owners.len() >= MAX_OWNERS {
+                return Err(FsError::Os(libc::ENOLCK));
+            }
             // Taken on a descriptor of its own, so that it fails alone: a new
             // owner refused its first lock leaves nothing behind.
             let fd = lock_descriptor(fd, writable)?;
             fcntl_lock(fd.as_fd(), libc::F_OFD_SETLK, &mut fl).map_err(conflict)?;
             held.serials += 1;
             let serial = held.serials;
-            let exit_watch = self.watch_exit(lock.pid, key, serial);
-            held.owners.insert(key, OwnerLocks { fd, through: vec![handle], serial, _exit_watch: exit_watch });
+            let mut locks = OwnerLocks { fd, through: vec![handle], serial, processes: Vec::new(), unwatched: false };
+            self.note_process(&mut locks, lock.pid, key);
+            held.owners.insert(key, locks);
             held.by_handle.entry(handle).or_default().push(key);
             return Ok(());
         }
         let locks = held.owners.get_mut(&key).expect("checked above");
         fcntl_lock(locks.fd.as_fd(), libc::F_OFD_SETLK, &mut fl).map_err(conflict)?;
+        if lock.kind != LockKind::Unlock {
+            self.note_process(locks, lock.pid, key);
+        }
         if !locks.through.contains(&handle) {
             locks.through.push(handle);
             held.by_handle.entry(handle).or_default().push(key);
         }
         Ok(())
+    }
+
+    /// `pid` took a lock as the owner of `locks`: watched from now on.
+    fn note_process(self: &Arc<Self>, locks: &mut OwnerLocks, pid: u32, key: (FileKey, u64)) {
+        if locks.unwatched || locks.processes.iter().any(|(known, _)| *known == pid) {
+            return;
+        }
+        match self.watch_exit(pid, key, locks.serial) {
+            Some(watch) => locks.processes.push((pid, watch)),
+            None => locks.unwatched = true,
+        }
     }
 
     /// Takes, changes or drops the `flock` lock of the open file `fd`, never waiting.
@@ -181,8 +211,8 @@ impl FileLocks {
         }
     }
 
-    /// Ends the locks of entry `serial` of `key` when the process exits;
-    /// `None` where it cannot be watched (no runtime, no such process).
+    /// Tells entry `serial` of `key` when process `pid` exits; `None` where
+    /// it cannot be watched (no runtime, no such process).
     fn watch_exit(self: &Arc<Self>, pid: u32, key: (FileKey, u64), serial: u64) -> Option<oneshot::Sender<()>> {
         let runtime = tokio::runtime::Handle::try_current().ok()?;
         let pidfd = pidfd_open(pid).ok()?;
@@ -194,10 +224,7 @@ impl FileLocks {
             tokio::select! {
                 _ = exit.readable() => {
                     if let Some(locks) = locks.upgrade() {
-                        let mut held = locks.held.lock();
-                        if held.owners.get(&key).is_some_and(|entry| entry.serial == serial) {
-                            held.end_owner(key);
-                        }
+                        locks.exited(key, serial, pid);
                     }
                 }
                 // The entry ended first.
@@ -211,6 +238,17 @@ impl FileLocks {
     #[cfg(test)]
     fn owners(&self) -> usize {
         self.held.lock().owners.len()
+    }
+}
+
+impl FileLocks {
+    fn exited(&self, key: (FileKey, u64), serial: u64, pid: u32) {
+        let mut held = self.held.lock();
+        let Some(entry) = held.owners.get_mut(&key).filter(|entry| entry.serial == serial) else { return };
+        entry.processes.retain(|(known, _)| *known != pid);
+        if entry.processes.is_empty() && !entry.unwatched {
+            held.end_owner(key);
+        }
     }
 }
 
@@ -317,6 +355,36 @@ mod tests {
         // A read-only share never holds a file open for writing.
         locks.set_record(HandleId(2), fd(&writing), 8, &lock(LockKind::Read, 0, 0), false).unwrap();
         assert_eq!(locks.set_record(HandleId(2), fd(&writing), 8, &lock(LockKind::Write, 0, 0), false), Err(FsError::BadHandle));
+    }
+
+    /// An owner id the kernel hands to a new process before the old one's
+    /// exit is seen, or an open file two processes lock through: the locks
+    /// stay while one of them lives, and go when all have exited.
+    #[test]
+    fn an_owner_ends_by_exit_only_when_every_process_that_locked_as_it_has() {
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let _inside = runtime.enter();
+        let file = tempfile::tempfile().unwrap();
+        let locks = Arc::new(FileLocks::default());
+        let mut first = std::process::Command::new("sleep").arg("60").spawn().unwrap();
+        let mut second = std::process::Command::new("sleep").arg("60").spawn().unwrap();
+        let as_process = |pid: u32, start: u64| FileLock { pid, ..lock(LockKind::Write, start, start) };
+        locks.set_record(HandleId(1), fd(&file), 7, &as_process(first.id(), 0), true).unwrap();
+        locks.set_record(HandleId(1), fd(&file), 7, &as_process(second.id(), 1), true).unwrap();
+        let gone = |locks: &FileLocks| {
+            let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            while locks.owners() > 0 && std::time::Instant::now() < until {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            locks.owners() == 0
+        };
+        first.kill().unwrap();
+        first.wait().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        assert_eq!(locks.owners(), 1, "the second process still counts on the owner's locks");
+        second.kill().unwrap();
+        second.wait().unwrap();
+        assert!(gone(&locks), "all that locked as the owner exited: its locks end");
     }
 
     #[test]

@@ -174,8 +174,9 @@ impl FsBackend for LocalBackend {
         self.run_inline(|tree| tree.readdirplus(handle, offset, max_entries))
     }
 
+    /// Even while the source is stopped, as `release`.
     async fn releasedir(&self, handle: HandleId) -> FsResult<()> {
-        self.run_inline(|tree| tree.releasedir(handle))
+        self.tree.releasedir(handle)
     }
 
     async fn fsyncdir(&self, handle: HandleId, datasync: bool) -> FsResult<()> {
@@ -215,8 +216,11 @@ impl FsBackend for LocalBackend {
         true
     }
 
+    /// Even while the source is stopped: the kernel forgets the handle
+    /// whatever the answer, and the file's descriptor and its locks on the
+    /// source must go with it.
     async fn release(&self, handle: HandleId) -> FsResult<()> {
-        close_elsewhere(self.run_inline(|tree| tree.release(handle))?);
+        close_elsewhere(self.tree.release(handle)?);
         Ok(())
     }
 
@@ -290,6 +294,12 @@ impl FsBackend for LocalBackend {
     async fn removexattr(&self, node: NodeId, name: &OsStr) -> FsResult<()> {
         let name = name.to_owned();
         self.run(move |tree| tree.removexattr(node, &name)).await
+    }
+
+    /// Locks go on the source file, but for a readonly share, whose readers
+    /// may not hold up the source's writers.
+    fn takes_locks(&self) -> bool {
+        self.tree.mode() == ShareMode::ReadWrite
     }
 
     async fn getlk(&self, handle: HandleId, owner: u64, lock: FileLock) -> FsResult<Option<FileLock>> {

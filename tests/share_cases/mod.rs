@@ -604,6 +604,22 @@ pub fn locks_exclude_across_the_share_and_the_source(share: &Share) {
     assert_eq!(record_lock(&direct, F_OFD_GETLK, F_WRLCK, 0, 0).unwrap().l_type as i32, F_UNLCK, "the killed waiter was never granted the lock");
 }
 
+/// Where a share takes no locks on the source (over io_uring, and readonly;
+/// SEMANTICS.md), the target's kernel keeps them: they exclude the users of
+/// the mount, not the source.
+pub fn locks_are_kept_by_the_targets_kernel(share: &Share) {
+    use libc::{EAGAIN, F_OFD_SETLK, F_WRLCK};
+    fs::write(share.mnt.join("locked"), b"0123456789").unwrap();
+    let rw = |path: PathBuf| OpenOptions::new().read(true).write(true).open(path).unwrap();
+    let (through, other, direct) = (rw(share.mnt.join("locked")), rw(share.mnt.join("locked")), rw(share.source.join("locked")));
+    record_lock(&through, F_OFD_SETLK, F_WRLCK, 0, 0).unwrap();
+    assert_eq!(errno(record_lock(&other, F_OFD_SETLK, F_WRLCK, 0, 1)), EAGAIN);
+    record_lock(&direct, F_OFD_SETLK, F_WRLCK, 0, 0).unwrap();
+    flock(&through, libc::LOCK_EX | libc::LOCK_NB).unwrap();
+    assert_eq!(errno(flock(&other, libc::LOCK_EX | libc::LOCK_NB)), libc::EWOULDBLOCK);
+    flock(&direct, libc::LOCK_EX | libc::LOCK_NB).unwrap();
+}
+
 pub fn fsync_and_fallocate(share: &Share) {
     let path = share.mnt.join("synced");
     let file = File::create(&path).unwrap();
@@ -705,7 +721,10 @@ pub fn readonly_refuses_every_write(share: &Share) {
     flock(&file, libc::LOCK_SH | libc::LOCK_NB).unwrap();
     record_lock(&file, libc::F_OFD_SETLK, libc::F_RDLCK, 0, 0).unwrap();
     assert_eq!(errno(record_lock(&file, libc::F_OFD_SETLK, libc::F_WRLCK, 0, 0)), libc::EBADF);
-    assert_eq!(errno(flock(&File::open(share.source.join("existing")).unwrap(), libc::LOCK_EX | libc::LOCK_NB)), libc::EWOULDBLOCK);
+    // A reader's locks never hold up the source (SEMANTICS.md).
+    let source_side = File::open(share.source.join("existing")).unwrap();
+    flock(&source_side, libc::LOCK_EX | libc::LOCK_NB).unwrap();
+    flock(&source_side, libc::LOCK_UN).unwrap();
 
     let source = fs::metadata(share.source.join("existing")).unwrap();
     assert_eq!(source.mode() & 0o7777, 0o666 & !umask());
