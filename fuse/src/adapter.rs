@@ -35,22 +35,12 @@ fn caller(req: &Header) -> Caller {
 }
 
 fn file_lock(lock: FileLockIn) -> FsResult<FileLock> {
-    let kind = match lock.typ as i32 {
-        libc::F_RDLCK => LockKind::Read,
-        libc::F_WRLCK => LockKind::Write,
-        libc::F_UNLCK => LockKind::Unlock,
-        _ => return Err(FsError::InvalidArgument),
-    };
+    let kind = LockKind::from_fcntl(lock.typ as i32).ok_or(FsError::InvalidArgument)?;
     Ok(FileLock { kind, start: lock.start, end: lock.end, pid: lock.pid })
 }
 
 fn lock_in(lock: &FileLock) -> FileLockIn {
-    let typ = match lock.kind {
-        LockKind::Read => libc::F_RDLCK,
-        LockKind::Write => libc::F_WRLCK,
-        LockKind::Unlock => libc::F_UNLCK,
-    };
-    FileLockIn { start: lock.start, end: lock.end, typ: typ as u32, pid: lock.pid }
+    FileLockIn { start: lock.start, end: lock.end, typ: lock.kind.to_fcntl() as u32, pid: lock.pid }
 }
 
 fn is_dot_or_dotdot(name: &OsStr) -> bool {

@@ -156,6 +156,26 @@ pub enum LockKind {
     Unlock,
 }
 
+impl LockKind {
+    /// From `fcntl`'s `l_type` (`F_RDLCK`, `F_WRLCK`, `F_UNLCK`).
+    pub fn from_fcntl(typ: i32) -> Option<Self> {
+        match typ {
+            libc::F_RDLCK => Some(LockKind::Read),
+            libc::F_WRLCK => Some(LockKind::Write),
+            libc::F_UNLCK => Some(LockKind::Unlock),
+            _ => None,
+        }
+    }
+
+    pub fn to_fcntl(self) -> i32 {
+        match self {
+            LockKind::Read => libc::F_RDLCK,
+            LockKind::Write => libc::F_WRLCK,
+            LockKind::Unlock => libc::F_UNLCK,
+        }
+    }
+}
+
 /// The `end` of a lock that reaches past any end of file.
 pub const LOCK_TO_END: u64 = i64::MAX as u64;
 

@@ -22,6 +22,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 
 use hoody_fuse::{FileLock, FsError, FsResult, HandleId, LockKind, LOCK_TO_END};
@@ -66,24 +67,28 @@ struct Held {
     flocked: Vec<HandleId>,
 }
 
-#[derive(Default)]
 pub(super) struct FileLocks {
     held: Mutex<Held>,
+    /// Whether any lock was ever taken: until then the release of a file,
+    /// on the path of every close, takes no lock of its own.
+    in_use: AtomicBool,
+    max_owners: usize,
+}
+
+impl Default for FileLocks {
+    fn default() -> Self {
+        FileLocks::with_max_owners(MAX_OWNERS)
+    }
 }
 
 fn flock_struct(lock: &FileLock) -> FsResult<libc::flock> {
-    let typ = match lock.kind {
-        LockKind::Read => libc::F_RDLCK,
-        LockKind::Write => libc::F_WRLCK,
-        LockKind::Unlock => libc::F_UNLCK,
-    };
     if lock.end < lock.start || lock.start > LOCK_TO_END || lock.end > LOCK_TO_END {
         return Err(FsError::InvalidArgument);
     }
     let len = if lock.end == LOCK_TO_END { 0 } else { lock.end - lock.start + 1 };
     // SAFETY: `flock` is plain data.
     let mut fl: libc::flock = unsafe { std::mem::zeroed() };
-    fl.l_type = typ as libc::c_short;
+    fl.l_type = lock.kind.to_fcntl() as libc::c_short;
     fl.l_whence = libc::SEEK_SET as libc::c_short;
     fl.l_start = lock.start as libc::off_t;
     fl.l_len = len as libc::off_t;
@@ -107,6 +112,10 @@ fn conflict(err: io::Error) -> FsError {
 }
 
 impl FileLocks {
+    fn with_max_owners(max_owners: usize) -> Self {
+        FileLocks { held: Mutex::default(), in_use: AtomicBool::new(false), max_owners }
+    }
+
     /// The first lock in the way of `owner` taking `lock` on the file of `fd`.
     pub(super) fn getlk(&self, fd: BorrowedFd<'_>, owner: u64, lock: &FileLock) -> FsResult<Option<FileLock>> {
         let mut fl = flock_struct(lock)?;
@@ -116,10 +125,10 @@ impl FileLocks {
         // without one, the handle's, on which no record lock is ever taken.
         let on = held.owners.get(&key).map_or(fd, |locks| locks.fd.as_fd());
         fcntl_lock(on, libc::F_OFD_GETLK, &mut fl)?;
-        if fl.l_type == libc::F_UNLCK as libc::c_short {
+        let kind = LockKind::from_fcntl(i32::from(fl.l_type)).ok_or(FsError::InvalidArgument)?;
+        if kind == LockKind::Unlock {
             return Ok(None);
         }
-        let kind = if fl.l_type == libc::F_WRLCK as libc::c_short { LockKind::Write } else { LockKind::Read };
         let start = fl.l_start as u64;
         let end = if fl.l_len == 0 { LOCK_TO_END } else { start + fl.l_len as u64 - 1 };
         // An OFD lock (every lock taken through a share) names no process: -1.
@@ -134,28 +143,23 @@ impl FileLocks {
         let key = (file_key(fd)?, owner);
         let mut held = self.held.lock();
         let held = &mut *held;
-        if !held.owners.contains_key(&key) {
-            if lock.kind == LockKind::Unlock {
-                // Nothing to drop for an owner that holds nothing here.
-                return Ok(());
+        match held.owners.get(&key) {
+            Some(locks) => fcntl_lock(locks.fd.as_fd(), libc::F_OFD_SETLK, &mut fl).map_err(conflict)?,
+            // Nothing to drop for an owner that holds nothing here.
+            None if lock.kind == LockKind::Unlock => return Ok(()),
+            None if held.owners.len() >= self.max_owners => return Err(FsError::Os(libc::ENOLCK)),
+            None => {
+                // Taken on a descriptor of its own before the owner is
+                // recorded: a new owner refused its first lock leaves nothing.
+                let fd = lock_descriptor(fd, writable)?;
+                fcntl_lock(fd.as_fd(), libc::F_OFD_SETLK, &mut fl).map_err(conflict)?;
+                held.serials += 1;
+                let locks = OwnerLocks { fd, through: Vec::new(), serial: held.serials, processes: Vec::new(), unwatched: false };
+                held.owners.insert(key, locks);
+                self.in_use.store(true, Ordering::Relaxed);
             }
-            if held.owners.len() >= MAX_OWNERS {
-                return Err(FsError::Os(libc::ENOLCK));
-            }
-            // Taken on a descriptor of its own, so that it fails alone: a new
-            // owner refused its first lock leaves nothing behind.
-            let fd = lock_descriptor(fd, writable)?;
-            fcntl_lock(fd.as_fd(), libc::F_OFD_SETLK, &mut fl).map_err(conflict)?;
-            held.serials += 1;
-            let serial = held.serials;
-            let mut locks = OwnerLocks { fd, through: vec![handle], serial, processes: Vec::new(), unwatched: false };
-            self.note_process(&mut locks, lock.pid, key);
-            held.owners.insert(key, locks);
-            held.by_handle.entry(handle).or_default().push(key);
-            return Ok(());
         }
-        let locks = held.owners.get_mut(&key).expect("checked above");
-        fcntl_lock(locks.fd.as_fd(), libc::F_OFD_SETLK, &mut fl).map_err(conflict)?;
+        let locks = held.owners.get_mut(&key).expect("present or just recorded");
         if lock.kind != LockKind::Unlock {
             self.note_process(locks, lock.pid, key);
         }
@@ -191,6 +195,7 @@ impl FileLocks {
         }
         if kind != LockKind::Unlock && !held.flocked.contains(&handle) {
             held.flocked.push(handle);
+            self.in_use.store(true, Ordering::Relaxed);
         }
         Ok(())
     }
@@ -199,6 +204,11 @@ impl FileLocks {
     /// its `flock` lock, which the kernel's passthrough reference to the open
     /// file could otherwise keep alive.
     pub(super) fn released(&self, handle: HandleId, fd: BorrowedFd<'_>) {
+        // Set under the lock that recorded the first lock; a release of a
+        // handle that took one comes after that answer.
+        if !self.in_use.load(Ordering::Relaxed) {
+            return;
+        }
         let mut held = self.held.lock();
         if let Some(at) = held.flocked.iter().position(|h| *h == handle) {
             held.flocked.swap_remove(at);
@@ -385,6 +395,18 @@ mod tests {
         second.kill().unwrap();
         second.wait().unwrap();
         assert!(gone(&locks), "all that locked as the owner exited: its locks end");
+    }
+
+    #[test]
+    fn owners_past_the_limit_are_refused_until_one_ends() {
+        let file = tempfile::tempfile().unwrap();
+        let locks = Arc::new(FileLocks::with_max_owners(2));
+        locks.set_record(HandleId(1), fd(&file), 1, &lock(LockKind::Read, 0, 0), true).unwrap();
+        locks.set_record(HandleId(2), fd(&file), 2, &lock(LockKind::Read, 0, 0), true).unwrap();
+        assert_eq!(locks.set_record(HandleId(3), fd(&file), 3, &lock(LockKind::Read, 0, 0), true), Err(FsError::Os(libc::ENOLCK)));
+        locks.set_record(HandleId(1), fd(&file), 1, &lock(LockKind::Write, 9, 9), true).unwrap();
+        locks.released(HandleId(2), fd(&file));
+        locks.set_record(HandleId(3), fd(&file), 3, &lock(LockKind::Read, 5, 5), true).unwrap();
     }
 
     #[test]

@@ -490,7 +490,7 @@ fn exit_code(pid: libc::pid_t, within: std::time::Duration) -> Option<i32> {
 }
 
 /// Whether `done` comes true within two seconds.
-fn soon(mut done: impl FnMut() -> bool) -> bool {
+pub fn soon(mut done: impl FnMut() -> bool) -> bool {
     let until = std::time::Instant::now() + std::time::Duration::from_secs(2);
     while !done() {
         if std::time::Instant::now() > until {
@@ -531,6 +531,13 @@ pub fn locks_exclude_across_the_share_and_the_source(share: &Share) {
     record_lock(&direct, F_OFD_SETLK, F_UNLCK, 0, 0).unwrap();
     assert_eq!(record_lock(&other, F_OFD_GETLK, F_WRLCK, 0, 0).unwrap().l_type as i32, F_UNLCK);
 
+    // Locks on directories stay with the target's kernel (SEMANTICS.md).
+    let dir_through = File::open(share.mnt.join("dir")).unwrap();
+    flock(&dir_through, libc::LOCK_EX | libc::LOCK_NB).unwrap();
+    assert_eq!(errno(flock(&File::open(share.mnt.join("dir")).unwrap(), libc::LOCK_EX | libc::LOCK_NB)), libc::EWOULDBLOCK);
+    flock(&File::open(share.source.join("dir")).unwrap(), libc::LOCK_EX | libc::LOCK_NB).unwrap();
+    drop(dir_through);
+
     // flock locks: per open file; closing it gives the lock up.
     flock(&through, libc::LOCK_EX | libc::LOCK_NB).unwrap();
     assert_eq!(errno(flock(&direct, libc::LOCK_SH | libc::LOCK_NB)), libc::EWOULDBLOCK);
@@ -549,14 +556,10 @@ pub fn locks_exclude_across_the_share_and_the_source(share: &Share) {
     let through = rw(share.mnt.join("locked"));
     record_lock(&through, F_SETLK, F_WRLCK, 0, 2).unwrap();
     record_lock(&other, F_SETLK, F_WRLCK, 1, 2).unwrap();
-    let fd = std::os::fd::AsRawFd::as_raw_fd(&through);
+    // `record_lock` makes system calls only: fit for a forked child.
     let child = in_child(|| {
-        // SAFETY: plain data and a valid descriptor.
-        let mut fl: libc::flock = unsafe { std::mem::zeroed() };
-        (fl.l_type, fl.l_whence, fl.l_start, fl.l_len) = (F_WRLCK as libc::c_short, libc::SEEK_SET as libc::c_short, 2, 1);
-        let refused = unsafe { libc::fcntl(fd, F_SETLK, &mut fl) } < 0 && io::Error::last_os_error().raw_os_error() == Some(EAGAIN);
-        fl.l_start = 3;
-        let free = unsafe { libc::fcntl(fd, F_SETLK, &mut fl) } == 0;
+        let refused = record_lock(&through, F_SETLK, F_WRLCK, 2, 1).is_err_and(|err| err.raw_os_error() == Some(EAGAIN));
+        let free = record_lock(&through, F_SETLK, F_WRLCK, 3, 1).is_ok();
         if refused && free { 0 } else { 1 }
     });
     assert_eq!(exit_code(child, second * 5), Some(0), "the child is refused the parent's range and given the rest");
@@ -574,25 +577,16 @@ pub fn locks_exclude_across_the_share_and_the_source(share: &Share) {
 
     // A waiting lock is given when the holder lets go...
     let through = rw(share.mnt.join("locked"));
-    let fd = std::os::fd::AsRawFd::as_raw_fd(&through);
-    let waiter = in_child(|| {
-        // SAFETY: as above.
-        let mut fl: libc::flock = unsafe { std::mem::zeroed() };
-        (fl.l_type, fl.l_whence) = (F_RDLCK as libc::c_short, libc::SEEK_SET as libc::c_short);
-        if unsafe { libc::fcntl(fd, F_SETLKW, &mut fl) } == 0 { 0 } else { 1 }
-    });
+    let waiter = in_child(|| if record_lock(&through, F_SETLKW, F_RDLCK, 0, 0).is_ok() { 0 } else { 1 });
     assert_eq!(exit_code(waiter, std::time::Duration::from_millis(300)), None, "waits while the source holds the lock");
     record_lock(&direct, F_OFD_SETLK, F_UNLCK, 0, 0).unwrap();
     assert_eq!(exit_code(waiter, second * 5), Some(0), "granted once the source let go");
 
-    // ...and a waiter killed meanwhile dies at once, holding nothing. (The
+    // ...and a waiter killed meanwhile dies at once and leaves no lock. (The
     // first waiter's lock ends as it exits, though the file stays open here.)
     assert!(soon(|| record_lock(&direct, F_OFD_SETLK, F_WRLCK, 0, 0).is_ok()), "an exited process holds no lock");
     let waiter = in_child(|| {
-        // SAFETY: as above.
-        let mut fl: libc::flock = unsafe { std::mem::zeroed() };
-        (fl.l_type, fl.l_whence) = (F_WRLCK as libc::c_short, libc::SEEK_SET as libc::c_short);
-        unsafe { libc::fcntl(fd, F_SETLKW, &mut fl) };
+        let _ = record_lock(&through, F_SETLKW, F_WRLCK, 0, 0);
         2
     });
     assert_eq!(exit_code(waiter, std::time::Duration::from_millis(300)), None, "waits while the source holds the lock");
@@ -601,7 +595,7 @@ pub fn locks_exclude_across_the_share_and_the_source(share: &Share) {
     assert_eq!(exit_code(waiter, second), Some(128 + libc::SIGKILL), "a killed waiter does not hang");
     record_lock(&direct, F_OFD_SETLK, F_UNLCK, 0, 0).unwrap();
     std::thread::sleep(std::time::Duration::from_millis(50));
-    assert_eq!(record_lock(&direct, F_OFD_GETLK, F_WRLCK, 0, 0).unwrap().l_type as i32, F_UNLCK, "the killed waiter was never granted the lock");
+    assert_eq!(record_lock(&direct, F_OFD_GETLK, F_WRLCK, 0, 0).unwrap().l_type as i32, F_UNLCK, "the killed waiter holds no lock");
 }
 
 /// Where a share takes no locks on the source (over io_uring, and readonly;
