@@ -2,6 +2,7 @@
 //! and the wiring; HTTP, FUSE and QUIC live behind the traits of the `api`,
 //! `fuse` and `transport` crates.
 
+pub mod beneath;
 pub mod bootstrap;
 pub mod catalog;
 pub mod client;

@@ -13,12 +13,12 @@ pub mod mounts;
 mod mount_watch;
 mod node_table;
 mod privileges;
-mod proc_fd;
+pub(crate) mod proc_fd;
 mod source_tree;
 mod source_watch;
-mod syscalls;
+pub(crate) mod syscalls;
 mod walk_ahead;
-mod xattrs;
+pub(crate) mod xattrs;
 
 pub use local_backend::LocalBackend;
 

@@ -23,7 +23,7 @@ fn fd_dir() -> Option<&'static OwnedFd> {
 
 /// The link of one descriptor, as (directory, name) for the `*at` calls and as
 /// a whole path for the others.
-pub(super) struct FdLink<'fd> {
+pub(crate) struct FdLink<'fd> {
     /// The link names whatever has this number: it must not outlive the descriptor.
     descriptor: PhantomData<BorrowedFd<'fd>>,
     number: i32,
@@ -31,7 +31,7 @@ pub(super) struct FdLink<'fd> {
     name: CString,
 }
 
-pub(super) fn link(fd: BorrowedFd<'_>) -> FdLink<'_> {
+pub(crate) fn link(fd: BorrowedFd<'_>) -> FdLink<'_> {
     let number = fd.as_raw_fd();
     match fd_dir() {
         Some(dir) => FdLink { descriptor: PhantomData, number, dir: dir.as_raw_fd(), name: CString::new(number.to_string()).expect("no NUL in a number") },
@@ -45,17 +45,17 @@ fn whole_path(number: i32) -> CString {
 }
 
 impl FdLink<'_> {
-    pub(super) fn dir(&self) -> libc::c_int {
+    pub(crate) fn dir(&self) -> libc::c_int {
         self.dir
     }
 
     /// Relative to [`FdLink::dir`].
-    pub(super) fn name(&self) -> &CStr {
+    pub(crate) fn name(&self) -> &CStr {
         &self.name
     }
 
     /// `/proc/self/fd/N`, for calls with no `*at` form.
-    pub(super) fn path(&self) -> CString {
+    pub(crate) fn path(&self) -> CString {
         whole_path(self.number)
     }
 }

@@ -21,7 +21,7 @@ fn check(rc: libc::c_int) -> io::Result<libc::c_int> {
     }
 }
 
-pub(super) fn check_size(rc: isize) -> io::Result<usize> {
+pub(crate) fn check_size(rc: isize) -> io::Result<usize> {
     if rc < 0 {
         Err(io::Error::last_os_error())
     } else {
@@ -50,11 +50,11 @@ fn proc_fd_path(fd: BorrowedFd<'_>) -> CString {
     proc_fd::link(fd).path()
 }
 
-pub(super) fn cstring(name: &OsStr) -> io::Result<CString> {
+pub(crate) fn cstring(name: &OsStr) -> io::Result<CString> {
     CString::new(name.as_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
 }
 
-pub(super) fn stat(fd: BorrowedFd<'_>) -> io::Result<libc::stat64> {
+pub(crate) fn stat(fd: BorrowedFd<'_>) -> io::Result<libc::stat64> {
     // SAFETY: `stat64` is plain data; fstatat fills it on success.
     let mut st: libc::stat64 = unsafe { std::mem::zeroed() };
     // SAFETY: valid descriptor, NUL-terminated empty path, valid out pointer.
@@ -71,7 +71,7 @@ struct OpenHow {
 
 /// Opens `name` (one component) in `dir` without following any symlink, magic
 /// link or `..` out of `dir`. With `O_PATH | O_NOFOLLOW` a symlink itself is opened.
-pub(super) fn open_beneath(dir: BorrowedFd<'_>, name: &CStr, flags: libc::c_int, mode: u32) -> io::Result<OwnedFd> {
+pub(crate) fn open_beneath(dir: BorrowedFd<'_>, name: &CStr, flags: libc::c_int, mode: u32) -> io::Result<OwnedFd> {
     let flags = flags | libc::O_NOFOLLOW | libc::O_CLOEXEC;
     let how = OpenHow {
         flags: flags as u64,
@@ -96,14 +96,14 @@ pub(super) fn open_beneath(dir: BorrowedFd<'_>, name: &CStr, flags: libc::c_int,
 }
 
 /// The parent of directory `dir`, as an `O_PATH` descriptor.
-pub(super) fn open_parent(dir: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+pub(crate) fn open_parent(dir: BorrowedFd<'_>) -> io::Result<OwnedFd> {
     // SAFETY: valid descriptor and path.
     let fd = check(unsafe { libc::openat(dir.as_raw_fd(), c"..".as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) })?;
     Ok(owned(fd))
 }
 
 /// A new open of the file behind `fd` (typically an `O_PATH` descriptor) with `flags`.
-pub(super) fn reopen(fd: BorrowedFd<'_>, flags: libc::c_int) -> io::Result<OwnedFd> {
+pub(crate) fn reopen(fd: BorrowedFd<'_>, flags: libc::c_int) -> io::Result<OwnedFd> {
     let link = proc_fd::link(fd);
     // SAFETY: valid directory and NUL-terminated name.
     let fd = retry_interrupted(|| check(unsafe { libc::openat(link.dir(), link.name().as_ptr(), flags | libc::O_CLOEXEC) }))?;
@@ -111,7 +111,7 @@ pub(super) fn reopen(fd: BorrowedFd<'_>, flags: libc::c_int) -> io::Result<Owned
 }
 
 /// Where the kernel currently sees the file behind `fd` (`d_path`).
-pub(super) fn fd_path(fd: BorrowedFd<'_>) -> io::Result<Vec<u8>> {
+pub(crate) fn fd_path(fd: BorrowedFd<'_>) -> io::Result<Vec<u8>> {
     let link = proc_fd::link(fd);
     let mut buf = [0u8; libc::PATH_MAX as usize + 1];
     // SAFETY: valid directory, name, buffer and length.
@@ -122,7 +122,7 @@ pub(super) fn fd_path(fd: BorrowedFd<'_>) -> io::Result<Vec<u8>> {
     Ok(buf[..len].to_vec())
 }
 
-pub(super) fn chmod(fd: BorrowedFd<'_>, mode: u32) -> io::Result<()> {
+pub(crate) fn chmod(fd: BorrowedFd<'_>, mode: u32) -> io::Result<()> {
     // SAFETY: valid descriptor and path.
     let rc = unsafe { libc::syscall(libc::SYS_fchmodat2, fd.as_raw_fd(), EMPTY.as_ptr(), mode, libc::AT_EMPTY_PATH) };
     match check(rc as libc::c_int) {
@@ -136,7 +136,7 @@ pub(super) fn chmod(fd: BorrowedFd<'_>, mode: u32) -> io::Result<()> {
     }
 }
 
-pub(super) fn chown(fd: BorrowedFd<'_>, uid: Option<u32>, gid: Option<u32>) -> io::Result<()> {
+pub(crate) fn chown(fd: BorrowedFd<'_>, uid: Option<u32>, gid: Option<u32>) -> io::Result<()> {
     let (uid, gid) = (uid.unwrap_or(u32::MAX), gid.unwrap_or(u32::MAX));
     // SAFETY: valid descriptor and path; u32::MAX (-1) leaves an id unchanged.
     check(unsafe { libc::fchownat(fd.as_raw_fd(), EMPTY.as_ptr(), uid, gid, libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW) }).map(drop)
@@ -162,14 +162,14 @@ fn timespec(time: Option<SetTime>) -> libc::timespec {
     libc::timespec { tv_sec, tv_nsec }
 }
 
-pub(super) fn set_times(fd: BorrowedFd<'_>, atime: Option<SetTime>, mtime: Option<SetTime>) -> io::Result<()> {
+pub(crate) fn set_times(fd: BorrowedFd<'_>, atime: Option<SetTime>, mtime: Option<SetTime>) -> io::Result<()> {
     let times = [timespec(atime), timespec(mtime)];
     // SAFETY: valid descriptor, path and a two-element array.
     check(unsafe { libc::utimensat(fd.as_raw_fd(), EMPTY.as_ptr(), times.as_ptr(), libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW) })
         .map(drop)
 }
 
-pub(super) fn system_time(secs: i64, nanos: i64) -> SystemTime {
+pub(crate) fn system_time(secs: i64, nanos: i64) -> SystemTime {
     let nanos = Duration::from_nanos(nanos.clamp(0, 999_999_999) as u64);
     if secs >= 0 {
         UNIX_EPOCH + Duration::from_secs(secs as u64) + nanos
@@ -178,29 +178,29 @@ pub(super) fn system_time(secs: i64, nanos: i64) -> SystemTime {
     }
 }
 
-pub(super) fn truncate(fd: BorrowedFd<'_>, size: u64) -> io::Result<()> {
+pub(crate) fn truncate(fd: BorrowedFd<'_>, size: u64) -> io::Result<()> {
     let size = i64::try_from(size).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
     // SAFETY: valid descriptor.
     retry_interrupted(|| check(unsafe { libc::ftruncate64(fd.as_raw_fd(), size) })).map(drop)
 }
 
-pub(super) fn mkdir(dir: BorrowedFd<'_>, name: &CStr, mode: u32) -> io::Result<()> {
+pub(crate) fn mkdir(dir: BorrowedFd<'_>, name: &CStr, mode: u32) -> io::Result<()> {
     // SAFETY: valid descriptor and path.
     check(unsafe { libc::mkdirat(dir.as_raw_fd(), name.as_ptr(), mode) }).map(drop)
 }
 
-pub(super) fn mknod(dir: BorrowedFd<'_>, name: &CStr, mode: u32, rdev: u64) -> io::Result<()> {
+pub(crate) fn mknod(dir: BorrowedFd<'_>, name: &CStr, mode: u32, rdev: u64) -> io::Result<()> {
     // SAFETY: valid descriptor and path.
     check(unsafe { libc::mknodat(dir.as_raw_fd(), name.as_ptr(), mode, rdev) }).map(drop)
 }
 
-pub(super) fn symlink(target: &CStr, dir: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
+pub(crate) fn symlink(target: &CStr, dir: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
     // SAFETY: valid paths and descriptor.
     check(unsafe { libc::symlinkat(target.as_ptr(), dir.as_raw_fd(), name.as_ptr()) }).map(drop)
 }
 
 /// A new name `name` in `dir` for the file behind `fd`.
-pub(super) fn link(fd: BorrowedFd<'_>, dir: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
+pub(crate) fn link(fd: BorrowedFd<'_>, dir: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
     // SAFETY: valid descriptors and paths.
     let linked = check(unsafe { libc::linkat(fd.as_raw_fd(), EMPTY.as_ptr(), dir.as_raw_fd(), name.as_ptr(), libc::AT_EMPTY_PATH) });
     match linked {
@@ -214,18 +214,18 @@ pub(super) fn link(fd: BorrowedFd<'_>, dir: BorrowedFd<'_>, name: &CStr) -> io::
     }
 }
 
-pub(super) fn unlink(dir: BorrowedFd<'_>, name: &CStr, flags: libc::c_int) -> io::Result<()> {
+pub(crate) fn unlink(dir: BorrowedFd<'_>, name: &CStr, flags: libc::c_int) -> io::Result<()> {
     // SAFETY: valid descriptor and path.
     check(unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), flags) }).map(drop)
 }
 
-pub(super) fn rename(from_dir: BorrowedFd<'_>, from: &CStr, to_dir: BorrowedFd<'_>, to: &CStr, flags: u32) -> io::Result<()> {
+pub(crate) fn rename(from_dir: BorrowedFd<'_>, from: &CStr, to_dir: BorrowedFd<'_>, to: &CStr, flags: u32) -> io::Result<()> {
     // SAFETY: valid descriptors and paths.
     check(unsafe { libc::renameat2(from_dir.as_raw_fd(), from.as_ptr(), to_dir.as_raw_fd(), to.as_ptr(), flags) }).map(drop)
 }
 
 /// The target of the symlink behind `fd`.
-pub(super) fn readlink(fd: BorrowedFd<'_>) -> io::Result<Vec<u8>> {
+pub(crate) fn readlink(fd: BorrowedFd<'_>) -> io::Result<Vec<u8>> {
     let mut buf = vec![0u8; 256];
     loop {
         // SAFETY: valid descriptor, path, buffer and length.
@@ -238,7 +238,7 @@ pub(super) fn readlink(fd: BorrowedFd<'_>) -> io::Result<Vec<u8>> {
     }
 }
 
-pub(super) fn statfs(fd: BorrowedFd<'_>) -> io::Result<libc::statfs64> {
+pub(crate) fn statfs(fd: BorrowedFd<'_>) -> io::Result<libc::statfs64> {
     // SAFETY: plain data, filled on success.
     let mut st: libc::statfs64 = unsafe { std::mem::zeroed() };
     // SAFETY: valid descriptor and out pointer.
@@ -246,7 +246,7 @@ pub(super) fn statfs(fd: BorrowedFd<'_>) -> io::Result<libc::statfs64> {
     Ok(st)
 }
 
-pub(super) fn read_at(fd: BorrowedFd<'_>, offset: u64, size: usize) -> io::Result<Vec<u8>> {
+pub(crate) fn read_at(fd: BorrowedFd<'_>, offset: u64, size: usize) -> io::Result<Vec<u8>> {
     let mut buf = vec![0u8; size];
     let mut done = 0;
     while done < size {
@@ -263,7 +263,7 @@ pub(super) fn read_at(fd: BorrowedFd<'_>, offset: u64, size: usize) -> io::Resul
     Ok(buf)
 }
 
-pub(super) fn write_at(fd: BorrowedFd<'_>, offset: u64, data: &[u8]) -> io::Result<usize> {
+pub(crate) fn write_at(fd: BorrowedFd<'_>, offset: u64, data: &[u8]) -> io::Result<usize> {
     let mut done = 0;
     while done < data.len() {
         let at = i64::try_from(offset + done as u64).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
@@ -279,7 +279,7 @@ pub(super) fn write_at(fd: BorrowedFd<'_>, offset: u64, data: &[u8]) -> io::Resu
     Ok(done)
 }
 
-pub(super) fn fsync(fd: BorrowedFd<'_>, datasync: bool) -> io::Result<()> {
+pub(crate) fn fsync(fd: BorrowedFd<'_>, datasync: bool) -> io::Result<()> {
     // SAFETY: valid descriptor.
     retry_interrupted(|| {
         check(unsafe {
@@ -293,14 +293,14 @@ pub(super) fn fsync(fd: BorrowedFd<'_>, datasync: bool) -> io::Result<()> {
     .map(drop)
 }
 
-pub(super) fn fallocate(fd: BorrowedFd<'_>, mode: i32, offset: u64, length: u64) -> io::Result<()> {
+pub(crate) fn fallocate(fd: BorrowedFd<'_>, mode: i32, offset: u64, length: u64) -> io::Result<()> {
     let (offset, length) = (i64::try_from(offset), i64::try_from(length));
     let (Ok(offset), Ok(length)) = (offset, length) else { return Err(io::Error::from_raw_os_error(libc::EFBIG)) };
     // SAFETY: valid descriptor.
     retry_interrupted(|| check(unsafe { libc::fallocate64(fd.as_raw_fd(), mode, offset, length) })).map(drop)
 }
 
-pub(super) fn seek(fd: BorrowedFd<'_>, offset: u64, whence: i32) -> io::Result<u64> {
+pub(crate) fn seek(fd: BorrowedFd<'_>, offset: u64, whence: i32) -> io::Result<u64> {
     let offset = i64::try_from(offset).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
     // SAFETY: valid descriptor.
     let found = unsafe { libc::lseek64(fd.as_raw_fd(), offset, whence) };
@@ -311,7 +311,7 @@ pub(super) fn seek(fd: BorrowedFd<'_>, offset: u64, whence: i32) -> io::Result<u
     }
 }
 
-pub(super) fn copy_range(from: BorrowedFd<'_>, from_offset: u64, to: BorrowedFd<'_>, to_offset: u64, length: u64) -> io::Result<u64> {
+pub(crate) fn copy_range(from: BorrowedFd<'_>, from_offset: u64, to: BorrowedFd<'_>, to_offset: u64, length: u64) -> io::Result<u64> {
     let invalid = || io::Error::from_raw_os_error(libc::EINVAL);
     let mut from_offset = i64::try_from(from_offset).map_err(|_| invalid())?;
     let mut to_offset = i64::try_from(to_offset).map_err(|_| invalid())?;
@@ -322,7 +322,7 @@ pub(super) fn copy_range(from: BorrowedFd<'_>, from_offset: u64, to: BorrowedFd<
 }
 
 /// One batch of `getdents64` records from the directory's current position.
-pub(super) fn getdents(dir: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+pub(crate) fn getdents(dir: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
     // SAFETY: valid descriptor and buffer.
     let rc = retry_interrupted(|| {
         check_size(unsafe { libc::syscall(libc::SYS_getdents64, dir.as_raw_fd(), buf.as_mut_ptr(), buf.len()) } as isize)
@@ -334,7 +334,7 @@ pub(super) fn getdents(dir: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize>
 /// backend keeps one descriptor per file the kernel remembers.
 /// How many descriptors the shares' node tables may hold together: three
 /// quarters of the open files limit, the rest is for everything else.
-pub(super) fn descriptor_budget() -> usize {
+pub(crate) fn descriptor_budget() -> usize {
     static BUDGET: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     *BUDGET.get_or_init(|| {
         raise_open_files_limit();
@@ -350,7 +350,7 @@ pub(super) fn descriptor_budget() -> usize {
 /// so the limit goes as high as the system allows: `fs.nr_open` where the
 /// daemon may raise its hard limit (root), else the hard limit.
 /// `HOODY_MAX_OPEN_FILES` sets the limit instead (never above the hard limit).
-pub(super) fn raise_open_files_limit() {
+pub(crate) fn raise_open_files_limit() {
     // SAFETY: plain data.
     let mut limit: libc::rlimit64 = unsafe { std::mem::zeroed() };
     // SAFETY: valid out pointer.

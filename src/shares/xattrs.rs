@@ -117,28 +117,28 @@ fn listxattr(link: &FdLink<'_>, list: *mut libc::c_char, size: usize) -> isize {
 /// getting or setting one is `EOPNOTSUPP`, and lists leave them out. That
 /// answer also tells `ls -l` that this file system has no labels, and it stops
 /// asking for the rest of the share: one round trip less per file.
-pub(super) fn carried(name: &[u8]) -> bool {
+pub(crate) fn carried(name: &[u8]) -> bool {
     name != b"security.selinux" && !name.starts_with(b"security.SMACK64")
 }
 
-pub(super) fn get(fd: BorrowedFd<'_>, name: &CStr) -> io::Result<Vec<u8>> {
+pub(crate) fn get(fd: BorrowedFd<'_>, name: &CStr) -> io::Result<Vec<u8>> {
     let link = proc_fd::link(fd);
     read_sized(|value, size| getxattr(&link, name, value, size))
 }
 
 /// The names, each followed by a NUL.
-pub(super) fn list(fd: BorrowedFd<'_>) -> io::Result<Vec<u8>> {
+pub(crate) fn list(fd: BorrowedFd<'_>) -> io::Result<Vec<u8>> {
     let link = proc_fd::link(fd);
     read_sized(|list, size| listxattr(&link, list.cast(), size))
 }
 
-pub(super) fn set(fd: BorrowedFd<'_>, name: &CStr, value: &[u8], flags: i32) -> io::Result<()> {
+pub(crate) fn set(fd: BorrowedFd<'_>, name: &CStr, value: &[u8], flags: i32) -> io::Result<()> {
     let path = proc_fd::link(fd).path();
     // SAFETY: valid paths and value buffer.
     check_size(unsafe { libc::setxattr(path.as_ptr(), name.as_ptr(), value.as_ptr().cast(), value.len(), flags) } as isize).map(drop)
 }
 
-pub(super) fn remove(fd: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
+pub(crate) fn remove(fd: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
     let path = proc_fd::link(fd).path();
     // SAFETY: valid paths.
     check_size(unsafe { libc::removexattr(path.as_ptr(), name.as_ptr()) } as isize).map(drop)

@@ -7,17 +7,19 @@
 //! only after this returns (the record is the commit point).
 
 use std::collections::HashMap;
+use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::{self, Read};
+use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, Sender};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use super::chunker::{for_each_chunk, Batch, Buffers, Hints, RegionCutter};
 use super::posix;
+use crate::beneath::{self, Dir, Stat};
 use super::statcache::{CachedFile, StatCache};
 use super::tree::{Content, Entry, EntryKind, Extent, Timestamp, Tree};
 use crate::store::{BlockHash, BlockStore, ObjectKind, StoreError};
@@ -75,7 +77,10 @@ struct DirNode {
 }
 
 struct FileJob {
-    abs: PathBuf,
+    /// The directory the file was found in, held open: the file is opened from
+    /// it by name, never by a path the container could re-point.
+    dir: Arc<Dir>,
+    name: OsString,
     rel: Vec<u8>,
     size: u64,
     xattrs: Vec<(Vec<u8>, Vec<u8>)>,
@@ -103,32 +108,56 @@ fn ts(sec: i64, nsec: i64) -> Timestamp {
 }
 
 impl<'a> Walker<'a> {
-    fn walk(&mut self, abs: &Path, rel: &[u8]) -> Result<DirNode, CaptureError> {
-        let mut dirents: Vec<_> = std::fs::read_dir(abs).map_err(at(abs))?.map(|e| e.map(|e| (e.file_name(), e))).collect::<Result<_, _>>().map_err(at(abs))?;
-        dirents.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-        let mut entries = Vec::with_capacity(dirents.len());
-        for (name, dirent) in dirents {
+    /// Walks the open directory `dir` (at `rel` in the rootfs) by descriptors:
+    /// a subdirectory is opened from `dir`, never by a path, so a container
+    /// that swaps a directory for a symlink while the walk runs cannot lead it
+    /// outside the rootfs, and nothing mounted inside (shares) is captured.
+    fn walk(&mut self, dir: &Arc<Dir>, rel: &[u8]) -> Result<DirNode, CaptureError> {
+        let here = |e| CaptureError::Io { path: PathBuf::from(OsStr::from_bytes(rel)), source: e };
+        let mut names = dir.names().map_err(here)?;
+        names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        let mut entries = Vec::with_capacity(names.len());
+        for name in names {
             if rel.is_empty() && name == STAGING_DIR {
                 continue;
             }
-            let path = abs.join(&name);
-            // Relative to the open directory: no walk of the whole path per file.
-            let st = match dirent.metadata() {
+            let child_rel = if rel.is_empty() { name.as_bytes().to_vec() } else { [rel, b"/", name.as_bytes()].concat() };
+            let at_child = |e| CaptureError::Io { path: PathBuf::from(OsStr::from_bytes(&child_rel)), source: e };
+            let st = match dir.stat(&name) {
                 Ok(st) => st,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue, // vanished while walking
-                Err(e) => return Err(at(&path)(e)),
+                Err(e) => return Err(at_child(e)),
             };
-            if st.dev() != self.dev {
+            if dir.is_mount_point(&st) || st.dev() != self.dev {
                 continue; // another filesystem mounted inside (shares): not the container's
             }
-            let child_rel = if rel.is_empty() { name.as_bytes().to_vec() } else { [rel, b"/", name.as_bytes()].concat() };
             let kind = EntryKind::from_mode(st.mode());
+            // A directory is opened first and described by what was opened: the
+            // name may have been swapped since the stat.
+            let (sub, st) = if kind == EntryKind::Dir {
+                match dir.open_dir(&name) {
+                    Ok(sub) => {
+                        let st = sub.stat_self().map_err(at_child)?;
+                        (Some(Arc::new(sub)), st)
+                    }
+                    Err(e) if beneath::is_moved(&e) => continue, // replaced while walking
+                    Err(e) => return Err(at_child(e)),
+                }
+            } else {
+                (None, st)
+            };
             // An unchanged file (same stat, ctime included) has unchanged xattrs.
             let previous = if kind == EntryKind::File { self.old.files.remove(&child_rel) } else { None };
             let unchanged = previous.as_ref().is_some_and(|c| c.matches(&st));
-            let xattrs = match &previous {
-                Some(c) if unchanged => c.xattrs.clone(),
-                _ => posix::xattrs(&path).map_err(at(&path))?,
+            let xattrs = match (&previous, &sub) {
+                (Some(c), _) if unchanged => c.xattrs.clone(),
+                (_, Some(sub)) => beneath::xattrs_of(sub.as_fd()).map_err(at_child)?,
+                _ => match dir.open_path(&name) {
+                    Ok(fd) => beneath::xattrs_of(fd.as_fd()).map_err(at_child)?,
+                    Err(e) if beneath::is_moved(&e) && e.raw_os_error() != Some(libc::ELOOP) => continue,
+                    Err(e) if e.raw_os_error() == Some(libc::ELOOP) && kind != EntryKind::Symlink => continue,
+                    Err(e) => return Err(at_child(e)),
+                },
             };
             let link_group = if kind != EntryKind::Dir && st.nlink() > 1 {
                 Some(self.links.entry(st.ino()).or_insert_with(|| child_rel.clone()).clone())
@@ -150,11 +179,18 @@ impl<'a> Walker<'a> {
                 content: Content::Special,
             };
             let pending = match kind {
-                EntryKind::Dir => Pending::Dir(Box::new(self.walk(&path, &child_rel)?)),
-                EntryKind::Symlink => {
-                    entry.content = Content::Symlink(std::fs::read_link(&path).map_err(at(&path))?.as_os_str().as_bytes().to_vec());
-                    Pending::Ready
+                EntryKind::Dir => {
+                    let sub = sub.expect("a directory was opened");
+                    Pending::Dir(Box::new(self.walk(&sub, &child_rel)?))
                 }
+                EntryKind::Symlink => match dir.read_link(&name) {
+                    Ok(target) => {
+                        entry.content = Content::Symlink(target);
+                        Pending::Ready
+                    }
+                    Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::EINVAL)) => continue,
+                    Err(e) => return Err(at_child(e)),
+                },
                 EntryKind::File => {
                     self.stats.files += 1;
                     self.stats.size_bytes += st.size();
@@ -167,7 +203,7 @@ impl<'a> Walker<'a> {
                         previous => {
                             // A changed file's old extents go with it: most of its chunks may be unchanged.
                             let old = previous.map(|c| c.extents).unwrap_or_default();
-                            let job = FileJob { abs: path, rel: child_rel, size: st.size(), xattrs: entry.xattrs.clone(), old };
+                            let job = FileJob { dir: dir.clone(), name, rel: child_rel, size: st.size(), xattrs: entry.xattrs.clone(), old };
                             Pending::File(self.queue(job))
                         }
                     }
@@ -195,30 +231,30 @@ impl Walker<'_> {
 /// Reads one file into the store: `(extents, stat it was read at)`. Retried when
 /// the file changes while being read, so a capture never holds a torn file
 /// that it could have noticed.
-fn read_file(store: &BlockStore, job: &FileJob, buffers: &mut Buffers, new_bytes: &AtomicU64) -> Result<(Vec<Extent>, std::fs::Metadata), CaptureError> {
+fn read_file(store: &BlockStore, job: &FileJob, buffers: &mut Buffers, new_bytes: &AtomicU64) -> Result<(Vec<Extent>, Stat), CaptureError> {
+    let at = |source| CaptureError::Io { path: PathBuf::from(OsStr::from_bytes(&job.rel)), source };
     let mut attempt = 0;
     loop {
-        let file = open_noatime(&job.abs).map_err(at(&job.abs))?;
-        let before = file.metadata().map_err(at(&job.abs))?;
+        let file = job.dir.open_read_noatime(&job.name).map_err(|e| {
+            // Replaced by a symlink, a directory or a FIFO since the walk saw
+            // it: as good as deleted (captured empty), never followed.
+            if beneath::is_moved(&e) || e.raw_os_error() == Some(libc::EINVAL) {
+                at(io::Error::from(io::ErrorKind::NotFound))
+            } else {
+                at(e)
+            }
+        })?;
+        let before = beneath::stat_fd(file.as_fd()).map_err(at)?;
         let extents = chunk_file(store, &file, before.size(), &job.old, buffers, new_bytes).map_err(|e| match e {
-            ChunkError::Io(source) => CaptureError::Io { path: job.abs.clone(), source },
+            ChunkError::Io(source) => at(source),
             ChunkError::Store(s) => CaptureError::Store(s),
         })?;
-        let after = file.metadata().map_err(at(&job.abs))?;
+        let after = beneath::stat_fd(file.as_fd()).map_err(at)?;
         let stable = before.mtime() == after.mtime() && before.mtime_nsec() == after.mtime_nsec() && before.size() == after.size();
         attempt += 1;
         if stable || attempt >= 3 {
             return Ok((extents, after));
         }
-    }
-}
-
-/// Opens a file for reading without following a symlink or touching its atime.
-pub(super) fn open_noatime(path: &Path) -> io::Result<File> {
-    let open = |flags| std::fs::OpenOptions::new().read(true).custom_flags(flags).open(path);
-    match open(libc::O_NOFOLLOW | libc::O_NOATIME) {
-        Err(e) if e.raw_os_error() == Some(libc::EPERM) => open(libc::O_NOFOLLOW),
-        other => other,
     }
 }
 
@@ -370,7 +406,7 @@ fn assemble(store: &BlockStore, node: DirNode, results: &mut [Vec<Extent>], new_
     Ok(put.hash)
 }
 
-fn dir_entry(path: &Path, st: &std::fs::Metadata) -> Result<Entry, CaptureError> {
+fn dir_entry(dir: &Dir, st: &Stat) -> Result<Entry, CaptureError> {
     Ok(Entry {
         name: Vec::new(),
         kind: EntryKind::Dir,
@@ -381,7 +417,7 @@ fn dir_entry(path: &Path, st: &std::fs::Metadata) -> Result<Entry, CaptureError>
         atime: ts(st.atime(), st.atime_nsec()),
         mtime: ts(st.mtime(), st.mtime_nsec()),
         rdev: 0,
-        xattrs: posix::xattrs(path).map_err(at(path))?,
+        xattrs: beneath::xattrs_of(dir.as_fd()).map_err(|source| CaptureError::Io { path: PathBuf::from("/"), source })?,
         link_group: None,
         content: Content::Special,
     })
@@ -389,7 +425,7 @@ fn dir_entry(path: &Path, st: &std::fs::Metadata) -> Result<Entry, CaptureError>
 
 /// A file read: its number, its job, and its extents with the stat they were
 /// read at (`None`: deleted after the walk saw it, captured as empty).
-type FileRead = (usize, FileJob, Option<(Vec<Extent>, std::fs::Metadata)>);
+type FileRead = (usize, FileJob, Option<(Vec<Extent>, Stat)>);
 
 /// Reads the queued files on a few worker threads until the queue closes.
 fn read_files(store: &BlockStore, queue: Receiver<(usize, FileJob)>, new_bytes: &AtomicU64) -> Result<Vec<FileRead>, CaptureError> {
@@ -429,12 +465,14 @@ fn read_files(store: &BlockStore, queue: Receiver<(usize, FileJob)>, new_bytes: 
 /// Captures `root` into `store`, reading only what changed since `old`. The old
 /// cache is consumed: its entries move into the new one rather than being copied.
 pub fn capture(store: &BlockStore, root: &Path, old: StatCache) -> Result<Captured, CaptureError> {
-    let root_st = match std::fs::symlink_metadata(root) {
-        Ok(st) if st.is_dir() => st,
-        Ok(_) => return Err(CaptureError::RootMissing(root.to_path_buf())),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(CaptureError::RootMissing(root.to_path_buf())),
+    let dir = match Dir::open_root(root) {
+        Ok(dir) => Arc::new(dir),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR) | Some(libc::ELOOP)) => return Err(CaptureError::RootMissing(root.to_path_buf())),
         Err(e) => return Err(at(root)(e)),
     };
+    let root_st = dir.stat_self().map_err(at(root))?;
+    // The walk holds a descriptor per directory with files still to read.
+    let _ = crate::shares::syscalls::descriptor_budget();
     let started = std::time::Instant::now();
     let new_bytes = AtomicU64::new(0);
     let (jobs, queue) = std::sync::mpsc::channel();
@@ -443,7 +481,7 @@ pub fn capture(store: &BlockStore, root: &Path, old: StatCache) -> Result<Captur
     // one core, and the first files it finds (a big database) keep the others busy.
     let (tree, walked, read) = std::thread::scope(|s| {
         let reading = s.spawn(|| read_files(store, queue, &new_bytes));
-        let tree = walker.walk(root, b"");
+        let tree = walker.walk(&dir, b"");
         let walked = started.elapsed();
         walker.jobs = None;
         (tree, walked, reading.join().expect("file reading threads"))
@@ -464,7 +502,7 @@ pub fn capture(store: &BlockStore, root: &Path, old: StatCache) -> Result<Captur
     let inner = assemble(store, tree, &mut results, &mut new_total)?;
     // The snapshot's root is a one-entry tree holding the root directory itself,
     // so its owner, mode, times and xattrs are captured and restored too.
-    let mut root_entry = dir_entry(root, &root_st)?;
+    let mut root_entry = dir_entry(&dir, &root_st)?;
     root_entry.content = Content::Dir(inner);
     let wrapper = store.put(ObjectKind::Tree, &Tree { entries: vec![root_entry] }.encode())?;
     new_total += wrapper.stored_bytes;

@@ -11,3 +11,6 @@ pub mod tree;
 
 #[cfg(test)]
 pub mod fidelity_tests;
+
+#[cfg(test)]
+mod containment_tests;

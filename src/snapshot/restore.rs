@@ -11,18 +11,20 @@
 //! Re-running a restore that was cut off converges to the same result.
 
 use std::collections::HashMap;
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io;
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use super::capture::{open_noatime, read_small, CHUNK_MIN, STAGING_DIR};
+use super::capture::{read_small, CHUNK_MIN, STAGING_DIR};
 use super::chunker::{for_each_chunk, Buffers};
 use super::posix;
 use super::statcache::{CachedFile, StatCache};
 use super::tree::{Content, Entry, EntryKind, Extent, Tree};
+use crate::beneath::{self, Dir, Meta, Stat};
 use crate::store::{BlockHash, BlockStore, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -35,10 +37,6 @@ pub enum RestoreError {
     Io { path: PathBuf, source: io::Error },
 }
 
-fn at(path: &Path) -> impl FnOnce(io::Error) -> RestoreError + '_ {
-    move |source| RestoreError::Io { path: path.to_path_buf(), source }
-}
-
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct RestoreStats {
     pub files_written: u64,
@@ -47,14 +45,14 @@ pub struct RestoreStats {
     pub entries_created: u64,
 }
 
-/// What phase 1 prepared for one file.
+/// What phase 1 prepared for one file: names in the staging directory.
 enum Staged {
     /// The whole new content, renamed over the file in phase 2.
-    Whole(PathBuf),
+    Whole(OsString),
     /// Only the chunks that differ (a large file changed in a few places):
     /// `(file offset, offset in the patch file, length)`, written in place in
     /// phase 2, then the file is cut or extended to `size`.
-    Patch { patch: PathBuf, pieces: Vec<(u64, u64, u32)> },
+    Patch { patch: OsString, pieces: Vec<(u64, u64, u32)> },
 }
 
 /// Above this many touched paths one `syncfs` replaces the individual fsyncs.
@@ -63,19 +61,23 @@ const SYNCFS_ABOVE: usize = 2000;
 /// Files at least this large are patched in place when less than half of them differs.
 const PATCH_MIN_SIZE: u64 = 1 << 20;
 
+/// Every call on the rootfs goes through a [`Dir`] opened from the root down
+/// (see [`crate::beneath`]): a name the container re-points while the
+/// restore runs can never lead it outside the rootfs or into a mount.
 struct Restorer<'a> {
     store: &'a BlockStore,
-    root: PathBuf,
+    root: Dir,
     dev: u64,
     old: &'a StatCache,
     trees: HashMap<BlockHash, Tree>,
     staged: HashMap<Vec<u8>, Staged>,
-    staging: PathBuf,
+    staging: Dir,
     stats: RestoreStats,
     new_cache: StatCache,
-    /// Files written and directories whose entries changed: fsynced at the end
-    /// (a `syncfs` would also flush everything else dirty on the filesystem).
-    touched: std::collections::BTreeSet<PathBuf>,
+    /// Files written and directories whose entries changed (paths relative to
+    /// the root, "" the root itself): fsynced at the end (a `syncfs` would
+    /// also flush everything else dirty on the filesystem).
+    touched: std::collections::BTreeSet<Vec<u8>>,
 }
 
 fn join(rel: &[u8], name: &[u8]) -> Vec<u8> {
@@ -86,36 +88,38 @@ fn join(rel: &[u8], name: &[u8]) -> Vec<u8> {
     }
 }
 
-fn lstat(path: &Path) -> Option<std::fs::Metadata> {
-    std::fs::symlink_metadata(path).ok()
-}
-
-fn kind_of(st: &std::fs::Metadata) -> EntryKind {
+fn kind_of(st: &Stat) -> EntryKind {
     EntryKind::from_mode(st.mode())
 }
 
-fn remove_any(path: &Path) -> io::Result<()> {
-    match std::fs::symlink_metadata(path) {
-        Ok(st) if st.is_dir() => std::fs::remove_dir_all(path),
-        Ok(_) => std::fs::remove_file(path),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e),
+fn os(bytes: &[u8]) -> &OsStr {
+    OsStr::from_bytes(bytes)
+}
+
+fn at(rel: &[u8]) -> impl FnOnce(io::Error) -> RestoreError + '_ {
+    move |source| RestoreError::Io { path: PathBuf::from(os(rel)), source }
+}
+
+/// `(parent, name)` of a relative path.
+fn split(rel: &[u8]) -> (&[u8], &[u8]) {
+    match rel.iter().rposition(|b| *b == b'/') {
+        Some(i) => (&rel[..i], &rel[i + 1..]),
+        None => (b"", rel),
     }
 }
 
 /// The extents a file's current content would have: capture's cutting,
 /// hashing without storing.
-fn current_extents(path: &Path, size: u64) -> io::Result<Vec<Extent>> {
-    let file = open_noatime(path)?;
+fn current_extents(file: &File, size: u64) -> io::Result<Vec<Extent>> {
     if size <= CHUNK_MIN as u64 {
-        let data = read_small(&file, size)?;
+        let data = read_small(file, size)?;
         return Ok(if data.is_empty() { Vec::new() } else { vec![Extent { offset: 0, chunks: vec![(BlockHash::of(&data), data.len() as u32)] }] });
     }
     let mut extents = Vec::new();
     let mut buffers = Buffers::default();
-    for (offset, len) in posix::data_regions(&file, size)? {
+    for (offset, len) in posix::data_regions(file, size)? {
         let mut chunks = Vec::new();
-        for_each_chunk(&file, offset, len, None, &mut buffers, |data, _| {
+        for_each_chunk(file, offset, len, None, &mut buffers, |data, _| {
             chunks.push((BlockHash::of(data), data.len() as u32));
             Ok::<_, io::Error>(())
         })?;
@@ -124,6 +128,10 @@ fn current_extents(path: &Path, size: u64) -> io::Result<Vec<Extent>> {
         }
     }
     Ok(extents)
+}
+
+fn meta(e: &Entry) -> Meta<'_> {
+    Meta { uid: e.uid, gid: e.gid, mode: e.mode, xattrs: &e.xattrs, atime: (e.atime.sec, e.atime.nsec), mtime: (e.mtime.sec, e.mtime.nsec) }
 }
 
 impl Restorer<'_> {
@@ -137,22 +145,34 @@ impl Restorer<'_> {
         Ok(tree)
     }
 
-    fn abs(&self, rel: &[u8]) -> PathBuf {
-        self.root.join(OsStr::from_bytes(rel))
+    /// The directory `rel` (a directory of the snapshot, made by now).
+    fn dir(&self, rel: &[u8]) -> io::Result<Dir> {
+        self.root.open_dir(if rel.is_empty() { OsStr::new(".") } else { os(rel) })
     }
 
-    /// Phase 1: stage the content of every file that differs.
-    fn stage(&mut self, tree: &BlockHash, rel: &[u8]) -> Result<(), RestoreError> {
+    /// The attributes of `name` in `dir`, if it is the container's own (not
+    /// gone, not a mount point, not on another file system).
+    fn own(&self, dir: &Dir, name: &OsStr) -> Option<Stat> {
+        dir.stat(name).ok().filter(|st| !dir.is_mount_point(st) && st.dev() == self.dev)
+    }
+
+    /// Phase 1: stage the content of every file that differs. `dir` is the
+    /// current directory at `rel`, if there is one of the container's own.
+    fn stage(&mut self, tree: &BlockHash, rel: &[u8], dir: Option<&Dir>) -> Result<(), RestoreError> {
         for entry in self.tree(tree)?.entries {
             let child = join(rel, &entry.name);
             match &entry.content {
-                Content::Dir(sub) => self.stage(sub, &child)?,
+                Content::Dir(sub) => {
+                    let subdir = dir.and_then(|d| d.open_dir(os(&entry.name)).ok());
+                    self.stage(sub, &child, subdir.as_ref())?
+                }
                 Content::File(extents) => {
                     if entry.link_group.as_ref().is_some_and(|g| g != &child) {
                         continue; // linked to its group's first member in phase 2
                     }
-                    if !self.content_matches(&child, &entry, extents) {
-                        match self.patch_plan(&child, &entry, extents) {
+                    let current = dir.and_then(|d| self.current_file(d, os(&entry.name)));
+                    if !current.as_ref().is_some_and(|(file, st)| self.content_matches(&child, file, st, &entry, extents)) {
+                        match current.and_then(|(file, st)| self.patch_plan(&child, &file, &st, &entry, extents)) {
                             Some(diffs) => self.stage_patch(&child, diffs)?,
                             None => self.stage_file(&child, &entry, extents)?,
                         }
@@ -164,36 +184,37 @@ impl Restorer<'_> {
         Ok(())
     }
 
-    fn content_matches(&self, rel: &[u8], entry: &Entry, extents: &[Extent]) -> bool {
-        let path = self.abs(rel);
-        let Some(st) = lstat(&path) else { return false };
-        if !st.is_file() || st.dev() != self.dev || st.size() != entry.size {
+    /// The container's regular file `name` in `dir`, opened for reading.
+    fn current_file(&self, dir: &Dir, name: &OsStr) -> Option<(File, Stat)> {
+        self.own(dir, name).filter(Stat::is_file)?;
+        let file = dir.open_read_noatime(name).ok()?;
+        let st = beneath::stat_fd(file.as_fd()).ok()?;
+        Some((file, st))
+    }
+
+    fn content_matches(&self, rel: &[u8], file: &File, st: &Stat, entry: &Entry, extents: &[Extent]) -> bool {
+        if st.size() != entry.size {
             return false;
         }
         if st.nlink() > 1 && entry.link_group.is_none() {
             return false; // must become a file of its own: rewrite to break the link
         }
         match self.old.files.get(rel) {
-            Some(c) if c.matches(&st) => c.extents == extents,
-            _ => current_extents(&path, st.size()).is_ok_and(|cur| cur == extents),
+            Some(c) if c.matches(st) => c.extents == extents,
+            _ => current_extents(file, st.size()).is_ok_and(|cur| cur == extents),
         }
     }
 
     /// The chunks of the snapshot's version that the current file lacks at their
     /// offset, when patching is worth it: a snapshot version without holes, a
     /// file of its own, and less than half of it differing.
-    fn patch_plan(&self, rel: &[u8], entry: &Entry, extents: &[Extent]) -> Option<Vec<(u64, BlockHash, u32)>> {
-        if entry.size < PATCH_MIN_SIZE || entry.link_group.is_some() {
-            return None;
-        }
-        let path = self.abs(rel);
-        let st = lstat(&path)?;
-        if !st.is_file() || st.dev() != self.dev || st.nlink() != 1 {
+    fn patch_plan(&self, rel: &[u8], file: &File, st: &Stat, entry: &Entry, extents: &[Extent]) -> Option<Vec<(u64, BlockHash, u32)>> {
+        if entry.size < PATCH_MIN_SIZE || entry.link_group.is_some() || st.nlink() != 1 {
             return None;
         }
         let current = match self.old.files.get(rel) {
-            Some(c) if c.matches(&st) => c.extents.clone(),
-            _ => current_extents(&path, st.size()).ok()?,
+            Some(c) if c.matches(st) => c.extents.clone(),
+            _ => current_extents(file, st.size()).ok()?,
         };
         // The snapshot's version must have no holes (every byte is then written or
         // already right); the current one may have any layout.
@@ -220,192 +241,232 @@ impl Restorer<'_> {
         (differing * 2 < entry.size).then_some(diffs)
     }
 
+    fn staging_file(&self) -> Result<(OsString, File), RestoreError> {
+        let name = OsString::from(format!("{}", self.staged.len()));
+        let file = self.staging.create_file(&name, 0o600).map_err(|e| RestoreError::Io { path: PathBuf::from(STAGING_DIR).join(&name), source: e })?;
+        Ok((name, file))
+    }
+
     fn stage_patch(&mut self, rel: &[u8], diffs: Vec<(u64, BlockHash, u32)>) -> Result<(), RestoreError> {
-        let path = self.staging.join(format!("{}", self.staged.len()));
-        let file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path).map_err(at(&path))?;
+        let (name, file) = self.staging_file()?;
         let mut pieces = Vec::with_capacity(diffs.len());
         let mut patch_off = 0u64;
         for (file_off, hash, len) in diffs {
             let data = self.store.get(&hash).map_err(|source| RestoreError::Corrupt { path: String::from_utf8_lossy(rel).into_owned(), source })?;
-            file.write_all_at(&data, patch_off).map_err(at(&path))?;
+            file.write_all_at(&data, patch_off).map_err(at(rel))?;
             pieces.push((file_off, patch_off, len));
             patch_off += len as u64;
             self.stats.bytes_written += len as u64;
         }
         self.stats.files_written += 1;
-        self.staged.insert(rel.to_vec(), Staged::Patch { patch: path, pieces });
+        self.staged.insert(rel.to_vec(), Staged::Patch { patch: name, pieces });
         Ok(())
     }
 
     fn stage_file(&mut self, rel: &[u8], entry: &Entry, extents: &[Extent]) -> Result<(), RestoreError> {
-        let path = self.staging.join(format!("{}", self.staged.len()));
-        let file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path).map_err(at(&path))?;
-        file.set_len(entry.size).map_err(at(&path))?;
+        let (name, file) = self.staging_file()?;
+        file.set_len(entry.size).map_err(at(rel))?;
         for extent in extents {
             let mut offset = extent.offset;
             for (hash, len) in &extent.chunks {
                 let data = self.store.get(hash).map_err(|source| RestoreError::Corrupt { path: String::from_utf8_lossy(rel).into_owned(), source })?;
-                file.write_all_at(&data, offset).map_err(at(&path))?;
+                file.write_all_at(&data, offset).map_err(at(rel))?;
                 offset += *len as u64;
                 self.stats.bytes_written += *len as u64;
             }
         }
         self.stats.files_written += 1;
-        self.staged.insert(rel.to_vec(), Staged::Whole(path));
+        self.staged.insert(rel.to_vec(), Staged::Whole(name));
         Ok(())
     }
 
-    /// Phase 2: make directory `rel` hold exactly the entries of `tree`.
-    fn apply(&mut self, tree: &BlockHash, rel: &[u8]) -> Result<(), RestoreError> {
-        let dir = self.abs(rel);
+    /// Removes `name` from `dir` (everything in it, never what is mounted).
+    fn remove(&mut self, dir: &Dir, rel: &[u8], name: &OsStr) -> Result<(), RestoreError> {
+        dir.remove(name).map_err(at(&join(rel, name.as_bytes())))?;
+        self.stats.entries_removed += 1;
+        self.touched.insert(rel.to_vec());
+        Ok(())
+    }
+
+    /// The subdirectory `name` of `dir`, made if missing. A name the container
+    /// turns into something else meanwhile is replaced, a few times at most.
+    fn subdir(&mut self, dir: &Dir, rel: &[u8], name: &OsStr) -> Result<Option<Dir>, RestoreError> {
+        let child = join(rel, name.as_bytes());
+        for _ in 0..3 {
+            match dir.open_dir(name) {
+                Ok(sub) => return Ok(Some(sub)),
+                Err(e) if e.raw_os_error() == Some(libc::EXDEV) => return Ok(None), // a mount point: left alone
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) if beneath::is_moved(&e) => self.remove(dir, rel, name)?,
+                Err(e) => return Err(at(&child)(e)),
+            }
+            // Made here, or by the container meanwhile: the next open tells.
+            if dir.mkdir(name, 0o700).is_ok() {
+                self.stats.entries_created += 1;
+                self.touched.insert(rel.to_vec());
+            }
+        }
+        dir.open_dir(name).map(Some).map_err(at(&child))
+    }
+
+    /// Phase 2: make directory `dir` (at `rel`) hold exactly the entries of `tree`.
+    fn apply(&mut self, tree: &BlockHash, rel: &[u8], dir: &Dir) -> Result<(), RestoreError> {
         let tree = self.tree(tree)?;
         let mut wanted: HashMap<&[u8], &Entry> = HashMap::with_capacity(tree.entries.len());
         for e in &tree.entries {
             wanted.insert(&e.name, e);
         }
-        for name in std::fs::read_dir(&dir).map_err(at(&dir))? {
-            let name = name.map_err(at(&dir))?.file_name();
+        for name in dir.names().map_err(at(rel))? {
             if rel.is_empty() && name == STAGING_DIR {
                 continue;
             }
-            let path = dir.join(&name);
-            let Some(st) = lstat(&path) else { continue };
-            if st.dev() != self.dev {
-                continue; // a mount inside the container (a share): never touched
-            }
+            let Some(st) = self.own(dir, &name) else { continue }; // a mount inside the container (a share): never touched
             let keep = wanted.get(name.as_bytes()).is_some_and(|e| e.kind == kind_of(&st));
             if !keep {
-                remove_any(&path).map_err(at(&path))?;
-                self.stats.entries_removed += 1;
-                self.touched.insert(dir.clone());
+                self.remove(dir, rel, &name)?;
             }
         }
         for entry in &tree.entries {
+            let name = os(&entry.name);
             let child = join(rel, &entry.name);
-            let path = self.abs(&child);
-            let cur = lstat(&path);
-            let created_before = self.stats.entries_created;
-            if cur.as_ref().is_some_and(|st| st.dev() != self.dev) {
-                continue;
-            }
+            let cur = match dir.stat(name) {
+                Ok(st) if dir.is_mount_point(&st) || st.dev() != self.dev => continue,
+                Ok(st) => Some(st),
+                Err(_) => None,
+            };
             match &entry.content {
                 Content::Dir(sub) => {
-                    if cur.is_none() {
-                        std::fs::create_dir(&path).map_err(at(&path))?;
-                        self.stats.entries_created += 1;
-                    }
-                    self.apply(sub, &child)?;
+                    let Some(subdir) = self.subdir(dir, rel, name)? else { continue };
+                    self.apply(sub, &child, &subdir)?;
+                    let st = subdir.stat_self().map_err(at(&child))?;
+                    beneath::set_meta(subdir.as_fd(), &st, &meta(entry)).map_err(at(&child))?;
+                    continue;
                 }
                 Content::File(extents) => {
                     match (&entry.link_group, self.staged.remove(&child)) {
                         (Some(group), _) if group != &child => {
-                            let first = self.abs(group);
-                            let first_ino = lstat(&first).map(|s| s.ino());
+                            let (first_rel, first_name) = split(group);
+                            let first_dir = self.dir(first_rel).map_err(at(group))?;
+                            let first_ino = first_dir.stat(os(first_name)).ok().map(|s| s.ino());
                             if cur.as_ref().map(|s| s.ino()) != first_ino || first_ino.is_none() {
-                                remove_any(&path).map_err(at(&path))?;
-                                std::fs::hard_link(&first, &path).map_err(at(&path))?;
+                                self.remove(dir, rel, name)?;
+                                first_dir.hard_link(os(first_name), dir, name).map_err(at(&child))?;
                                 self.stats.entries_created += 1;
+                                self.touched.insert(rel.to_vec());
                             }
                         }
                         (_, Some(Staged::Whole(staged))) => {
-                            std::fs::rename(&staged, &path).map_err(at(&path))?;
-                            self.touched.insert(path.clone());
-                            self.touched.insert(dir.clone());
+                            if cur.as_ref().is_some_and(|st| !st.is_file()) {
+                                self.remove(dir, rel, name)?; // swapped for a directory meanwhile
+                            }
+                            self.staging.rename(&staged, dir, name).map_err(at(&child))?;
+                            self.touched.insert(child.clone());
+                            self.touched.insert(rel.to_vec());
                             if cur.is_none() {
                                 self.stats.entries_created += 1;
                             }
                         }
                         (_, Some(Staged::Patch { patch, pieces })) => {
-                            let from = File::open(&patch).map_err(at(&patch))?;
-                            let to = std::fs::OpenOptions::new().write(true).custom_flags(libc::O_NOFOLLOW).open(&path).map_err(at(&path))?;
+                            let from = self.staging.open_file(&patch, libc::O_RDONLY).map_err(at(&child))?;
+                            let to = dir.open_file(name, libc::O_WRONLY).map_err(at(&child))?;
                             let mut buf = Vec::new();
                             for (file_off, patch_off, len) in pieces {
                                 buf.resize(len as usize, 0);
-                                from.read_exact_at(&mut buf, patch_off).map_err(at(&patch))?;
-                                to.write_all_at(&buf, file_off).map_err(at(&path))?;
+                                from.read_exact_at(&mut buf, patch_off).map_err(at(&child))?;
+                                to.write_all_at(&buf, file_off).map_err(at(&child))?;
                             }
-                            to.set_len(entry.size).map_err(at(&path))?;
-                            self.touched.insert(path.clone());
+                            to.set_len(entry.size).map_err(at(&child))?;
+                            self.touched.insert(child.clone());
                         }
                         _ => {}
                     }
-                    if self.stats.entries_created != created_before {
-                        self.touched.insert(dir.clone());
-                    }
-                    self.set_meta(&path, entry)?;
-                    if let Some(st) = lstat(&path) {
-                        self.new_cache.files.insert(child, CachedFile::from_stat(&st, extents.clone(), entry.xattrs.clone()));
-                    }
+                    let st = self.set_meta(dir, &child, name, entry)?;
+                    self.new_cache.files.insert(child, CachedFile::from_stat(&st, extents.clone(), entry.xattrs.clone()));
                     continue;
                 }
                 Content::Symlink(target) => {
-                    let same = cur.as_ref().is_some_and(|_| std::fs::read_link(&path).is_ok_and(|t| t.as_os_str().as_bytes() == target.as_slice()));
+                    let same = cur.as_ref().is_some_and(|st| st.is_symlink()) && dir.read_link(name).is_ok_and(|t| &t == target);
                     if !same {
-                        remove_any(&path).map_err(at(&path))?;
-                        std::os::unix::fs::symlink(OsStr::from_bytes(target), &path).map_err(at(&path))?;
+                        self.remove(dir, rel, name)?;
+                        dir.symlink(target, name).map_err(at(&child))?;
                         self.stats.entries_created += 1;
                     }
                 }
                 Content::Special => {
                     let same = cur.as_ref().is_some_and(|st| kind_of(st) == entry.kind && (st.rdev() == entry.rdev || !matches!(entry.kind, EntryKind::CharDev | EntryKind::BlockDev)));
                     if !same {
-                        remove_any(&path).map_err(at(&path))?;
+                        self.remove(dir, rel, name)?;
                         let fmt = match entry.kind {
                             EntryKind::Fifo => libc::S_IFIFO,
                             EntryKind::Socket => libc::S_IFSOCK,
                             EntryKind::CharDev => libc::S_IFCHR,
                             _ => libc::S_IFBLK,
                         };
-                        posix::mknod(&path, fmt | (entry.mode & 0o777), entry.rdev).map_err(at(&path))?;
+                        dir.mknod(name, fmt | (entry.mode & 0o777), entry.rdev).map_err(at(&child))?;
                         self.stats.entries_created += 1;
                     }
                 }
             }
-            if self.stats.entries_created != created_before {
-                self.touched.insert(dir.clone());
-            }
-            self.set_meta(&path, entry)?;
+            self.set_meta(dir, &child, name, entry)?;
         }
         Ok(())
     }
 
-    /// Owner, then mode (a chown clears setuid), then xattrs, then times.
-    fn set_meta(&self, path: &Path, e: &Entry) -> Result<(), RestoreError> {
-        let st = lstat(path).ok_or_else(|| at(path)(io::Error::from(io::ErrorKind::NotFound)))?;
-        if st.uid() != e.uid || st.gid() != e.gid {
-            posix::lchown(path, e.uid, e.gid).map_err(at(path))?;
+    /// Owner, then mode (a chown clears setuid), then xattrs, then times, on
+    /// the file `name` itself (a symlink's own). Returns its attributes after.
+    fn set_meta(&self, dir: &Dir, rel: &[u8], name: &OsStr, e: &Entry) -> Result<Stat, RestoreError> {
+        let fd = dir.open_path(name).map_err(at(rel))?;
+        let st = beneath::stat_fd(fd.as_fd()).map_err(at(rel))?;
+        beneath::set_meta(fd.as_fd(), &st, &meta(e)).map_err(at(rel))?;
+        beneath::stat_fd(fd.as_fd()).map_err(at(rel))
+    }
+
+    /// Flushes what the restore wrote.
+    fn sync(&self) -> Result<(), RestoreError> {
+        if self.touched.len() > SYNCFS_ABOVE {
+            // Thousands of fsyncs cost more than one flush of the whole filesystem.
+            // SAFETY: syncfs on a descriptor we own.
+            if unsafe { libc::syncfs(self.root.as_fd().as_raw_fd()) } != 0 {
+                return Err(at(b"")(io::Error::last_os_error()));
+            }
+            return Ok(());
         }
-        if e.kind != EntryKind::Symlink && (st.mode() & 0o7777 != e.mode || st.uid() != e.uid || st.gid() != e.gid) {
-            posix::chmod(path, e.mode).map_err(at(path))?;
-        }
-        if e.kind != EntryKind::Symlink || !e.xattrs.is_empty() {
-            posix::sync_xattrs(path, &e.xattrs).map_err(at(path))?;
-        }
-        let (atime, mtime) = (super::tree::Timestamp { sec: st.atime(), nsec: st.atime_nsec() as u32 }, super::tree::Timestamp { sec: st.mtime(), nsec: st.mtime_nsec() as u32 });
-        if atime != e.atime || mtime != e.mtime {
-            posix::set_times(path, e.atime, e.mtime).map_err(at(path))?;
+        for rel in &self.touched {
+            // A path replaced or removed later in the walk is simply gone: its parent is synced.
+            let synced = match self.dir(rel) {
+                Ok(d) => d.sync(),
+                Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => match self.root.open_file(os(rel), libc::O_RDONLY) {
+                    Ok(f) => f.sync_all(),
+                    Err(_) => Ok(()),
+                },
+                Err(_) => Ok(()),
+            };
+            synced.map_err(at(rel))?;
         }
         Ok(())
     }
 }
 
 /// Makes `rootfs` exactly the snapshot `root` (as made by capture). Returns what
-/// was done and the stat cache of the restored state.
+/// was done and the stat cache of the restored state. Whatever is mounted
+/// inside the rootfs, and the directories leading to it, stay as they are.
 pub fn restore(store: &BlockStore, root: &BlockHash, rootfs: &Path, old: &StatCache) -> Result<(RestoreStats, StatCache), RestoreError> {
-    std::fs::create_dir_all(rootfs).map_err(at(rootfs))?;
-    let root_st = std::fs::symlink_metadata(rootfs).map_err(at(rootfs))?;
+    std::fs::create_dir_all(rootfs).map_err(|source| RestoreError::Io { path: PathBuf::from("/"), source })?;
+    let root_dir = Dir::open_root(rootfs).map_err(at(b""))?;
+    let root_st = root_dir.stat_self().map_err(at(b""))?;
     let dev = root_st.dev();
-    let staging = rootfs.join(STAGING_DIR);
-    remove_any(&staging).map_err(at(&staging))?;
-    std::fs::create_dir(&staging).map_err(at(&staging))?;
+    let staging_name = OsStr::new(STAGING_DIR);
+    root_dir.remove(staging_name).map_err(at(STAGING_DIR.as_bytes()))?;
+    root_dir.mkdir(staging_name, 0o700).map_err(at(STAGING_DIR.as_bytes()))?;
+    let staging = root_dir.open_dir(staging_name).map_err(at(STAGING_DIR.as_bytes()))?;
     let mut r = Restorer {
         store,
-        root: rootfs.to_path_buf(),
+        root: root_dir,
         dev,
         old,
         trees: HashMap::new(),
         staged: HashMap::new(),
-        staging: staging.clone(),
+        staging,
         stats: RestoreStats::default(),
         new_cache: StatCache::default(),
         touched: Default::default(),
@@ -414,29 +475,24 @@ pub fn restore(store: &BlockStore, root: &BlockHash, rootfs: &Path, old: &StatCa
     let root_entry = wrapper.entries.first().cloned().ok_or(RestoreError::BadTree(*root))?;
     let Content::Dir(inner) = root_entry.content else { return Err(RestoreError::BadTree(*root)) };
     let started = std::time::Instant::now();
-    if let Err(e) = r.stage(&inner, b"") {
+    let root_now = r.root.open_dir(OsStr::new(".")).map_err(at(b""))?;
+    if let Err(e) = r.stage(&inner, b"", Some(&root_now)) {
         // Leave the container exactly as it was, the root's times included.
-        let _ = std::fs::remove_dir_all(&staging);
-        let _ = posix::set_times(rootfs, super::tree::Timestamp { sec: root_st.atime(), nsec: root_st.atime_nsec() as u32 }, super::tree::Timestamp { sec: root_st.mtime(), nsec: root_st.mtime_nsec() as u32 });
+        let _ = r.root.remove(staging_name);
+        let ts = |sec: i64, nsec: i64| libc::timespec { tv_sec: sec, tv_nsec: nsec };
+        let times = [ts(root_st.atime(), root_st.atime_nsec()), ts(root_st.mtime(), root_st.mtime_nsec())];
+        // SAFETY: valid descriptor, empty path and a two-element array.
+        unsafe { libc::utimensat(r.root.as_fd().as_raw_fd(), c"".as_ptr(), times.as_ptr(), libc::AT_EMPTY_PATH) };
         return Err(e);
     }
     let staged = started.elapsed();
-    r.apply(&inner, b"")?;
-    std::fs::remove_dir_all(&staging).map_err(at(&staging))?;
-    r.set_meta(rootfs, &root_entry)?;
+    r.apply(&inner, b"", &root_now)?;
+    r.root.remove(staging_name).map_err(at(STAGING_DIR.as_bytes()))?;
+    let st = r.root.stat_self().map_err(at(b""))?;
+    beneath::set_meta(r.root.as_fd(), &st, &meta(&root_entry)).map_err(at(b""))?;
     let applied = started.elapsed();
-    r.touched.insert(rootfs.to_path_buf());
-    if r.touched.len() > SYNCFS_ABOVE {
-        // Thousands of fsyncs cost more than one flush of the whole filesystem.
-        posix::syncfs(rootfs).map_err(at(rootfs))?;
-    } else {
-        for path in &r.touched {
-            // A path replaced or removed later in the walk is simply gone: its parent is synced.
-            if let Ok(f) = File::open(path) {
-                f.sync_all().map_err(at(path))?;
-            }
-        }
-    }
+    r.touched.insert(Vec::new());
+    r.sync()?;
     tracing::info!(?staged, ?applied, synced = ?started.elapsed(), stats = ?r.stats, "restore phases");
     Ok((r.stats, r.new_cache))
 }

@@ -7,6 +7,8 @@ use std::collections::HashMap;
 use std::io;
 use std::path::Path;
 
+use crate::beneath::Stat;
+
 use super::tree::{decode_extents_from, encode_extents, Extent, Timestamp};
 
 const MAGIC: &[u8; 8] = b"HOODYSC2";
@@ -23,16 +25,14 @@ pub struct CachedFile {
 }
 
 impl CachedFile {
-    pub fn matches(&self, st: &std::fs::Metadata) -> bool {
-        use std::os::unix::fs::MetadataExt;
+    pub fn matches(&self, st: &Stat) -> bool {
         self.ino == st.ino()
             && self.size == st.size()
             && self.mtime == Timestamp { sec: st.mtime(), nsec: st.mtime_nsec() as u32 }
             && self.ctime == Timestamp { sec: st.ctime(), nsec: st.ctime_nsec() as u32 }
     }
 
-    pub fn from_stat(st: &std::fs::Metadata, extents: Vec<Extent>, xattrs: Vec<(Vec<u8>, Vec<u8>)>) -> Self {
-        use std::os::unix::fs::MetadataExt;
+    pub fn from_stat(st: &Stat, extents: Vec<Extent>, xattrs: Vec<(Vec<u8>, Vec<u8>)>) -> Self {
         CachedFile {
             ino: st.ino(),
             size: st.size(),
