@@ -255,7 +255,170 @@ fn another_accounts_target_sees_the_share_as_incoming_only() {
     assert_eq!(inc.body["total"], 1);
     assert_eq!(d.call_as(&bob, "GET", "/storage/shares", None).body["total"], 0, "not bob's share");
     assert_eq!(d.call("GET", "/storage/incoming", None).body["total"], 0, "not the admin's container");
-    assert!(is_mountpoint(&path_of(&bc).join("hoody/shares/assets")));
+    assert!(!is_mountpoint(&path_of(&bc).join("hoody/shares/assets")), "an offer, not mounted before bob accepts it");
+}
+
+/// A second account, `mallory`, with a project and a container in it.
+struct Other {
+    token: String,
+    project: String,
+    container: Value,
+}
+
+fn mallory(d: &Daemon) -> Other {
+    let token = d.token_for("mallory");
+    let project = d.call_as(&token, "POST", "/projects", Some(json!({"name": "mallory"}))).data()["id"].as_str().unwrap().to_string();
+    let container = mallorys_container(d, &token, &project, "m");
+    Other { token, project, container }
+}
+
+fn mallorys_container(d: &Daemon, token: &str, project: &str, name: &str) -> Value {
+    let r = d.call_as(token, "POST", "/containers", Some(json!({"name": name, "project_id": project})));
+    assert_eq!(r.status, 201, "{r:?}");
+    r.data().clone()
+}
+
+fn id_of(v: &Value) -> String {
+    v["id"].as_str().unwrap().to_string()
+}
+
+/// Mallory's incoming view of `share` in `container`.
+fn incoming_of(d: &Daemon, m: &Other, container: &str, share: &str) -> Value {
+    let all = d.call_as(&m.token, "GET", &format!("/containers/{container}/storage/incoming"), None);
+    all.data().as_array().unwrap().iter().find(|i| i["share_id"] == share).unwrap_or_else(|| panic!("{share} offered to {container}: {all:?}")).clone()
+}
+
+/// Issue 15 item 4: a share into another account's container (or project) is
+/// an offer: `pending` there, mounted nowhere, until that container says
+/// `mount: true`; for a project each container accepts for itself; an
+/// acceptance survives a restart.
+#[test]
+fn another_accounts_share_is_pending_until_its_target_accepts_it() {
+    if !fuse_available() {
+        return;
+    }
+    let d = Daemon::start();
+    let p = pair(&d);
+    let m = mallory(&d);
+    let mc = id_of(&m.container);
+    let mc_root = path_of(&m.container);
+    let mnt = mc_root.join("hoody/shares/assets");
+    let r = share(&d, &p, json!({"source_path": "/hoody/storage/assets", "target_container_id": mc, "mode": "readonly"}));
+    assert_eq!(r.status, 201, "{r:?}");
+    let id = id_of(r.data());
+    assert_eq!((r.data()["targets"][0]["status"].as_str(), r.data()["targets"][0]["mount"].as_bool()), (Some("pending"), Some(false)), "{r:?}");
+    assert!(!is_mountpoint(&mnt), "nothing mounted before mallory accepts");
+    assert_eq!(read_in_chroot(&mc_root, "/hoody/shares/assets/logo.txt"), None);
+    let inc = incoming_of(&d, &m, &mc, &id);
+    assert_eq!((inc["status"].as_str(), inc["mount"].as_bool()), (Some("pending"), Some(false)), "{inc}");
+    assert!(inc["status_message"].as_str().unwrap().contains("acceptance"), "says it waits for the target account: {inc}");
+    // The source's account cannot accept on mallory's behalf.
+    let r = d.call("PATCH", &format!("/containers/{mc}/storage/incoming/{id}/mount"), Some(json!({"mount": true})));
+    assert_eq!(r.status, 404, "{r:?}");
+    assert!(!is_mountpoint(&mnt));
+
+    // A project-wide offer: each of mallory's containers accepts for itself.
+    let other = mallorys_container(&d, &m.token, &m.project, "m2");
+    let (other_id, other_root) = (id_of(&other), path_of(&other));
+    let r = share(&d, &p, json!({"source_path": "/hoody/storage/assets", "target_project_id": m.project, "mode": "readonly", "alias": "project"}));
+    assert_eq!(r.status, 201, "{r:?}");
+    let project_share = id_of(r.data());
+    assert!(r.data()["targets"].as_array().unwrap().iter().all(|t| t["status"] == "pending"), "{r:?}");
+    let r = d.call_as(&m.token, "PATCH", &format!("/containers/{other_id}/storage/incoming/{project_share}/mount"), Some(json!({"mount": true})));
+    assert_eq!(r.data()["status"], "active", "{r:?}");
+    assert!(is_mountpoint(&other_root.join("hoody/shares/project")));
+    assert!(!is_mountpoint(&mc_root.join("hoody/shares/project")), "the other container has not accepted");
+    assert_eq!(incoming_of(&d, &m, &mc, &project_share)["status"], "pending");
+
+    // Mallory accepts the 1-to-1 share: mounted, the file seen from inside.
+    let r = d.call_as(&m.token, "PATCH", &format!("/containers/{mc}/storage/incoming/{id}/mount"), Some(json!({"mount": true})));
+    assert_eq!((r.data()["status"].as_str(), r.data()["mount"].as_bool()), (Some("active"), Some(true)), "{r:?}");
+    assert!(is_mountpoint(&mnt));
+    assert_eq!(read_in_chroot(&mc_root, "/hoody/shares/assets/logo.txt").as_deref(), Some(&b"logo"[..]));
+
+    // The acceptances are in the catalog: after a restart the same mounts come back.
+    let dir = d.into_dir();
+    assert!(!is_mountpoint(&mnt));
+    let d = Daemon::start_in(dir, &[]);
+    wait_until("the accepted share remounted after a restart", || is_mountpoint(&mnt));
+    wait_until("the accepted project share remounted after a restart", || is_mountpoint(&other_root.join("hoody/shares/project")));
+    assert_eq!(read_in_chroot(&mc_root, "/hoody/shares/assets/logo.txt").as_deref(), Some(&b"logo"[..]));
+    assert!(!is_mountpoint(&mc_root.join("hoody/shares/project")), "still not accepted there");
+    assert_eq!(incoming_of(&d, &m, &mc, &id)["status"], "active");
+    assert_eq!(incoming_of(&d, &m, &mc, &project_share)["status"], "pending");
+}
+
+/// Issue 15 item 4: in an alias conflict a container's own account's share wins
+/// over another account's, even one created earlier and already accepted.
+#[test]
+fn a_containers_own_share_wins_an_alias_conflict_over_another_accounts() {
+    if !fuse_available() {
+        return;
+    }
+    let d = Daemon::start();
+    let p = pair(&d);
+    let m = mallory(&d);
+    let (mc, mc_root) = (id_of(&m.container), path_of(&m.container));
+    let theirs = share(&d, &p, json!({"source_path": "/hoody/storage/assets", "target_container_id": mc, "mode": "readonly", "alias": "data"}));
+    assert_eq!(theirs.status, 201, "{theirs:?}");
+    let theirs = id_of(theirs.data());
+    let r = d.call_as(&m.token, "PATCH", &format!("/containers/{mc}/storage/incoming/{theirs}/mount"), Some(json!({"mount": true})));
+    assert_eq!(r.data()["status"], "active", "{r:?}");
+    assert_eq!(read_in_chroot(&mc_root, "/hoody/shares/data/logo.txt").as_deref(), Some(&b"logo"[..]));
+
+    // Mallory shares her own directory into the same container under the same alias, later.
+    let ms = mallorys_container(&d, &m.token, &m.project, "mine");
+    std::fs::create_dir_all(path_of(&ms).join("srv/data")).unwrap();
+    std::fs::write(path_of(&ms).join("srv/data/own.txt"), b"mine").unwrap();
+    let r = d.call_as(&m.token, "POST", &format!("/containers/{}/storage/shares", id_of(&ms)), Some(json!({"source_path": "/srv/data", "target_container_id": mc, "mode": "readonly", "alias": "data"})));
+    assert_eq!(r.status, 201, "{r:?}");
+    let own = id_of(r.data());
+    assert_eq!(r.data()["targets"][0]["status"], "active", "mallory's own share wins: {r:?}");
+    assert_eq!(read_in_chroot(&mc_root, "/hoody/shares/data/own.txt").as_deref(), Some(&b"mine"[..]), "mallory's own share is what is mounted");
+    assert_eq!(read_in_chroot(&mc_root, "/hoody/shares/data/logo.txt"), None);
+    let lost = incoming_of(&d, &m, &mc, &theirs);
+    assert_eq!(lost["status"], "failed", "{lost}");
+    let msg = lost["status_message"].as_str().unwrap();
+    assert!(msg.contains("alias") && msg.contains(&own), "names the conflict and the winner: {msg}");
+    let seen_by_source = d.call("GET", &format!("/containers/{}/storage/shares/{theirs}", p.source), None);
+    assert_eq!(seen_by_source.data()["targets"][0]["status"], "failed", "{seen_by_source:?}");
+
+    // Accepting it again changes nothing: the container's own share keeps the alias.
+    let r = d.call_as(&m.token, "PATCH", &format!("/containers/{mc}/storage/incoming/{theirs}/mount"), Some(json!({"mount": true})));
+    assert_eq!(r.data()["status"], "failed", "{r:?}");
+    assert_eq!(incoming_of(&d, &m, &mc, &own)["status"], "active");
+    assert_eq!(read_in_chroot(&mc_root, "/hoody/shares/data/own.txt").as_deref(), Some(&b"mine"[..]));
+}
+
+/// Issue 15 item 4: deleting a target container never deletes another
+/// account's share into it; the share stays its owner's, without that target.
+#[test]
+fn deleting_a_target_container_keeps_another_accounts_share_without_it() {
+    if !fuse_available() {
+        return;
+    }
+    let d = Daemon::start();
+    let p = pair(&d);
+    let m = mallory(&d);
+    let (mc, mc_root) = (id_of(&m.container), path_of(&m.container));
+    let r = share(&d, &p, json!({"source_path": "/hoody/storage/assets", "target_container_id": mc, "mode": "readwrite"}));
+    let id = id_of(r.data());
+    d.call_as(&m.token, "PATCH", &format!("/containers/{mc}/storage/incoming/{id}/mount"), Some(json!({"mount": true})));
+    assert!(is_mountpoint(&mc_root.join("hoody/shares/assets")));
+    // Mallory's own share into the same container goes with it, as before.
+    let ms = mallorys_container(&d, &m.token, &m.project, "mine");
+    std::fs::create_dir_all(path_of(&ms).join("srv/own")).unwrap();
+    let r = d.call_as(&m.token, "POST", &format!("/containers/{}/storage/shares", id_of(&ms)), Some(json!({"source_path": "/srv/own", "target_container_id": mc, "mode": "readonly"})));
+    assert_eq!(r.status, 201, "{r:?}");
+
+    assert_eq!(d.call_as(&m.token, "DELETE", &format!("/containers/{mc}"), None).status, 200);
+    assert!(!mc_root.exists());
+    let kept = d.call("GET", &format!("/containers/{}/storage/shares/{id}", p.source), None);
+    assert_eq!(kept.status, 200, "the other account's share is not deleted: {kept:?}");
+    assert_eq!(kept.data()["targets"], json!([]), "without the deleted target: {kept:?}");
+    assert_eq!(d.call("GET", "/storage/shares", None).body["total"], 1);
+    assert_eq!(d.call_as(&m.token, "GET", "/storage/shares", None).body["total"], 0, "mallory's own share into it is deleted");
+    assert_eq!(std::fs::read(p.source_root.join("hoody/storage/assets/logo.txt")).unwrap(), b"logo");
 }
 
 #[test]

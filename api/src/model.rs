@@ -331,10 +331,12 @@ pub enum ShareMode {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ShareTarget {
     pub container_id: String,
-    /// The target's choice (`PATCH …/incoming/{share_id}/mount`); default true.
+    /// The target's choice (`PATCH …/incoming/{share_id}/mount`); default true
+    /// for a share of the target's own account, false for another account's.
     pub mount: bool,
     /// `active` (mounted), `failed` (see `status_message`), `unmounted`
-    /// (the target said no), `disabled`, `expired`.
+    /// (the target said no), `pending` (another account's share the target
+    /// has not accepted yet), `disabled`, `expired`.
     pub status: String,
     pub status_message: Option<String>,
     /// Where the share appears inside the target: `/hoody/shares/<alias>`.

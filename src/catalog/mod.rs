@@ -5,7 +5,8 @@
 //! Key layout (values are JSON):
 //! `accounts/<id>`, `account-names/<name>` → id, `tokens/<id>`, `projects/<id>`,
 //! `project-names/<account>/<name>` → id, `containers/<id>`, `servers/<id>`,
-//! `meta/schema_version`.
+//! `shares/<id>`, `share-mounts/<share>/<container>` → `1` (the target
+//! accepted) or `0` (declined), `meta/schema_version`.
 
 pub mod kv;
 mod migrations;
@@ -345,24 +346,34 @@ impl Catalog {
         Ok(self.kv.delete(&share_key(id)).await?)
     }
 
-    /// The target's choice for a share: mount unless it said no.
+    /// The target's choice for a share: `true` accepts (needed for another
+    /// account's share), `false` declines (any share).
     pub async fn set_mount_choice(&self, share: &str, container: &str, mount: bool) -> CatalogResult<()> {
         Ok(self.kv.put(&mount_choice_key(share, container), if mount { b"1" } else { b"0" }).await?)
     }
 
-    /// `(share, container)` pairs whose target said "do not mount".
-    pub async fn declined_mounts(&self) -> CatalogResult<std::collections::HashSet<(String, String)>> {
-        let mut out = std::collections::HashSet::new();
+    /// Every recorded choice: `(share, container)` → whether the target said "mount".
+    /// A pair with no record has made no choice.
+    pub async fn mount_choices(&self) -> CatalogResult<std::collections::HashMap<(String, String), bool>> {
+        let mut out = std::collections::HashMap::new();
         for (k, v) in self.kv.range(b"share-mounts/").await? {
-            if v == b"0" {
-                let key = String::from_utf8_lossy(&k).into_owned();
-                let mut parts = key.trim_start_matches("share-mounts/").splitn(2, '/');
-                if let (Some(s), Some(c)) = (parts.next(), parts.next()) {
-                    out.insert((s.to_string(), c.to_string()));
-                }
+            let key = String::from_utf8_lossy(&k).into_owned();
+            let mut parts = key.trim_start_matches("share-mounts/").splitn(2, '/');
+            if let (Some(s), Some(c)) = (parts.next(), parts.next()) {
+                out.insert((s.to_string(), c.to_string()), v == b"1");
             }
         }
         Ok(out)
+    }
+
+    /// Forgets every choice `container` made (it is being deleted).
+    pub async fn forget_mount_choices_of(&self, container: &str) -> CatalogResult<()> {
+        for (k, _) in self.kv.range(b"share-mounts/").await? {
+            if k.ends_with(format!("/{container}").as_bytes()) {
+                self.kv.delete(&k).await?;
+            }
+        }
+        Ok(())
     }
 
     // --- servers

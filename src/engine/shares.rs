@@ -1,9 +1,11 @@
 //! Shares between containers of this node: the registry (over the catalog),
 //! the target's choice to mount, and reconciliation of the mounts with it.
 //! The source decides WHAT (path, mode, who, until when, enabled); the target
-//! decides IF.
+//! decides IF. A share into another account's container is an offer: it mounts
+//! there only once that container accepted it (`mount: true`), and in an alias
+//! conflict a container's own account's shares win over another account's.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,6 +24,20 @@ type Key = (String, String);
 
 /// Per (share, target): status word and why.
 pub(super) type ShareStatuses = HashMap<Key, (String, Option<String>)>;
+
+/// Per (share, target): the target's recorded choice (`mount: true|false`).
+type MountChoices = HashMap<Key, bool>;
+
+/// Whether a share comes from another account than its target's: an offer.
+fn is_offer(share: &ShareRecord, target: &ContainerRecord) -> bool {
+    share.account_id != target.account_id
+}
+
+/// Whether `target` wants `share` mounted: its recorded choice, else yes for its
+/// own account's share and no for another account's offer.
+fn wants_mount(share: &ShareRecord, target: &ContainerRecord, choices: &MountChoices) -> bool {
+    choices.get(&(share.id.clone(), target.id.clone())).copied().unwrap_or(!is_offer(share, target))
+}
 
 fn now_unix() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
@@ -93,16 +109,16 @@ impl Engine {
             .collect()
     }
 
-    fn target_view(&self, share: &ShareRecord, target: &str, declined: &HashSet<Key>) -> ShareTarget {
-        let key = (share.id.clone(), target.to_string());
+    fn target_view(&self, share: &ShareRecord, target: &ContainerRecord, choices: &MountChoices) -> ShareTarget {
+        let key = (share.id.clone(), target.id.clone());
         let (status, status_message) = self.share_status.lock().expect("share status").get(&key).cloned().unwrap_or_else(|| ("pending".into(), None));
-        ShareTarget { container_id: target.to_string(), mount: !declined.contains(&key), status, status_message, mount_path: mount_path(&share.alias) }
+        ShareTarget { container_id: target.id.clone(), mount: wants_mount(share, target, choices), status, status_message, mount_path: mount_path(&share.alias) }
     }
 
     async fn share_view(&self, share: ShareRecord) -> Result<Share, ApiError> {
         let containers = self.catalog.containers().await?;
-        let declined = self.catalog.declined_mounts().await?;
-        let targets = Self::targets_of(&share, &containers).into_iter().map(|c| self.target_view(&share, &c.id, &declined)).collect();
+        let choices = self.catalog.mount_choices().await?;
+        let targets = Self::targets_of(&share, &containers).into_iter().map(|c| self.target_view(&share, c, &choices)).collect();
         Ok(Share {
             id: share.id,
             source_container_id: share.source_container_id,
@@ -239,14 +255,14 @@ impl Engine {
             self.owned_container(who, c).await?;
         }
         let containers = self.catalog.containers().await?;
-        let declined = self.catalog.declined_mounts().await?;
+        let choices = self.catalog.mount_choices().await?;
         let mut out = Vec::new();
         for s in self.catalog.shares().await? {
             for t in Self::targets_of(&s, &containers) {
                 if t.account_id != who.account_id || container.is_some_and(|c| c != t.id) {
                     continue;
                 }
-                let v = self.target_view(&s, &t.id, &declined);
+                let v = self.target_view(&s, t, &choices);
                 out.push(IncomingShare {
                     share_id: s.id.clone(),
                     container_id: t.id.clone(),
@@ -280,7 +296,7 @@ impl Engine {
     /// Makes the mounts of this node match the catalog and records each target's status.
     pub async fn reconcile_shares(&self) {
         let _one_at_a_time = self.share_reconcile.lock().await;
-        let (shares, containers, declined) = match (self.catalog.shares().await, self.catalog.containers().await, self.catalog.declined_mounts().await) {
+        let (shares, containers, choices) = match (self.catalog.shares().await, self.catalog.containers().await, self.catalog.mount_choices().await) {
             (Ok(s), Ok(c), Ok(d)) => (s, c, d),
             _ => return,
         };
@@ -289,60 +305,70 @@ impl Engine {
         let now = now_unix();
         let mut status = ShareStatuses::new();
         let mut desired = Vec::new();
-        let mut aliases: HashMap<(String, String), String> = HashMap::new();
+        // (target, alias) → the share that holds it there, and whether that is an offer.
+        let mut aliases: HashMap<(String, String), (String, bool)> = HashMap::new();
         let previous = self.share_status.lock().expect("share status").clone();
-        for s in &shares {
-            for t in Self::targets_of(s, &local) {
-                let key = (s.id.clone(), t.id.clone());
-                let verdict: Result<(), (&str, String)> = (|| {
-                    if declined.contains(&key) {
-                        return Err(("unmounted", "the target chose not to mount it".to_string()));
+        // Aliases go first to a container's own account's shares, then to other
+        // accounts' offers, whatever the creation order; the older wins within each.
+        let mut pairs: Vec<(&ShareRecord, &ContainerRecord)> = shares.iter().flat_map(|s| Self::targets_of(s, &local).into_iter().map(move |t| (s, t))).collect();
+        pairs.sort_by_key(|(s, t)| is_offer(s, t));
+        for (s, t) in pairs {
+            let key = (s.id.clone(), t.id.clone());
+            let offer = is_offer(s, t);
+            let verdict: Result<(), (&str, String)> = (|| {
+                match choices.get(&key) {
+                    Some(false) => return Err(("unmounted", "the target chose not to mount it".to_string())),
+                    None if offer => {
+                        let how = format!("PATCH /api/v1/containers/{}/storage/incoming/{}/mount with {{\"mount\": true}}", t.id, s.id);
+                        return Err(("pending", format!("offered by another account: waits for the target account's acceptance ({how})")));
                     }
-                    if !s.enabled {
-                        return Err(("disabled", "the share is disabled by its source".to_string()));
+                    _ => {}
+                }
+                if !s.enabled {
+                    return Err(("disabled", "the share is disabled by its source".to_string()));
+                }
+                if s.expires_at.is_some_and(|e| e <= now) {
+                    return Err(("expired", "the share has expired".to_string()));
+                }
+                // A failure stays failed until the source PATCHes `enabled: true` (or the target remounts).
+                if let Some((st, msg)) = previous.get(&key) {
+                    if st == "failed" && !self.mounts.is_mounted(&key) {
+                        return Err(("failed", msg.clone().unwrap_or_default()));
                     }
-                    if s.expires_at.is_some_and(|e| e <= now) {
-                        return Err(("expired", "the share has expired".to_string()));
-                    }
-                    // A failure stays failed until the source PATCHes `enabled: true` (or the target remounts).
-                    if let Some((st, msg)) = previous.get(&key) {
-                        if st == "failed" && !self.mounts.is_mounted(&key) {
-                            return Err(("failed", msg.clone().unwrap_or_default()));
-                        }
-                    }
-                    let Some(src) = by_id.get(s.source_container_id.as_str()) else {
-                        return Err(("failed", "the source container no longer exists".to_string()));
-                    };
-                    if source_dir(Path::new(&src.rootfs_path), &s.source_path).is_none() {
-                        return Err(("failed", format!("source path {} does not exist in the source container", s.source_path)));
-                    }
-                    if let Some(other) = aliases.get(&(t.id.clone(), s.alias.clone())) {
-                        return Err(("failed", format!("alias `{}` is already used in this container by share {other}", s.alias)));
-                    }
-                    Ok(())
-                })();
-                match verdict {
-                    Ok(()) => {
-                        aliases.insert((t.id.clone(), s.alias.clone()), s.id.clone());
-                        let src = by_id[s.source_container_id.as_str()];
-                        desired.push(DesiredMount {
-                            share_id: s.id.clone(),
-                            target_id: t.id.clone(),
-                            target_rootfs: PathBuf::from(&t.rootfs_path),
-                            alias: s.alias.clone(),
-                            source_rootfs: PathBuf::from(&src.rootfs_path),
-                            source_path: PathBuf::from(&s.source_path),
-                            source_available: !matches!(src.status, ContainerStatus::Stopped | ContainerStatus::Failed),
-                            mode: match s.mode {
-                                ShareMode::Readonly => crate::shares::ShareMode::ReadOnly,
-                                ShareMode::Readwrite => crate::shares::ShareMode::ReadWrite,
-                            },
-                        });
-                        status.insert(key, ("active".into(), None));
-                    }
-                    Err((st, msg)) => {
-                        status.insert(key, (st.to_string(), Some(msg)));
-                    }
+                }
+                let Some(src) = by_id.get(s.source_container_id.as_str()) else {
+                    return Err(("failed", "the source container no longer exists".to_string()));
+                };
+                if source_dir(Path::new(&src.rootfs_path), &s.source_path).is_none() {
+                    return Err(("failed", format!("source path {} does not exist in the source container", s.source_path)));
+                }
+                if let Some((other, other_offer)) = aliases.get(&(t.id.clone(), s.alias.clone())) {
+                    let precedence = if offer && !other_offer { " of the container's own account, whose shares take precedence over another account's" } else { "" };
+                    return Err(("failed", format!("alias conflict: alias `{}` is already used in this container by share {other}{precedence}", s.alias)));
+                }
+                Ok(())
+            })();
+            match verdict {
+                Ok(()) => {
+                    aliases.insert((t.id.clone(), s.alias.clone()), (s.id.clone(), offer));
+                    let src = by_id[s.source_container_id.as_str()];
+                    desired.push(DesiredMount {
+                        share_id: s.id.clone(),
+                        target_id: t.id.clone(),
+                        target_rootfs: PathBuf::from(&t.rootfs_path),
+                        alias: s.alias.clone(),
+                        source_rootfs: PathBuf::from(&src.rootfs_path),
+                        source_path: PathBuf::from(&s.source_path),
+                        source_available: !matches!(src.status, ContainerStatus::Stopped | ContainerStatus::Failed),
+                        mode: match s.mode {
+                            ShareMode::Readonly => crate::shares::ShareMode::ReadOnly,
+                            ShareMode::Readwrite => crate::shares::ShareMode::ReadWrite,
+                        },
+                    });
+                    status.insert(key, ("active".into(), None));
+                }
+                Err((st, msg)) => {
+                    status.insert(key, (st.to_string(), Some(msg)));
                 }
             }
         }
@@ -389,14 +415,20 @@ impl Engine {
         Ok(())
     }
 
-    /// Deletes the shares whose source is `container` and unmounts everything
-    /// of it, as a source and as a target, before its rootfs goes away.
+    /// Deletes the shares whose source is `container`, and the shares of its
+    /// own account that target it alone, forgets its mount choices and unmounts
+    /// everything of it, as a source and as a target, before its rootfs goes away.
+    /// Another account's share that targets it is never deleted: it stays its
+    /// owner's, with no target (ids are never reused, so it mounts nowhere).
     pub(super) async fn detach_container_shares(&self, container: &str) -> Result<(), ApiError> {
+        let owner = self.catalog.container(container).await?.map(|c| c.account_id);
         for s in self.catalog.shares().await? {
-            if s.source_container_id == container || s.target_container_id.as_deref() == Some(container) {
+            let own_target = s.target_container_id.as_deref() == Some(container) && owner.as_deref() == Some(s.account_id.as_str());
+            if s.source_container_id == container || own_target {
                 self.catalog.delete_share(&s.id).await?;
             }
         }
+        self.catalog.forget_mount_choices_of(container).await?;
         self.reconcile_shares().await;
         Ok(())
     }
