@@ -76,11 +76,32 @@ fn tls_identity(layout: &DataLayout, node: &NodeIdentity) -> anyhow::Result<Clus
     Ok(identity)
 }
 
-/// `hoodyd token create`: a new token for `account` (created if new).
-pub async fn create_token(data_dir: &Path, account: &str) -> anyhow::Result<String> {
+/// `hoodyd token create`: a new token for `account` (created if new), refused
+/// from `lifetime` on when given. Writes the catalog directly, daemon or not: a
+/// new token has nothing cached anywhere.
+pub async fn create_token(data_dir: &Path, account: &str, lifetime: Option<std::time::Duration>) -> anyhow::Result<String> {
     crate::containers::validate_name("account", account).map_err(|e| anyhow::anyhow!("{e}"))?;
     let layout = DataLayout::new(data_dir);
     let catalog = open_catalog(&layout).await?;
     let account = catalog.ensure_account(account, account == ADMIN_ACCOUNT).await?;
-    Ok(crate::tokens::issue(&catalog, &account).await?)
+    Ok(crate::tokens::issue_expiring(&catalog, &account, lifetime).await?.1)
+}
+
+/// `hoodyd token list`: every token (of `account` when given) with its account's
+/// name, oldest first; read from the catalog, daemon or not. Never secrets.
+pub async fn list_tokens(data_dir: &Path, account: Option<&str>) -> anyhow::Result<Vec<(hoody_api::model::Token, String)>> {
+    let catalog = open_catalog(&DataLayout::new(data_dir)).await?;
+    let wanted = match account {
+        Some(name) => Some(catalog.account_by_name(name).await?.ok_or_else(|| anyhow::anyhow!("no account named `{name}`"))?.id),
+        None => None,
+    };
+    let now = time::OffsetDateTime::now_utc();
+    let mut records: Vec<_> = catalog.tokens().await?.into_iter().filter(|t| wanted.as_ref().is_none_or(|w| *w == t.account_id)).collect();
+    records.sort_by(|a, b| (&a.created_at, &a.id).cmp(&(&b.created_at, &b.id)));
+    let mut out = Vec::new();
+    for t in &records {
+        let name = catalog.account(&t.account_id).await?.map(|a| a.name).unwrap_or_else(|| "?".into());
+        out.push((crate::tokens::listed(t, now), name));
+    }
+    Ok(out)
 }

@@ -45,6 +45,22 @@ pub enum Command {
     /// Servers of the cluster.
     #[command(subcommand)]
     Servers(ServersCmd),
+    /// The caller's own API tokens: list (never secrets), create, revoke.
+    #[command(subcommand)]
+    Tokens(TokensCmd),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TokensCmd {
+    List,
+    /// Print a new token of the caller's account (the secret is shown this once).
+    Create {
+        /// Lifetime: a whole number and s, m, h or d (e.g. 30d) [default: never expires].
+        #[arg(long)]
+        expires_in: Option<String>,
+    },
+    /// Revoke one of the caller's tokens by id.
+    Revoke { id: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -285,6 +301,7 @@ const SNAPSHOT_COLUMNS: &[&str] = &["alias", "id", "mode", "created_at", "expire
 const SHARE_COLUMNS: &[&str] = &["id", "alias", "source_container_id", "source_path", "mode", "enabled", "target_container_id", "target_project_id"];
 const INCOMING_COLUMNS: &[&str] = &["share_id", "container_id", "alias", "mode", "mount", "status", "status_message"];
 const SERVER_COLUMNS: &[&str] = &["id", "name", "addresses.http", "addresses.quic", "free_bytes"];
+const TOKEN_COLUMNS: &[&str] = &["id", "created_at", "expires_at", "expired"];
 
 /// Runs one command, printing its output; the error carries the exit code.
 pub fn run(cli: Cli) -> Result<(), Failure> {
@@ -323,6 +340,14 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
                 ServersCmd::Get { id } => api.call("GET", &format!("/servers/{}", encode(id)), None)?,
             };
             (env, SERVER_COLUMNS)
+        }
+        Command::Tokens(cmd) => {
+            let env = match cmd {
+                TokensCmd::List => api.call("GET", "/tokens", None)?,
+                TokensCmd::Create { expires_in } => api.call("POST", "/tokens", Some(json!({"expires_in": expires_in})))?,
+                TokensCmd::Revoke { id } => api.call("DELETE", &format!("/tokens/{}", encode(id)), None)?,
+            };
+            (env, TOKEN_COLUMNS)
         }
     };
     print_data(&envelope, columns, cli.json);

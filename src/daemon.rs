@@ -149,3 +149,39 @@ pub async fn gc(data_dir: &std::path::Path) -> anyhow::Result<hoody_api::model::
         }
     }
 }
+
+/// `hoodyd token revoke`: through the running daemon when there is one, so
+/// that its token cache forgets the token before the verb returns (a catalog
+/// write from this process would not reach the daemon's cache); else in the
+/// catalog, with the data dir locked so that no daemon starts and caches the
+/// token meanwhile. See `tokens::TokenCache`.
+pub async fn revoke_token(data_dir: &std::path::Path, id: &str) -> anyhow::Result<()> {
+    let layout = DataLayout::new(data_dir);
+    layout.create_dirs()?;
+    match DataDirLock::try_acquire(&layout)? {
+        Some(_lock) => {
+            if crate::tokens::admin_token_id(&layout).as_deref() == Some(id) {
+                anyhow::bail!("token {id} is the data dir's admin.token, which `hoodyd` verbs use to reach the daemon; it cannot be revoked");
+            }
+            let catalog = crate::bootstrap::open_catalog(&layout).await?;
+            if !catalog.delete_token(id).await? {
+                anyhow::bail!("no token {id}");
+            }
+            Ok(())
+        }
+        None => {
+            let endpoints: Endpoints = serde_json::from_slice(&std::fs::read(layout.endpoints()).context("the daemon runs but endpoints.json is missing")?)?;
+            let token = std::fs::read_to_string(layout.admin_token())?.trim().to_string();
+            let url = format!("http://{}/api/v1/admin/tokens/{id}", endpoints.http);
+            tokio::task::spawn_blocking(move || match ureq::delete(&url).set("Authorization", &format!("Bearer {token}")).timeout(Duration::from_secs(60)).call() {
+                Ok(_) => Ok(()),
+                Err(ureq::Error::Status(_, reply)) => {
+                    let body: serde_json::Value = reply.into_json().unwrap_or_default();
+                    anyhow::bail!("{}", body["message"].as_str().unwrap_or("the daemon refused"))
+                }
+                Err(e) => anyhow::bail!("reaching the daemon: {e}"),
+            })
+            .await?
+        }
+    }
+}

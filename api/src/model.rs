@@ -413,3 +413,32 @@ pub struct IncomingShare {
 pub struct SetMount {
     pub mount: bool,
 }
+
+/// An API token as listed: never its secret.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Token {
+    pub id: String,
+    pub account_id: String,
+    pub created_at: String,
+    /// RFC 3339; `null`: never expires.
+    pub expires_at: Option<String>,
+    /// Whether `expires_at` has passed (the token is refused).
+    pub expired: bool,
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateToken {
+    /// Lifetime: a whole number and a unit s, m, h or d (`30d`); none: never expires.
+    pub expires_in: Option<String>,
+}
+
+/// A new token: `token` is the bearer secret, shown this once.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct NewToken {
+    pub token: String,
+    pub id: String,
+    pub account_id: String,
+    pub created_at: String,
+    pub expires_at: Option<String>,
+}

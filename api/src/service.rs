@@ -45,6 +45,14 @@ pub trait HoodyService: Send + Sync + 'static {
     async fn list_servers(&self, who: &Principal) -> Result<Vec<Server>, ApiError>;
     async fn get_server(&self, who: &Principal, id: &str) -> Result<Server, ApiError>;
 
+    /// The caller's own tokens (never their secrets).
+    async fn list_tokens(&self, who: &Principal) -> Result<Vec<Token>, ApiError>;
+    async fn create_token(&self, who: &Principal, req: CreateToken) -> Result<NewToken, ApiError>;
+    /// Revokes one of the caller's tokens; another account's is `NotFound`.
+    async fn revoke_token(&self, who: &Principal, id: &str) -> Result<(), ApiError>;
+    /// Revokes any account's token (admin only): `hoodyd token revoke` on a running daemon.
+    async fn admin_revoke_token(&self, who: &Principal, id: &str) -> Result<(), ApiError>;
+
     /// Liveness without tenant data.
     async fn health(&self) -> Health;
     /// Engine metrics in Prometheus text format, appended to the HTTP ones.

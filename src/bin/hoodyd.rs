@@ -45,9 +45,30 @@ enum TokenCmd {
     Create {
         #[arg(long)]
         account: String,
+        /// Refuse the token after this long: a whole number and s, m, h or d (e.g. 30d) [default: never].
+        #[arg(long, value_parser = parse_lifetime)]
+        expires_in: Option<std::time::Duration>,
         #[command(flatten)]
         dir: DataDirArg,
     },
+    /// List tokens (id, account, created, expires), never their secrets.
+    List {
+        /// Only this account's tokens.
+        #[arg(long)]
+        account: Option<String>,
+        #[command(flatten)]
+        dir: DataDirArg,
+    },
+    /// Revoke token ID: refused from the next request on (through the running daemon when there is one).
+    Revoke {
+        id: String,
+        #[command(flatten)]
+        dir: DataDirArg,
+    },
+}
+
+fn parse_lifetime(text: &str) -> Result<std::time::Duration, String> {
+    hoodyd::tokens::parse_lifetime(text)
 }
 
 #[derive(Args)]
@@ -158,9 +179,27 @@ fn main() -> anyhow::Result<()> {
             println!("{}", serde_json::to_string(&summary)?);
             Ok(())
         }
-        Command::Token(TokenCmd::Create { account, dir }) => {
-            let token = runtime.block_on(hoodyd::bootstrap::create_token(&dir.resolve(), &account))?;
+        Command::Token(TokenCmd::Create { account, expires_in, dir }) => {
+            let token = runtime.block_on(hoodyd::bootstrap::create_token(&dir.resolve(), &account, expires_in))?;
             println!("{token}");
+            Ok(())
+        }
+        Command::Token(TokenCmd::List { account, dir }) => {
+            let tokens = runtime.block_on(hoodyd::bootstrap::list_tokens(&dir.resolve(), account.as_deref()))?;
+            println!("{:<24}  {:<20}  {:<24}  EXPIRES", "ID", "ACCOUNT", "CREATED");
+            for (t, name) in tokens {
+                let expires = match (&t.expires_at, t.expired) {
+                    (None, _) => "never".to_string(),
+                    (Some(at), true) => format!("{at} (expired)"),
+                    (Some(at), false) => at.clone(),
+                };
+                println!("{:<24}  {:<20}  {:<24}  {expires}", t.id, name, t.created_at);
+            }
+            Ok(())
+        }
+        Command::Token(TokenCmd::Revoke { id, dir }) => {
+            runtime.block_on(hoodyd::daemon::revoke_token(&dir.resolve(), &id))?;
+            println!("revoked {id}");
             Ok(())
         }
     }

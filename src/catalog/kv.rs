@@ -83,6 +83,19 @@ impl Watch {
             }
         }
     }
+
+    /// Like [`Watch::next`] without waiting: `None` when nothing is pending (or
+    /// the store is gone).
+    pub fn try_next(&mut self) -> Option<Result<WatchEvent, u64>> {
+        loop {
+            match self.rx.try_recv() {
+                Ok(ev) if ev.key.starts_with(&self.prefix) => return Some(Ok(ev)),
+                Ok(_) => continue,
+                Err(broadcast::error::TryRecvError::Lagged(n)) => return Some(Err(n)),
+                Err(broadcast::error::TryRecvError::Empty | broadcast::error::TryRecvError::Closed) => return None,
+            }
+        }
+    }
 }
 
 #[async_trait]

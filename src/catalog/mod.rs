@@ -49,6 +49,10 @@ pub struct TokenRecord {
     pub account_id: String,
     pub secret_hash: String,
     pub created_at: String,
+    /// RFC 3339; the token is refused from then on. Records written before
+    /// tokens could expire have none (and never expire).
+    #[serde(default)]
+    pub expires_at: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -236,6 +240,15 @@ impl Catalog {
 
     pub async fn token(&self, id: &str) -> CatalogResult<Option<TokenRecord>> {
         self.get_record(token_key(id)).await
+    }
+
+    pub async fn tokens(&self) -> CatalogResult<Vec<TokenRecord>> {
+        self.list_records("tokens/").await
+    }
+
+    /// Whether the token existed.
+    pub async fn delete_token(&self, id: &str) -> CatalogResult<bool> {
+        Ok(self.kv.delete(&token_key(id)).await?)
     }
 
     // --- projects

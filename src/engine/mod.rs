@@ -3,6 +3,7 @@
 
 mod shares;
 mod snapshots;
+mod tokens;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -54,6 +55,7 @@ impl Engine {
     pub fn new(catalog: Catalog, layout: DataLayout, node: NodeIdentity) -> std::io::Result<Arc<Self>> {
         let data_dir = layout.root().canonicalize()?;
         let store = Arc::new(BlockStore::open(&layout.store())?);
+        let tokens = crate::tokens::TokenCache::new(&catalog);
         Ok(Arc::new(Engine {
             catalog,
             layout,
@@ -65,7 +67,7 @@ impl Engine {
             store,
             op_locks: Default::default(),
             gc_dirty: AtomicBool::new(false),
-            tokens: Default::default(),
+            tokens,
             mounts: Default::default(),
             share_status: Default::default(),
             share_reconcile: Default::default(),
@@ -481,6 +483,19 @@ impl HoodyService for Engine {
         self.catalog.delete_snapshot(container, alias).await?;
         self.gc_dirty.store(true, std::sync::atomic::Ordering::Relaxed);
         Ok(())
+    }
+
+    async fn list_tokens(&self, who: &Principal) -> Result<Vec<Token>, ApiError> {
+        self.list_account_tokens(who).await
+    }
+    async fn create_token(&self, who: &Principal, req: CreateToken) -> Result<NewToken, ApiError> {
+        self.create_account_token(who, req).await
+    }
+    async fn revoke_token(&self, who: &Principal, id: &str) -> Result<(), ApiError> {
+        self.revoke_some_token(who, id, false).await
+    }
+    async fn admin_revoke_token(&self, who: &Principal, id: &str) -> Result<(), ApiError> {
+        self.revoke_some_token(who, id, true).await
     }
 
     async fn collect_garbage(&self, who: &Principal) -> Result<GcSummary, ApiError> {

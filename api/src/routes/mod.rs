@@ -9,6 +9,7 @@ mod projects;
 mod shares;
 mod snapshots;
 mod system;
+mod tokens;
 
 use std::sync::Arc;
 
@@ -69,6 +70,9 @@ fn api_v1() -> OpenApiRouter<AppState> {
         .routes(routes!(system::collect_garbage))
         .routes(routes!(system::list_servers))
         .routes(routes!(system::get_server))
+        .routes(routes!(tokens::list_tokens, tokens::create_token))
+        .routes(routes!(tokens::revoke_token))
+        .routes(routes!(tokens::admin_revoke_token))
 }
 
 fn public() -> OpenApiRouter<AppState> {
