@@ -51,7 +51,8 @@ impl DataDirLock {
 
     fn acquire(layout: &DataLayout) -> anyhow::Result<Self> {
         use std::os::fd::AsRawFd;
-        let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(layout.lock_file())?;
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).mode(crate::layout::PRIVATE_FILE).open(layout.lock_file())?;
         // SAFETY: flock on a file descriptor we own.
         if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
             anyhow::bail!("another hoodyd is already serving {}", layout.root().display());
@@ -65,6 +66,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     layout.create_dirs().with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
     let _lock = DataDirLock::acquire(&layout)?;
     let boot = crate::bootstrap::init(&layout, &config.node_name).await?;
+    // After init: the catalog's files exist by now.
+    let rootfs_dirs: Vec<std::path::PathBuf> = boot.catalog.containers().await?.into_iter().map(|c| c.rootfs_path.into()).collect();
+    let fixed = layout.make_private(&rootfs_dirs).with_context(|| format!("making the data dir {} private", config.data_dir.display()))?;
+    if fixed > 0 {
+        tracing::warn!(files = fixed, "made files of the data dir private (0600, directories 0700)");
+    }
     let engine = Engine::new(boot.catalog.clone(), layout.clone(), boot.node.clone())?;
     engine.clean_stale_share_mounts().await.context("removing stale share mounts")?;
     engine.recover().await.context("recovering interrupted work")?;
@@ -79,7 +86,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
 
     engine.register(&http_addr.to_string(), &quic_addr.to_string()).await?;
     let endpoints = Endpoints { http: http_addr.to_string(), quic: quic_addr.to_string() };
-    write_atomic(&layout.endpoints(), &serde_json::to_vec(&endpoints)?, 0o644)?;
+    write_atomic(&layout.endpoints(), &serde_json::to_vec(&endpoints)?, crate::layout::PRIVATE_FILE)?;
     tracing::info!(http = %http_addr, quic = %quic_addr, data_dir = %config.data_dir.display(), node = %boot.node.name, "hoodyd listening");
     println!("{}", serde_json::to_string(&endpoints)?);
 

@@ -44,7 +44,7 @@ fn subvolume(path: &Path) -> bool {
 #[test]
 fn a_btrfs_subvolume_rootfs_is_captured_through_a_subvolume_snapshot() {
     let Some(fs) = loop_btrfs() else {
-        eprintln!("SKIP: cannot make a btrfs loop filesystem here (mkfs.btrfs or loop devices missing)");
+        common::skip("cannot make a btrfs loop filesystem here (mkfs.btrfs or loop devices missing)");
         return;
     };
     let rootfs = fs.mount.join("rootfs");
@@ -75,7 +75,7 @@ fn a_btrfs_subvolume_rootfs_is_captured_through_a_subvolume_snapshot() {
 #[test]
 fn a_temporary_subvolume_snapshot_left_by_a_kill_is_removed_at_the_next_start() {
     let Some(fs) = loop_btrfs() else {
-        eprintln!("SKIP: cannot make a btrfs loop filesystem here (mkfs.btrfs or loop devices missing)");
+        common::skip("cannot make a btrfs loop filesystem here (mkfs.btrfs or loop devices missing)");
         return;
     };
     let rootfs = fs.mount.join("rootfs");

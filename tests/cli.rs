@@ -97,7 +97,7 @@ fn snapshots_through_the_cli() {
 #[test]
 fn storage_shares_through_the_cli() {
     if !std::path::Path::new("/dev/fuse").exists() {
-        eprintln!("SKIP: /dev/fuse is absent");
+        common::skip("/dev/fuse is absent");
         return;
     }
     let d = Daemon::start();

@@ -179,3 +179,158 @@ fn concurrent_requests_are_safe() {
     });
     assert_eq!(wins, 1);
 }
+
+fn mode_of(path: &std::path::Path) -> u32 {
+    std::fs::symlink_metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).permissions().mode() & 0o7777
+}
+
+fn set_mode(path: &std::path::Path, mode: u32) {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// Every regular file and directory of the data dir, containers/ not entered.
+fn daemon_files(root: &std::path::Path) -> Vec<(std::path::PathBuf, bool)> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let st = std::fs::symlink_metadata(&path).unwrap();
+            if st.is_dir() {
+                out.push((path.clone(), true));
+                if path != root.join("containers") {
+                    stack.push(path);
+                }
+            } else if st.is_file() {
+                out.push((path, false));
+            }
+        }
+    }
+    out
+}
+
+/// At rest: the data dir is 0700 and the daemon's files 0600 (its directories
+/// 0700), fixed at start when found otherwise; a container's files keep theirs.
+#[test]
+fn the_data_dir_is_private_and_a_start_makes_loose_files_private_again() {
+    let d = Daemon::start();
+    let p = d.project("p");
+    let c = d.container(&p, "c");
+    let id = c["id"].as_str().unwrap().to_string();
+    let rootfs = path_of(&c);
+    std::fs::write(rootfs.join("public.txt"), b"the container's own file").unwrap();
+    set_mode(&rootfs.join("public.txt"), 0o644);
+    set_mode(&rootfs, 0o755);
+    assert_eq!(d.snapshot(&id, "s").status, 201);
+    let root = d.data_dir().to_path_buf();
+    assert_eq!(mode_of(&root), 0o700, "the data dir");
+    let packs = root.join("store/packs");
+    let store_files: Vec<_> = std::fs::read_dir(&packs).unwrap().map(|e| e.unwrap().path()).collect();
+    assert!(store_files.iter().any(|f| f.extension().is_some_and(|e| e == "pack")) && store_files.iter().any(|f| f.extension().is_some_and(|e| e == "idx")), "{store_files:?}");
+    for file in store_files.iter().chain([&root.join("catalog.db"), &root.join("admin.token"), &root.join("tls/ca.key"), &root.join("run/endpoints.json")]) {
+        assert_eq!(mode_of(file), 0o600, "{}", file.display());
+    }
+    for file in ["catalog.db-wal", "catalog.db-shm"] {
+        if root.join(file).exists() {
+            assert_eq!(mode_of(&root.join(file)), 0o600, "{file}");
+        }
+    }
+
+    // Loosened while stopped (an older version, an operator): the next start fixes them.
+    let dir = d.into_dir();
+    let root = dir.path().to_path_buf();
+    set_mode(&root, 0o755);
+    set_mode(&root.join("catalog.db"), 0o644);
+    set_mode(&packs, 0o755);
+    for f in &store_files {
+        set_mode(f, 0o644);
+    }
+    let stat_caches: Vec<_> = std::fs::read_dir(root.join("state/statcache")).map(|d| d.map(|e| e.unwrap().path()).collect()).unwrap_or_default();
+    for f in &stat_caches {
+        set_mode(f, 0o644);
+    }
+    std::fs::write(root.join("state/left-by-someone"), b"x").unwrap();
+    set_mode(&root.join("state/left-by-someone"), 0o666);
+
+    let d = Daemon::start_in(dir, &[]);
+    assert_eq!(mode_of(&root), 0o700, "the data dir");
+    let files = daemon_files(&root);
+    assert!(files.len() > 10, "{files:?}");
+    for (path, is_dir) in &files {
+        assert_eq!(mode_of(path), if *is_dir { 0o700 } else { 0o600 }, "{}", path.display());
+    }
+    assert_eq!(mode_of(&rootfs.join("public.txt")), 0o644, "a file in a container is the container's");
+    assert_eq!(mode_of(&rootfs), 0o755, "a rootfs is the container's");
+    assert_eq!(d.call("GET", &format!("/containers/{id}"), None).status, 200);
+}
+
+/// `/healthz` is `ok` only while the store (and the catalog) answer: without
+/// its packs it is `503`, naming the store and no host path.
+#[test]
+fn healthz_is_503_naming_the_store_while_the_store_fails() {
+    let d = Daemon::start();
+    let health = d.request("GET", "/healthz", None, None).enveloped();
+    assert_eq!((health.status, health.data()["status"].as_str()), (200, Some("ok")), "{health:?}");
+    let packs = d.data_dir().join("store/packs");
+    let away = d.data_dir().join("store/packs-away");
+    std::fs::rename(&packs, &away).unwrap();
+    let sick = d.request("GET", "/healthz", None, None).enveloped();
+    std::fs::rename(&away, &packs).unwrap();
+    assert_eq!((sick.status, sick.code()), (503, "unavailable"), "{sick:?}");
+    assert!(sick.message().contains("store") && !sick.message().contains("catalog"), "{sick:?}");
+    assert!(!sick.body.to_string().contains(d.data_dir().to_str().unwrap()), "names a host path: {sick:?}");
+    let again = d.request("GET", "/healthz", None, None).enveloped();
+    assert_eq!(again.status, 200, "{again:?}");
+}
+
+/// A restore that fails on a file of the container (here an immutable one)
+/// says which, as the container sees it, and never the host's path; the log
+/// has the whole error.
+#[test]
+fn a_failed_restore_names_the_path_in_the_container_not_on_the_host() {
+    let d = Daemon::start();
+    let p = d.project("p");
+    let c = d.container(&p, "c");
+    let id = c["id"].as_str().unwrap().to_string();
+    let rootfs = path_of(&c);
+    d.call("POST", &format!("/containers/{id}/stop"), None);
+    let locked = rootfs.join("locked.txt");
+    std::fs::write(&locked, b"before").unwrap();
+    assert_eq!(d.snapshot(&id, "before").status, 201);
+    std::fs::write(&locked, b"after").unwrap();
+    struct Mutable(std::path::PathBuf);
+    impl Drop for Mutable {
+        fn drop(&mut self) {
+            let _ = Command::new("chattr").arg("-i").arg(&self.0).status();
+        }
+    }
+    let immutable = Command::new("chattr").arg("+i").arg(&locked).output();
+    if !immutable.is_ok_and(|out| out.status.success()) {
+        common::skip("chattr +i (root, e2fsprogs, a filesystem with the immutable flag) is needed to make a restore fail");
+        return;
+    }
+    let _mutable = Mutable(locked.clone());
+    let r = d.restore(&id, "before");
+    let host = d.data_dir().to_str().unwrap().to_string();
+    assert_eq!(r.status, 500, "{r:?}");
+    assert!(!r.body.to_string().contains(&host), "the answer names a host path: {r:?}");
+    assert!(r.message().starts_with("restore failed: /locked.txt") && r.message().contains("Operation not permitted"), "{r:?}");
+    let after = d.call("GET", &format!("/containers/{id}"), None);
+    let status_message = after.data()["status_message"].as_str().unwrap_or("");
+    assert!(status_message.starts_with("restore failed: /") && !status_message.contains(&host), "{after:?}");
+    let log = std::fs::read_to_string(d.data_dir().join("hoodyd.log")).unwrap();
+    assert!(log.contains("restore failed") && log.contains("locked.txt"), "the whole error is logged");
+    drop(_mutable);
+
+    // Failing on the rootfs itself (a file now): still no host path.
+    let away = rootfs.with_file_name("rootfs-away");
+    std::fs::rename(&rootfs, &away).unwrap();
+    std::fs::write(&rootfs, b"not a directory").unwrap();
+    let r = d.restore(&id, "before");
+    std::fs::remove_file(&rootfs).unwrap();
+    std::fs::rename(&away, &rootfs).unwrap();
+    assert!(r.status >= 400, "{r:?}");
+    assert!(!r.body.to_string().contains(&host), "the answer names a host path: {r:?}");
+    assert_eq!(d.restore(&id, "before").status, 200);
+    assert_eq!(std::fs::read(&locked).unwrap(), b"before");
+}

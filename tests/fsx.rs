@@ -4,6 +4,7 @@
 //! punching, sendfile, copy_file_range, fsync, close and reopen — each read
 //! checked against fsx's model of the file.
 
+mod common;
 mod suite_in_share;
 
 #[test]

@@ -2,6 +2,7 @@
 //! (`scripts/pjdfstest-share`), and the promise that every case the suite is
 //! told to expect failing is listed, with its reason, in docs/SEMANTICS.md.
 
+mod common;
 mod suite_in_share;
 
 const EXPECTED_FAILURES: &str = include_str!("../scripts/pjdfstest-expected-failures");

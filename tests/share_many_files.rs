@@ -3,6 +3,8 @@
 //! its budget the backend makes the kernel forget the files it got longest ago.
 //! Alone in its binary because it lowers the process's open files limit.
 
+mod common;
+
 use std::fs;
 use std::path::Path;
 use std::sync::Arc;
@@ -28,7 +30,7 @@ fn walk(dir: &Path, seen: &mut usize) {
 #[test]
 fn a_tree_larger_than_the_open_files_limit_is_walked_whole() {
     if !Path::new("/dev/fuse").exists() {
-        eprintln!("skipping: /dev/fuse is absent");
+        common::skip("/dev/fuse is absent");
         return;
     }
     std::env::set_var("HOODY_MAX_OPEN_FILES", LIMIT.to_string());

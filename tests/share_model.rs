@@ -8,6 +8,7 @@
 //! replays first. 64 sequences of up to 40 operations per mount flavour;
 //! `HOODY_STRESS=1` runs 2000 of up to 120. Skipped, saying so, without /dev/fuse.
 
+mod common;
 mod fs_model;
 
 use std::path::{Path, PathBuf};
@@ -61,7 +62,7 @@ struct Mounted {
 impl Mounted {
     fn new(passthrough: bool) -> Option<Self> {
         if !Path::new("/dev/fuse").exists() {
-            eprintln!("SKIP: /dev/fuse is absent, no share can be mounted");
+            common::skip("/dev/fuse is absent, no share can be mounted");
             return None;
         }
         let tmp = tempfile::tempdir().unwrap();

@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 fn fuse_available() -> bool {
     let ok = Path::new("/dev/fuse").exists();
     if !ok {
-        eprintln!("SKIP: /dev/fuse is absent");
+        common::skip("/dev/fuse is absent");
     }
     ok
 }

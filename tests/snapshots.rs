@@ -275,7 +275,7 @@ fn restore_while_copying_is_a_conflict() {
 #[test]
 fn snapshots_of_a_running_container_are_never_torn() {
     let Some(cgroup) = make_cgroup() else {
-        eprintln!("SKIP: no writable cgroup freezer on this machine");
+        common::skip("no writable cgroup freezer on this machine");
         return;
     };
     let d = Daemon::start();
@@ -315,7 +315,7 @@ fn snapshots_of_a_running_container_are_never_torn() {
 #[test]
 fn a_container_frozen_by_a_killed_daemon_runs_again_after_the_next_start() {
     let Some(cgroup) = make_cgroup() else {
-        eprintln!("SKIP: no writable cgroup freezer on this machine");
+        common::skip("no writable cgroup freezer on this machine");
         return;
     };
     let v2 = cgroup.path.join("cgroup.freeze").exists();

@@ -31,6 +31,9 @@ pub enum ApiError {
     /// snapshot block, a filesystem error in the container).
     #[error("{0}")]
     Failed(String),
+    /// The daemon cannot serve now (`/healthz` when the catalog or the store fails).
+    #[error("{0}")]
+    Unavailable(String),
     /// A failure of the daemon itself; the detail is logged, not sent.
     #[error("internal error: {0}")]
     Internal(String),
@@ -54,8 +57,18 @@ impl ApiError {
         ApiError::NotFound { message: message.into(), field: Some(field.into()) }
     }
 
+    /// A failure of the daemon: `err` (which may name host paths) goes to the
+    /// log when answered; the client reads only a generic message.
     pub fn internal(err: impl std::fmt::Display) -> Self {
         ApiError::Internal(err.to_string())
+    }
+
+    /// `Failed` with a message for the client, `detail` (which may name host
+    /// paths) logged now instead of sent.
+    pub fn failed(public: impl Into<String>, detail: impl std::fmt::Display) -> Self {
+        let public = public.into();
+        tracing::error!(%detail, message = %public, "operation failed");
+        ApiError::Failed(public)
     }
 
     pub fn status_code(&self) -> StatusCode {
@@ -68,6 +81,7 @@ impl ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Failed(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -81,6 +95,7 @@ impl ApiError {
             ApiError::Conflict(_) => "conflict",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::Failed(_) => "operation_failed",
+            ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -102,6 +117,16 @@ impl ApiError {
     }
 }
 
+/// What went wrong in an I/O error, safe to show a client: the system's text
+/// for an OS error (`Device or resource busy (os error 16)`), else only the
+/// error's kind. The error's own message is left out: it may name a host path.
+pub fn io_reason(e: &std::io::Error) -> String {
+    match e.raw_os_error() {
+        Some(code) => std::io::Error::from_raw_os_error(code).to_string(),
+        None => e.kind().to_string(),
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status_code();
@@ -115,5 +140,48 @@ impl IntoResponse for ApiError {
             "error": { "code": self.code(), "details": self.details() },
         });
         (status, axum::Json(body)).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn answer(e: ApiError) -> (StatusCode, Value) {
+        let response = e.into_response();
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+        (status, serde_json::from_slice(&body).unwrap())
+    }
+
+    const HOST_PATH: &str = "/var/lib/hoody/containers/c1/rootfs/hoody/shares/x";
+
+    #[tokio::test]
+    async fn an_internal_error_names_no_path_to_the_client() {
+        let io = std::io::Error::new(std::io::ErrorKind::ResourceBusy, format!("{HOST_PATH}: Device or resource busy"));
+        let (status, body) = answer(ApiError::internal(format!("removing {HOST_PATH}: {io}"))).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        let text = body.to_string();
+        assert!(!text.contains("/var/lib") && !text.contains("rootfs"), "the answer names a host path: {text}");
+        assert_eq!(body["error"]["code"], "internal");
+    }
+
+    #[tokio::test]
+    async fn a_failed_operation_sends_its_public_message_only() {
+        let detail = format!("{HOST_PATH}: Device or resource busy (os error 16)");
+        let (status, body) = answer(ApiError::failed("restore failed: /hoody/shares/x: Device or resource busy (os error 16)", detail)).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(body["message"], "restore failed: /hoody/shares/x: Device or resource busy (os error 16)");
+        assert!(!body.to_string().contains("/var/lib"));
+    }
+
+    #[test]
+    fn an_io_reason_keeps_the_os_text_and_drops_the_message() {
+        const EBUSY: i32 = 16;
+        assert_eq!(io_reason(&std::io::Error::from_raw_os_error(EBUSY)), "Device or resource busy (os error 16)");
+        let custom = std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{HOST_PATH} is a symlink"));
+        let reason = io_reason(&custom);
+        assert!(!reason.contains('/'), "{reason}");
+        assert!(!reason.is_empty());
     }
 }

@@ -13,7 +13,7 @@ mod routes;
 mod service;
 
 pub use envelope::{ListReply, Reply};
-pub use error::ApiError;
+pub use error::{io_reason, ApiError};
 pub use extract::{decode_json, StrictJson, StrictQuery};
 pub use routes::{openapi, router};
 pub use service::HoodyService;

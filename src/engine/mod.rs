@@ -208,7 +208,7 @@ impl Engine {
             return Err(ApiError::invalid(field, format!("`rootfs_path` {requested} is not a directory")));
         }
         if canonical.starts_with(&self.data_dir) || self.data_dir.starts_with(&canonical) {
-            return Err(ApiError::invalid(field, format!("`rootfs_path` {requested} overlaps the daemon's data dir {}", self.data_dir.display())));
+            return Err(ApiError::invalid(field, format!("`rootfs_path` {requested} overlaps the daemon's data dir")));
         }
         if canonical == Path::new("/") {
             return Err(ApiError::invalid(field, "`rootfs_path` cannot be /"));
@@ -502,7 +502,7 @@ impl HoodyService for Engine {
         if !who.is_admin {
             return Err(ApiError::Forbidden("garbage collection needs an admin token".into()));
         }
-        self.gc_now().await.map_err(|e| ApiError::Failed(format!("garbage collection failed: {e}")))
+        self.gc_now().await.map_err(|e| ApiError::failed("garbage collection failed; see the daemon's log", format!("{e:#}")))
     }
 
     async fn create_share(&self, who: &Principal, container: &str, req: CreateShare) -> Result<Share, ApiError> {
@@ -541,8 +541,40 @@ impl HoodyService for Engine {
         self.list_servers(who).await?.into_iter().find(|s| s.id == id).ok_or_else(|| ApiError::not_found(format!("server `{id}` not found")))
     }
 
+    /// `ok` only when the catalog answers a read and the store a check, each
+    /// within a few seconds; else names what failed (the error is logged).
     async fn health(&self) -> Health {
-        Health { status: "ok".into(), version: env!("CARGO_PKG_VERSION").into() }
+        const WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
+        let mut failed = Vec::new();
+        match tokio::time::timeout(WITHIN, self.catalog.server(&self.node.id)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "health check: the catalog failed a read");
+                failed.push("catalog");
+            }
+            Err(_) => {
+                tracing::error!("health check: the catalog did not answer within {WITHIN:?}");
+                failed.push("catalog");
+            }
+        }
+        let store = self.store.clone();
+        match tokio::time::timeout(WITHIN, tokio::task::spawn_blocking(move || store.check())).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => {
+                tracing::error!(error = %e, "health check: the store failed its check");
+                failed.push("store");
+            }
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "health check: the store check did not finish");
+                failed.push("store");
+            }
+            Err(_) => {
+                tracing::error!("health check: the store did not answer within {WITHIN:?}");
+                failed.push("store");
+            }
+        }
+        let status = if failed.is_empty() { "ok".to_string() } else { format!("unavailable: {} failing", failed.join(" and ")) };
+        Health { status, version: env!("CARGO_PKG_VERSION").into() }
     }
 
     fn metrics_text(&self) -> String {

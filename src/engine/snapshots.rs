@@ -3,13 +3,13 @@
 //! restores a crash interrupted.
 
 use std::collections::HashSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use hoody_api::model::*;
-use hoody_api::ApiError;
+use hoody_api::{io_reason, ApiError};
 use serde::{Deserialize, Serialize};
 
 use super::Engine;
@@ -20,7 +20,8 @@ use crate::snapshot::freeze::{is_btrfs_subvolume, Frozen, SubvolumeSnapshot};
 use crate::snapshot::restore::{restore, RestoreError};
 use crate::snapshot::statcache::StatCache;
 use crate::snapshot::tree::{Content, Tree};
-use crate::store::{gc, BlockHash, BlockStore};
+use crate::layout::in_container;
+use crate::store::{gc, BlockHash, BlockStore, StoreError};
 
 /// How often expired snapshots are looked for.
 pub const EXPIRY_INTERVAL: Duration = Duration::from_secs(10);
@@ -48,6 +49,40 @@ struct RestoreJournal {
     container_id: String,
     alias: String,
     root: String,
+}
+
+/// An I/O failure at `path` as a client may read it: the path as the container
+/// sees it (`/hoody/shares/x`), none when it is not in the container's `rootfs`.
+fn public_io_error(rootfs: &Path, path: &Path, source: &std::io::Error) -> String {
+    match in_container(rootfs, path) {
+        Some(inside) => format!("{inside}: {}", io_reason(source)),
+        None => io_reason(source),
+    }
+}
+
+fn public_store_error(e: &StoreError) -> String {
+    match e {
+        StoreError::Io(io) => format!("store io: {}", io_reason(io)),
+        other => other.to_string(),
+    }
+}
+
+/// A capture failure for the client: no host path (the full error is logged).
+fn public_capture_error(e: &CaptureError, rootfs: &Path) -> String {
+    match e {
+        CaptureError::RootMissing(_) => "the container's root filesystem does not exist".into(),
+        CaptureError::Io { path, source } => public_io_error(rootfs, path, source),
+        CaptureError::Store(e) => public_store_error(e),
+    }
+}
+
+/// A restore failure for the client: no host path (the full error is logged).
+fn public_restore_error(e: &RestoreError, rootfs: &Path) -> String {
+    match e {
+        RestoreError::Corrupt { path, source } => format!("snapshot data for {path} is unreadable: {}", public_store_error(source)),
+        RestoreError::BadTree(hash) => format!("snapshot tree {hash} is missing or corrupt"),
+        RestoreError::Io { path, source } => public_io_error(rootfs, path, source),
+    }
 }
 
 fn validate_alias(alias: &str) -> Result<(), ApiError> {
@@ -139,9 +174,12 @@ impl Engine {
                 .map_err(ApiError::internal)?
         };
         let captured = captured.map_err(|e| match e {
-            SnapshotFailure::Capture(CaptureError::RootMissing(p)) => ApiError::Conflict(format!("the container's root filesystem {} does not exist", p.display())),
-            SnapshotFailure::Capture(e) => ApiError::Failed(format!("snapshot failed: {e}")),
-            SnapshotFailure::Freeze(e) => ApiError::Failed(format!("could not freeze the container's processes: {e}")),
+            SnapshotFailure::Capture(CaptureError::RootMissing(p)) => {
+                tracing::warn!(container = %id, rootfs = %p.display(), "snapshot of a container whose root filesystem is missing");
+                ApiError::Conflict("the container's root filesystem does not exist".into())
+            }
+            SnapshotFailure::Capture(e) => ApiError::failed(format!("snapshot failed: {}", public_capture_error(&e, Path::new(&c.rootfs_path))), &e),
+            SnapshotFailure::Freeze(e) => ApiError::failed(format!("could not freeze the container's processes: {}", io_reason(&e)), &e),
         })?;
         let created = time::OffsetDateTime::now_utc();
         let record = SnapshotRecord {
@@ -192,6 +230,7 @@ impl Engine {
         let gate = self.store.gate_owned().await;
         let store = self.store.clone();
         let rootfs = PathBuf::from(&c.rootfs_path);
+        let public_root = rootfs.clone();
         let cache_path = self.statcache_path(id);
         let job = tokio::task::spawn_blocking(move || {
             let _gate = gate;
@@ -221,15 +260,15 @@ impl Engine {
                     // at the next start, it would undo that work. A failure
                     // while applying leaves part of each tree, and says so.
                     let _ = std::fs::remove_file(&journal_path);
-                    Some(format!("restore failed: {e}"))
+                    Some(format!("restore failed: {}", public_restore_error(e, &public_root)))
                 }
             };
-            let _ = clear_progress(&engine_catalog, &container_id, message).await;
-            let _ = done_tx.send(result.map_err(|e| e.to_string()));
+            let _ = clear_progress(&engine_catalog, &container_id, message.clone()).await;
+            let _ = done_tx.send(result.map_err(|_| message.unwrap_or_default()));
         });
         let done = match tokio::time::timeout(RESTORE_WAIT, done_rx).await {
             Ok(Ok(Ok(_))) => true,
-            Ok(Ok(Err(message))) => return Err(ApiError::Failed(format!("restore failed: {message}"))),
+            Ok(Ok(Err(message))) => return Err(ApiError::Failed(message)),
             Ok(Err(_)) => return Err(ApiError::internal("restore job vanished")),
             Err(_) => false,
         };

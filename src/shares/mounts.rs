@@ -146,26 +146,39 @@ impl MountManager {
     }
 }
 
+/// The error of a desired mount is a share's `status_message`, which clients
+/// read: it names paths as the containers see them, and the full error (with
+/// host paths) goes to the log.
 fn mount_one(d: &DesiredMount, runtime: &tokio::runtime::Handle) -> Result<Mounted, String> {
-    let backend = LocalBackend::open_in_container(&d.source_rootfs, &d.source_path, d.mode)
-        .map_err(|e| format!("source path {} is not available in the source container: {e}", d.source_path.display()))?;
-    let mountpoint = ensure_mountpoint(&d.target_rootfs, &d.alias).map_err(|e| format!("cannot make the mount point /hoody/shares/{}: {e}", d.alias))?;
+    let failed = |public: String, e: &io::Error| {
+        tracing::warn!(share = %d.share_id, target = %d.target_id, error = %e, "{public}");
+        public
+    };
+    let backend = LocalBackend::open_in_container(&d.source_rootfs, &d.source_path, d.mode).map_err(|e| {
+        failed(format!("source path {} is not available in the source container: {}", d.source_path.display(), hoody_api::io_reason(&e)), &e)
+    })?;
+    let mountpoint = ensure_mountpoint(&d.target_rootfs, &d.alias).map_err(|e| {
+        // ensure_mountpoint's own messages name container paths only.
+        let reason = if e.raw_os_error().is_some() { hoody_api::io_reason(&e) } else { e.to_string() };
+        failed(format!("cannot make the mount point /hoody/shares/{}: {reason}", d.alias), &e)
+    })?;
     let available = backend.availability();
     available.store(d.source_available, Ordering::Relaxed);
     let options = MountOptions { read_only: d.mode == ShareMode::ReadOnly, subtype: "hoody".into(), runtime: Some(runtime.clone()), ..Default::default() };
-    let handle = mount(Arc::new(backend), &mountpoint, options).map_err(|e| format!("mount failed: {e}"))?;
+    let handle = mount(Arc::new(backend), &mountpoint, options).map_err(|e| failed(format!("mount failed: {}", hoody_api::io_reason(&e)), &e))?;
     Ok(Mounted { handle, available })
 }
 
 /// Creates `<rootfs>/hoody/shares/<alias>` refusing symlinks on the way, so a
 /// container cannot point its mount point outside its own root filesystem.
 fn ensure_mountpoint(rootfs: &Path, alias: &str) -> io::Result<PathBuf> {
+    let inside = |path: &Path| crate::layout::in_container(rootfs, path).unwrap_or_default();
     let mut path = rootfs.to_path_buf();
     for part in ["hoody", "shares", alias] {
         path.push(part);
         match std::fs::symlink_metadata(&path) {
-            Ok(st) if st.file_type().is_symlink() => return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{} is a symlink", path.display()))),
-            Ok(st) if !st.is_dir() => return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{} is not a directory", path.display()))),
+            Ok(st) if st.file_type().is_symlink() => return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{} is a symlink", inside(&path)))),
+            Ok(st) if !st.is_dir() => return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{} is not a directory", inside(&path)))),
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => std::fs::create_dir(&path)?,
             Err(e) => return Err(e),

@@ -6,6 +6,7 @@
 //! stored_len u32 LE, raw_len u32 LE, kind u8, codec u8`.
 
 use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use super::pack::{Codec, ObjectKind};
@@ -66,7 +67,7 @@ pub fn read_index(path: &Path, pack: u32) -> io::Result<Vec<(BlockHash, Location
 /// Appends `entries` to the index file at `path` durably, creating it if needed,
 /// and cutting a torn last entry first.
 pub fn append_index(path: &Path, entries: &[(BlockHash, Location)]) -> io::Result<()> {
-    let mut file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
+    let mut file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(crate::layout::PRIVATE_FILE).open(path)?;
     let len = file.metadata()?.len();
     let created = len == 0;
     if len < INDEX_MAGIC.len() as u64 {
@@ -100,5 +101,5 @@ pub fn write_index(path: &Path, entries: &[(BlockHash, Location)]) -> io::Result
     for (h, l) in entries {
         buf.extend_from_slice(&encode_entry(h, l));
     }
-    crate::layout::write_atomic(path, &buf, 0o644)
+    crate::layout::write_atomic(path, &buf, crate::layout::PRIVATE_FILE)
 }

@@ -72,8 +72,9 @@ pub struct StoreLock {
 impl StoreLock {
     fn take(dir: &Path, op: libc::c_int) -> io::Result<Self> {
         use std::os::fd::AsRawFd;
+        use std::os::unix::fs::OpenOptionsExt;
         std::fs::create_dir_all(dir)?;
-        let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(dir.join("gc.lock"))?;
+        let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).mode(crate::layout::PRIVATE_FILE).open(dir.join("gc.lock"))?;
         // SAFETY: flock on a file descriptor we own.
         if unsafe { libc::flock(file.as_raw_fd(), op) } != 0 {
             return Err(io::Error::last_os_error());
@@ -358,6 +359,35 @@ impl BlockStore {
         for p in packs {
             files.remove(p);
         }
+    }
+
+    /// Whether the store answers (for `/healthz`): its writer is usable, the
+    /// active pack opens and starts with its magic, and the filesystem of the
+    /// packs is not read-only. Blocking (a few syscalls).
+    pub fn check(&self) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        let active = {
+            let guard = self.writer.lock().map_err(|_| io::Error::other("the store's writer panicked"))?;
+            match guard.as_ref() {
+                Some(w) => w.pack.id,
+                None => return Err(io::Error::other("the store is open read-only")),
+            }
+        };
+        let mut magic = [0u8; 8];
+        File::open(pack_path(&self.packs, active))?.read_exact_at(&mut magic, 0)?;
+        if &magic != pack::PACK_MAGIC {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, format!("pack {active} does not start with the pack magic")));
+        }
+        let dir = std::ffi::CString::new(self.packs.as_os_str().as_encoded_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+        // SAFETY: a valid path and a zeroed out-parameter of the right type.
+        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        if unsafe { libc::statvfs(dir.as_ptr(), &mut st) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if st.f_flag & libc::ST_RDONLY != 0 {
+            return Err(io::Error::from_raw_os_error(libc::EROFS));
+        }
+        Ok(())
     }
 
     /// Total bytes of pack files.

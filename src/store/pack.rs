@@ -7,7 +7,7 @@
 
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 
 use super::BlockHash;
@@ -137,7 +137,7 @@ impl PackWriter {
     /// Opens pack `id` for appending, creating it with its magic when new.
     /// `valid_len` is where the last known-good record ends (a torn tail beyond it is cut).
     pub fn open(path: &Path, id: u32, valid_len: Option<u64>) -> io::Result<Self> {
-        let mut file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
+        let mut file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(crate::layout::PRIVATE_FILE).open(path)?;
         let mut len = file.metadata()?.len();
         if len == 0 {
             file.write_all(PACK_MAGIC)?;

@@ -274,3 +274,19 @@ impl Daemon {
         Command::new(HOODYD).args(args).arg("--data-dir").arg(self.data_dir()).output().unwrap()
     }
 }
+
+/// The environment variable that turns every skip into a failure: CI sets it
+/// (`.ci/run`), so a test that cannot run there fails instead of passing unseen.
+pub const REQUIRE_ALL: &str = "HOODY_REQUIRE_ALL";
+
+/// A test that cannot run on this machine (no `/dev/fuse`, not root, no cgroup
+/// freezer, no loop device...): says why in the test's own output (`println!`,
+/// which libtest shows with the test) and returns, for `return` after it; with
+/// `HOODY_REQUIRE_ALL=1`, fails the test instead. Every environment skip of the
+/// tests goes through here.
+pub fn skip(reason: &str) {
+    if std::env::var(REQUIRE_ALL).is_ok_and(|v| v == "1") {
+        panic!("cannot run on this machine ({reason}), and {REQUIRE_ALL}=1 forbids skipping");
+    }
+    println!("SKIP: {reason}");
+}

@@ -1,5 +1,6 @@
 //! Runs one of the `scripts/*-share` suites (a crates.io tool inside a share
-//! mounted by the real daemon) and hands back what it printed.
+//! mounted by the real daemon) and hands back what it printed. Its includer
+//! also includes `common` (for the skip helper).
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -7,12 +8,12 @@ use std::process::{Command, Output};
 /// `None` (saying why) where no share can be mounted: without /dev/fuse or root.
 pub fn run(script: &str, args: &[&str]) -> Option<Output> {
     if !Path::new("/dev/fuse").exists() {
-        eprintln!("SKIP: /dev/fuse is absent, no share can be mounted");
+        crate::common::skip("/dev/fuse is absent, no share can be mounted");
         return None;
     }
     // SAFETY: plain getter.
     if unsafe { libc::geteuid() } != 0 {
-        eprintln!("SKIP: the suite mounts a share (and may switch users): it needs root");
+        crate::common::skip("the suite mounts a share (and may switch users): it needs root");
         return None;
     }
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts").join(script);

@@ -7,10 +7,16 @@ use super::AppState;
 use crate::model::{GcSummary, Health, Principal, Server};
 use crate::{ApiError, ListReply, Reply};
 
-/// Liveness; needs no token and reveals no tenant data.
-#[utoipa::path(get, path = "/healthz", tag = "system", security(()), responses((status = 200, description = "Healthy", body = Health)))]
-pub(super) async fn healthz(State(s): State<AppState>) -> Reply<Health> {
-    Reply::ok("ok", s.service.health().await)
+/// Health: `ok` only when the catalog and the store answer, else `503` whose
+/// message names what fails; needs no token and reveals no tenant data.
+#[utoipa::path(get, path = "/healthz", tag = "system", security(()),
+    responses((status = 200, description = "Healthy", body = Health), (status = 503, description = "The catalog or the store fails")))]
+pub(super) async fn healthz(State(s): State<AppState>) -> Result<Reply<Health>, ApiError> {
+    let health = s.service.health().await;
+    if health.status != "ok" {
+        return Err(ApiError::Unavailable(health.status));
+    }
+    Ok(Reply::ok("ok", health))
 }
 
 /// Prometheus text format; needs no token and reveals no tenant data.
