@@ -396,6 +396,11 @@ impl Dir {
         }
     }
 
+    /// Removes the directory `name` if it is empty.
+    pub fn remove_empty_dir(&self, name: &OsStr) -> io::Result<()> {
+        syscalls::unlink(self.fd.as_fd(), &cstr(name)?, libc::AT_REMOVEDIR)
+    }
+
     /// Removes everything inside this directory (see [`Dir::remove`]).
     pub fn clear(&self) -> io::Result<Removed> {
         let mut removed = Removed::All;
@@ -488,6 +493,94 @@ pub fn set_meta(fd: BorrowedFd<'_>, st: &Stat, meta: &Meta<'_>) -> io::Result<()
 /// `statx` of the file behind a descriptor.
 pub fn stat_fd(fd: BorrowedFd<'_>) -> io::Result<Stat> {
     statx(fd, c"")
+}
+
+/// Mountinfo escapes space, tab, newline and backslash as octal.
+fn unescape_mountinfo(field: &str) -> Vec<u8> {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes.get(i + 1..i + 4).and_then(|d| std::str::from_utf8(d).ok()).and_then(|d| u8::from_str_radix(d, 8).ok());
+        match (bytes[i], octal) {
+            (b'\\', Some(byte)) => {
+                out.push(byte);
+                i += 4;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+/// Detaches every mount beneath the directory `root` (a container's
+/// directory, before it is removed; a path of the daemon's or the operator's)
+/// whose path relative to it starts with `only_under` (empty: every one),
+/// deepest first. Each is reached from
+/// `root`'s descriptor through no symlink and unmounted through that
+/// descriptor only if it is still the mount the table named: a container that
+/// re-points a path meanwhile can never make the daemon unmount anything
+/// outside. Returns how many were detached.
+pub fn unmount_all_beneath(root: &Path, only_under: &[u8]) -> io::Result<usize> {
+    let root = root.canonicalize()?;
+    let dir = Dir::open_root(&root)?;
+    let table = std::fs::read_to_string("/proc/self/mountinfo")?;
+    let prefix = root.as_os_str().as_bytes();
+    let mut beneath: Vec<(u64, Vec<u8>)> = table
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split(' ');
+            let id = fields.next()?.parse::<u64>().ok()?;
+            let point = unescape_mountinfo(fields.nth(3)?);
+            let rel = point.strip_prefix(prefix)?.strip_prefix(b"/")?.to_vec();
+            (!rel.is_empty() && rel.starts_with(only_under)).then_some((id, rel))
+        })
+        .collect();
+    beneath.sort_by_key(|(_, rel)| std::cmp::Reverse(rel.iter().filter(|b| **b == b'/').count()));
+    let mut detached = 0;
+    for (id, rel) in beneath {
+        let how = OpenHow { flags: (libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC) as u64, mode: 0, resolve: libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS };
+        let rel = CString::new(rel).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+        // SAFETY: valid descriptor and path; `how` outlives the call.
+        let rc = unsafe { libc::syscall(libc::SYS_openat2, dir.fd.as_raw_fd(), rel.as_ptr(), &how, std::mem::size_of::<OpenHow>()) };
+        let Ok(fd) = check(rc as libc::c_int) else { continue }; // gone, or re-pointed: not ours to touch
+        // SAFETY: just opened, owned by no one else.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        if statx(fd.as_fd(), c"").map(|st| st.mount_id()).ok() != Some(id) {
+            continue;
+        }
+        let link = crate::shares::proc_fd::link(fd.as_fd()).path();
+        // SAFETY: valid path; MNT_DETACH never waits for a busy or dead mount.
+        if unsafe { libc::umount2(link.as_ptr(), libc::MNT_DETACH) } == 0 {
+            detached += 1;
+        } else {
+            tracing::warn!(mount_id = id, error = %io::Error::last_os_error(), "could not detach a mount inside a container");
+        }
+    }
+    Ok(detached)
+}
+
+/// Removes the directory `path` (a container's, the daemon's own) and
+/// everything in it by descriptors, after detaching whatever is mounted
+/// beneath it. Fails, leaving it, if a mount could not be detached.
+pub fn remove_dir_tree(path: &Path) -> io::Result<()> {
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    };
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+        Ok(st) if !st.is_dir() => return std::fs::remove_file(path),
+        Ok(_) => {}
+    }
+    unmount_all_beneath(path, b"")?;
+    match Dir::open_root(parent)?.remove(name)? {
+        Removed::All => Ok(()),
+        Removed::KeptMounts => Err(io::Error::new(io::ErrorKind::ResourceBusy, "a mount inside could not be detached")),
+    }
 }
 
 #[cfg(test)]

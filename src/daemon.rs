@@ -72,7 +72,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     if fixed > 0 {
         tracing::warn!(files = fixed, "made files of the data dir private (0600, directories 0700)");
     }
-    let engine = Engine::new(boot.catalog.clone(), layout.clone(), boot.node.clone())?;
+    let engine = Engine::new(boot.catalog.clone(), layout.clone(), boot.node.clone(), config.host_paths.clone())?;
     engine.clean_stale_share_mounts().await.context("removing stale share mounts")?;
     engine.recover().await.context("recovering interrupted work")?;
     let housekeeping = engine.spawn_housekeeping();
@@ -141,7 +141,8 @@ pub async fn gc(data_dir: &std::path::Path) -> anyhow::Result<hoody_api::model::
                 .map(|n| n.name)
                 .unwrap_or_else(|| crate::config::ConfigLayer::default().resolve().node_name);
             let boot = crate::bootstrap::init(&layout, &name).await?;
-            let engine = Engine::new(boot.catalog, layout.clone(), boot.node)?;
+            // GC never adopts nor freezes: no host paths.
+            let engine = Engine::new(boot.catalog, layout.clone(), boot.node, Default::default())?;
             engine.gc_now().await
         }
         None => {

@@ -29,7 +29,7 @@ fn projects_create_list_get() {
 
 #[test]
 fn container_create_get_list_patch_delete() {
-    let d = Daemon::start();
+    let d = Daemon::start_with_host_paths(&[], Some(std::path::Path::new("/sys/fs/cgroup")));
     let p = d.project("p");
     let q = d.project("q");
     let c = d.container(&p, "web");
@@ -69,6 +69,7 @@ fn container_create_get_list_patch_delete() {
 
     let deleted = d.call("DELETE", &format!("/containers/{id}"), None);
     assert_eq!(deleted.status, 200);
+    assert_eq!(deleted.data()["rootfs_removed"], true, "{deleted:?}");
     assert!(!rootfs.exists(), "rootfs removed");
     assert_eq!(d.call("GET", &format!("/containers/{id}"), None).status, 404);
     assert_eq!(d.call("DELETE", &format!("/containers/{id}"), None).status, 404);
@@ -97,27 +98,30 @@ fn lifecycle_operations_follow_valid_transitions_only() {
 
 #[test]
 fn adopting_an_existing_rootfs_and_its_refusals() {
-    let d = Daemon::start();
+    let roots = tempfile::tempdir().unwrap();
+    let d = Daemon::start_with_host_paths(&[roots.path()], None);
     let p = d.project("p");
-    let outside = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir_in(roots.path()).unwrap();
     std::fs::write(outside.path().join("keep.txt"), b"mine").unwrap();
     let adopted = d.call("POST", "/containers", Some(json!({"name": "a", "project_id": p, "rootfs_path": outside.path()})));
     assert_eq!(adopted.status, 201, "{adopted:?}");
     assert_eq!(path_of(adopted.data()), outside.path().canonicalize().unwrap());
     assert!(outside.path().join("keep.txt").exists(), "adoption keeps the contents");
 
-    let refuse = |rootfs: serde_json::Value, why: &str| {
+    let refuse_as = |status: u16, rootfs: serde_json::Value, why: &str| {
         let r = d.call("POST", "/containers", Some(json!({"name": "b", "project_id": p, "rootfs_path": rootfs})));
-        assert_eq!((r.status, r.field()), (400, "rootfs_path"), "{why}: {r:?}");
+        assert_eq!((r.status, r.field()), (status, "rootfs_path"), "{why}: {r:?}");
     };
-    refuse(json!(d.data_dir().join("containers")), "inside the data dir");
+    let refuse = |rootfs: serde_json::Value, why: &str| refuse_as(400, rootfs, why);
+    refuse_as(403, json!(d.data_dir().join("containers")), "inside the data dir, outside the adopt roots");
     refuse(json!(outside.path().join("sub")), "does not exist");
     std::fs::create_dir(outside.path().join("sub")).unwrap();
     refuse(json!(outside.path().join("sub")), "inside another container's rootfs");
     let own = path_of(&d.container(&p, "owned"));
-    refuse(json!(own), "another container's daemon-made rootfs");
+    refuse_as(403, json!(own), "another container's daemon-made rootfs, outside the adopt roots");
     refuse(json!("relative/dir"), "relative");
     refuse(json!(outside.path().join("keep.txt")), "not a directory");
+    refuse_as(403, json!(roots.path()), "the adopt root itself");
     assert_eq!(d.call("GET", "/containers", None).body["total"], 2, "refusals created nothing");
 }
 

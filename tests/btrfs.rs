@@ -51,7 +51,7 @@ fn a_btrfs_subvolume_rootfs_is_captured_through_a_subvolume_snapshot() {
     assert!(subvolume(&rootfs));
     common::small_tree(&rootfs, 4);
     let before = tree_digest(&rootfs);
-    let d = Daemon::start();
+    let d = Daemon::start_with_host_paths(&[&fs.mount], None);
     let p = d.project("b");
     let c = d.call("POST", "/containers", Some(json!({"name": "b", "project_id": p, "rootfs_path": rootfs})));
     assert_eq!(c.status, 201, "{c:?}");
@@ -82,7 +82,7 @@ fn a_temporary_subvolume_snapshot_left_by_a_kill_is_removed_at_the_next_start() 
     assert!(subvolume(&rootfs));
     // Enough data that capturing it takes a while.
     common::incompressible_blobs(&rootfs, 20, 0x2545_f491_4f6c_dd1d);
-    let mut d = Daemon::start();
+    let mut d = Daemon::start_with_host_paths(&[&fs.mount], None);
     let p = d.project("b");
     let c = d.call("POST", "/containers", Some(json!({"name": "b", "project_id": p, "rootfs_path": rootfs})));
     assert_eq!(c.status, 201, "{c:?}");

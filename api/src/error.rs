@@ -17,6 +17,10 @@ pub enum ApiError {
     Unauthorized(String),
     #[error("{0}")]
     Forbidden(String),
+    /// Refused for who the caller is, because of one field (a host path from
+    /// a tenant): 403 naming the field.
+    #[error("{message}")]
+    ForbiddenField { message: String, field: String },
     /// An unknown id, or an object of another account (indistinguishable on purpose).
     #[error("{message}")]
     NotFound { message: String, field: Option<String> },
@@ -49,6 +53,10 @@ impl ApiError {
         Self::bad_field("invalid_value", field, message)
     }
 
+    pub fn forbidden_field(field: impl Into<String>, message: impl Into<String>) -> Self {
+        ApiError::ForbiddenField { message: message.into(), field: field.into() }
+    }
+
     pub fn not_found(message: impl Into<String>) -> Self {
         ApiError::NotFound { message: message.into(), field: None }
     }
@@ -75,7 +83,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::Forbidden(_) | ApiError::ForbiddenField { .. } => StatusCode::FORBIDDEN,
             ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
@@ -89,7 +97,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest { code, .. } => code,
             ApiError::Unauthorized(_) => "unauthorized",
-            ApiError::Forbidden(_) => "forbidden",
+            ApiError::Forbidden(_) | ApiError::ForbiddenField { .. } => "forbidden",
             ApiError::NotFound { .. } => "not_found",
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::Conflict(_) => "conflict",
@@ -102,7 +110,7 @@ impl ApiError {
 
     fn details(&self) -> Value {
         match self {
-            ApiError::BadRequest { field: Some(f), .. } | ApiError::NotFound { field: Some(f), .. } => {
+            ApiError::BadRequest { field: Some(f), .. } | ApiError::NotFound { field: Some(f), .. } | ApiError::ForbiddenField { field: f, .. } => {
                 json!({ "field": f })
             }
             _ => Value::Null,

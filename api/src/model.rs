@@ -310,6 +310,15 @@ pub struct RestoreOutcome {
     pub snapshot: Snapshot,
 }
 
+/// What deleting a container did with its root filesystem.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ContainerDeleted {
+    pub id: String,
+    /// True when the daemon had created the rootfs and removed it; false for
+    /// an adopted one, released with its files left in place.
+    pub rootfs_removed: bool,
+}
+
 /// What a garbage collection reclaimed.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct GcSummary {

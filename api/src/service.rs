@@ -20,7 +20,7 @@ pub trait HoodyService: Send + Sync + 'static {
     async fn list_containers(&self, who: &Principal, filter: ContainerFilter) -> Result<Vec<Container>, ApiError>;
     async fn get_container(&self, who: &Principal, id: &str) -> Result<Container, ApiError>;
     async fn update_container(&self, who: &Principal, id: &str, req: UpdateContainer) -> Result<Container, ApiError>;
-    async fn delete_container(&self, who: &Principal, id: &str) -> Result<(), ApiError>;
+    async fn delete_container(&self, who: &Principal, id: &str) -> Result<ContainerDeleted, ApiError>;
     async fn container_operation(&self, who: &Principal, id: &str, op: ContainerOperation) -> Result<Container, ApiError>;
 
     async fn create_snapshot(&self, who: &Principal, container: &str, req: CreateSnapshot) -> Result<Snapshot, ApiError>;

@@ -34,7 +34,7 @@ use async_trait::async_trait;
 
 pub use id_map::{IdHasher, IdMap};
 pub use invalidation::CacheInvalidator;
-pub use mount::{mount, MountHandle, MountOptions, MountStats};
+pub use mount::{mount, mount_onto, MountHandle, MountOptions, MountStats};
 
 /// A file as the backend names it: stable across restarts of either side (for
 /// the local backend, derived from the source file's device and inode).

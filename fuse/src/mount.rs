@@ -7,6 +7,7 @@
 
 use std::future::Future;
 use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -19,7 +20,7 @@ use crate::inode_table::InodeTable;
 use crate::invalidation::CacheInvalidator;
 use crate::mount_state::{Counters, Shared, Tuning};
 use crate::open_handles::OpenHandles;
-use crate::unmount::{self, Unmounted};
+use crate::unmount;
 use crate::{FileKind, FsBackend};
 
 const MIB: u32 = 1024 * 1024;
@@ -169,19 +170,21 @@ impl MountHandle {
         }
     }
 
-    /// Unmounts. A busy mount is detached lazily and its connection aborted:
+    /// Unmounts: detached from the namespace at once (through the mount's own
+    /// descriptor). A connection still in use after a short grace is aborted:
     /// processes still using it get `ENOTCONN`, none of them hangs.
     pub fn unmount(mut self) -> io::Result<()> {
         self.shutdown()
     }
 
     fn shutdown(&mut self) -> io::Result<()> {
-        let Some(session) = self.session.take() else { return Ok(()) };
-        let grace = match unmount::unmount(&self.mountpoint, self.connection)? {
-            Unmounted::Clean => SESSION_END_GRACE,
-            Unmounted::Detached => Duration::ZERO,
-        };
-        if !ends_within(&session, grace) {
+        let Some(mut session) = self.session.take() else { return Ok(()) };
+        if let Some(mount) = session.mount.take() {
+            unmount::detach(mount.as_fd())?;
+            // Our own reference would keep the detached mount, and its
+            // connection, alive: the connection ends with its last user now.
+        }
+        if !ends_within(&session, SESSION_END_GRACE) {
             // Still in use: detached while busy, or unmounted by someone else
             // while busy. Its users are cut off so that the session ends.
             let aborted = self.connection.map(unmount::abort);
@@ -195,8 +198,9 @@ impl MountHandle {
     }
 }
 
-/// How long a cleanly unmounted session may take to notice.
-const SESSION_END_GRACE: Duration = Duration::from_secs(2);
+/// How long a detached session may take to end by itself: an unused one ends
+/// in a few milliseconds once its mount is gone; one still used is aborted.
+const SESSION_END_GRACE: Duration = Duration::from_millis(300);
 
 fn ends_within(session: &Session, grace: Duration) -> bool {
     let deadline = std::time::Instant::now() + grace;
@@ -219,16 +223,34 @@ impl Drop for MountHandle {
     }
 }
 
-/// Mounts `backend` at `mountpoint`. Blocks until the kernel has accepted the
-/// mount; call it off the runtime's workers (`spawn_blocking`) or outside it.
+/// Mounts `backend` at `mountpoint`, a path the caller trusts (see
+/// [`mount_onto`] for a directory held by descriptor). Blocks until the kernel
+/// has accepted the mount; call it off the runtime's workers (`spawn_blocking`)
+/// or outside it.
 pub fn mount(backend: Arc<dyn FsBackend>, mountpoint: &Path, options: MountOptions) -> io::Result<MountHandle> {
+    let c = std::ffi::CString::new(mountpoint.as_os_str().as_encoded_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: a valid NUL-terminated path.
+    let fd = unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: just opened, owned by no one else.
+    let target = unsafe { OwnedFd::from_raw_fd(fd) };
+    mount_onto(backend, target.as_fd(), options)
+}
+
+/// Mounts `backend` onto the directory `target` holds: no path is resolved,
+/// so a mount point opened beneath a container's root cannot be re-pointed
+/// elsewhere between the check and the mount.
+pub fn mount_onto(backend: Arc<dyn FsBackend>, target: BorrowedFd<'_>, options: MountOptions) -> io::Result<MountHandle> {
     let runtime = match options.runtime.clone() {
         Some(runtime) => runtime,
         None => tokio::runtime::Handle::try_current()
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "mounting a share needs a tokio runtime"))?,
     };
     keep_large_buffers_mapped();
-    let mountpoint = mountpoint.canonicalize()?;
+    // Where the mount shows, for logs and the mount table (never used to reach it).
+    let mountpoint = std::fs::read_link(format!("/proc/self/fd/{}", target.as_raw_fd()))?;
     let root = block_on_elsewhere(&runtime, backend.root()).map_err(|err| io::Error::from_raw_os_error(err.to_errno()))?;
     if root.kind != FileKind::Directory {
         return Err(io::Error::from_raw_os_error(libc::ENOTDIR));
@@ -252,7 +274,7 @@ pub fn mount(backend: Arc<dyn FsBackend>, mountpoint: &Path, options: MountOptio
         lock_waits: Default::default(),
         counters: Counters::default(),
     });
-    let session = session::mount(&mountpoint, &options.spec(), Arc::new(ShareFs::new(shared.clone())))?;
+    let session = session::mount(target, &options.spec(), Arc::new(ShareFs::new(shared.clone())))?;
     let invalidator = CacheInvalidator::new(session.notifier(), inodes);
     backend.attach_invalidator(invalidator.clone());
     let connection = session.device.connection();

@@ -9,9 +9,8 @@
 use std::ffi::{CString, OsStr};
 use std::fs::File;
 use std::io::{self, IoSlice, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
 use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -265,6 +264,9 @@ pub(crate) struct Transport {
 pub(crate) struct Session {
     pub(crate) device: Arc<Device>,
     pub(crate) reader: JoinHandle<()>,
+    /// The mount itself (from `fsmount`): it is unmounted through this
+    /// descriptor, never through a path a container could re-point.
+    pub(crate) mount: Option<OwnedFd>,
 }
 
 impl Session {
@@ -273,43 +275,100 @@ impl Session {
     }
 }
 
-/// Mounts a FUSE connection at `mountpoint` (mount(2), as root) and starts
-/// reading it for `handler`.
-pub(crate) fn mount(mountpoint: &Path, spec: &MountSpec<'_>, handler: Arc<dyn Handler>) -> io::Result<Session> {
-    // Decided before mount(2): the kernel offers io_uring in the `FUSE_INIT`
+// The new mount API (Linux 5.2): constants libc does not carry.
+const FSOPEN_CLOEXEC: libc::c_uint = 0x1;
+const FSCONFIG_SET_FLAG: libc::c_uint = 0;
+const FSCONFIG_SET_STRING: libc::c_uint = 1;
+const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
+const FSMOUNT_CLOEXEC: libc::c_uint = 0x1;
+const MOUNT_ATTR_RDONLY: libc::c_uint = 0x1;
+const MOUNT_ATTR_NOSUID: libc::c_uint = 0x2;
+const MOUNT_ATTR_NODEV: libc::c_uint = 0x4;
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+const MOVE_MOUNT_T_EMPTY_PATH: libc::c_uint = 0x40;
+
+fn owned_fd(rc: libc::c_long) -> io::Result<OwnedFd> {
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a descriptor the kernel just returned, owned by no one else.
+    Ok(unsafe { OwnedFd::from_raw_fd(rc as i32) })
+}
+
+/// One `fsconfig` setting of a file system context; `value` `None` sets a flag.
+fn fs_config(context: &OwnedFd, key: &str, value: Option<&str>) -> io::Result<()> {
+    let invalid = |_| io::Error::from_raw_os_error(libc::EINVAL);
+    let key_c = CString::new(key).map_err(invalid)?;
+    let value_c = value.map(CString::new).transpose().map_err(invalid)?;
+    let (cmd, value_ptr) = match &value_c {
+        Some(v) => (FSCONFIG_SET_STRING, v.as_ptr()),
+        None => (FSCONFIG_SET_FLAG, std::ptr::null()),
+    };
+    // SAFETY: valid descriptor and NUL-terminated strings (or null for a flag).
+    let rc = unsafe { libc::syscall(libc::SYS_fsconfig, context.as_raw_fd(), cmd, key_c.as_ptr(), value_ptr, 0) };
+    if rc < 0 {
+        let err = io::Error::last_os_error();
+        return Err(io::Error::new(err.kind(), format!("fsconfig {key}: {err}")));
+    }
+    Ok(())
+}
+
+/// Mounts a FUSE connection onto the directory `target` (a descriptor: no
+/// path is resolved, so nothing can re-point where the mount lands) and
+/// starts reading it for `handler`. The new mount API, as root: `fsopen`,
+/// `fsconfig`, `fsmount`, then `move_mount` onto `target`.
+pub(crate) fn mount(target: BorrowedFd<'_>, spec: &MountSpec<'_>, handler: Arc<dyn Handler>) -> io::Result<Session> {
+    // Decided before the mount: the kernel offers io_uring in the `FUSE_INIT`
     // it queues then, only if the module allows it at that moment.
     let transport = Transport { io_uring: spec.transport.io_uring && ring_pool::available(), ..spec.transport };
     let file = File::options().read(true).write(true).open("/dev/fuse")?;
     // SAFETY: plain queries.
     let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
-    let mut data = format!("fd={},rootmode=40000,user_id={uid},group_id={gid},max_read={}", file.as_raw_fd(), spec.max_read);
+    // SAFETY: a constant NUL-terminated name.
+    let context = owned_fd(unsafe { libc::syscall(libc::SYS_fsopen, c"fuse".as_ptr(), FSOPEN_CLOEXEC) })?;
+    fs_config(&context, "source", Some(spec.fs_name))?;
+    fs_config(&context, "subtype", Some(spec.subtype))?;
+    fs_config(&context, "fd", Some(&file.as_raw_fd().to_string()))?;
+    fs_config(&context, "rootmode", Some("40000"))?;
+    fs_config(&context, "user_id", Some(&uid.to_string()))?;
+    fs_config(&context, "group_id", Some(&gid.to_string()))?;
+    fs_config(&context, "max_read", Some(&spec.max_read.to_string()))?;
     if spec.allow_other {
-        data.push_str(",allow_other");
+        fs_config(&context, "allow_other", None)?;
     }
     if spec.default_permissions {
-        data.push_str(",default_permissions");
+        fs_config(&context, "default_permissions", None)?;
     }
-    let mut flags = libc::MS_NOSUID | libc::MS_NODEV;
     if spec.read_only {
-        flags |= libc::MS_RDONLY;
+        fs_config(&context, "ro", None)?;
     }
-    let cstr = |s: &[u8]| CString::new(s).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL));
-    let (source, target, fstype, data) =
-        (cstr(spec.fs_name.as_bytes())?, cstr(mountpoint.as_os_str().as_bytes())?, cstr(format!("fuse.{}", spec.subtype).as_bytes())?, cstr(data.as_bytes())?);
-    // SAFETY: valid NUL-terminated strings.
-    if unsafe { libc::mount(source.as_ptr(), target.as_ptr(), fstype.as_ptr(), flags, data.as_ptr().cast()) } != 0 {
+    // SAFETY: valid descriptor; no key or value.
+    if unsafe { libc::syscall(libc::SYS_fsconfig, context.as_raw_fd(), FSCONFIG_CMD_CREATE, std::ptr::null::<libc::c_char>(), std::ptr::null::<libc::c_char>(), 0) } < 0 {
         return Err(io::Error::last_os_error());
     }
-    let device = Arc::new(Device { file, connection: crate::unmount::connection_id(mountpoint) });
+    let mut attrs = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
+    if spec.read_only {
+        attrs |= MOUNT_ATTR_RDONLY;
+    }
+    // SAFETY: valid descriptor.
+    let mount = owned_fd(unsafe { libc::syscall(libc::SYS_fsmount, context.as_raw_fd(), FSMOUNT_CLOEXEC, attrs) })?;
+    drop(context);
+    // SAFETY: valid descriptors and empty paths.
+    let moved = unsafe {
+        libc::syscall(libc::SYS_move_mount, mount.as_raw_fd(), c"".as_ptr(), target.as_raw_fd(), c"".as_ptr(), MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH)
+    };
+    if moved < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let device = Arc::new(Device { file, connection: crate::unmount::connection_of(mount.as_fd()) });
     let reader_device = device.clone();
     let buffer_len = (spec.max_read.max(handler.init_config().max_write) as usize).max(MIN_REQUEST_BUFFER) + REQUEST_OVERHEAD;
     let reader = std::thread::Builder::new().name("share-fuse".into()).spawn(move || read_requests(&reader_device, handler, buffer_len, transport));
     match reader {
-        Ok(reader) => Ok(Session { device, reader }),
+        Ok(reader) => Ok(Session { device, reader, mount: Some(mount) }),
         Err(err) => {
             // Nothing would read the mount: every access would wait forever.
-            // SAFETY: valid NUL-terminated path.
-            unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
+            let _ = crate::unmount::detach(mount.as_fd());
             Err(err)
         }
     }

@@ -95,7 +95,8 @@ struct ServeArgs {
     /// QUIC listen address for peers (port 0: any free port) [default: 127.0.0.1:7701].
     #[arg(long, env = "HOODY_QUIC")]
     quic: Option<SocketAddr>,
-    /// TOML file with the same settings (data_dir, http, quic, node_name, log_format, log_level).
+    /// TOML file with the same settings (data_dir, http, quic, node_name, log_format, log_level),
+    /// and the host paths an admin may use (adopt_roots, cgroup_root).
     #[arg(long, env = "HOODY_CONFIG")]
     config: Option<PathBuf>,
     /// Human name of this node [default: the host name].
@@ -122,6 +123,9 @@ impl ServeArgs {
             node_name: self.node_name,
             log_format: self.log_format,
             log_level: self.log_level,
+            // Host paths come from the operator's config file only.
+            adopt_roots: None,
+            cgroup_root: None,
         };
         Ok(cli.over(file).resolve())
     }

@@ -49,10 +49,12 @@ pub struct Engine {
     /// Per (share, target): `active`, `failed`, … and why.
     share_status: std::sync::Mutex<shares::ShareStatuses>,
     share_reconcile: tokio::sync::Mutex<()>,
+    /// Where an admin may point the daemon at the host (adoption, cgroups).
+    host_paths: crate::config::HostPaths,
 }
 
 impl Engine {
-    pub fn new(catalog: Catalog, layout: DataLayout, node: NodeIdentity) -> std::io::Result<Arc<Self>> {
+    pub fn new(catalog: Catalog, layout: DataLayout, node: NodeIdentity, host_paths: crate::config::HostPaths) -> std::io::Result<Arc<Self>> {
         let data_dir = layout.root().canonicalize()?;
         let store = Arc::new(BlockStore::open(&layout.store())?);
         let tokens = crate::tokens::TokenCache::new(&catalog);
@@ -71,6 +73,7 @@ impl Engine {
             mounts: Default::default(),
             share_status: Default::default(),
             share_reconcile: Default::default(),
+            host_paths,
         }))
     }
 
@@ -122,15 +125,21 @@ impl Engine {
             let name = entry.file_name().to_string_lossy().into_owned();
             if !known.contains(name.as_str()) {
                 tracing::info!(dir = %entry.path().display(), "removing a container directory that has no record");
-                remove_dir_all_blocking(entry.path()).await?;
+                remove_tree_blocking(entry.path()).await?;
             }
         }
         Ok(())
     }
 
-    async fn remove_rootfs(&self, c: &ContainerRecord) -> std::io::Result<()> {
-        let dir = if c.rootfs_adopted { PathBuf::from(&c.rootfs_path) } else { self.layout.container_dir(&c.id) };
-        remove_dir_all_blocking(dir).await
+    /// Removes the directory of a container the daemon created, by
+    /// descriptors, after detaching whatever is mounted inside (never
+    /// descending into a mount). An adopted rootfs is the operator's: it is
+    /// released and its files stay. True if the files were removed.
+    async fn remove_rootfs(&self, c: &ContainerRecord) -> std::io::Result<bool> {
+        if c.rootfs_adopted {
+            return Ok(false);
+        }
+        remove_tree_blocking(self.layout.container_dir(&c.id)).await.map(|()| true)
     }
 
     async fn with_count(&self, c: ContainerRecord) -> Result<Container, ApiError> {
@@ -195,23 +204,27 @@ impl Engine {
         }
     }
 
-    /// Checks an existing directory offered as a rootfs: absolute, a directory, not
-    /// in the data dir, and overlapping no other container's rootfs.
-    async fn adoptable_rootfs(&self, requested: &str) -> Result<PathBuf, ApiError> {
+    /// Checks an existing directory offered as a rootfs: from the admin only,
+    /// beneath the operator's `adopt_roots`, a directory, not in the data dir,
+    /// and overlapping no other container's rootfs.
+    async fn adoptable_rootfs(&self, who: &Principal, requested: &str) -> Result<PathBuf, ApiError> {
         let field = "rootfs_path";
+        if !who.is_admin {
+            return Err(ApiError::forbidden_field(field, "`rootfs_path` (adopting a host directory) is for the admin account only"));
+        }
         let path = Path::new(requested);
         if !path.is_absolute() {
             return Err(ApiError::invalid(field, format!("`rootfs_path` must be absolute, got `{requested}`")));
         }
-        let canonical = path.canonicalize().map_err(|e| ApiError::invalid(field, format!("`rootfs_path` {requested}: {e}")))?;
+        let canonical = self.host_paths.adoptable(path).map_err(|e| match e {
+            crate::config::HostPathError::Unreadable(why) => ApiError::invalid(field, format!("`rootfs_path` {requested}: {why}")),
+            refused => ApiError::forbidden_field(field, format!("`rootfs_path` {requested}: {refused}")),
+        })?;
         if !canonical.is_dir() {
             return Err(ApiError::invalid(field, format!("`rootfs_path` {requested} is not a directory")));
         }
         if canonical.starts_with(&self.data_dir) || self.data_dir.starts_with(&canonical) {
             return Err(ApiError::invalid(field, format!("`rootfs_path` {requested} overlaps the daemon's data dir")));
-        }
-        if canonical == Path::new("/") {
-            return Err(ApiError::invalid(field, "`rootfs_path` cannot be /"));
         }
         for other in self.catalog.containers().await? {
             let theirs = Path::new(&other.rootfs_path);
@@ -220,6 +233,17 @@ impl Engine {
             }
         }
         Ok(canonical)
+    }
+
+    /// A cgroup to freeze for snapshots: from the admin only, beneath the
+    /// operator's `cgroup_root`.
+    fn allowed_cgroup(&self, who: &Principal, requested: &str) -> Result<(), ApiError> {
+        let field = "cgroup_path";
+        if !who.is_admin {
+            return Err(ApiError::forbidden_field(field, "`cgroup_path` (a host cgroup) is for the admin account only"));
+        }
+        validate_cgroup_path(requested)?;
+        self.host_paths.cgroup_allowed(Path::new(requested)).map_err(|e| ApiError::forbidden_field(field, format!("`cgroup_path` {requested}: {e}")))
     }
 
     fn local_server(&self, record: ServerRecord) -> Server {
@@ -236,13 +260,9 @@ impl Engine {
     }
 }
 
-async fn remove_dir_all_blocking(dir: PathBuf) -> std::io::Result<()> {
-    tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&dir) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        other => other,
-    })
-    .await
-    .map_err(std::io::Error::other)?
+/// [`crate::beneath::remove_dir_tree`] off the runtime's workers.
+async fn remove_tree_blocking(dir: PathBuf) -> std::io::Result<()> {
+    tokio::task::spawn_blocking(move || crate::beneath::remove_dir_tree(&dir)).await.map_err(std::io::Error::other)?
 }
 
 /// `(capacity, free)` bytes of the filesystem holding `path`.
@@ -300,7 +320,7 @@ impl HoodyService for Engine {
             validate_ssh_key(key)?;
         }
         if let Some(cg) = &req.cgroup_path {
-            validate_cgroup_path(cg)?;
+            self.allowed_cgroup(who, cg)?;
         }
         let env = req.env.unwrap_or_default();
         validate_env(&env)?;
@@ -309,7 +329,7 @@ impl HoodyService for Engine {
         let _claims = self.rootfs_claims.lock().await;
         let id = crate::ids::new_id();
         let (rootfs, adopted) = match &req.rootfs_path {
-            Some(requested) => (self.adoptable_rootfs(requested).await?, true),
+            Some(requested) => (self.adoptable_rootfs(who, requested).await?, true),
             None => {
                 let rootfs = self.layout.container_dir(&id).join("rootfs");
                 std::fs::create_dir_all(&rootfs).map_err(ApiError::internal)?;
@@ -383,7 +403,7 @@ impl HoodyService for Engine {
             validate_ssh_key(key)?;
         }
         if let Some(Some(cg)) = &req.cgroup_path {
-            validate_cgroup_path(cg)?;
+            self.allowed_cgroup(who, cg)?;
         }
         if let Some(env) = &req.env {
             validate_env(env)?;
@@ -419,7 +439,7 @@ impl HoodyService for Engine {
         }
     }
 
-    async fn delete_container(&self, who: &Principal, id: &str) -> Result<(), ApiError> {
+    async fn delete_container(&self, who: &Principal, id: &str) -> Result<ContainerDeleted, ApiError> {
         let old = self.owned_container(who, id).await?;
         if old.status == ContainerStatus::Copying {
             return Err(ApiError::Conflict(format!("container `{id}` is copying; wait for the copy to finish")));
@@ -435,10 +455,10 @@ impl HoodyService for Engine {
         // Marked first, removed second: a crash in between is finished by `recover`.
         // Shares come off first, so removing the rootfs never reaches into a mount.
         self.detach_container_shares(id).await?;
-        self.remove_rootfs(&deleting).await.map_err(|e| ApiError::internal(format!("removing rootfs of {id}: {e}")))?;
+        let removed = self.remove_rootfs(&deleting).await.map_err(|e| ApiError::failed(format!("removing the root filesystem of container `{id}` failed: {}", hoody_api::io_reason(&e)), e))?;
         self.forget_snapshots(id).await?;
         self.catalog.delete_container(id).await?;
-        Ok(())
+        Ok(ContainerDeleted { id: id.to_string(), rootfs_removed: removed })
     }
 
     async fn container_operation(&self, who: &Principal, id: &str, op: ContainerOperation) -> Result<Container, ApiError> {

@@ -3,12 +3,16 @@
 //! daemon left behind.
 
 use std::collections::HashMap;
+use std::ffi::OsStr;
 use std::io;
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use hoody_fuse::{mount, MountHandle, MountOptions};
+use hoody_fuse::{mount_onto, MountHandle, MountOptions};
+
+use crate::beneath::Dir;
 
 use super::{LocalBackend, ShareMode};
 
@@ -32,14 +36,13 @@ impl DesiredMount {
     }
 }
 
-/// Where shares appear inside a container.
-pub fn shares_dir(rootfs: &Path) -> PathBuf {
-    rootfs.join("hoody/shares")
-}
 
 struct Mounted {
     handle: MountHandle,
     available: Arc<AtomicBool>,
+    /// Where the mount point is: removed, by descriptors, once unmounted.
+    target_rootfs: PathBuf,
+    alias: String,
 }
 
 #[derive(Default)]
@@ -68,17 +71,13 @@ impl MountManager {
     /// the error of each desired mount that could not be made. Blocking.
     pub fn apply(&self, desired: &[DesiredMount], runtime: &tokio::runtime::Handle) -> HashMap<(String, String), String> {
         let wanted: std::collections::HashSet<_> = desired.iter().map(DesiredMount::key).collect();
-        let stale: Vec<MountHandle> = {
+        let stale: Vec<Mounted> = {
             let mut mounts = self.mounts.lock().expect("mount table");
             let keys: Vec<_> = mounts.keys().filter(|k| !wanted.contains(*k)).cloned().collect();
-            keys.into_iter().filter_map(|k| mounts.remove(&k)).map(|m| self.retire(m.handle)).collect()
+            keys.into_iter().filter_map(|k| mounts.remove(&k)).collect()
         };
-        for handle in stale {
-            let at = handle.mountpoint().to_path_buf();
-            if let Err(e) = handle.unmount() {
-                tracing::warn!(mountpoint = %at.display(), error = %e, "unmount failed");
-            }
-            let _ = std::fs::remove_dir(&at);
+        for m in stale {
+            self.take_down(m);
         }
         let mut failures = HashMap::new();
         for d in desired {
@@ -137,12 +136,20 @@ impl MountManager {
 
     /// Unmounts everything (shutdown). Blocking.
     pub fn unmount_all(&self) {
-        let all: Vec<MountHandle> = self.mounts.lock().expect("mount table").drain().map(|(_, m)| self.retire(m.handle)).collect();
-        for handle in all {
-            let at = handle.mountpoint().to_path_buf();
-            let _ = handle.unmount();
-            let _ = std::fs::remove_dir(&at);
+        let all: Vec<Mounted> = self.mounts.lock().expect("mount table").drain().map(|(_, m)| m).collect();
+        for m in all {
+            self.take_down(m);
         }
+    }
+
+    /// Unmounts one mount and removes its mount point.
+    fn take_down(&self, m: Mounted) {
+        let handle = self.retire(m.handle);
+        let at = handle.mountpoint().to_path_buf();
+        if let Err(e) = handle.unmount() {
+            tracing::warn!(mountpoint = %at.display(), error = %e, "unmount failed");
+        }
+        remove_mountpoint(&m.target_rootfs, &m.alias);
     }
 }
 
@@ -165,50 +172,68 @@ fn mount_one(d: &DesiredMount, runtime: &tokio::runtime::Handle) -> Result<Mount
     let available = backend.availability();
     available.store(d.source_available, Ordering::Relaxed);
     let options = MountOptions { read_only: d.mode == ShareMode::ReadOnly, subtype: "hoody".into(), runtime: Some(runtime.clone()), ..Default::default() };
-    let handle = mount(Arc::new(backend), &mountpoint, options).map_err(|e| failed(format!("mount failed: {}", hoody_api::io_reason(&e)), &e))?;
-    Ok(Mounted { handle, available })
+    let handle = mount_onto(Arc::new(backend), mountpoint.as_fd(), options).map_err(|e| failed(format!("mount failed: {}", hoody_api::io_reason(&e)), &e))?;
+    Ok(Mounted { handle, available, target_rootfs: d.target_rootfs.clone(), alias: d.alias.clone() })
 }
 
-/// Creates `<rootfs>/hoody/shares/<alias>` refusing symlinks on the way, so a
-/// container cannot point its mount point outside its own root filesystem.
-fn ensure_mountpoint(rootfs: &Path, alias: &str) -> io::Result<PathBuf> {
-    let inside = |path: &Path| crate::layout::in_container(rootfs, path).unwrap_or_default();
-    let mut path = rootfs.to_path_buf();
+/// Opens `<rootfs>/hoody/shares/<alias>` by descriptors from the rootfs down,
+/// making what is missing. No symlink is followed and no mount crossed on the
+/// way, and the share is mounted onto the descriptor, not a path: a container
+/// cannot point its mount point outside its own root filesystem, before the
+/// mount or while it is made.
+fn ensure_mountpoint(rootfs: &Path, alias: &str) -> io::Result<Dir> {
+    let mut dir = Dir::open_root(rootfs)?;
+    let mut at = String::new();
     for part in ["hoody", "shares", alias] {
-        path.push(part);
-        match std::fs::symlink_metadata(&path) {
-            Ok(st) if st.file_type().is_symlink() => return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{} is a symlink", inside(&path)))),
-            Ok(st) if !st.is_dir() => return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{} is not a directory", inside(&path)))),
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => std::fs::create_dir(&path)?,
-            Err(e) => return Err(e),
-        }
+        at.push('/');
+        at.push_str(part);
+        let name = OsStr::new(part);
+        dir = match dir.open_dir(name) {
+            Ok(sub) => sub,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                match dir.mkdir(name, 0o755) {
+                    Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
+                    _ => {}
+                }
+                dir.open_dir(name).map_err(|e| mountpoint_error(e, &at))?
+            }
+            Err(e) => return Err(mountpoint_error(e, &at)),
+        };
     }
-    let real = path.canonicalize()?;
-    if !real.starts_with(rootfs.canonicalize()?) {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "mount point escapes the container"));
-    }
-    Ok(real)
+    Ok(dir)
 }
 
-/// Lazily unmounts every FUSE mount under `<rootfs>/hoody/shares` of the given
-/// root filesystems: what a crashed daemon left behind. Run before anything else.
+/// Why a mount point cannot be used, naming the path as the container sees it.
+fn mountpoint_error(e: io::Error, at: &str) -> io::Error {
+    let why = match e.raw_os_error() {
+        Some(libc::ELOOP) => "is a symlink",
+        Some(libc::ENOTDIR) => "is not a directory",
+        Some(libc::EXDEV) => "is already a mount point",
+        _ => return e,
+    };
+    io::Error::new(io::ErrorKind::InvalidInput, format!("{at} {why}"))
+}
+
+/// Removes the empty mount point `<rootfs>/hoody/shares/<alias>` a share
+/// left, by descriptors (a container may have re-pointed the path).
+fn remove_mountpoint(rootfs: &Path, alias: &str) {
+    if let Ok(shares) = Dir::open_root(rootfs).and_then(|root| root.open_dir(OsStr::new("hoody/shares"))) {
+        let _ = shares.remove_empty_dir(OsStr::new(alias));
+    }
+}
+
+/// Detaches every mount under `<rootfs>/hoody/shares` of the given root
+/// filesystems: what a crashed daemon left behind. Run before anything else.
+/// Each is reached by descriptors from its rootfs (see
+/// [`crate::beneath::unmount_all_beneath`]): a path a container re-pointed
+/// meanwhile never leads the daemon to unmount anything outside.
 pub fn clean_stale_mounts(rootfs_dirs: &[PathBuf]) -> usize {
-    let Ok(table) = std::fs::read_to_string("/proc/self/mountinfo") else { return 0 };
-    let prefixes: Vec<PathBuf> = rootfs_dirs.iter().map(|r| shares_dir(r)).collect();
     let mut cleaned = 0;
-    for line in table.lines() {
-        let fields: Vec<&str> = line.split(' ').collect();
-        let Some(sep) = fields.iter().position(|f| *f == "-") else { continue };
-        let (Some(point), Some(fstype)) = (fields.get(4), fields.get(sep + 1)) else { continue };
-        let point = PathBuf::from(point.replace("\\040", " "));
-        if fstype.starts_with("fuse") && prefixes.iter().any(|p| point.starts_with(p)) {
-            if let Ok(c) = std::ffi::CString::new(point.as_os_str().as_encoded_bytes()) {
-                // SAFETY: a valid path; MNT_DETACH never blocks on a dead FUSE server.
-                unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
-                cleaned += 1;
-                tracing::info!(mountpoint = %point.display(), "removed a stale share mount");
-            }
+    for rootfs in rootfs_dirs {
+        match crate::beneath::unmount_all_beneath(rootfs, b"hoody/shares/") {
+            Ok(n) => cleaned += n,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!(rootfs = %rootfs.display(), error = %e, "could not clear stale share mounts"),
         }
     }
     cleaned

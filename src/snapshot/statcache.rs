@@ -4,7 +4,8 @@
 //! Node-local state: `<data>/state/statcache/<container>.bin`.
 
 use std::collections::HashMap;
-use std::io;
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use crate::beneath::Stat;
@@ -76,7 +77,11 @@ impl StatCache {
             std::fs::create_dir_all(dir)?;
         }
         let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, self.encode())?;
+        // Private like every file of the data dir: it lists a container's paths.
+        let _ = std::fs::remove_file(&tmp);
+        let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(crate::layout::PRIVATE_FILE).open(&tmp)?;
+        file.write_all(&self.encode())?;
+        drop(file);
         std::fs::rename(&tmp, path)
     }
 
@@ -185,6 +190,8 @@ mod tests {
         let path = dir.path().join("c.bin");
         c.save(&path).unwrap();
         assert_eq!(StatCache::load(&path), c);
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600, "private from the start");
         assert_eq!(StatCache::load(&dir.path().join("missing")), StatCache::default());
     }
 }

@@ -59,6 +59,20 @@ impl Daemon {
         Self::start_in(tempfile::tempdir().expect("tempdir"), extra)
     }
 
+    /// A daemon whose operator lets the admin adopt directories beneath
+    /// `adopt_roots` and name cgroups beneath `cgroup_root` (its config file).
+    pub fn start_with_host_paths(adopt_roots: &[&Path], cgroup_root: Option<&Path>) -> Daemon {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("hoodyd.toml");
+        let mut text = format!("adopt_roots = {}\n", serde_json::to_string(&adopt_roots).unwrap());
+        if let Some(root) = cgroup_root {
+            text.push_str(&format!("cgroup_root = {}\n", serde_json::to_string(root).unwrap()));
+        }
+        std::fs::write(&config, text).expect("config file");
+        let config = config.to_str().expect("a UTF-8 path").to_string();
+        Self::start_in(dir, &["--config", &config])
+    }
+
     /// Starts a daemon on an existing data dir (kept by the returned Daemon).
     pub fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> Daemon {
         let endpoints = dir.path().join("run/endpoints.json");

@@ -2,7 +2,7 @@ use axum::extract::{Path, State};
 use axum::Extension;
 
 use super::AppState;
-use crate::model::{Container, ContainerOperation, ContainerQuery, CreateContainer, Principal, UpdateContainer};
+use crate::model::{Container, ContainerDeleted, ContainerOperation, ContainerQuery, CreateContainer, Principal, UpdateContainer};
 use crate::{ApiError, ListReply, Reply, StrictJson, StrictQuery};
 
 /// Create a container: an empty rootfs, or adopt an existing directory (`rootfs_path`).
@@ -55,14 +55,19 @@ pub(super) async fn update_container(
 
 /// Delete a container and its rootfs.
 #[utoipa::path(delete, path = "/containers/{id}", tag = "containers", params(("id" = String, Path, description = "Container id")),
-    responses((status = 200, description = "Deleted"), (status = 404, description = "Unknown"), (status = 409, description = "Busy")))]
+    responses((status = 200, description = "Deleted; `rootfs_removed` false for an adopted rootfs, whose files stay", body = ContainerDeleted), (status = 404, description = "Unknown"), (status = 409, description = "Busy")))]
 pub(super) async fn delete_container(
     State(s): State<AppState>,
     Extension(who): Extension<Principal>,
     Path(id): Path<String>,
-) -> Result<Reply<()>, ApiError> {
-    s.service.delete_container(&who, &id).await?;
-    Ok(Reply::ok("container deleted", ()))
+) -> Result<Reply<ContainerDeleted>, ApiError> {
+    let deleted = s.service.delete_container(&who, &id).await?;
+    let message = if deleted.rootfs_removed {
+        "container deleted with its root filesystem"
+    } else {
+        "container deleted; its adopted root filesystem was released and its files left in place"
+    };
+    Ok(Reply::ok(message, deleted))
 }
 
 /// Lifecycle operation: `start`, `stop`, `force-stop`, `restart`, `pause`, `resume`.
