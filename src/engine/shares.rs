@@ -61,22 +61,10 @@ fn mount_path(alias: &str) -> String {
     format!("/hoody/shares/{alias}")
 }
 
-/// The path of `source_path` on the node, if it is a directory (symlinks are not followed).
-fn source_dir(rootfs: &Path, source_path: &str) -> Option<PathBuf> {
-    let mut p = rootfs.to_path_buf();
-    for part in Path::new(source_path).components() {
-        match part {
-            std::path::Component::Normal(n) => {
-                p.push(n);
-                if std::fs::symlink_metadata(&p).ok()?.file_type().is_symlink() {
-                    return None;
-                }
-            }
-            std::path::Component::RootDir | std::path::Component::CurDir => {}
-            _ => return None,
-        }
-    }
-    std::fs::symlink_metadata(&p).ok().filter(|m| m.is_dir()).map(|_| p)
+/// Whether `source_path` is a directory of the container whose root is
+/// `rootfs`, found as a share's source is served (by descriptors, no symlink).
+fn source_dir_exists(rootfs: &Path, source_path: &str) -> bool {
+    crate::shares::local_backend::open_source_dir(rootfs, Path::new(source_path)).is_ok()
 }
 
 impl Engine {
@@ -154,7 +142,7 @@ impl Engine {
         if let Some(t) = req.expires_at {
             validate_expiry(t)?;
         }
-        if source_dir(Path::new(&source.rootfs_path), &req.source_path).is_none() {
+        if !source_dir_exists(Path::new(&source.rootfs_path), &req.source_path) {
             return Err(ApiError::invalid("source_path", format!("`source_path` {} is not a directory in container `{container}`", req.source_path)));
         }
         if let Some(t) = &req.target_container_id {
@@ -339,7 +327,7 @@ impl Engine {
                 let Some(src) = by_id.get(s.source_container_id.as_str()) else {
                     return Err(("failed", "the source container no longer exists".to_string()));
                 };
-                if source_dir(Path::new(&src.rootfs_path), &s.source_path).is_none() {
+                if !source_dir_exists(Path::new(&src.rootfs_path), &s.source_path) {
                     return Err(("failed", format!("source path {} does not exist in the source container", s.source_path)));
                 }
                 if let Some((other, other_offer)) = aliases.get(&(t.id.clone(), s.alias.clone())) {

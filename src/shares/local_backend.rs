@@ -18,6 +18,27 @@ use super::source_tree::{NewMode, SourceTree};
 use super::syscalls::{open_beneath, raise_open_files_limit};
 use super::ShareMode;
 
+/// The directory `source_path` of a container whose root is `rootfs`, as an
+/// `O_PATH` descriptor: resolved one component at a time beneath the rootfs,
+/// following no symlink and no `..`. The one way a share's source is found,
+/// to check it at creation and to serve it.
+pub fn open_source_dir(rootfs: &Path, source_path: &Path) -> io::Result<OwnedFd> {
+    let mut dir = open_dir_path(rootfs)?;
+    for part in source_path.components() {
+        match part {
+            std::path::Component::RootDir | std::path::Component::CurDir => {}
+            std::path::Component::Normal(name) => {
+                let name = std::ffi::CString::new(name.as_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+                dir = open_beneath(std::os::fd::AsFd::as_fd(&dir), &name, libc::O_PATH | libc::O_DIRECTORY, 0)?;
+            }
+            std::path::Component::ParentDir | std::path::Component::Prefix(_) => {
+                return Err(io::Error::new(io::ErrorKind::InvalidInput, "a share's source path may not contain `..`"));
+            }
+        }
+    }
+    Ok(dir)
+}
+
 /// Serves one source directory. One instance per mount.
 pub struct LocalBackend {
     tree: Arc<SourceTree>,
@@ -53,20 +74,7 @@ impl LocalBackend {
     /// `rootfs`: each component is resolved beneath `rootfs` without following
     /// symlinks, so a container cannot point its share outside its own files.
     pub fn open_in_container(rootfs: &Path, source_path: &Path, mode: ShareMode) -> io::Result<Self> {
-        let mut dir = open_dir_path(rootfs)?;
-        for part in source_path.components() {
-            match part {
-                std::path::Component::RootDir | std::path::Component::CurDir => {}
-                std::path::Component::Normal(name) => {
-                    let name = std::ffi::CString::new(name.as_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
-                    dir = open_beneath(std::os::fd::AsFd::as_fd(&dir), &name, libc::O_PATH | libc::O_DIRECTORY, 0)?;
-                }
-                std::path::Component::ParentDir | std::path::Component::Prefix(_) => {
-                    return Err(io::Error::new(io::ErrorKind::InvalidInput, "a share's source path may not contain `..`"));
-                }
-            }
-        }
-        Self::from_root(dir, mode)
+        Self::from_root(open_source_dir(rootfs, source_path)?, mode)
     }
 
     fn from_root(root: OwnedFd, mode: ShareMode) -> io::Result<Self> {
