@@ -19,7 +19,7 @@ use crate::reply::{
     FileHandle, FopenFlags, INodeNo, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyError, ReplyLock,
     ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
 };
-use crate::session::{Handler, InitConfig, Replier};
+use crate::request::{Handler, InitConfig, Replier};
 use crate::wire::{init, FileLockIn, Header, Op, SetAttrIn, TimeOrNow};
 use crate::{Attr, Caller, DirEntry, FileLock, FsError, FsResult, LockKind, LockOwner, SetAttr, SetTime};
 

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 
 use crate::inode_table::InodeTable;
-use crate::session::Notifier;
+use crate::device::Notifier;
 use crate::NodeId;
 
 /// Cloneable handle that invalidates kernel caches of one mount.

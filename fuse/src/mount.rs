@@ -54,25 +54,16 @@ pub struct MountOptions {
     /// Runtime the requests run on; the current one when `None`.
     pub runtime: Option<tokio::runtime::Handle>,
     /// Serve requests over FUSE-over-io_uring where the kernel has it (one
-    /// queue per CPU, served on that CPU) instead of `/dev/fuse` reads.
-    /// Default off, or on with `HOODY_FUSE_URING=1`: on a 2-vCPU VM it
-    /// measured slower than a polling `/dev/fuse` reader (docs/DESIGN.md).
+    /// queue per CPU, served on that CPU) instead of `/dev/fuse` reads, and
+    /// where the `fuse` module allows it (`enable_uring`, the caller's to
+    /// set: this crate writes no system parameter). Default off: on a 2-vCPU
+    /// VM it measured slower than a polling `/dev/fuse` reader
+    /// (docs/DESIGN.md). Without the `io-uring` feature it is ignored.
     pub io_uring: bool,
     /// How long the `/dev/fuse` reader polls for the next request after an
     /// answer while requests come in a burst (0: it always blocks). Default
-    /// 200 µs, or `HOODY_FUSE_SPIN_US`.
+    /// [`MountOptions::DEFAULT_SPIN`].
     pub spin: Duration,
-}
-
-/// Default of [`MountOptions::spin`]: longer than a walker's pause between
-/// requests while it digests a listing (`find` stating a directory's entries
-/// from the kernel's cache), which a 50 µs window missed (docs/DESIGN.md).
-const SPIN: Duration = Duration::from_micros(200);
-
-/// The reader's polling window: `setting` (`HOODY_FUSE_SPIN_US`) in µs where
-/// it is a number, else [`SPIN`].
-fn spin_window(setting: Option<&str>) -> Duration {
-    setting.and_then(|value| value.trim().parse().ok()).map_or(SPIN, Duration::from_micros)
 }
 
 impl Default for MountOptions {
@@ -91,13 +82,18 @@ impl Default for MountOptions {
             attr_ttl: Duration::from_secs(1),
             passthrough: true,
             runtime: None,
-            io_uring: std::env::var("HOODY_FUSE_URING").is_ok_and(|v| v == "1"),
-            spin: spin_window(std::env::var("HOODY_FUSE_SPIN_US").ok().as_deref()),
+            io_uring: false,
+            spin: Self::DEFAULT_SPIN,
         }
     }
 }
 
 impl MountOptions {
+    /// Default of [`MountOptions::spin`]: longer than a walker's pause between
+    /// requests while it digests a listing (`find` stating a directory's entries
+    /// from the kernel's cache), which a 50 µs window missed (docs/DESIGN.md).
+    pub const DEFAULT_SPIN: Duration = Duration::from_micros(200);
+
     /// A share never brings device nodes or setuid programs into a container.
     fn spec(&self) -> MountSpec<'_> {
         MountSpec {
@@ -309,21 +305,4 @@ where
         Ok(output) => output,
         Err(panic) => std::panic::resume_unwind(panic),
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use super::{spin_window, SPIN};
-
-    #[test]
-    fn the_polling_window_comes_from_the_setting_where_it_is_a_number() {
-        assert_eq!(spin_window(None), SPIN);
-        assert_eq!(spin_window(Some("0")), Duration::ZERO, "0 turns polling off");
-        assert_eq!(spin_window(Some("500")), Duration::from_micros(500));
-        assert_eq!(spin_window(Some(" 80\n")), Duration::from_micros(80));
-        assert_eq!(spin_window(Some("fast")), SPIN);
-        assert_eq!(spin_window(Some("-5")), SPIN);
-    }
 }

@@ -16,7 +16,7 @@ use crate::inode_table::InodeTable;
 use crate::lock_waits::LockWaits;
 use crate::open_handles::{OpenFile, OpenHandles};
 use crate::reply::{FileHandle, FopenFlags, INodeNo, ReplyEntry, ReplyError};
-use crate::session::BackingId;
+use crate::device::BackingId;
 use crate::wire::FileAttr;
 use crate::{Attr, FileKind, FsBackend, FsError, FsResult, HandleId, NodeId, Opened};
 

@@ -12,7 +12,7 @@ use std::sync::{Arc, Weak};
 use parking_lot::Mutex;
 
 use crate::id_map::IdMap;
-use crate::session::BackingId;
+use crate::device::BackingId;
 use crate::{FsError, FsResult, HandleId};
 
 /// The most entries a directory listing asks the backend for, and its first

@@ -8,7 +8,8 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::time::Duration;
 
-use crate::session::{open_backing, BackingId, Replier};
+use crate::device::{open_backing, BackingId};
+use crate::request::Replier;
 use crate::wire::{self, FileAttr, Out, FOPEN_PASSTHROUGH};
 
 /// Kernel inode number.

@@ -24,7 +24,8 @@ use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use parking_lot::Mutex;
 
 use crate::id_map::IdMap;
-use crate::session::{dispatch, ring_replier, Device, Handler};
+use crate::device::Device;
+use crate::request::{dispatch, ring_replier, Handler, RingQueue};
 use crate::wire::{self, decode_header, decode_op, IN_HEADER_LEN, OUT_HEADER_LEN};
 
 /// `fuse_uring_req_header`: in/out header area, operation header area, bookkeeping.
@@ -41,15 +42,12 @@ const INBOX: u64 = u64::MAX;
 const MODULE_PARAMETER: &str = "/sys/module/fuse/parameters/enable_uring";
 
 /// Whether a mount about to be made may ask for io_uring: the kernel has it
-/// and the module allows it now — which the daemon, as root, sees to
-/// (`fuse.enable_uring` only lets connections ask for it, and the kernel reads
-/// it when it queues a mount's `FUSE_INIT`, so it is checked at every mount).
+/// and the module allows it now (`fuse.enable_uring`, which only lets
+/// connections ask for it; the kernel reads it when it queues a mount's
+/// `FUSE_INIT`, so it is checked at every mount). Setting it is the caller's:
+/// this crate writes no system parameter.
 pub(crate) fn available() -> bool {
-    let allowed = match std::fs::read_to_string(MODULE_PARAMETER) {
-        Ok(value) if value.trim() == "Y" => true,
-        Ok(_) => std::fs::write(MODULE_PARAMETER, "Y").is_ok(),
-        Err(_) => false,
-    };
+    let allowed = std::fs::read_to_string(MODULE_PARAMETER).is_ok_and(|value| value.trim() == "Y");
     allowed && pool().is_some()
 }
 
@@ -191,15 +189,10 @@ impl EntryBuffers {
     }
 }
 
-/// The entry a request came in, to put its answer in.
-pub(crate) struct RingSlot {
-    queue: Arc<MountQueue>,
-    index: u32,
-}
-
-impl RingSlot {
-    pub(crate) fn answer(self, unique: u64, result: Result<&[u8], i32>) -> io::Result<()> {
-        let entry = &self.queue.entries[self.index as usize];
+/// A request's answer goes into the entry it came in.
+impl RingQueue for MountQueue {
+    fn answer(self: Arc<Self>, index: u32, unique: u64, result: Result<&[u8], i32>) -> io::Result<()> {
+        let entry = &self.entries[index as usize];
         // SAFETY: this replier is the entry's only user until it is committed (see `EntryBuffers`).
         let (header, payload) = unsafe { (&mut **entry.header.get(), &mut *entry.payload.get()) };
         let result = match result {
@@ -221,8 +214,8 @@ impl RingSlot {
         let on_this_ring = ON_RING.with(|on| {
             let mut on = on.borrow_mut();
             match on.as_mut() {
-                Some((cpu, pending)) if *cpu == self.queue.ring.cpu => {
-                    pending.push((self.queue.clone(), self.index));
+                Some((cpu, pending)) if *cpu == self.ring.cpu => {
+                    pending.push((self.clone(), index));
                     true
                 }
                 _ => false,
@@ -231,8 +224,8 @@ impl RingSlot {
         if on_this_ring {
             return Ok(());
         }
-        let ring = self.queue.ring.clone();
-        ring.post(Message::Commit(self.queue, self.index))
+        let ring = self.ring.clone();
+        ring.post(Message::Commit(self, index))
     }
 }
 
@@ -367,7 +360,7 @@ impl RingThread {
         self.scratch.extend_from_slice(&header[IN_OUT_LEN..IN_OUT_LEN + fixed_len]);
         self.scratch.extend_from_slice(&payload[..payload_len]);
         let (fixed, rest) = self.scratch.split_at(fixed_len);
-        let replier = ring_replier(request.unique, RingSlot { queue: queue.clone(), index }, queue.device.clone());
+        let replier = ring_replier(request.unique, queue.clone(), index, queue.device.clone());
         queue.handler.served_over_io_uring();
         dispatch(&queue.handler, &request, decode_op(request.opcode, fixed, rest), replier);
     }

@@ -6,18 +6,20 @@
 //! threads of [`crate::ring_pool`]; the device keeps carrying forgets,
 //! interrupts and our notifications.
 
-use std::ffi::{CString, OsStr};
+use std::ffi::CString;
 use std::fs::File;
-use std::io::{self, IoSlice, Read, Write};
+use std::io::{self, Read};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::device::{Device, Notifier};
 use crate::reader_spin::Spin;
-use crate::ring_pool::{self, RingSlot};
-use crate::wire::{self, decode_header, decode_op, init, opcode, Header, Malformed, Op, Out, IN_HEADER_LEN};
+use crate::request::{device_replier, dispatch, Handler};
+#[cfg(feature = "io-uring")]
+use crate::ring_pool;
+use crate::wire::{self, decode_header, decode_op, init, opcode, Header, Op, Out, IN_HEADER_LEN};
 
 /// Largest request: a write of `max_write` bytes plus headers.
 const REQUEST_OVERHEAD: usize = 4096;
@@ -33,211 +35,6 @@ pub(crate) fn page_size() -> usize {
 /// `max_pages` of `FUSE_INIT` for writes of up to `max_write` bytes.
 fn max_pages(max_write: u32) -> u16 {
     (max_write as usize).div_ceil(page_size()).min(usize::from(u16::MAX)) as u16
-}
-
-const FUSE_DEV_IOC_BACKING_OPEN: libc::c_ulong = 0x4010_e501;
-const FUSE_DEV_IOC_BACKING_CLOSE: libc::c_ulong = 0x4004_e502;
-const NOTIFY_INVAL_INODE: i32 = 2;
-const NOTIFY_INVAL_ENTRY: i32 = 3;
-
-/// The `/dev/fuse` descriptor of one mount.
-pub(crate) struct Device {
-    file: File,
-    /// The connection's fusectl id, to abort it.
-    connection: Option<u32>,
-}
-
-impl Device {
-    fn write_parts(&self, parts: &[IoSlice<'_>]) -> io::Result<()> {
-        let total: usize = parts.iter().map(|part| part.len()).sum();
-        let written = (&self.file).write_vectored(parts)?;
-        if written != total {
-            return Err(io::Error::other("short write to /dev/fuse"));
-        }
-        Ok(())
-    }
-
-    fn reply(&self, unique: u64, result: Result<&[u8], i32>) -> io::Result<()> {
-        match result {
-            Ok(body) => self.write_parts(&[IoSlice::new(&wire::out_header(unique, 0, body.len())), IoSlice::new(body)]),
-            Err(errno) => self.write_parts(&[IoSlice::new(&wire::out_header(unique, errno, 0))]),
-        }
-    }
-
-    fn notify(&self, code: i32, body: &[&[u8]]) -> io::Result<()> {
-        let len: usize = body.iter().map(|p| p.len()).sum();
-        // Notifications carry their code where replies carry an error, and no unique.
-        let header = wire::out_header(0, -code, len);
-        let mut parts = vec![IoSlice::new(&header)];
-        parts.extend(body.iter().map(|part| IoSlice::new(part)));
-        self.write_parts(&parts)
-    }
-
-    pub(crate) fn raw_fd(&self) -> i32 {
-        self.file.as_raw_fd()
-    }
-
-    /// The connection's fusectl id (`/sys/fs/fuse/connections/<id>`).
-    pub(crate) fn connection(&self) -> Option<u32> {
-        self.connection
-    }
-
-    /// Ends the connection: every request waiting and to come fails.
-    pub(crate) fn abort(&self) {
-        if let Some(err) = self.connection.map(crate::unmount::abort).and_then(Result::err) {
-            tracing::error!(error = %err, "FUSE connection not aborted");
-        }
-    }
-}
-
-/// A file registered with the kernel for passthrough; unregistered when dropped.
-#[derive(Debug)]
-pub(crate) struct BackingId {
-    device: Weak<Device>,
-    pub(crate) id: u32,
-}
-
-impl Drop for BackingId {
-    fn drop(&mut self) {
-        if let Some(device) = self.device.upgrade() {
-            let id = self.id;
-            // SAFETY: valid descriptor; the ioctl reads one u32.
-            unsafe { libc::ioctl(device.raw_fd(), FUSE_DEV_IOC_BACKING_CLOSE, &id) };
-        }
-    }
-}
-
-/// Registers `fd` as a passthrough backing file of the mount of `device`.
-pub(crate) fn open_backing(device: &Arc<Device>, fd: BorrowedFd<'_>) -> io::Result<BackingId> {
-    #[repr(C)]
-    struct BackingMap {
-        fd: i32,
-        flags: u32,
-        padding: u64,
-    }
-    let map = BackingMap { fd: fd.as_raw_fd(), flags: 0, padding: 0 };
-    // SAFETY: valid descriptor; the ioctl reads a `fuse_backing_map`.
-    let id = unsafe { libc::ioctl(device.raw_fd(), FUSE_DEV_IOC_BACKING_OPEN, &map) };
-    if id < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(BackingId { device: Arc::downgrade(device), id: id as u32 })
-}
-
-/// Drops kernel caches: `FUSE_NOTIFY_INVAL_*` written to the device.
-#[derive(Clone)]
-pub(crate) struct Notifier {
-    device: Weak<Device>,
-}
-
-impl Notifier {
-    fn device(&self) -> io::Result<Arc<Device>> {
-        self.device.upgrade().ok_or_else(|| io::Error::from_raw_os_error(libc::ENOTCONN))
-    }
-
-    /// Attributes of `ino` and its cached data in `offset..offset+len` (a
-    /// negative offset: attributes only; `len` 0: to the end).
-    pub(crate) fn inval_inode(&self, ino: u64, offset: i64, len: i64) -> io::Result<()> {
-        let mut body = Out::default();
-        body.u64(ino).u64(offset as u64).u64(len as u64);
-        self.device()?.notify(NOTIFY_INVAL_INODE, &[&body.bytes])
-    }
-
-    pub(crate) fn inval_entry(&self, parent: u64, name: &OsStr) -> io::Result<()> {
-        let mut body = Out::default();
-        body.u64(parent).u32(name.len() as u32).u32(0);
-        self.device()?.notify(NOTIFY_INVAL_ENTRY, &[&body.bytes, name.as_bytes(), b"\0"])
-    }
-}
-
-/// Where one answer goes.
-enum Sink {
-    /// The replier's own device.
-    Device,
-    Ring(RingSlot),
-}
-
-/// The one answer a request gets; a request dropped unanswered gets `EIO`
-/// (the kernel would wait for it forever, and a ring entry would be lost).
-pub(crate) struct Replier {
-    unique: u64,
-    sink: Option<Sink>,
-    device: Arc<Device>,
-}
-
-impl Replier {
-    pub(crate) fn send(mut self, result: Result<&[u8], i32>) {
-        self.send_now(result);
-    }
-
-    fn send_now(&mut self, result: Result<&[u8], i32>) {
-        let result = match result {
-            Ok(body) if body.len() > u32::MAX as usize => Err(libc::EIO),
-            Err(errno) => Err(wire_errno(errno)),
-            other => other,
-        };
-        let outcome = match self.sink.take() {
-            Some(Sink::Device) => self.device.reply(self.unique, result),
-            Some(Sink::Ring(slot)) => slot.answer(self.unique, result),
-            None => return,
-        };
-        if let Err(err) = outcome {
-            // ENOENT: the request was interrupted meanwhile; nothing to do.
-            if err.raw_os_error() != Some(libc::ENOENT) {
-                tracing::debug!(error = %err, "reply not delivered");
-            }
-        }
-    }
-
-    /// The device of the mount, to register passthrough backing files.
-    pub(crate) fn device(&self) -> &Arc<Device> {
-        &self.device
-    }
-}
-
-impl Drop for Replier {
-    fn drop(&mut self) {
-        self.send_now(Err(libc::EIO));
-    }
-}
-
-/// The error a reply may carry: the kernel takes 1..512 only (0 would read as
-/// success, and anything else makes it refuse the reply, leaving its caller
-/// waiting forever); the rest becomes `EIO`.
-fn wire_errno(errno: i32) -> i32 {
-    if (1..512).contains(&errno) {
-        errno
-    } else {
-        libc::EIO
-    }
-}
-
-/// What a mount serves: requests with their answer to give.
-pub(crate) trait Handler: Send + Sync + 'static {
-    /// The capabilities and limits to offer at `FUSE_INIT`.
-    fn init_config(&self) -> InitConfig;
-    /// What the kernel granted of them.
-    fn initialized(&self, granted: u64);
-    fn handle(&self, header: &Header, op: Op<'_>, replier: Replier);
-    /// A request came over io_uring (counted in [`crate::MountStats`]).
-    fn served_over_io_uring(&self) {}
-    /// See [`crate::FsBackend::idle_step`] and [`crate::FsBackend::idle_end`].
-    fn idle_step(&self) -> bool {
-        false
-    }
-    fn idle_end(&self) {}
-    /// The connection ended: no request still pending will be answered.
-    fn ended(&self) {}
-}
-
-#[derive(Debug, Clone)]
-pub(crate) struct InitConfig {
-    pub(crate) flags: u64,
-    pub(crate) max_write: u32,
-    pub(crate) max_readahead: u32,
-    pub(crate) max_background: u16,
-    pub(crate) congestion_threshold: u16,
-    pub(crate) max_stack_depth: u32,
 }
 
 /// Mount options beyond what every share mount has.
@@ -271,7 +68,7 @@ pub(crate) struct Session {
 
 impl Session {
     pub(crate) fn notifier(&self) -> Notifier {
-        Notifier { device: Arc::downgrade(&self.device) }
+        Notifier::new(&self.device)
     }
 }
 
@@ -320,7 +117,7 @@ fn fs_config(context: &OwnedFd, key: &str, value: Option<&str>) -> io::Result<()
 pub(crate) fn mount(target: BorrowedFd<'_>, spec: &MountSpec<'_>, handler: Arc<dyn Handler>) -> io::Result<Session> {
     // Decided before the mount: the kernel offers io_uring in the `FUSE_INIT`
     // it queues then, only if the module allows it at that moment.
-    let transport = Transport { io_uring: spec.transport.io_uring && ring_pool::available(), ..spec.transport };
+    let transport = Transport { io_uring: spec.transport.io_uring && io_uring_available(), ..spec.transport };
     let file = File::options().read(true).write(true).open("/dev/fuse")?;
     // SAFETY: plain queries.
     let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
@@ -360,7 +157,7 @@ pub(crate) fn mount(target: BorrowedFd<'_>, spec: &MountSpec<'_>, handler: Arc<d
     if moved < 0 {
         return Err(io::Error::last_os_error());
     }
-    let device = Arc::new(Device { file, connection: crate::unmount::connection_of(mount.as_fd()) });
+    let device = Arc::new(Device::new(file, crate::unmount::connection_of(mount.as_fd())));
     let reader_device = device.clone();
     let buffer_len = (spec.max_read.max(handler.init_config().max_write) as usize).max(MIN_REQUEST_BUFFER) + REQUEST_OVERHEAD;
     let reader = std::thread::Builder::new().name("share-fuse".into()).spawn(move || read_requests(&reader_device, handler, buffer_len, transport));
@@ -383,13 +180,13 @@ fn read_requests(device: &Arc<Device>, handler: Arc<dyn Handler>, buffer_len: us
 fn serve(device: &Arc<Device>, handler: &Arc<dyn Handler>, buffer_len: usize, transport: Transport) {
     let mut buf = vec![0u8; buffer_len];
     let mut spin = Spin::new(transport.spin);
-    if spin.enabled() && set_nonblocking(&device.file).is_err() {
+    if spin.enabled() && set_nonblocking(device.file()).is_err() {
         spin = Spin::new(Duration::ZERO);
     }
     // Whether the handler did idle work since it was last told the burst ended.
     let mut idle_work = false;
     loop {
-        let len = match next_request(&device.file, &mut buf, &spin, &**handler, &mut idle_work) {
+        let len = match next_request(device.file(), &mut buf, &spin, &**handler, &mut idle_work) {
             Ok(len) => len,
             // Interrupted, or the request vanished before it was read.
             Err(err) if matches!(err.raw_os_error(), Some(libc::EINTR) | Some(libc::EAGAIN) | Some(libc::ENOENT)) => continue,
@@ -469,25 +266,6 @@ fn set_nonblocking(file: &File) -> io::Result<()> {
     Ok(())
 }
 
-/// Hands a decoded request to the handler; a malformed one is answered `EINVAL`.
-pub(crate) fn dispatch(handler: &Arc<dyn Handler>, header: &Header, op: Result<Op<'_>, Malformed>, mut replier: Replier) {
-    if wire::is_unanswered(header.opcode) {
-        replier.sink = None;
-    }
-    match op {
-        Ok(op) => handler.handle(header, op, replier),
-        Err(Malformed) => replier.send(Err(libc::EINVAL)),
-    }
-}
-
-pub(crate) fn ring_replier(unique: u64, slot: RingSlot, device: Arc<Device>) -> Replier {
-    Replier { unique, sink: Some(Sink::Ring(slot)), device }
-}
-
-fn device_replier(unique: u64, device: &Arc<Device>) -> Replier {
-    Replier { unique, sink: Some(Sink::Device), device: device.clone() }
-}
-
 fn initialize(device: &Arc<Device>, handler: &Arc<dyn Handler>, header: &Header, body: &[u8], io_uring: bool) {
     let replier = device_replier(header.unique, device);
     let Ok(Op::Init { major, minor, max_readahead, flags: offered }) = decode_op(opcode::INIT, body, &[]) else {
@@ -512,6 +290,7 @@ fn initialize(device: &Arc<Device>, handler: &Arc<dyn Handler>, header: &Header,
     out.bytes.resize(64, 0);
     handler.initialized(granted);
     replier.send(Ok(&out.bytes));
+    #[cfg(feature = "io-uring")]
     if granted & init::OVER_IO_URING != 0 {
         // The kernel refuses an entry whose payload could not hold its largest request.
         let payload = (config.max_write as usize).max(usize::from(max_pages) * page_size()).max(MIN_REQUEST_BUFFER);
@@ -524,24 +303,21 @@ fn initialize(device: &Arc<Device>, handler: &Arc<dyn Handler>, header: &Header,
     }
 }
 
-impl AsFd for Device {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.file.as_fd()
-    }
+/// Whether a mount about to be made can ask for io_uring ([`crate::ring_pool`]).
+#[cfg(feature = "io-uring")]
+fn io_uring_available() -> bool {
+    ring_pool::available()
+}
+
+/// Built without the `io-uring` feature: requests always come over `/dev/fuse`.
+#[cfg(not(feature = "io-uring"))]
+fn io_uring_available() -> bool {
+    false
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn only_errnos_the_kernel_takes_reach_it() {
-        assert_eq!(wire_errno(libc::ENOENT), libc::ENOENT);
-        assert_eq!(wire_errno(511), 511);
-        for outside in [0, -1, -libc::ENOENT, 512, 4096, i32::MAX, i32::MIN] {
-            assert_eq!(wire_errno(outside), libc::EIO, "{outside}");
-        }
-    }
 
     #[test]
     fn max_pages_covers_the_largest_write() {
