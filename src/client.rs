@@ -1,10 +1,11 @@
 //! The `hoody` command line: a client of the HTTP API that prints tables for
 //! people and JSON for scripts.
 
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use serde_json::{json, Value};
 
 #[derive(Parser, Debug)]
@@ -24,6 +25,11 @@ pub struct Cli {
     /// Print the response's data as JSON instead of a table.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Seconds to wait for one answer. A long operation (snapshot, restore,
+    /// delete) not answered in time is waited on through the container's
+    /// progress instead of failing.
+    #[arg(long, env = "HOODY_TIMEOUT", global = true, default_value_t = 60.0, value_name = "SECS")]
+    pub timeout: f64,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -48,11 +54,53 @@ pub enum Command {
     /// The caller's own API tokens: list (never secrets), create, revoke.
     #[command(subcommand)]
     Tokens(TokensCmd),
+    /// Print a shell completion script, e.g. `hoody completions bash > /etc/bash_completion.d/hoody`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff, for `man -l -`), or write one page per command into --out.
+    Man {
+        /// Directory to write hoody.1, hoody-storage.1, ... into.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
+}
+
+/// `--limit`/`--offset` of every list: the API pages every list.
+#[derive(Args, Debug, Clone, Default)]
+pub struct Paging {
+    /// Show at most this many items.
+    #[arg(long)]
+    pub limit: Option<u64>,
+    /// Skip this many items first.
+    #[arg(long)]
+    pub offset: Option<u64>,
+}
+
+impl Paging {
+    fn pairs(&self) -> Vec<(&'static str, Option<String>)> {
+        vec![("limit", self.limit.map(|n| n.to_string())), ("offset", self.offset.map(|n| n.to_string()))]
+    }
+}
+
+/// How a long operation (a job on the container) is waited on.
+#[derive(Args, Debug, Clone, Default)]
+pub struct Waiting {
+    /// Wait for the job showing its progress: a bar on a terminal, else a last line on stderr.
+    #[arg(long, conflicts_with = "no_wait")]
+    pub wait: bool,
+    /// Return as soon as the daemon has accepted the job (its progress shows on the container).
+    #[arg(long)]
+    pub no_wait: bool,
 }
 
 #[derive(Subcommand, Debug)]
 pub enum TokensCmd {
-    List,
+    List {
+        #[command(flatten)]
+        page: Paging,
+    },
     /// Print a new token of the caller's account (the secret is shown this once).
     Create {
         /// Lifetime: a whole number and s, m, h or d (e.g. 30d) [default: never expires].
@@ -75,9 +123,13 @@ pub enum ContainersCmd {
         server: Option<String>,
         #[arg(long = "source")]
         source_container: Option<String>,
+        #[command(flatten)]
+        page: Paging,
     },
     /// Show one container.
     Get { id: String },
+    /// Rename a container or change its environment and resources.
+    Update(UpdateContainerArgs),
     /// Delete a container and its rootfs.
     Delete { id: String },
     Start { id: String },
@@ -107,6 +159,29 @@ pub struct CreateContainerArgs {
     pub env: Vec<String>,
 }
 
+#[derive(Args, Debug)]
+pub struct UpdateContainerArgs {
+    pub id: String,
+    /// New name.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Set KEY=VALUE in the environment (the other variables stay), repeatable.
+    #[arg(long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// Remove KEY from the environment, repeatable.
+    #[arg(long = "unset-env", value_name = "KEY")]
+    pub unset_env: Vec<String>,
+    /// CPUs (resources.cpu), e.g. 2 or 0.5.
+    #[arg(long)]
+    pub cpu: Option<f64>,
+    /// Memory (resources.memory), e.g. 512MiB, 2GiB, or bytes.
+    #[arg(long)]
+    pub memory: Option<String>,
+    /// Set any resource KEY=VALUE (a number or true/false stays one); KEY= removes it. Repeatable.
+    #[arg(long = "resource", value_name = "KEY=VALUE")]
+    pub resources: Vec<String>,
+}
+
 #[derive(Subcommand, Debug)]
 pub enum ProjectsCmd {
     Create {
@@ -115,7 +190,10 @@ pub enum ProjectsCmd {
         #[arg(long)]
         description: Option<String>,
     },
-    List,
+    List {
+        #[command(flatten)]
+        page: Paging,
+    },
     Get { id: String },
 }
 
@@ -131,10 +209,14 @@ pub enum SnapshotsCmd {
         /// Days until the daemon removes it.
         #[arg(long)]
         expiry: Option<f64>,
+        #[command(flatten)]
+        waiting: Waiting,
     },
     List {
         #[arg(long)]
         container: String,
+        #[command(flatten)]
+        page: Paging,
     },
     Get {
         #[arg(long)]
@@ -146,12 +228,23 @@ pub enum SnapshotsCmd {
         #[arg(long)]
         container: String,
         alias: String,
+        #[command(flatten)]
+        waiting: Waiting,
     },
     Delete {
         #[arg(long)]
         container: String,
         alias: String,
     },
+}
+
+/// What `storage list` and `storage list-all` show.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Listing {
+    /// Shares you created (the default).
+    Shares,
+    /// Shares offered to your containers, with their mount status.
+    Incoming,
 }
 
 #[derive(Subcommand, Debug)]
@@ -173,24 +266,37 @@ pub enum StorageCmd {
         alias: Option<String>,
         #[arg(long)]
         description: Option<String>,
-        /// Unix seconds.
+        /// Unix seconds or RFC 3339.
         #[arg(long)]
-        expires_at: Option<i64>,
+        expires_at: Option<String>,
     },
-    /// Shares created from --container, or all of yours.
+    /// Shares created from --container (all of yours without it); `list incoming`: shares offered to --container.
     List {
+        #[arg(value_enum)]
+        what: Option<Listing>,
         #[arg(long)]
         container: Option<String>,
+        #[command(flatten)]
+        page: Paging,
     },
+    /// All shares you created, across your containers; `list-all incoming`: all offered to any of them.
+    ListAll {
+        #[arg(value_enum)]
+        what: Option<Listing>,
+        #[command(flatten)]
+        page: Paging,
+    },
+    /// Show one share (--container: the source container, optional).
     Get {
         #[arg(long)]
-        container: String,
+        container: Option<String>,
         share_id: String,
     },
     /// Change enabled, mode, alias, description, expires-at.
     Update {
+        /// The source container (optional).
         #[arg(long)]
-        container: String,
+        container: Option<String>,
         #[arg(long)]
         share_id: String,
         #[arg(long)]
@@ -201,32 +307,44 @@ pub enum StorageCmd {
         alias: Option<String>,
         #[arg(long)]
         description: Option<String>,
+        /// Unix seconds or RFC 3339.
         #[arg(long)]
-        expires_at: Option<i64>,
+        expires_at: Option<String>,
     },
-    Delete { share_id: String },
-    /// Shares offered to --container, or to all of yours.
+    /// Delete a share: unmounted from every target, its configuration gone.
+    Delete {
+        share_id: String,
+        /// Do not ask for confirmation (required when stdin is not a terminal).
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
+    /// Shares offered to --container, or to all of yours (same as `list incoming`).
     Incoming {
         #[arg(long)]
         container: Option<String>,
+        #[command(flatten)]
+        page: Paging,
     },
-    /// Mount an incoming share in --container.
+    /// Mount an incoming share in --container (or wherever it is offered to you).
     Mount {
         #[arg(long)]
-        container: String,
+        container: Option<String>,
         share_id: String,
     },
     /// Unmount an incoming share from --container (it stays off until mounted again).
     Unmount {
         #[arg(long)]
-        container: String,
+        container: Option<String>,
         share_id: String,
     },
 }
 
 #[derive(Subcommand, Debug)]
 pub enum ServersCmd {
-    List,
+    List {
+        #[command(flatten)]
+        page: Paging,
+    },
     Get { id: String },
 }
 
@@ -246,7 +364,21 @@ struct Api {
     base: String,
     token: String,
     agent: ureq::Agent,
+    /// How long one request may take before its answer is given up on.
+    timeout: Duration,
 }
+
+/// What one request came to, short of a failure to reach the daemon.
+enum Answer {
+    /// The daemon answered: HTTP status and envelope (errors included).
+    Got(u16, Value),
+    /// Connected, but no answer in time (or the connection broke before it):
+    /// the daemon may well still be working on it.
+    NoAnswer(String),
+}
+
+/// How often a job's progress is polled.
+const POLL: Duration = Duration::from_millis(250);
 
 impl Api {
     fn connect(cli: &Cli) -> Result<Self, Failure> {
@@ -270,29 +402,70 @@ impl Api {
                 .trim()
                 .to_string(),
         };
-        let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(60)).build();
-        Ok(Api { base, token, agent })
+        if !(cli.timeout.is_finite() && cli.timeout > 0.0) {
+            return Err(Failure { message: format!("--timeout {}: expected a positive number of seconds", cli.timeout), code: 2 });
+        }
+        let timeout = Duration::from_secs_f64(cli.timeout.min(1e9));
+        let agent = ureq::AgentBuilder::new().timeout_connect(timeout.min(Duration::from_secs(10))).build();
+        Ok(Api { base, token, agent, timeout })
     }
 
-    /// Calls the API and returns the whole envelope, or the server's message as the failure.
-    fn call(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value, Failure> {
+    /// Sends one request; a failure only when the daemon cannot be reached at all.
+    fn send(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Answer, Failure> {
         let url = format!("{}/api/v1{path}", self.base);
-        let req = self.agent.request(method, &url).set("Authorization", &format!("Bearer {}", self.token));
+        let req = self.agent.request(method, &url).timeout(self.timeout).set("Authorization", &format!("Bearer {}", self.token));
         let result = match body {
             Some(b) => req.set("Content-Type", "application/json").send_string(&b.to_string()),
             None => req.call(),
         };
-        match result {
-            Ok(resp) => Ok(resp.into_json()?),
-            Err(ureq::Error::Status(status, resp)) => {
-                let envelope: Value = resp.into_json().unwrap_or(Value::Null);
-                let message = envelope["message"].as_str().unwrap_or("request failed").to_string();
-                let code = envelope["error"]["code"].as_str().unwrap_or("error");
-                Err(Failure { message: format!("{message} (HTTP {status}, {code})"), code: 1 })
-            }
-            Err(e) => Err(Failure { message: format!("cannot reach hoodyd at {}: {e}", self.base), code: 2 }),
+        let resp = match result {
+            Ok(resp) | Err(ureq::Error::Status(_, resp)) => resp,
+            Err(ureq::Error::Transport(t)) if t.kind() == ureq::ErrorKind::Io => return Ok(Answer::NoAnswer(t.to_string())),
+            Err(e) => return Err(Failure { message: format!("cannot reach hoodyd at {}: {e}", self.base), code: 2 }),
+        };
+        let status = resp.status();
+        match resp.into_json::<Value>() {
+            Ok(envelope) => Ok(Answer::Got(status, envelope)),
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData && status < 400 => Err(Failure { message: format!("unreadable answer from hoodyd: {e}"), code: 1 }),
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => Ok(Answer::Got(status, Value::Null)),
+            Err(e) => Ok(Answer::NoAnswer(e.to_string())),
         }
     }
+
+    /// Calls the API and returns the whole envelope, or the server's message as the failure.
+    fn call(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value, Failure> {
+        match self.send(method, path, body.as_ref())? {
+            Answer::Got(status, envelope) if status >= 400 => Err(refusal(status, &envelope)),
+            Answer::Got(_, envelope) => Ok(envelope),
+            Answer::NoAnswer(e) => Err(Failure { message: format!("no answer from hoodyd at {} within {:?}: {e}", self.base, self.timeout), code: 2 }),
+        }
+    }
+
+    /// Starts what may be a long operation: done, or running on as a job of
+    /// the container (a 202, or no answer in time while the daemon works on).
+    fn start(&self, method: &str, path: &str, body: Option<Value>) -> Result<Started, Failure> {
+        match self.send(method, path, body.as_ref())? {
+            Answer::Got(status, envelope) if status >= 400 => Err(refusal(status, &envelope)),
+            Answer::Got(status, envelope) if status == 202 || envelope["data"]["done"] == json!(false) => Ok(Started::Running(envelope["data"].clone())),
+            Answer::Got(_, envelope) => Ok(Started::Done(envelope)),
+            Answer::NoAnswer(_) => Ok(Started::Running(Value::Null)),
+        }
+    }
+}
+
+/// The server's message of an error answer, as the failure.
+fn refusal(status: u16, envelope: &Value) -> Failure {
+    let message = envelope["message"].as_str().unwrap_or("request failed").to_string();
+    let code = envelope["error"]["code"].as_str().unwrap_or("error");
+    Failure { message: format!("{message} (HTTP {status}, {code})"), code: 1 }
+}
+
+/// A long operation after its first request.
+enum Started {
+    /// Answered done: the envelope.
+    Done(Value),
+    /// Goes on as a job: what the 202 said (`null` after no answer).
+    Running(Value),
 }
 
 const CONTAINER_COLUMNS: &[&str] = &["id", "name", "status", "project_id", "server_name", "created_at"];
@@ -305,84 +478,327 @@ const TOKEN_COLUMNS: &[&str] = &["id", "created_at", "expires_at", "expired"];
 
 /// Runs one command, printing its output; the error carries the exit code.
 pub fn run(cli: Cli) -> Result<(), Failure> {
+    match &cli.command {
+        Command::Completions { shell } => {
+            clap_complete::generate(*shell, &mut Cli::command(), "hoody", &mut std::io::stdout());
+            return Ok(());
+        }
+        Command::Man { out } => return man(out.as_deref()),
+        _ => {}
+    }
     let api = Api::connect(&cli)?;
     let (envelope, columns) = match &cli.command {
         Command::Containers(cmd) => (containers(&api, cmd)?, CONTAINER_COLUMNS),
         Command::Projects(cmd) => {
             let env = match cmd {
                 ProjectsCmd::Create { name, description } => api.call("POST", "/projects", Some(json!({"name": name, "description": description})))?,
-                ProjectsCmd::List => api.call("GET", "/projects", None)?,
+                ProjectsCmd::List { page } => api.call("GET", &with_query("/projects", page.pairs()), None)?,
                 ProjectsCmd::Get { id } => api.call("GET", &format!("/projects/{}", encode(id)), None)?,
             };
             (env, PROJECT_COLUMNS)
         }
-        Command::Snapshots(cmd) => {
-            let base = |c: &str| format!("/containers/{}/snapshots", encode(c));
-            let env = match cmd {
-                SnapshotsCmd::Create { container, alias, expiry } => api.call("POST", &base(container), Some(json!({"alias": alias, "expiry": expiry})))?,
-                SnapshotsCmd::List { container } => api.call("GET", &base(container), None)?,
-                SnapshotsCmd::Get { container, alias } => api.call("GET", &format!("{}/{}", base(container), encode(alias)), None)?,
-                SnapshotsCmd::Restore { container, alias } => {
-                    let env = api.call("PATCH", &format!("{}/{}", base(container), encode(alias)), None)?;
-                    if env["data"]["done"] == json!(false) {
-                        wait_for_job(&api, container)?;
-                    }
-                    json!({"statusCode": 200, "message": "restored", "data": env["data"]["snapshot"]})
-                }
-                SnapshotsCmd::Delete { container, alias } => api.call("DELETE", &format!("{}/{}", base(container), encode(alias)), None)?,
-            };
-            (env, SNAPSHOT_COLUMNS)
-        }
+        Command::Snapshots(cmd) => (snapshots(&api, cmd)?, SNAPSHOT_COLUMNS),
         Command::Storage(cmd) => storage(&api, cmd)?,
         Command::Servers(cmd) => {
             let env = match cmd {
-                ServersCmd::List => api.call("GET", "/servers", None)?,
+                ServersCmd::List { page } => api.call("GET", &with_query("/servers", page.pairs()), None)?,
                 ServersCmd::Get { id } => api.call("GET", &format!("/servers/{}", encode(id)), None)?,
             };
             (env, SERVER_COLUMNS)
         }
         Command::Tokens(cmd) => {
             let env = match cmd {
-                TokensCmd::List => api.call("GET", "/tokens", None)?,
+                TokensCmd::List { page } => api.call("GET", &with_query("/tokens", page.pairs()), None)?,
                 TokensCmd::Create { expires_in } => api.call("POST", "/tokens", Some(json!({"expires_in": expires_in})))?,
                 TokensCmd::Revoke { id } => api.call("DELETE", &format!("/tokens/{}", encode(id)), None)?,
             };
             (env, TOKEN_COLUMNS)
         }
+        Command::Completions { .. } | Command::Man { .. } => unreachable!("handled without the daemon"),
     };
     print_data(&envelope, columns, cli.json);
     Ok(())
 }
 
+/// The manual page of `hoody` on stdout, or every command's page written into `out`.
+fn man(out: Option<&std::path::Path>) -> Result<(), Failure> {
+    let cmd = Cli::command();
+    match out {
+        None => {
+            let mut page = Vec::new();
+            clap_mangen::Man::new(cmd).render(&mut page)?;
+            std::io::stdout().write_all(&page)?;
+        }
+        Some(dir) => {
+            std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            clap_mangen::generate_to(cmd, dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        }
+    }
+    Ok(())
+}
+
+fn snapshots(api: &Api, cmd: &SnapshotsCmd) -> Result<Value, Failure> {
+    let base = |c: &str| format!("/containers/{}/snapshots", encode(c));
+    match cmd {
+        SnapshotsCmd::Create { container, alias, expiry, waiting } => {
+            let mut meter = Meter::new(format!("snapshot {}", alias.as_deref().unwrap_or("")).trim_end().to_string(), waiting.wait);
+            let data = match api.start("POST", &base(container), Some(json!({"alias": alias, "expiry": expiry})))? {
+                Started::Done(envelope) => {
+                    meter.finish("done");
+                    return Ok(envelope);
+                }
+                Started::Running(data) => data,
+            };
+            if waiting.no_wait {
+                return Ok(accepted(data, container, "the snapshot is being taken"));
+            }
+            // The alias being made: as the 202 says, else as asked, else the newest once done.
+            let named = [&data["alias"], &data["snapshot"]["alias"]].into_iter().find_map(|v| v.as_str().map(String::from)).or_else(|| alias.clone());
+            let after = wait_for_job(api, container, &mut meter);
+            let after = after.inspect_err(|_| meter.finish("failed"))?;
+            let alias = match named {
+                Some(a) => Some(a),
+                None => newest_snapshot(api, container)?,
+            };
+            let got = match &alias {
+                Some(a) => api.call("GET", &format!("{}/{}", base(container), encode(a)), None),
+                None => Err(Failure { message: "no snapshot was made".into(), code: 1 }),
+            };
+            match got {
+                Ok(envelope) => {
+                    meter.finish("done");
+                    Ok(envelope)
+                }
+                Err(f) => {
+                    meter.finish("failed");
+                    Err(after["status_message"].as_str().map(|m| Failure { message: m.to_string(), code: 1 }).unwrap_or(f))
+                }
+            }
+        }
+        SnapshotsCmd::List { container, page } => api.call("GET", &with_query(&base(container), page.pairs()), None),
+        SnapshotsCmd::Get { container, alias } => api.call("GET", &format!("{}/{}", base(container), encode(alias)), None),
+        SnapshotsCmd::Restore { container, alias, waiting } => {
+            let path = format!("{}/{}", base(container), encode(alias));
+            let mut meter = Meter::new(format!("restore {alias}"), waiting.wait);
+            let snapshot = match api.start("PATCH", &path, None)? {
+                Started::Done(envelope) => envelope["data"]["snapshot"].clone(),
+                Started::Running(data) if waiting.no_wait => return Ok(accepted(data, container, "the restore is running")),
+                Started::Running(data) => {
+                    let after = wait_for_job(api, container, &mut meter).inspect_err(|_| meter.finish("failed"))?;
+                    if let Some(m) = after["status_message"].as_str().filter(|m| m.contains("failed")) {
+                        meter.finish("failed");
+                        return Err(Failure { message: m.to_string(), code: 1 });
+                    }
+                    match &data["snapshot"] {
+                        s @ Value::Object(_) => s.clone(),
+                        _ => api.call("GET", &path, None)?["data"].take(),
+                    }
+                }
+            };
+            meter.finish("done");
+            Ok(json!({"statusCode": 200, "message": "restored", "data": snapshot}))
+        }
+        SnapshotsCmd::Delete { container, alias } => api.call("DELETE", &format!("{}/{}", base(container), encode(alias)), None),
+    }
+}
+
+/// The envelope printed by `--no-wait` for a job left running.
+fn accepted(data: Value, container: &str, what: &str) -> Value {
+    let message = format!("{what}; its progress shows in `hoody containers get {container}`");
+    let data = if data.is_null() { Value::Null } else { data };
+    json!({"statusCode": 202, "message": message, "data": data})
+}
+
+/// The alias of the container's newest snapshot.
+fn newest_snapshot(api: &Api, container: &str) -> Result<Option<String>, Failure> {
+    let list = api.call("GET", &format!("/containers/{}/snapshots", encode(container)), None)?;
+    let newest = list["data"].as_array().and_then(|items| items.iter().max_by_key(|s| s["created_at"].as_str().unwrap_or("").to_string()).cloned());
+    Ok(newest.and_then(|s| s["alias"].as_str().map(String::from)))
+}
+
+/// Shows a job's progress: a bar on a terminal when asked (`--wait`), else
+/// a last line on stderr when asked, else nothing.
+struct Meter {
+    what: String,
+    bar: Option<indicatif::ProgressBar>,
+    line: bool,
+    started: Instant,
+    last: Value,
+    finished: bool,
+}
+
+impl Meter {
+    fn new(what: String, watch: bool) -> Meter {
+        let tty = std::io::stdout().is_terminal() && std::io::stderr().is_terminal();
+        let bar = (watch && tty).then(|| {
+            let bar = indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
+            let style = indicatif::ProgressStyle::with_template("{spinner} {prefix} [{bar:30}] {bytes}/{total_bytes} {msg}, eta {eta}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                .progress_chars("=> ");
+            bar.set_style(style);
+            bar.set_prefix(what.clone());
+            bar.enable_steady_tick(Duration::from_millis(120));
+            bar
+        });
+        Meter { what, line: watch && bar.is_none(), bar, started: Instant::now(), last: Value::Null, finished: false }
+    }
+
+    /// Shows one reading of the container's `progress`.
+    fn update(&mut self, p: &Value) {
+        if let Some(bar) = &self.bar {
+            let total = p["bytes_total"].as_u64().unwrap_or(0);
+            if total > 0 {
+                bar.set_length(total);
+            }
+            bar.set_position(p["bytes_done"].as_u64().unwrap_or(0));
+            bar.set_message(describe_progress(p));
+        }
+        self.last = p.clone();
+    }
+
+    /// Ends the display with one line saying how it went.
+    fn finish(&mut self, outcome: &str) {
+        if std::mem::replace(&mut self.finished, true) {
+            return;
+        }
+        let mut summary = format!("{} {outcome} in {:.1}s", self.what, self.started.elapsed().as_secs_f64());
+        if let (Some(files), Some(bytes)) = (self.last["files_total"].as_u64(), self.last["bytes_total"].as_u64()) {
+            summary.push_str(&format!(" ({files} files, {})", indicatif::HumanBytes(bytes)));
+        }
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+        if self.bar.is_some() || self.line {
+            eprintln!("{summary}");
+        }
+    }
+}
+
+/// `phase files_done/files_total files rate/s` of a `progress`.
+fn describe_progress(p: &Value) -> String {
+    let mut s = format!("{} {}/{} files", p["phase"].as_str().unwrap_or("working"), p["files_done"].as_u64().unwrap_or(0), p["files_total"].as_u64().unwrap_or(0));
+    if let Some(rate) = p["rate"].as_f64().filter(|r| *r > 0.0) {
+        s.push_str(&format!(" {}/s", indicatif::HumanBytes(rate as u64)));
+    }
+    s
+}
+
+/// Waits until the container's job is over (its `progress` cleared), showing
+/// it on `meter`; returns the container as it is then. A poll left
+/// unanswered in time is asked again: the daemon is busy, not gone.
+fn wait_for_job(api: &Api, container: &str, meter: &mut Meter) -> Result<Value, Failure> {
+    let path = format!("/containers/{}", encode(container));
+    loop {
+        match api.send("GET", &path, None)? {
+            Answer::Got(status, envelope) if status >= 400 => return Err(refusal(status, &envelope)),
+            Answer::Got(_, envelope) => {
+                let c = &envelope["data"];
+                if c["progress"].is_null() {
+                    return Ok(c.clone());
+                }
+                meter.update(&c["progress"]);
+            }
+            Answer::NoAnswer(_) => {}
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
 fn storage(api: &Api, cmd: &StorageCmd) -> Result<(Value, &'static [&'static str]), Failure> {
     let c = |id: &str| format!("/containers/{}", encode(id));
-    let without_nulls = |v: Value| -> Value {
-        match v {
-            Value::Object(m) => Value::Object(m.into_iter().filter(|(_, v)| !v.is_null()).collect()),
-            other => other,
-        }
+    let shares_of = |container: &Option<String>| match container {
+        Some(id) => format!("{}/storage/shares", c(id)),
+        None => "/storage/shares".to_string(),
+    };
+    let incoming_of = |container: &Option<String>| match container {
+        Some(id) => format!("{}/storage/incoming", c(id)),
+        None => "/storage/incoming".to_string(),
+    };
+    let list = |what: &Option<Listing>, container: &Option<String>, page: &Paging| -> Result<(Value, &'static [&'static str]), Failure> {
+        Ok(match what {
+            Some(Listing::Incoming) => (api.call("GET", &with_query(&incoming_of(container), page.pairs()), None)?, INCOMING_COLUMNS),
+            Some(Listing::Shares) | None => (api.call("GET", &with_query(&shares_of(container), page.pairs()), None)?, SHARE_COLUMNS),
+        })
     };
     Ok(match cmd {
         StorageCmd::Create { container, source_path, target_container_id, target_project_id, mode, alias, description, expires_at } => {
             let body = without_nulls(json!({"source_path": source_path, "target_container_id": target_container_id, "target_project_id": target_project_id,
-                "mode": mode, "alias": alias, "description": description, "expires_at": expires_at}));
+                "mode": mode, "alias": alias, "description": description, "expires_at": expires_at.as_deref().map(time_value)}));
             (api.call("POST", &format!("{}/storage/shares", c(container)), Some(body))?, SHARE_COLUMNS)
         }
-        StorageCmd::List { container: Some(id) } => (api.call("GET", &format!("{}/storage/shares", c(id)), None)?, SHARE_COLUMNS),
-        StorageCmd::List { container: None } => (api.call("GET", "/storage/shares", None)?, SHARE_COLUMNS),
-        StorageCmd::Get { container, share_id } => (api.call("GET", &format!("{}/storage/shares/{}", c(container), encode(share_id)), None)?, SHARE_COLUMNS),
+        StorageCmd::List { what, container, page } => list(what, container, page)?,
+        StorageCmd::ListAll { what, page } => list(what, &None, page)?,
+        StorageCmd::Incoming { container, page } => list(&Some(Listing::Incoming), container, page)?,
+        StorageCmd::Get { container, share_id } => (api.call("GET", &format!("{}/{}", shares_of(container), encode(share_id)), None)?, SHARE_COLUMNS),
         StorageCmd::Update { container, share_id, enabled, mode, alias, description, expires_at } => {
-            let body = without_nulls(json!({"enabled": enabled, "mode": mode, "alias": alias, "description": description, "expires_at": expires_at}));
-            (api.call("PATCH", &format!("{}/storage/shares/{}", c(container), encode(share_id)), Some(body))?, SHARE_COLUMNS)
+            let body = without_nulls(json!({"enabled": enabled, "mode": mode, "alias": alias, "description": description, "expires_at": expires_at.as_deref().map(time_value)}));
+            (api.call("PATCH", &format!("{}/{}", shares_of(container), encode(share_id)), Some(body))?, SHARE_COLUMNS)
         }
-        StorageCmd::Delete { share_id } => (api.call("DELETE", &format!("/storage/shares/{}", encode(share_id)), None)?, SHARE_COLUMNS),
-        StorageCmd::Incoming { container: Some(id) } => (api.call("GET", &format!("{}/storage/incoming", c(id)), None)?, INCOMING_COLUMNS),
-        StorageCmd::Incoming { container: None } => (api.call("GET", "/storage/incoming", None)?, INCOMING_COLUMNS),
+        StorageCmd::Delete { share_id, yes } => {
+            confirm(*yes, &format!("Delete share {share_id}? It is unmounted from every target and its configuration is gone."))?;
+            (api.call("DELETE", &format!("/storage/shares/{}", encode(share_id)), None)?, SHARE_COLUMNS)
+        }
         StorageCmd::Mount { container, share_id } | StorageCmd::Unmount { container, share_id } => {
             let mount = matches!(cmd, StorageCmd::Mount { .. });
-            (api.call("PATCH", &format!("{}/storage/incoming/{}/mount", c(container), encode(share_id)), Some(json!({"mount": mount})))?, INCOMING_COLUMNS)
+            (api.call("PATCH", &format!("{}/{}/mount", incoming_of(container), encode(share_id)), Some(json!({"mount": mount})))?, INCOMING_COLUMNS)
         }
     })
+}
+
+/// Goes on only with `--yes`, or when the person at the terminal says yes.
+fn confirm(yes: bool, question: &str) -> Result<(), Failure> {
+    if yes {
+        return Ok(());
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(Failure { message: "refusing to delete without --yes: stdin is not a terminal to confirm on".into(), code: 2 });
+    }
+    eprint!("{question} [y/N] ");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    match answer.trim().to_ascii_lowercase().as_str() {
+        "y" | "yes" => Ok(()),
+        _ => Err(Failure { message: "not deleted".into(), code: 1 }),
+    }
+}
+
+/// A time given on the command line: Unix seconds stay a number, anything else (RFC 3339) a string.
+fn time_value(s: &str) -> Value {
+    s.trim().parse::<i64>().map(Value::from).unwrap_or_else(|_| Value::String(s.to_string()))
+}
+
+fn without_nulls(v: Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(m.into_iter().filter(|(_, v)| !v.is_null()).collect()),
+        other => other,
+    }
+}
+
+/// `path?k=v&...` of the pairs that have a value.
+fn with_query(path: &str, pairs: Vec<(&str, Option<String>)>) -> String {
+    let query: Vec<String> = pairs.into_iter().filter_map(|(k, v)| v.map(|v| format!("{k}={}", encode(&v)))).collect();
+    if query.is_empty() {
+        path.to_string()
+    } else {
+        format!("{path}?{}", query.join("&"))
+    }
+}
+
+/// KEY=VALUE of `--env` and `--resource`.
+fn key_value<'a>(flag: &str, pair: &'a str) -> Result<(&'a str, &'a str), Failure> {
+    match pair.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k, v)),
+        _ => Err(Failure { message: format!("--{flag} {pair}: expected KEY=VALUE"), code: 2 }),
+    }
+}
+
+/// A resource value: a number or boolean stays one, anything else is a string.
+fn resource_value(s: &str) -> Value {
+    match serde_json::from_str::<Value>(s) {
+        Ok(v @ (Value::Number(_) | Value::Bool(_))) => v,
+        _ => Value::String(s.to_string()),
+    }
 }
 
 fn containers(api: &Api, cmd: &ContainersCmd) -> Result<Value, Failure> {
@@ -391,7 +807,7 @@ fn containers(api: &Api, cmd: &ContainersCmd) -> Result<Value, Failure> {
         ContainersCmd::Create(a) => {
             let mut env = serde_json::Map::new();
             for pair in &a.env {
-                let (k, v) = pair.split_once('=').ok_or_else(|| Failure { message: format!("--env {pair}: expected KEY=VALUE"), code: 2 })?;
+                let (k, v) = key_value("env", pair)?;
                 env.insert(k.to_string(), Value::String(v.to_string()));
             }
             let mut body = json!({"name": a.name, "project_id": a.project_id});
@@ -406,18 +822,31 @@ fn containers(api: &Api, cmd: &ContainersCmd) -> Result<Value, Failure> {
             }
             api.call("POST", "/containers", Some(body))
         }
-        ContainersCmd::List { project, server, source_container } => {
-            let mut query = Vec::new();
-            for (k, v) in [("project_id", project), ("server_id", server), ("source_container_id", source_container)] {
-                if let Some(v) = v {
-                    query.push(format!("{k}={}", encode(v)));
-                }
-            }
-            let q = if query.is_empty() { String::new() } else { format!("?{}", query.join("&")) };
-            api.call("GET", &format!("/containers{q}"), None)
+        ContainersCmd::List { project, server, source_container, page } => {
+            let mut pairs = vec![("project_id", project.clone()), ("server_id", server.clone()), ("source_container_id", source_container.clone())];
+            pairs.extend(page.pairs());
+            api.call("GET", &with_query("/containers", pairs), None)
         }
         ContainersCmd::Get { id } => api.call("GET", &format!("/containers/{}", encode(id)), None),
-        ContainersCmd::Delete { id } => api.call("DELETE", &format!("/containers/{}", encode(id)), None),
+        ContainersCmd::Update(a) => update_container(api, a),
+        ContainersCmd::Delete { id } => {
+            let path = format!("/containers/{}", encode(id));
+            match api.start("DELETE", &path, None)? {
+                Started::Done(envelope) => Ok(envelope),
+                // Still deleting: gone once the container answers 404.
+                Started::Running(_) => loop {
+                    match api.send("GET", &path, None)? {
+                        Answer::Got(404, _) => return Ok(json!({"statusCode": 200, "message": "deleted", "data": {"id": id}})),
+                        Answer::Got(status, envelope) if status >= 400 => return Err(refusal(status, &envelope)),
+                        Answer::Got(_, envelope) if envelope["data"]["status"] != "deleting" && envelope["data"]["progress"].is_null() => {
+                            let why = envelope["data"]["status_message"].as_str().unwrap_or("it is still there");
+                            return Err(Failure { message: format!("container {id} was not deleted: {why}"), code: 1 });
+                        }
+                        _ => std::thread::sleep(POLL),
+                    }
+                },
+            }
+        }
         ContainersCmd::Start { id } => op(id, "start"),
         ContainersCmd::Stop { id } => op(id, "stop"),
         ContainersCmd::ForceStop { id } => op(id, "force-stop"),
@@ -427,22 +856,50 @@ fn containers(api: &Api, cmd: &ContainersCmd) -> Result<Value, Failure> {
     }
 }
 
-/// Waits for a container's background job to end, printing its progress on stderr.
-fn wait_for_job(api: &Api, container: &str) -> Result<(), Failure> {
-    loop {
-        let env = api.call("GET", &format!("/containers/{}", encode(container)), None)?;
-        let c = &env["data"];
-        match &c["progress"] {
-            Value::Null => {
-                return match c["status_message"].as_str() {
-                    Some(m) if m.contains("failed") => Err(Failure { message: m.to_string(), code: 1 }),
-                    _ => Ok(()),
+/// PATCHes what was asked; env and resources are merged into the container's
+/// current ones (the API replaces them whole).
+fn update_container(api: &Api, a: &UpdateContainerArgs) -> Result<Value, Failure> {
+    let path = format!("/containers/{}", encode(&a.id));
+    let mut body = serde_json::Map::new();
+    if let Some(name) = &a.name {
+        body.insert("name".into(), Value::String(name.clone()));
+    }
+    let env_changes = !a.env.is_empty() || !a.unset_env.is_empty();
+    let resource_changes = a.cpu.is_some() || a.memory.is_some() || !a.resources.is_empty();
+    if env_changes || resource_changes {
+        let current = api.call("GET", &path, None)?["data"].take();
+        if env_changes {
+            let mut env = current["env"].as_object().cloned().unwrap_or_default();
+            for pair in &a.env {
+                let (k, v) = key_value("env", pair)?;
+                env.insert(k.to_string(), Value::String(v.to_string()));
+            }
+            for k in &a.unset_env {
+                env.remove(k);
+            }
+            body.insert("env".into(), Value::Object(env));
+        }
+        if resource_changes {
+            let mut resources = current["resources"].as_object().cloned().unwrap_or_default();
+            if let Some(cpu) = a.cpu {
+                resources.insert("cpu".into(), resource_value(&cpu.to_string()));
+            }
+            if let Some(memory) = &a.memory {
+                resources.insert("memory".into(), resource_value(memory));
+            }
+            for pair in &a.resources {
+                match key_value("resource", pair)? {
+                    (k, "") => resources.remove(k),
+                    (k, v) => resources.insert(k.to_string(), resource_value(v)),
                 };
             }
-            p => eprint!("\r{} {}/{} bytes", p["phase"].as_str().unwrap_or(""), p["bytes_done"], p["bytes_total"]),
+            body.insert("resources".into(), Value::Object(resources));
         }
-        std::thread::sleep(Duration::from_millis(500));
     }
+    if body.is_empty() {
+        return Err(Failure { message: "nothing to update: give --name, --env, --unset-env, --cpu, --memory or --resource".into(), code: 2 });
+    }
+    api.call("PATCH", &path, Some(Value::Object(body)))
 }
 
 /// Percent-encodes a path segment or query value.

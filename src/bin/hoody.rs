@@ -1,6 +1,10 @@
 use clap::Parser;
 
 fn main() {
+    // Printing into a closed pipe (`hoody ... | head`) ends the process
+    // quietly, as other command-line tools do, instead of a panic.
+    // SAFETY: setting a signal's disposition to the default, before any thread starts.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = hoodyd::client::Cli::parse();
     if let Err(f) = hoodyd::client::run(cli) {
         eprintln!("error: {}", f.message);
