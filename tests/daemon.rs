@@ -334,3 +334,18 @@ fn a_failed_restore_names_the_path_in_the_container_not_on_the_host() {
     assert_eq!(d.restore(&id, "before").status, 200);
     assert_eq!(std::fs::read(&locked).unwrap(), b"before");
 }
+
+#[test]
+fn several_nodes_run_side_by_side_each_on_its_own_data_dir() {
+    let nodes = common::Nodes::start(3);
+    let mut ids = std::collections::BTreeSet::new();
+    for node in &nodes.nodes {
+        let servers = node.call("GET", "/servers", None);
+        assert_eq!(servers.status, 200, "{servers:?}");
+        ids.insert(servers.data()[0]["id"].as_str().unwrap().to_string());
+        assert_eq!(node.call("POST", "/projects", Some(serde_json::json!({"name": "p"}))).status, 201);
+    }
+    assert_eq!(ids.len(), 3, "each node has an identity of its own");
+    let urls: std::collections::BTreeSet<_> = nodes.nodes.iter().map(|n| n.url.clone()).collect();
+    assert_eq!(urls.len(), 3);
+}

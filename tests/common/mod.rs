@@ -304,3 +304,24 @@ pub fn skip(reason: &str) {
     }
     println!("SKIP: {reason}");
 }
+
+/// Several daemons on this machine, each with its own data dir, ports and
+/// identity, started in parallel: the seam for cluster tests (issue 18 points
+/// them at one catalog). Dropped, each stops and its mounts go.
+pub struct Nodes {
+    pub nodes: Vec<Daemon>,
+}
+
+impl Nodes {
+    pub fn start(n: usize) -> Nodes {
+        let starting: Vec<_> = (0..n).map(|_| std::thread::spawn(Daemon::start)).collect();
+        Nodes { nodes: starting.into_iter().map(|t| t.join().expect("a node started")).collect() }
+    }
+}
+
+impl std::ops::Index<usize> for Nodes {
+    type Output = Daemon;
+    fn index(&self, i: usize) -> &Daemon {
+        &self.nodes[i]
+    }
+}
