@@ -230,3 +230,120 @@ fn servers_health_metrics_and_openapi() {
     }
     assert!(doc.body["components"]["schemas"]["Container"]["properties"]["rootfs_path"].is_object());
 }
+
+/// Issue 16 item 2: a query parameter a route does not know is a 400 naming
+/// it on every route, with or without a query of its own, and nothing is done.
+#[test]
+fn an_unknown_query_parameter_is_a_400_naming_it_on_every_route() {
+    let d = Daemon::start();
+    let p = d.project("p");
+    let c = d.container(&p, "c");
+    let id = c["id"].as_str().unwrap();
+    std::fs::create_dir_all(path_of(&c).join("srv/data")).unwrap();
+    assert_eq!(d.snapshot(id, "snap").status, 201);
+    let target = d.container(&p, "t");
+    let t = target["id"].as_str().unwrap();
+    let share = d.call("POST", &format!("/containers/{id}/storage/shares"), Some(json!({"source_path": "/srv/data", "target_container_id": t, "mode": "readonly"})));
+    assert_eq!(share.status, 201, "{share:?}");
+    let s = share.data()["id"].as_str().unwrap();
+    let server = d.call("GET", "/servers", None).data()[0]["id"].as_str().unwrap().to_string();
+    let token_id = d.call("POST", "/tokens", Some(json!({}))).data()["id"].as_str().unwrap().to_string();
+    let routes: Vec<(&str, String, Option<serde_json::Value>)> = vec![
+        ("GET", "/projects".into(), None),
+        ("POST", "/projects".into(), Some(json!({"name": "q"}))),
+        ("GET", format!("/projects/{p}"), None),
+        ("GET", "/containers".into(), None),
+        ("POST", "/containers".into(), Some(json!({"name": "x", "project_id": p}))),
+        ("GET", format!("/containers/{id}"), None),
+        ("PATCH", format!("/containers/{id}"), Some(json!({"name": "renamed"}))),
+        ("POST", format!("/containers/{id}/stop"), None),
+        ("POST", format!("/containers/{id}/snapshots"), Some(json!({"alias": "another"}))),
+        ("GET", format!("/containers/{id}/snapshots"), None),
+        ("GET", format!("/containers/{id}/snapshots/snap"), None),
+        ("PATCH", format!("/containers/{id}/snapshots/snap"), None),
+        ("DELETE", format!("/containers/{id}/snapshots/snap"), None),
+        ("POST", format!("/containers/{id}/storage/shares"), Some(json!({"source_path": "/srv/data", "target_container_id": t, "mode": "readonly", "alias": "b"}))),
+        ("GET", format!("/containers/{id}/storage/shares"), None),
+        ("GET", format!("/containers/{id}/storage/shares/{s}"), None),
+        ("PATCH", format!("/containers/{id}/storage/shares/{s}"), Some(json!({"enabled": false}))),
+        ("POST", "/storage/shares".into(), Some(json!({"source_container_id": id, "source_path": "/srv/data", "target_container_id": t, "mode": "readonly", "alias": "c"}))),
+        ("GET", "/storage/shares".into(), None),
+        ("GET", format!("/storage/shares/{s}"), None),
+        ("PATCH", format!("/storage/shares/{s}"), Some(json!({"enabled": false}))),
+        ("GET", format!("/containers/{t}/storage/incoming"), None),
+        ("GET", format!("/containers/{t}/storage/incoming/{s}"), None),
+        ("PATCH", format!("/containers/{t}/storage/incoming/{s}/mount"), Some(json!({"mount": false}))),
+        ("GET", "/storage/incoming".into(), None),
+        ("GET", format!("/storage/incoming/{s}"), None),
+        ("PATCH", format!("/storage/incoming/{s}/mount"), Some(json!({"mount": false}))),
+        ("GET", "/servers".into(), None),
+        ("GET", format!("/servers/{server}"), None),
+        ("GET", "/tokens".into(), None),
+        ("POST", "/tokens".into(), Some(json!({}))),
+        ("DELETE", format!("/tokens/{token_id}"), None),
+        ("DELETE", format!("/admin/tokens/{token_id}"), None),
+        ("POST", "/admin/gc".into(), None),
+        ("DELETE", format!("/storage/shares/{s}"), None),
+        ("DELETE", format!("/containers/{t}"), None),
+    ];
+    for (method, path, body) in routes {
+        let r = d.call(method, &format!("{path}?foo=1"), body.clone());
+        assert_eq!((r.status, r.code(), r.field()), (400, "unknown_field", "foo"), "{method} {path}?foo=1: {r:?}");
+        assert!(r.message().contains("foo"), "{r:?}");
+        // The same call without it is not refused for its query.
+        let r = d.call(method, &format!("{path}?"), body);
+        assert_ne!(r.status, 400, "{method} {path}: {r:?}");
+    }
+    for path in ["/healthz", "/metrics", "/openapi.json"] {
+        let r = d.request("GET", &format!("{path}?foo=1"), None, None).enveloped();
+        assert_eq!((r.status, r.field()), (400, "foo"), "{path}: {r:?}");
+    }
+}
+
+/// Issue 16 item 2: every list pages with `limit` and `offset` and says `total`.
+#[test]
+fn every_list_pages() {
+    let d = Daemon::start();
+    let p = d.project("p");
+    let c = d.container(&p, "c");
+    let id = c["id"].as_str().unwrap();
+    let targets: Vec<String> = (0..2).map(|i| d.container(&p, &format!("t{i}"))["id"].as_str().unwrap().to_string()).collect();
+    for dir in ["a", "b", "c"] {
+        std::fs::create_dir_all(path_of(&c).join("srv").join(dir)).unwrap();
+        assert_eq!(d.snapshot(id, dir).status, 201);
+        let r = d.call("POST", &format!("/containers/{id}/storage/shares"), Some(json!({"source_path": format!("/srv/{dir}"), "target_container_id": targets[0], "mode": "readonly"})));
+        assert_eq!(r.status, 201, "{r:?}");
+    }
+    d.call("POST", &format!("/containers/{id}/storage/shares"), Some(json!({"source_path": "/srv/a", "target_container_id": targets[1], "mode": "readonly"})));
+    d.call("POST", "/tokens", Some(json!({})));
+    d.call("POST", "/tokens", Some(json!({})));
+    let t0 = &targets[0];
+    let tokens = d.call("GET", "/tokens", None).body["total"].as_u64().unwrap();
+    assert!(tokens >= 2);
+    for (path, total) in [
+        (format!("/containers/{id}/snapshots"), 3),
+        (format!("/containers/{id}/storage/shares"), 4),
+        ("/storage/shares".to_string(), 4),
+        (format!("/containers/{t0}/storage/incoming"), 3),
+        ("/storage/incoming".to_string(), 4),
+        ("/servers".to_string(), 1),
+        ("/tokens".to_string(), tokens),
+        ("/projects".to_string(), 1),
+        ("/containers".to_string(), 3),
+    ] {
+        let all = d.call("GET", &path, None);
+        assert_eq!((all.status, all.body["total"].as_u64(), all.data().as_array().map(Vec::len)), (200, Some(total), Some(total as usize)), "{path}: {all:?}");
+        let page = d.call("GET", &format!("{path}?limit=1&offset={}", total - 1), None);
+        assert_eq!(page.body["total"].as_u64(), Some(total), "{path}: {page:?}");
+        // Items by what names them (free space and such move between calls).
+        let key = |v: &serde_json::Value| format!("{} {} {}", v["id"], v["share_id"], v["container_id"]);
+        let keys = |r: &common::Reply| r.data().as_array().unwrap().iter().map(key).collect::<Vec<_>>();
+        assert_eq!(keys(&page), keys(&all)[total as usize - 1..], "{path}: the last one");
+        let none = d.call("GET", &format!("{path}?offset={total}"), None);
+        assert_eq!((none.body["total"].as_u64(), none.data().as_array().map(Vec::len)), (Some(total), Some(0)), "{path}: {none:?}");
+        let bad = d.call("GET", &format!("{path}?limit=lots"), None);
+        assert_eq!((bad.status, bad.field()), (400, "limit"), "{path}: {bad:?}");
+        let bad = d.call("GET", &format!("{path}?offset=-1"), None);
+        assert_eq!((bad.status, bad.field()), (400, "offset"), "{path}: {bad:?}");
+    }
+}

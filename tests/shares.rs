@@ -534,3 +534,174 @@ fn two_hundred_mounts_cost_a_small_constant_each() {
     // A constant: the second hundred costs what the first did.
     assert!((second_threads - first_threads).abs() <= 0.1, "{first_threads} then {second_threads}");
 }
+
+fn now_unix() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+}
+
+/// Issue 16 item 3: a new alias is mounted at once in every target and the old
+/// `/hoody/shares/<alias>` goes (the seeds: it "becomes invalid"); a new mode
+/// is applied at once too; a rename cannot take a name another share has
+/// mounted in a target, and a later rename to a free name retries.
+#[test]
+fn renaming_a_shares_alias_remounts_it_at_once_in_every_target() {
+    if !fuse_available() {
+        return;
+    }
+    let d = Daemon::start();
+    let p = pair(&d);
+    let later = d.container(&p.project, "later");
+    let roots = [p.target_root.clone(), path_of(&later)];
+    let r = share(&d, &p, json!({"source_path": "/hoody/storage/assets", "target_project_id": p.project, "mode": "readwrite"}));
+    assert_eq!(r.status, 201, "{r:?}");
+    let id = id_of(r.data());
+    for root in &roots {
+        assert!(is_mountpoint(&root.join("hoody/shares/assets")));
+    }
+
+    let r = d.call("PATCH", &format!("/containers/{}/storage/shares/{id}", p.source), Some(json!({"alias": "renamed"})));
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!((r.data()["alias"].as_str(), r.data()["status"].as_str()), (Some("renamed"), Some("active")), "{r:?}");
+    for t in r.data()["targets"].as_array().unwrap() {
+        assert_eq!((t["status"].as_str(), t["mount_path"].as_str()), (Some("active"), Some("/hoody/shares/renamed")), "{t}");
+    }
+    for root in &roots {
+        assert!(!is_mountpoint(&root.join("hoody/shares/assets")), "the old path is no mount any more");
+        assert!(!root.join("hoody/shares/assets").exists(), "and its mount point is gone");
+        assert!(is_mountpoint(&root.join("hoody/shares/renamed")));
+        assert_eq!(read_in_chroot(root, "/hoody/shares/renamed/logo.txt").as_deref(), Some(&b"logo"[..]));
+        assert_eq!(read_in_chroot(root, "/hoody/shares/assets/logo.txt"), None);
+    }
+
+    // A new mode applies at once, without the target remounting (the container-less form).
+    let r = d.call("PATCH", &format!("/storage/shares/{id}"), Some(json!({"mode": "readonly"})));
+    assert_eq!((r.status, r.data()["mode"].as_str()), (200, Some("readonly")), "{r:?}");
+    for root in &roots {
+        let err = std::fs::write(root.join("hoody/shares/renamed/new.txt"), b"x").unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EROFS), "{err}");
+    }
+    d.call("PATCH", &format!("/storage/shares/{id}"), Some(json!({"mode": "readwrite"})));
+    std::fs::write(roots[0].join("hoody/shares/renamed/new.txt"), b"x").unwrap();
+    assert_eq!(std::fs::read(p.source_root.join("hoody/storage/assets/new.txt")).unwrap(), b"x");
+
+    // Another share holds `other` in the first target: the rename fails there
+    // (naming it) and leaves that mount alone; the second target takes it.
+    std::fs::create_dir_all(p.source_root.join("srv/other")).unwrap();
+    std::fs::write(p.source_root.join("srv/other/other.txt"), b"other").unwrap();
+    let other = share(&d, &p, json!({"source_path": "/srv/other", "target_container_id": p.target, "mode": "readonly"}));
+    assert_eq!(other.data()["status"], "active", "{other:?}");
+    let other = id_of(other.data());
+    let r = d.call("PATCH", &format!("/containers/{}/storage/shares/{id}", p.source), Some(json!({"alias": "other"})));
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.data()["status"], "failed", "{r:?}");
+    let message = r.data()["status_message"].as_str().unwrap();
+    assert!(message.contains(&p.target) && message.contains(&other) && message.contains("alias"), "names the target and the holder: {message}");
+    let in_first = r.data()["targets"].as_array().unwrap().iter().find(|t| t["container_id"] == p.target.as_str()).unwrap().clone();
+    assert_eq!(in_first["status"], "failed", "{r:?}");
+    assert_eq!(read_in_chroot(&roots[0], "/hoody/shares/other/other.txt").as_deref(), Some(&b"other"[..]), "the holder stays mounted");
+    assert!(!is_mountpoint(&roots[0].join("hoody/shares/renamed")), "the old name is gone there too");
+    assert_eq!(read_in_chroot(&roots[1], "/hoody/shares/other/logo.txt").as_deref(), Some(&b"logo"[..]));
+    assert!(!is_mountpoint(&roots[1].join("hoody/shares/renamed")));
+
+    // Renamed to a free name: retried, mounted in both.
+    let r = d.call("PATCH", &format!("/containers/{}/storage/shares/{id}", p.source), Some(json!({"alias": "free"})));
+    assert_eq!(r.data()["status"], "active", "{r:?}");
+    for root in &roots {
+        assert_eq!(read_in_chroot(root, "/hoody/shares/free/logo.txt").as_deref(), Some(&b"logo"[..]));
+    }
+    assert_eq!(read_in_chroot(&roots[0], "/hoody/shares/other/other.txt").as_deref(), Some(&b"other"[..]));
+    assert!(!roots[1].join("hoody/shares/other").exists());
+}
+
+/// Issue 16 item 4: `expires_at` goes in as Unix seconds or RFC 3339 and
+/// comes out as RFC 3339, like every other time; a bad one is a 400 naming it.
+#[test]
+fn share_expiry_is_taken_as_unix_seconds_or_rfc3339_and_answered_as_rfc3339() {
+    let d = Daemon::start();
+    let p = pair(&d);
+    let base = json!({"source_path": "/hoody/storage/assets", "target_container_id": p.target, "mode": "readonly"});
+    let with = |expires: Value| {
+        let mut body = base.clone();
+        body["expires_at"] = expires;
+        share(&d, &p, body)
+    };
+    // 2100-01-01T00:00:00Z
+    let r = with(json!(4102444800u64));
+    assert_eq!(r.status, 201, "{r:?}");
+    assert_eq!(r.data()["expires_at"], "2100-01-01T00:00:00.000Z", "{r:?}");
+    let id = id_of(r.data());
+    let r = with(json!("2100-01-01T01:00:00+01:00"));
+    assert_eq!((r.status, r.data()["expires_at"].as_str()), (201, Some("2100-01-01T00:00:00.000Z")), "{r:?}");
+    let second = id_of(r.data());
+    let incoming = d.call("GET", &format!("/containers/{}/storage/incoming", p.target), None);
+    assert!(incoming.data().as_array().unwrap().iter().all(|i| i["expires_at"] == "2100-01-01T00:00:00.000Z"), "{incoming:?}");
+    for (bad, code) in [(json!("tomorrow"), "invalid_value"), (json!(true), "invalid_type"), (json!(1.5), "invalid_value"), (json!(now_unix() - 10), "invalid_value"), (json!("2001-01-01T00:00:00Z"), "invalid_value"), (json!(i64::MAX), "invalid_value")] {
+        let r = with(bad.clone());
+        assert_eq!((r.status, r.code(), r.field()), (400, code, "expires_at"), "{bad}: {r:?}");
+    }
+    let r = d.call("PATCH", &format!("/storage/shares/{id}"), Some(json!({"expires_at": "2099-12-31T23:00:00Z"})));
+    assert_eq!(r.data()["expires_at"], "2099-12-31T23:00:00.000Z", "{r:?}");
+    let r = d.call("PATCH", &format!("/storage/shares/{id}"), Some(json!({"expires_at": "soon"})));
+    assert_eq!((r.status, r.field()), (400, "expires_at"), "{r:?}");
+    let r = d.call("PATCH", &format!("/containers/{}/storage/shares/{second}", p.source), Some(json!({"expires_at": null})));
+    assert!(r.data()["expires_at"].is_null(), "{r:?}");
+}
+
+/// Issue 16 item 1: the container-less forms answer; a share's top-level
+/// `status` sums up its targets; a share offered to several of the caller's
+/// containers needs the container form (400 naming `container_id`).
+#[test]
+fn container_less_forms_answer_and_a_share_sums_up_its_targets() {
+    if !fuse_available() {
+        return;
+    }
+    let d = Daemon::start();
+    let p = pair(&d);
+    let r = share(&d, &p, json!({"source_path": "/hoody/storage/assets", "target_container_id": p.target, "mode": "readonly", "alias": "one"}));
+    let one = id_of(r.data());
+    assert_eq!((r.data()["status"].as_str(), r.data()["status_message"].as_str()), (Some("active"), None), "{r:?}");
+
+    let got = d.call("GET", &format!("/storage/shares/{one}"), None);
+    assert_eq!((got.status, got.data()["id"].as_str()), (200, Some(one.as_str())), "{got:?}");
+    let inc = d.call("GET", &format!("/storage/incoming/{one}"), None);
+    assert_eq!((inc.status, inc.data()["container_id"].as_str(), inc.data()["status"].as_str()), (200, Some(p.target.as_str()), Some("active")), "{inc:?}");
+    let inc = d.call("GET", &format!("/containers/{}/storage/incoming/{one}", p.target), None);
+    assert_eq!((inc.status, inc.data()["share_id"].as_str()), (200, Some(one.as_str())), "{inc:?}");
+    let off = d.call("PATCH", &format!("/storage/incoming/{one}/mount"), Some(json!({"mount": false})));
+    assert_eq!((off.status, off.data()["status"].as_str()), (200, Some("unmounted")), "{off:?}");
+    assert!(!is_mountpoint(&p.target_root.join("hoody/shares/one")));
+    let s = d.call("GET", &format!("/storage/shares/{one}"), None);
+    assert_eq!(s.data()["status"], "unmounted", "{s:?}");
+    let on = d.call("PATCH", &format!("/storage/incoming/{one}/mount"), Some(json!({"mount": true})));
+    assert_eq!(on.data()["status"], "active", "{on:?}");
+    assert!(is_mountpoint(&p.target_root.join("hoody/shares/one")));
+    let s = d.call("PATCH", &format!("/storage/shares/{one}"), Some(json!({"enabled": false})));
+    assert_eq!((s.data()["status"].as_str(), s.data()["targets"][0]["status"].as_str()), (Some("disabled"), Some("disabled")), "{s:?}");
+    // The source's id in the container form must be the share's source.
+    assert_eq!(d.call("GET", &format!("/containers/{}/storage/shares/{one}", p.target), None).status, 404);
+    assert_eq!(d.call("GET", "/storage/shares/nope", None).status, 404);
+    assert_eq!(d.call("GET", "/storage/incoming/nope", None).status, 404);
+
+    // Project-wide: two of the caller's containers are targets.
+    let r = share(&d, &p, json!({"source_path": "/hoody/storage/assets", "target_project_id": p.project, "mode": "readonly", "alias": "all"}));
+    let all = id_of(r.data());
+    let later = d.container(&p.project, "later");
+    let r = d.call("GET", &format!("/storage/incoming/{all}"), None);
+    assert_eq!((r.status, r.code(), r.field()), (400, "ambiguous", "container_id"), "{r:?}");
+    assert!(r.message().contains(&p.target) && r.message().contains(later["id"].as_str().unwrap()), "lists them: {r:?}");
+    let r = d.call("PATCH", &format!("/storage/incoming/{all}/mount"), Some(json!({"mount": false})));
+    assert_eq!((r.status, r.field()), (400, "container_id"), "{r:?}");
+    assert!(is_mountpoint(&p.target_root.join("hoody/shares/all")), "an ambiguous call changes nothing");
+    // One target's failure makes the share failed, naming that container.
+    std::fs::create_dir_all(p.source_root.join("srv/all")).unwrap();
+    let r = d.call("POST", "/storage/shares", Some(json!({"source_container_id": p.source, "source_path": "/srv/all", "target_container_id": later["id"], "mode": "readonly"})));
+    assert_eq!((r.status, r.data()["status"].as_str()), (201, Some("failed")), "a later share with a taken alias: {r:?}");
+    let s = d.call("GET", &format!("/storage/shares/{all}"), None);
+    assert_eq!(s.data()["status"], "active", "still mounted in both: {s:?}");
+    let msg = r.data()["status_message"].as_str().unwrap();
+    assert!(msg.contains(later["id"].as_str().unwrap()) && msg.contains(&all), "{msg}");
+    let r = d.call("POST", "/storage/shares", Some(json!({"source_path": "/srv/all", "target_container_id": later["id"], "mode": "readonly"})));
+    assert_eq!((r.status, r.field()), (400, "source_container_id"), "{r:?}");
+    let r = d.call("POST", &format!("/containers/{}/storage/shares", p.source), Some(json!({"source_container_id": p.target, "source_path": "/srv/all", "target_container_id": later["id"], "mode": "readonly"})));
+    assert_eq!((r.status, r.field()), (400, "source_container_id"), "{r:?}");
+}

@@ -30,6 +30,11 @@ pub struct PageQuery {
     pub offset: Option<String>,
 }
 
+/// The query of a route that takes no query parameter: any one is a 400 naming it.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct NoQuery {}
+
 impl PageQuery {
     pub fn page(&self) -> Result<Page, crate::ApiError> {
         let num = |name: &str, v: &Option<String>| -> Result<Option<usize>, crate::ApiError> {
@@ -336,6 +341,103 @@ pub enum ShareMode {
     Readwrite,
 }
 
+/// Where a share stands, in one target (`targets[].status`, an incoming
+/// share's `status`) or summed up over all of them (a share's `status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ShareStatus {
+    /// Mounted at `/hoody/shares/<alias>` in the target.
+    Active,
+    /// Could not be mounted: `status_message` says why (source path missing,
+    /// alias conflict, …). Retried when the source PATCHes `enabled: true` or
+    /// the alias, or the target PATCHes `mount: true`.
+    Failed,
+    /// Not mounted yet: another account's share waiting for the target's
+    /// `mount: true`, or a target the daemon has not reached yet; for a whole
+    /// share, also one with no target container at all.
+    Pending,
+    /// The target chose `mount: false`.
+    Unmounted,
+    /// The source set `enabled: false`.
+    Disabled,
+    /// `expires_at` has passed.
+    Expired,
+}
+
+impl ShareStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ShareStatus::Active => "active",
+            ShareStatus::Failed => "failed",
+            ShareStatus::Pending => "pending",
+            ShareStatus::Unmounted => "unmounted",
+            ShareStatus::Disabled => "disabled",
+            ShareStatus::Expired => "expired",
+        }
+    }
+}
+
+/// A point in time as a request gives it: Unix seconds (`1735689600`, as the
+/// platform's docs send it) or an RFC 3339 string (`2025-01-01T00:00:00Z`).
+/// Answers always carry times as RFC 3339 strings in UTC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeInput(pub i64);
+
+impl TimeInput {
+    /// Unix seconds.
+    pub fn unix(self) -> i64 {
+        self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for TimeInput {
+    fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        const EXPECTED: &str = "Unix seconds (an integer) or an RFC 3339 time such as `2030-01-01T00:00:00Z`";
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = TimeInput;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str(EXPECTED)
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<TimeInput, E> {
+                Ok(TimeInput(v))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<TimeInput, E> {
+                i64::try_from(v).map(TimeInput).map_err(|_| E::invalid_value(serde::de::Unexpected::Unsigned(v), &EXPECTED))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<TimeInput, E> {
+                if v.fract() == 0.0 && v.abs() < 1e15 {
+                    Ok(TimeInput(v as i64))
+                } else {
+                    Err(E::invalid_value(serde::de::Unexpected::Float(v), &EXPECTED))
+                }
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<TimeInput, E> {
+                if let Ok(n) = v.trim().parse::<i64>() {
+                    return Ok(TimeInput(n));
+                }
+                time::OffsetDateTime::parse(v.trim(), &time::format_description::well_known::Rfc3339)
+                    .map(|t| TimeInput(t.unix_timestamp()))
+                    .map_err(|_| E::invalid_value(serde::de::Unexpected::Str(v), &EXPECTED))
+            }
+        }
+        de.deserialize_any(Visitor)
+    }
+}
+
+impl utoipa::PartialSchema for TimeInput {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, SchemaFormat, KnownFormat, Type};
+        OneOfBuilder::new()
+            .item(ObjectBuilder::new().schema_type(Type::Integer).format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64))).description(Some("Unix seconds")))
+            .item(ObjectBuilder::new().schema_type(Type::String).format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime))).description(Some("RFC 3339")))
+            .description(Some("Unix seconds or an RFC 3339 time"))
+            .into()
+    }
+}
+
+impl ToSchema for TimeInput {}
+
 /// How one target sees a share.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ShareTarget {
@@ -343,10 +445,7 @@ pub struct ShareTarget {
     /// The target's choice (`PATCH …/incoming/{share_id}/mount`); default true
     /// for a share of the target's own account, false for another account's.
     pub mount: bool,
-    /// `active` (mounted), `failed` (see `status_message`), `unmounted`
-    /// (the target said no), `pending` (another account's share the target
-    /// has not accepted yet), `disabled`, `expired`.
-    pub status: String,
+    pub status: ShareStatus,
     pub status_message: Option<String>,
     /// Where the share appears inside the target: `/hoody/shares/<alias>`.
     pub mount_path: String,
@@ -363,10 +462,18 @@ pub struct Share {
     pub alias: String,
     pub description: Option<String>,
     pub enabled: bool,
-    /// Unix seconds.
-    pub expires_at: Option<i64>,
+    /// RFC 3339 (UTC), like every time the API answers; `null`: never expires.
+    pub expires_at: Option<String>,
     pub created_at: String,
     pub updated_at: String,
+    /// The share as a whole, summed up from its targets: `disabled` or
+    /// `expired` when so; else `failed` when any target failed (its
+    /// `status_message` naming that container and why); else `active` when
+    /// it is mounted in at least one target; else `pending` when a target
+    /// has yet to accept it, or there is no target; else `unmounted` (every
+    /// target said `mount: false`).
+    pub status: ShareStatus,
+    pub status_message: Option<String>,
     /// Every target of the share on this node, with its mount state.
     pub targets: Vec<ShareTarget>,
 }
@@ -374,6 +481,10 @@ pub struct Share {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateShare {
+    /// The source container: required on `POST /storage/shares`; on
+    /// `POST /containers/{id}/storage/shares` it may be omitted, and if given
+    /// must be `{id}`.
+    pub source_container_id: Option<String>,
     /// Absolute path inside the source container.
     pub source_path: String,
     pub mode: ShareMode,
@@ -382,8 +493,8 @@ pub struct CreateShare {
     /// Defaults to the last component of `source_path`.
     pub alias: Option<String>,
     pub description: Option<String>,
-    /// Unix seconds; must be in the future.
-    pub expires_at: Option<i64>,
+    /// Unix seconds or RFC 3339; must be in the future.
+    pub expires_at: Option<TimeInput>,
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -395,9 +506,10 @@ pub struct UpdateShare {
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<String>)]
     pub description: Option<Option<String>>,
+    /// Unix seconds or RFC 3339, in the future; `null` removes the expiry.
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<i64>)]
-    pub expires_at: Option<Option<i64>>,
+    #[schema(value_type = Option<TimeInput>)]
+    pub expires_at: Option<Option<TimeInput>>,
 }
 
 /// A share offered to one of the caller's containers.
@@ -410,9 +522,10 @@ pub struct IncomingShare {
     pub mode: ShareMode,
     pub description: Option<String>,
     pub enabled: bool,
-    pub expires_at: Option<i64>,
+    /// RFC 3339 (UTC); `null`: never expires.
+    pub expires_at: Option<String>,
     pub mount: bool,
-    pub status: String,
+    pub status: ShareStatus,
     pub status_message: Option<String>,
     pub mount_path: String,
 }

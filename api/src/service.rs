@@ -35,12 +35,17 @@ pub trait HoodyService: Send + Sync + 'static {
     async fn create_share(&self, who: &Principal, container: &str, req: CreateShare) -> Result<Share, ApiError>;
     /// Shares created from `container`, or from every container of the caller when `None`.
     async fn list_shares(&self, who: &Principal, container: Option<&str>) -> Result<Vec<Share>, ApiError>;
-    async fn get_share(&self, who: &Principal, container: &str, share: &str) -> Result<Share, ApiError>;
-    async fn update_share(&self, who: &Principal, container: &str, share: &str, req: UpdateShare) -> Result<Share, ApiError>;
+    /// The caller's share, from `container` when named (else `NotFound`).
+    async fn get_share(&self, who: &Principal, container: Option<&str>, share: &str) -> Result<Share, ApiError>;
+    async fn update_share(&self, who: &Principal, container: Option<&str>, share: &str, req: UpdateShare) -> Result<Share, ApiError>;
     async fn delete_share(&self, who: &Principal, share: &str) -> Result<(), ApiError>;
     /// Shares offered to `container`, or to every container of the caller when `None`.
     async fn list_incoming(&self, who: &Principal, container: Option<&str>) -> Result<Vec<IncomingShare>, ApiError>;
-    async fn set_mount(&self, who: &Principal, container: &str, share: &str, mount: bool) -> Result<IncomingShare, ApiError>;
+    /// One share offered to `container`, or, when `None`, to the one container
+    /// of the caller it is offered to (a 400 naming `container_id` when several).
+    async fn get_incoming(&self, who: &Principal, container: Option<&str>, share: &str) -> Result<IncomingShare, ApiError>;
+    /// The target's choice, in `container` or, when `None`, as [`Self::get_incoming`] finds it.
+    async fn set_mount(&self, who: &Principal, container: Option<&str>, share: &str, mount: bool) -> Result<IncomingShare, ApiError>;
 
     async fn list_servers(&self, who: &Principal) -> Result<Vec<Server>, ApiError>;
     async fn get_server(&self, who: &Principal, id: &str) -> Result<Server, ApiError>;

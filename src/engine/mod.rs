@@ -533,11 +533,11 @@ impl HoodyService for Engine {
         self.share_list(who, container).await
     }
 
-    async fn get_share(&self, who: &Principal, container: &str, share: &str) -> Result<Share, ApiError> {
+    async fn get_share(&self, who: &Principal, container: Option<&str>, share: &str) -> Result<Share, ApiError> {
         self.share_get(who, container, share).await
     }
 
-    async fn update_share(&self, who: &Principal, container: &str, share: &str, req: UpdateShare) -> Result<Share, ApiError> {
+    async fn update_share(&self, who: &Principal, container: Option<&str>, share: &str, req: UpdateShare) -> Result<Share, ApiError> {
         self.share_update(who, container, share, req).await
     }
 
@@ -549,7 +549,11 @@ impl HoodyService for Engine {
         self.incoming(who, container).await
     }
 
-    async fn set_mount(&self, who: &Principal, container: &str, share: &str, mount: bool) -> Result<IncomingShare, ApiError> {
+    async fn get_incoming(&self, who: &Principal, container: Option<&str>, share: &str) -> Result<IncomingShare, ApiError> {
+        self.incoming_one(who, container, share).await
+    }
+
+    async fn set_mount(&self, who: &Principal, container: Option<&str>, share: &str, mount: bool) -> Result<IncomingShare, ApiError> {
         self.mount_choice(who, container, share, mount).await
     }
 

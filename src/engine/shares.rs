@@ -22,8 +22,8 @@ pub const SHARE_RECONCILE_INTERVAL: Duration = Duration::from_secs(2);
 
 type Key = (String, String);
 
-/// Per (share, target): status word and why.
-pub(super) type ShareStatuses = HashMap<Key, (String, Option<String>)>;
+/// Per (share, target): status and why.
+pub(super) type ShareStatuses = HashMap<Key, (ShareStatus, Option<String>)>;
 
 /// Per (share, target): the target's recorded choice (`mount: true|false`).
 type MountChoices = HashMap<Key, bool>;
@@ -50,11 +50,48 @@ fn validate_alias(alias: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn validate_expiry(expires_at: i64) -> Result<(), ApiError> {
-    if expires_at <= now_unix() {
-        return Err(ApiError::invalid("expires_at", "`expires_at` (Unix seconds) must be in the future"));
+fn validate_expiry(expires_at: TimeInput) -> Result<i64, ApiError> {
+    let t = expires_at.unix();
+    if time::OffsetDateTime::from_unix_timestamp(t).is_err() {
+        return Err(ApiError::invalid("expires_at", format!("`expires_at` {t} is out of range (Unix seconds or RFC 3339, before the year 10000)")));
     }
-    Ok(())
+    if t <= now_unix() {
+        return Err(ApiError::invalid("expires_at", format!("`expires_at` must be in the future, got {}", format_unix(t))));
+    }
+    Ok(t)
+}
+
+/// Unix seconds as the API answers times: RFC 3339 in UTC.
+fn format_unix(t: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(t).map(crate::ids::format_time).unwrap_or_else(|_| t.to_string())
+}
+
+/// A share's status summed up over its targets (documented on [`Share::status`]).
+fn summary_status(share: &ShareRecord, targets: &[ShareTarget]) -> (ShareStatus, Option<String>) {
+    if !share.enabled {
+        return (ShareStatus::Disabled, Some("the share is disabled by its source".into()));
+    }
+    if share.expires_at.is_some_and(|e| e <= now_unix()) {
+        return (ShareStatus::Expired, Some("the share has expired".into()));
+    }
+    let failed: Vec<&ShareTarget> = targets.iter().filter(|t| t.status == ShareStatus::Failed).collect();
+    if let Some(first) = failed.first() {
+        let others = match failed.len() {
+            1 => String::new(),
+            n => format!(" (and {} more failed target{})", n - 1, if n == 2 { "" } else { "s" }),
+        };
+        return (ShareStatus::Failed, Some(format!("container {}: {}{others}", first.container_id, first.status_message.as_deref().unwrap_or("failed"))));
+    }
+    if targets.iter().any(|t| t.status == ShareStatus::Active) {
+        return (ShareStatus::Active, None);
+    }
+    if targets.is_empty() {
+        return (ShareStatus::Pending, Some("no target container yet".into()));
+    }
+    if let Some(t) = targets.iter().find(|t| t.status != ShareStatus::Unmounted) {
+        return (ShareStatus::Pending, Some(format!("container {}: {}", t.container_id, t.status_message.as_deref().unwrap_or("not mounted yet"))));
+    }
+    (ShareStatus::Unmounted, Some("every target chose not to mount it".into()))
 }
 
 fn mount_path(alias: &str) -> String {
@@ -75,10 +112,10 @@ impl Engine {
         }
     }
 
-    /// The caller's share `id` created from `container`.
-    async fn owned_share_in(&self, who: &Principal, container: &str, id: &str) -> Result<ShareRecord, ApiError> {
+    /// The caller's share `id`, created from `container` when one is named.
+    async fn owned_share_in(&self, who: &Principal, container: Option<&str>, id: &str) -> Result<ShareRecord, ApiError> {
         let s = self.owned_share(who, id).await?;
-        if s.source_container_id != container {
+        if let Some(container) = container.filter(|c| *c != s.source_container_id) {
             return Err(ApiError::not_found(format!("share `{id}` not found in container `{container}`")));
         }
         Ok(s)
@@ -99,14 +136,15 @@ impl Engine {
 
     fn target_view(&self, share: &ShareRecord, target: &ContainerRecord, choices: &MountChoices) -> ShareTarget {
         let key = (share.id.clone(), target.id.clone());
-        let (status, status_message) = self.share_status.lock().expect("share status").get(&key).cloned().unwrap_or_else(|| ("pending".into(), None));
+        let (status, status_message) = self.share_status.lock().expect("share status").get(&key).cloned().unwrap_or((ShareStatus::Pending, None));
         ShareTarget { container_id: target.id.clone(), mount: wants_mount(share, target, choices), status, status_message, mount_path: mount_path(&share.alias) }
     }
 
     async fn share_view(&self, share: ShareRecord) -> Result<Share, ApiError> {
         let containers = self.catalog.containers().await?;
         let choices = self.catalog.mount_choices().await?;
-        let targets = Self::targets_of(&share, &containers).into_iter().map(|c| self.target_view(&share, c, &choices)).collect();
+        let targets: Vec<ShareTarget> = Self::targets_of(&share, &containers).into_iter().map(|c| self.target_view(&share, c, &choices)).collect();
+        let (status, status_message) = summary_status(&share, &targets);
         Ok(Share {
             id: share.id,
             source_container_id: share.source_container_id,
@@ -117,9 +155,11 @@ impl Engine {
             alias: share.alias,
             description: share.description,
             enabled: share.enabled,
-            expires_at: share.expires_at,
+            expires_at: share.expires_at.map(format_unix),
             created_at: share.created_at,
             updated_at: share.updated_at,
+            status,
+            status_message,
             targets,
         })
     }
@@ -139,9 +179,7 @@ impl Engine {
             None => Path::new(&req.source_path).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
         };
         validate_alias(&alias)?;
-        if let Some(t) = req.expires_at {
-            validate_expiry(t)?;
-        }
+        let expires_at = req.expires_at.map(validate_expiry).transpose()?;
         if !source_dir_exists(Path::new(&source.rootfs_path), &req.source_path) {
             return Err(ApiError::invalid("source_path", format!("`source_path` {} is not a directory in container `{container}`", req.source_path)));
         }
@@ -170,7 +208,7 @@ impl Engine {
             alias,
             description: req.description,
             enabled: true,
-            expires_at: req.expires_at,
+            expires_at,
             created_at: now.clone(),
             updated_at: now,
         };
@@ -192,25 +230,29 @@ impl Engine {
         Ok(out)
     }
 
-    pub(super) async fn share_get(&self, who: &Principal, container: &str, id: &str) -> Result<Share, ApiError> {
+    pub(super) async fn share_get(&self, who: &Principal, container: Option<&str>, id: &str) -> Result<Share, ApiError> {
         let s = self.owned_share_in(who, container, id).await?;
         self.share_view(s).await
     }
 
-    pub(super) async fn share_update(&self, who: &Principal, container: &str, id: &str, req: UpdateShare) -> Result<Share, ApiError> {
+    pub(super) async fn share_update(&self, who: &Principal, container: Option<&str>, id: &str, req: UpdateShare) -> Result<Share, ApiError> {
         let mut s = self.owned_share_in(who, container, id).await?;
         if let Some(a) = &req.alias {
             validate_alias(a)?;
         }
-        if let Some(Some(t)) = req.expires_at {
-            validate_expiry(t)?;
+        let expires_at = match req.expires_at {
+            Some(Some(t)) => Some(Some(validate_expiry(t)?)),
+            Some(None) => Some(None),
+            None => None,
+        };
+        // Re-enabling retries every failed target; so does a new alias or mode
+        // (every mount is remade with it).
+        let renamed = req.alias.as_ref().is_some_and(|a| *a != s.alias) || req.mode.is_some_and(|m| m != s.mode);
+        if req.enabled == Some(true) || renamed {
+            self.share_status.lock().expect("share status").retain(|(share, _), _| share != id);
         }
         if let Some(e) = req.enabled {
             s.enabled = e;
-            if e {
-                // Re-enabling retries every failed target.
-                self.share_status.lock().expect("share status").retain(|(share, _), _| share != id);
-            }
         }
         if let Some(m) = req.mode {
             s.mode = m;
@@ -221,7 +263,7 @@ impl Engine {
         if let Some(d) = req.description {
             s.description = d;
         }
-        if let Some(t) = req.expires_at {
+        if let Some(t) = expires_at {
             s.expires_at = t;
         }
         s.updated_at = crate::ids::now();
@@ -259,7 +301,7 @@ impl Engine {
                     mode: s.mode,
                     description: s.description.clone(),
                     enabled: s.enabled,
-                    expires_at: s.expires_at,
+                    expires_at: s.expires_at.map(format_unix),
                     mount: v.mount,
                     status: v.status,
                     status_message: v.status_message,
@@ -270,15 +312,36 @@ impl Engine {
         Ok(out)
     }
 
-    pub(super) async fn mount_choice(&self, who: &Principal, container: &str, share: &str, mount: bool) -> Result<IncomingShare, ApiError> {
-        let find = |list: Vec<IncomingShare>| list.into_iter().find(|i| i.share_id == share);
-        if find(self.incoming(who, Some(container)).await?).is_none() {
-            return Err(ApiError::not_found(format!("share `{share}` is not offered to container `{container}`")));
+    /// The share `share` as offered to `container`, or, when `None`, to the one
+    /// container of the caller it is offered to: offered to several, a 400
+    /// naming `container_id` that lists them (the container form decides).
+    pub(super) async fn incoming_one(&self, who: &Principal, container: Option<&str>, share: &str) -> Result<IncomingShare, ApiError> {
+        let mut found: Vec<IncomingShare> = self.incoming(who, container).await?.into_iter().filter(|i| i.share_id == share).collect();
+        match (found.len(), container) {
+            (1, _) => Ok(found.remove(0)),
+            (0, Some(c)) => Err(ApiError::not_found(format!("share `{share}` is not offered to container `{c}`"))),
+            (0, None) => Err(ApiError::not_found(format!("share `{share}` is not offered to any of your containers"))),
+            (_, _) => {
+                let ids: Vec<&str> = found.iter().map(|i| i.container_id.as_str()).collect();
+                Err(ApiError::bad_field(
+                    "ambiguous",
+                    "container_id",
+                    format!(
+                        "share `{share}` is offered to {} of your containers ({}): name one, /api/v1/containers/{{id}}/storage/incoming/{share}",
+                        ids.len(),
+                        ids.join(", ")
+                    ),
+                ))
+            }
         }
-        self.catalog.set_mount_choice(share, container, mount).await?;
-        self.share_status.lock().expect("share status").remove(&(share.to_string(), container.to_string()));
+    }
+
+    pub(super) async fn mount_choice(&self, who: &Principal, container: Option<&str>, share: &str, mount: bool) -> Result<IncomingShare, ApiError> {
+        let container = self.incoming_one(who, container, share).await?.container_id;
+        self.catalog.set_mount_choice(share, &container, mount).await?;
+        self.share_status.lock().expect("share status").remove(&(share.to_string(), container.clone()));
         self.reconcile_shares().await;
-        find(self.incoming(who, Some(container)).await?).ok_or_else(|| ApiError::internal("share vanished"))
+        self.incoming_one(who, Some(&container), share).await.map_err(|_| ApiError::internal("share vanished"))
     }
 
     /// Makes the mounts of this node match the catalog and records each target's status.
@@ -297,42 +360,44 @@ impl Engine {
         let mut aliases: HashMap<(String, String), (String, bool)> = HashMap::new();
         let previous = self.share_status.lock().expect("share status").clone();
         // Aliases go first to a container's own account's shares, then to other
-        // accounts' offers, whatever the creation order; the older wins within each.
+        // accounts' offers, whatever the creation order; within each, a share
+        // mounted under that alias now keeps it (a rename cannot take a name
+        // another share has mounted), then the older wins.
         let mut pairs: Vec<(&ShareRecord, &ContainerRecord)> = shares.iter().flat_map(|s| Self::targets_of(s, &local).into_iter().map(move |t| (s, t))).collect();
-        pairs.sort_by_key(|(s, t)| is_offer(s, t));
+        pairs.sort_by_key(|(s, t)| (is_offer(s, t), self.mounts.mounted_alias(&(s.id.clone(), t.id.clone())).as_deref() != Some(s.alias.as_str())));
         for (s, t) in pairs {
             let key = (s.id.clone(), t.id.clone());
             let offer = is_offer(s, t);
-            let verdict: Result<(), (&str, String)> = (|| {
+            let verdict: Result<(), (ShareStatus, String)> = (|| {
                 match choices.get(&key) {
-                    Some(false) => return Err(("unmounted", "the target chose not to mount it".to_string())),
+                    Some(false) => return Err((ShareStatus::Unmounted, "the target chose not to mount it".to_string())),
                     None if offer => {
                         let how = format!("PATCH /api/v1/containers/{}/storage/incoming/{}/mount with {{\"mount\": true}}", t.id, s.id);
-                        return Err(("pending", format!("offered by another account: waits for the target account's acceptance ({how})")));
+                        return Err((ShareStatus::Pending, format!("offered by another account: waits for the target account's acceptance ({how})")));
                     }
                     _ => {}
                 }
                 if !s.enabled {
-                    return Err(("disabled", "the share is disabled by its source".to_string()));
+                    return Err((ShareStatus::Disabled, "the share is disabled by its source".to_string()));
                 }
                 if s.expires_at.is_some_and(|e| e <= now) {
-                    return Err(("expired", "the share has expired".to_string()));
+                    return Err((ShareStatus::Expired, "the share has expired".to_string()));
                 }
                 // A failure stays failed until the source PATCHes `enabled: true` (or the target remounts).
                 if let Some((st, msg)) = previous.get(&key) {
-                    if st == "failed" && !self.mounts.is_mounted(&key) {
-                        return Err(("failed", msg.clone().unwrap_or_default()));
+                    if *st == ShareStatus::Failed && !self.mounts.is_mounted(&key) {
+                        return Err((ShareStatus::Failed, msg.clone().unwrap_or_default()));
                     }
                 }
                 let Some(src) = by_id.get(s.source_container_id.as_str()) else {
-                    return Err(("failed", "the source container no longer exists".to_string()));
+                    return Err((ShareStatus::Failed, "the source container no longer exists".to_string()));
                 };
                 if !source_dir_exists(Path::new(&src.rootfs_path), &s.source_path) {
-                    return Err(("failed", format!("source path {} does not exist in the source container", s.source_path)));
+                    return Err((ShareStatus::Failed, format!("source path {} does not exist in the source container", s.source_path)));
                 }
                 if let Some((other, other_offer)) = aliases.get(&(t.id.clone(), s.alias.clone())) {
                     let precedence = if offer && !other_offer { " of the container's own account, whose shares take precedence over another account's" } else { "" };
-                    return Err(("failed", format!("alias conflict: alias `{}` is already used in this container by share {other}{precedence}", s.alias)));
+                    return Err((ShareStatus::Failed, format!("alias conflict: alias `{}` is already used in this container by share {other}{precedence}", s.alias)));
                 }
                 Ok(())
             })();
@@ -353,10 +418,10 @@ impl Engine {
                             ShareMode::Readwrite => crate::shares::ShareMode::ReadWrite,
                         },
                     });
-                    status.insert(key, ("active".into(), None));
+                    status.insert(key, (ShareStatus::Active, None));
                 }
                 Err((st, msg)) => {
-                    status.insert(key, (st.to_string(), Some(msg)));
+                    status.insert(key, (st, Some(msg)));
                 }
             }
         }
@@ -366,7 +431,7 @@ impl Engine {
         let failures = tokio::task::spawn_blocking(move || mounts.apply(&apply, &runtime)).await.unwrap_or_default();
         for (key, message) in failures {
             tracing::warn!(share = %key.0, target = %key.1, %message, "share mount failed");
-            status.insert(key, ("failed".into(), Some(message)));
+            status.insert(key, (ShareStatus::Failed, Some(message)));
         }
         *self.share_status.lock().expect("share status") = status;
     }

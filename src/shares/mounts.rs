@@ -43,6 +43,14 @@ struct Mounted {
     /// Where the mount point is: removed, by descriptors, once unmounted.
     target_rootfs: PathBuf,
     alias: String,
+    mode: ShareMode,
+}
+
+impl Mounted {
+    /// Whether this mount is `d` as it is wanted now: same place, same mode.
+    fn matches(&self, d: &DesiredMount) -> bool {
+        self.alias == d.alias && self.mode == d.mode && self.target_rootfs == d.target_rootfs
+    }
 }
 
 #[derive(Default)]
@@ -66,14 +74,16 @@ pub struct ShareTotals {
 }
 
 impl MountManager {
-    /// Unmounts what is not desired and mounts what is missing. An existing mount
-    /// is kept as it is (mode and alias changes apply at the next mount). Returns
-    /// the error of each desired mount that could not be made. Blocking.
+    /// Unmounts what is not desired and mounts what is missing. A mount whose
+    /// alias or mode changed is remade at once: unmounted (its old mount point
+    /// removed) with every other stale mount first, so that a name it frees is
+    /// free for whichever share now takes it, then mounted anew. Returns the
+    /// error of each desired mount that could not be made. Blocking.
     pub fn apply(&self, desired: &[DesiredMount], runtime: &tokio::runtime::Handle) -> HashMap<(String, String), String> {
-        let wanted: std::collections::HashSet<_> = desired.iter().map(DesiredMount::key).collect();
+        let wanted: HashMap<_, _> = desired.iter().map(|d| (d.key(), d)).collect();
         let stale: Vec<Mounted> = {
             let mut mounts = self.mounts.lock().expect("mount table");
-            let keys: Vec<_> = mounts.keys().filter(|k| !wanted.contains(*k)).cloned().collect();
+            let keys: Vec<_> = mounts.iter().filter(|(k, m)| wanted.get(*k).is_none_or(|d| !m.matches(d))).map(|(k, _)| k.clone()).collect();
             keys.into_iter().filter_map(|k| mounts.remove(&k)).collect()
         };
         for m in stale {
@@ -100,6 +110,11 @@ impl MountManager {
 
     pub fn is_mounted(&self, key: &(String, String)) -> bool {
         self.mounts.lock().expect("mount table").contains_key(key)
+    }
+
+    /// The alias a share is mounted under in a target now, if it is.
+    pub fn mounted_alias(&self, key: &(String, String)) -> Option<String> {
+        self.mounts.lock().expect("mount table").get(key).map(|m| m.alias.clone())
     }
 
     pub fn count(&self) -> usize {
@@ -173,7 +188,7 @@ fn mount_one(d: &DesiredMount, runtime: &tokio::runtime::Handle) -> Result<Mount
     available.store(d.source_available, Ordering::Relaxed);
     let options = MountOptions { read_only: d.mode == ShareMode::ReadOnly, subtype: "hoody".into(), runtime: Some(runtime.clone()), ..Default::default() };
     let handle = mount_onto(Arc::new(backend), mountpoint.as_fd(), options).map_err(|e| failed(format!("mount failed: {}", hoody_api::io_reason(&e)), &e))?;
-    Ok(Mounted { handle, available, target_rootfs: d.target_rootfs.clone(), alias: d.alias.clone() })
+    Ok(Mounted { handle, available, target_rootfs: d.target_rootfs.clone(), alias: d.alias.clone(), mode: d.mode })
 }
 
 /// Opens `<rootfs>/hoody/shares/<alias>` by descriptors from the rootfs down,

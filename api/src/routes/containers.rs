@@ -2,7 +2,7 @@ use axum::extract::{Path, State};
 use axum::Extension;
 
 use super::AppState;
-use crate::model::{Container, ContainerDeleted, ContainerOperation, ContainerQuery, CreateContainer, Principal, UpdateContainer};
+use crate::model::{Container, ContainerDeleted, ContainerOperation, ContainerQuery, CreateContainer, NoQuery, Principal, UpdateContainer};
 use crate::{ApiError, ListReply, Reply, StrictJson, StrictQuery};
 
 /// Create a container: an empty rootfs, or adopt an existing directory (`rootfs_path`).
@@ -12,6 +12,7 @@ use crate::{ApiError, ListReply, Reply, StrictJson, StrictQuery};
 pub(super) async fn create_container(
     State(s): State<AppState>,
     Extension(who): Extension<Principal>,
+    StrictQuery(NoQuery {}): StrictQuery<NoQuery>,
     StrictJson(req): StrictJson<CreateContainer>,
 ) -> Result<Reply<Container>, ApiError> {
     Ok(Reply::created("container created", s.service.create_container(&who, req).await?))
@@ -36,6 +37,7 @@ pub(super) async fn get_container(
     State(s): State<AppState>,
     Extension(who): Extension<Principal>,
     Path(id): Path<String>,
+    StrictQuery(NoQuery {}): StrictQuery<NoQuery>,
 ) -> Result<Reply<Container>, ApiError> {
     Ok(Reply::ok("container", s.service.get_container(&who, &id).await?))
 }
@@ -48,6 +50,7 @@ pub(super) async fn update_container(
     State(s): State<AppState>,
     Extension(who): Extension<Principal>,
     Path(id): Path<String>,
+    StrictQuery(NoQuery {}): StrictQuery<NoQuery>,
     StrictJson(req): StrictJson<UpdateContainer>,
 ) -> Result<Reply<Container>, ApiError> {
     Ok(Reply::ok("container updated", s.service.update_container(&who, &id, req).await?))
@@ -60,6 +63,7 @@ pub(super) async fn delete_container(
     State(s): State<AppState>,
     Extension(who): Extension<Principal>,
     Path(id): Path<String>,
+    StrictQuery(NoQuery {}): StrictQuery<NoQuery>,
 ) -> Result<Reply<ContainerDeleted>, ApiError> {
     let deleted = s.service.delete_container(&who, &id).await?;
     let message = if deleted.rootfs_removed {
@@ -79,6 +83,7 @@ pub(super) async fn container_operation(
     State(s): State<AppState>,
     Extension(who): Extension<Principal>,
     Path((id, operation)): Path<(String, String)>,
+    StrictQuery(NoQuery {}): StrictQuery<NoQuery>,
 ) -> Result<Reply<Container>, ApiError> {
     let op = ContainerOperation::parse(&operation).ok_or_else(|| {
         let known: Vec<_> = ContainerOperation::ALL.iter().map(|o| o.as_str()).collect();

@@ -2,7 +2,7 @@ use axum::extract::{Path, State};
 use axum::Extension;
 
 use super::AppState;
-use crate::model::{CreateProject, PageQuery, Principal, Project};
+use crate::model::{CreateProject, NoQuery, PageQuery, Principal, Project};
 use crate::{ApiError, ListReply, Reply, StrictJson, StrictQuery};
 
 /// Create a project.
@@ -11,6 +11,7 @@ use crate::{ApiError, ListReply, Reply, StrictJson, StrictQuery};
 pub(super) async fn create_project(
     State(s): State<AppState>,
     Extension(who): Extension<Principal>,
+    StrictQuery(NoQuery {}): StrictQuery<NoQuery>,
     StrictJson(req): StrictJson<CreateProject>,
 ) -> Result<Reply<Project>, ApiError> {
     let project = s.service.create_project(&who, req).await?;
@@ -36,6 +37,7 @@ pub(super) async fn get_project(
     State(s): State<AppState>,
     Extension(who): Extension<Principal>,
     Path(id): Path<String>,
+    StrictQuery(NoQuery {}): StrictQuery<NoQuery>,
 ) -> Result<Reply<Project>, ApiError> {
     Ok(Reply::ok("project", s.service.get_project(&who, &id).await?))
 }

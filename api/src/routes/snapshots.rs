@@ -3,8 +3,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Extension;
 
 use super::AppState;
-use crate::model::{CreateSnapshot, Principal, RestoreOutcome, Snapshot};
-use crate::{ApiError, ListReply, Reply, StrictJson};
+use crate::model::{CreateSnapshot, NoQuery, PageQuery, Principal, RestoreOutcome, Snapshot};
+use crate::{ApiError, ListReply, Reply, StrictJson, StrictQuery};
 
 /// Snapshot the container (alias auto-generated when omitted).
 #[utoipa::path(post, path = "/containers/{id}/snapshots", tag = "snapshots", request_body = CreateSnapshot,
@@ -15,16 +15,23 @@ pub(super) async fn create_snapshot(
     State(s): State<AppState>,
     Extension(who): Extension<Principal>,
     Path(id): Path<String>,
+    StrictQuery(NoQuery {}): StrictQuery<NoQuery>,
     StrictJson(req): StrictJson<CreateSnapshot>,
 ) -> Result<Reply<Snapshot>, ApiError> {
     Ok(Reply::created("snapshot created", s.service.create_snapshot(&who, &id, req).await?))
 }
 
 /// The container's snapshots, oldest first.
-#[utoipa::path(get, path = "/containers/{id}/snapshots", tag = "snapshots", params(("id" = String, Path, description = "Container id")),
+#[utoipa::path(get, path = "/containers/{id}/snapshots", tag = "snapshots", params(("id" = String, Path, description = "Container id"), PageQuery),
     responses((status = 200, description = "Snapshots", body = [Snapshot]), (status = 404, description = "Unknown container")))]
-pub(super) async fn list_snapshots(State(s): State<AppState>, Extension(who): Extension<Principal>, Path(id): Path<String>) -> Result<ListReply<Snapshot>, ApiError> {
-    Ok(ListReply::page("snapshots", s.service.list_snapshots(&who, &id).await?, Default::default()))
+pub(super) async fn list_snapshots(
+    State(s): State<AppState>,
+    Extension(who): Extension<Principal>,
+    Path(id): Path<String>,
+    StrictQuery(q): StrictQuery<PageQuery>,
+) -> Result<ListReply<Snapshot>, ApiError> {
+    let page = q.page()?;
+    Ok(ListReply::page("snapshots", s.service.list_snapshots(&who, &id).await?, page))
 }
 
 /// One snapshot.
@@ -35,6 +42,7 @@ pub(super) async fn get_snapshot(
     State(s): State<AppState>,
     Extension(who): Extension<Principal>,
     Path((id, alias)): Path<(String, String)>,
+    StrictQuery(NoQuery {}): StrictQuery<NoQuery>,
 ) -> Result<Reply<Snapshot>, ApiError> {
     Ok(Reply::ok("snapshot", s.service.get_snapshot(&who, &id, &alias).await?))
 }
@@ -49,6 +57,7 @@ pub(super) async fn restore_snapshot(
     State(s): State<AppState>,
     Extension(who): Extension<Principal>,
     Path((id, alias)): Path<(String, String)>,
+    StrictQuery(NoQuery {}): StrictQuery<NoQuery>,
 ) -> Result<Response, ApiError> {
     let outcome = s.service.restore_snapshot(&who, &id, &alias).await?;
     Ok(if outcome.done {
@@ -66,6 +75,7 @@ pub(super) async fn delete_snapshot(
     State(s): State<AppState>,
     Extension(who): Extension<Principal>,
     Path((id, alias)): Path<(String, String)>,
+    StrictQuery(NoQuery {}): StrictQuery<NoQuery>,
 ) -> Result<Reply<()>, ApiError> {
     s.service.delete_snapshot(&who, &id, &alias).await?;
     Ok(Reply::ok("snapshot deleted", ()))

@@ -4,14 +4,14 @@ use axum::response::IntoResponse;
 use axum::Extension;
 
 use super::AppState;
-use crate::model::{GcSummary, Health, Principal, Server};
-use crate::{ApiError, ListReply, Reply};
+use crate::model::{GcSummary, Health, NoQuery, PageQuery, Principal, Server};
+use crate::{ApiError, ListReply, Reply, StrictQuery};
 
 /// Health: `ok` only when the catalog and the store answer, else `503` whose
 /// message names what fails; needs no token and reveals no tenant data.
 #[utoipa::path(get, path = "/healthz", tag = "system", security(()),
     responses((status = 200, description = "Healthy", body = Health), (status = 503, description = "The catalog or the store fails")))]
-pub(super) async fn healthz(State(s): State<AppState>) -> Result<Reply<Health>, ApiError> {
+pub(super) async fn healthz(State(s): State<AppState>, StrictQuery(NoQuery {}): StrictQuery<NoQuery>) -> Result<Reply<Health>, ApiError> {
     let health = s.service.health().await;
     if health.status != "ok" {
         return Err(ApiError::Unavailable(health.status));
@@ -21,17 +21,18 @@ pub(super) async fn healthz(State(s): State<AppState>) -> Result<Reply<Health>, 
 
 /// Prometheus text format; needs no token and reveals no tenant data.
 #[utoipa::path(get, path = "/metrics", tag = "system", security(()), responses((status = 200, description = "Prometheus metrics", content_type = "text/plain")))]
-pub(super) async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
+pub(super) async fn metrics(State(s): State<AppState>, StrictQuery(NoQuery {}): StrictQuery<NoQuery>) -> impl IntoResponse {
     let mut text = s.metrics.render();
     text.push_str(&s.service.metrics_text());
     ([(CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
 
 /// The servers of the cluster (this node alone when it runs on its own).
-#[utoipa::path(get, path = "/servers", tag = "servers", responses((status = 200, description = "Servers", body = [Server])))]
-pub(super) async fn list_servers(State(s): State<AppState>, Extension(who): Extension<Principal>) -> Result<ListReply<Server>, ApiError> {
+#[utoipa::path(get, path = "/servers", tag = "servers", params(PageQuery), responses((status = 200, description = "Servers", body = [Server])))]
+pub(super) async fn list_servers(State(s): State<AppState>, Extension(who): Extension<Principal>, StrictQuery(q): StrictQuery<PageQuery>) -> Result<ListReply<Server>, ApiError> {
+    let page = q.page()?;
     let servers = s.service.list_servers(&who).await?;
-    Ok(ListReply::page("servers", servers, Default::default()))
+    Ok(ListReply::page("servers", servers, page))
 }
 
 /// One server.
@@ -41,12 +42,13 @@ pub(super) async fn get_server(
     State(s): State<AppState>,
     Extension(who): Extension<Principal>,
     Path(id): Path<String>,
+    StrictQuery(NoQuery {}): StrictQuery<NoQuery>,
 ) -> Result<Reply<Server>, ApiError> {
     Ok(Reply::ok("server", s.service.get_server(&who, &id).await?))
 }
 
 /// Expire snapshots and collect the store's garbage now (admin token only).
 #[utoipa::path(post, path = "/admin/gc", tag = "system", responses((status = 200, description = "What was reclaimed", body = GcSummary), (status = 403, description = "Not an admin")))]
-pub(super) async fn collect_garbage(State(s): State<AppState>, Extension(who): Extension<Principal>) -> Result<Reply<GcSummary>, ApiError> {
+pub(super) async fn collect_garbage(State(s): State<AppState>, Extension(who): Extension<Principal>, StrictQuery(NoQuery {}): StrictQuery<NoQuery>) -> Result<Reply<GcSummary>, ApiError> {
     Ok(Reply::ok("garbage collected", s.service.collect_garbage(&who).await?))
 }
