@@ -106,6 +106,10 @@ impl LocalShare {
         }
         let source = Source::new();
         let backend = Arc::new(LocalBackend::open(&source.share.source, setup.mode).unwrap());
+        if setup.io_uring {
+            // As the daemon does: the FUSE crate writes no system parameter.
+            let _ = hoodyd::shares::mounts::allow_fuse_io_uring();
+        }
         let options = MountOptions {
             read_only: setup.read_only_mount,
             passthrough: setup.passthrough,
@@ -196,8 +200,8 @@ fn requests_go_over_io_uring_when_asked() {
         common::skip("this kernel has no FUSE-over-io_uring");
         return;
     }
-    // Off, as on a fresh machine: the mount turns it on before the kernel
-    // sends FUSE_INIT, or it would not be offered.
+    // Off, as on a fresh machine: the daemon turns it on before the mount
+    // (the kernel reads it when it sends FUSE_INIT), or it would not be offered.
     fs::write(parameter, "N").unwrap();
     let Some(share) = LocalShare::mount(Setup { io_uring: true, ..Setup::readwrite() }) else { return };
     // Any request waits for FUSE_INIT to be answered.

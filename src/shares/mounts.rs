@@ -186,9 +186,59 @@ fn mount_one(d: &DesiredMount, runtime: &tokio::runtime::Handle) -> Result<Mount
     })?;
     let available = backend.availability();
     available.store(d.source_available, Ordering::Relaxed);
-    let options = MountOptions { read_only: d.mode == ShareMode::ReadOnly, subtype: "hoody".into(), runtime: Some(runtime.clone()), ..Default::default() };
+    let transport = MountTransport::from_env();
+    if transport.io_uring {
+        if let Err(e) = allow_fuse_io_uring() {
+            tracing::warn!(error = %e, "FUSE-over-io_uring asked for but not allowed; the mount reads /dev/fuse");
+        }
+    }
+    let options = MountOptions {
+        read_only: d.mode == ShareMode::ReadOnly,
+        subtype: "hoody".into(),
+        runtime: Some(runtime.clone()),
+        io_uring: transport.io_uring,
+        spin: transport.spin,
+        ..Default::default()
+    };
     let handle = mount_onto(Arc::new(backend), mountpoint.as_fd(), options).map_err(|e| failed(format!("mount failed: {}", hoody_api::io_reason(&e)), &e))?;
     Ok(Mounted { handle, available, target_rootfs: d.target_rootfs.clone(), alias: d.alias.clone(), mode: d.mode })
+}
+
+/// How share mounts take their requests: the daemon's choice, from the
+/// environment (docs/CONFIGURATION.md), handed to the FUSE crate as mount
+/// options (the crate itself reads no environment).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MountTransport {
+    /// `HOODY_FUSE_URING=1`: FUSE-over-io_uring where the kernel has it.
+    pub io_uring: bool,
+    /// `HOODY_FUSE_SPIN_US`: the `/dev/fuse` reader's polling window.
+    pub spin: std::time::Duration,
+}
+
+impl MountTransport {
+    pub fn from_env() -> MountTransport {
+        static READ: std::sync::OnceLock<MountTransport> = std::sync::OnceLock::new();
+        *READ.get_or_init(|| Self::from_settings(std::env::var("HOODY_FUSE_URING").ok().as_deref(), std::env::var("HOODY_FUSE_SPIN_US").ok().as_deref()))
+    }
+
+    /// `io_uring` on for `"1"`; `spin` in µs where it is a number, else the default.
+    fn from_settings(io_uring: Option<&str>, spin_us: Option<&str>) -> MountTransport {
+        MountTransport {
+            io_uring: io_uring == Some("1"),
+            spin: spin_us.and_then(|v| v.trim().parse().ok()).map_or(MountOptions::DEFAULT_SPIN, std::time::Duration::from_micros),
+        }
+    }
+}
+
+/// Lets FUSE connections ask for io_uring (`fuse.enable_uring`, root only):
+/// the kernel offers it only to mounts made while it is on.
+pub fn allow_fuse_io_uring() -> io::Result<()> {
+    const PARAMETER: &str = "/sys/module/fuse/parameters/enable_uring";
+    match std::fs::read_to_string(PARAMETER) {
+        Ok(value) if value.trim() == "Y" => Ok(()),
+        Ok(_) => std::fs::write(PARAMETER, "Y"),
+        Err(e) => Err(e),
+    }
 }
 
 /// Opens `<rootfs>/hoody/shares/<alias>` by descriptors from the rootfs down,
@@ -252,4 +302,22 @@ pub fn clean_stale_mounts(rootfs_dirs: &[PathBuf]) -> usize {
         }
     }
     cleaned
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_polling_window_comes_from_the_setting_where_it_is_a_number() {
+        let spin = |v| MountTransport::from_settings(None, v).spin;
+        assert_eq!(spin(None), MountOptions::DEFAULT_SPIN);
+        assert_eq!(spin(Some("0")), std::time::Duration::ZERO, "0 turns polling off");
+        assert_eq!(spin(Some("500")), std::time::Duration::from_micros(500));
+        assert_eq!(spin(Some(" 80\n")), std::time::Duration::from_micros(80));
+        assert_eq!(spin(Some("fast")), MountOptions::DEFAULT_SPIN);
+        assert_eq!(spin(Some("-5")), MountOptions::DEFAULT_SPIN);
+        assert!(MountTransport::from_settings(Some("1"), None).io_uring);
+        assert!(!MountTransport::from_settings(Some("yes"), None).io_uring);
+    }
 }
