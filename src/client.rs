@@ -440,17 +440,6 @@ impl Api {
             Answer::NoAnswer(e) => Err(Failure { message: format!("no answer from hoodyd at {} within {:?}: {e}", self.base, self.timeout), code: 2 }),
         }
     }
-
-    /// Starts what may be a long operation: done, or running on as a job of
-    /// the container (a 202, or no answer in time while the daemon works on).
-    fn start(&self, method: &str, path: &str, body: Option<Value>) -> Result<Started, Failure> {
-        match self.send(method, path, body.as_ref())? {
-            Answer::Got(status, envelope) if status >= 400 => Err(refusal(status, &envelope)),
-            Answer::Got(status, envelope) if status == 202 || envelope["data"]["done"] == json!(false) => Ok(Started::Running(envelope["data"].clone())),
-            Answer::Got(_, envelope) => Ok(Started::Done(envelope)),
-            Answer::NoAnswer(_) => Ok(Started::Running(Value::Null)),
-        }
-    }
 }
 
 /// The server's message of an error answer, as the failure.
@@ -458,14 +447,6 @@ fn refusal(status: u16, envelope: &Value) -> Failure {
     let message = envelope["message"].as_str().unwrap_or("request failed").to_string();
     let code = envelope["error"]["code"].as_str().unwrap_or("error");
     Failure { message: format!("{message} (HTTP {status}, {code})"), code: 1 }
-}
-
-/// A long operation after its first request.
-enum Started {
-    /// Answered done: the envelope.
-    Done(Value),
-    /// Goes on as a job: what the 202 said (`null` after no answer).
-    Running(Value),
 }
 
 const CONTAINER_COLUMNS: &[&str] = &["id", "name", "status", "project_id", "server_name", "created_at"];
@@ -542,56 +523,60 @@ fn snapshots(api: &Api, cmd: &SnapshotsCmd) -> Result<Value, Failure> {
     match cmd {
         SnapshotsCmd::Create { container, alias, expiry, waiting } => {
             let mut meter = Meter::new(format!("snapshot {}", alias.as_deref().unwrap_or("")).trim_end().to_string(), waiting.wait);
-            let data = match api.start("POST", &base(container), Some(json!({"alias": alias, "expiry": expiry})))? {
-                Started::Done(envelope) => {
+            // Made although its answer was lost: the snapshot exists.
+            let made = || match alias {
+                Some(a) => match api.send("GET", &format!("{}/{}", base(container), encode(a)), None)? {
+                    Answer::Got(200, envelope) => Ok(Some(envelope)),
+                    _ => Ok(None),
+                },
+                None => Ok(None),
+            };
+            let body = json!({"alias": alias, "expiry": expiry});
+            let ended = run_job(api, ("POST", &base(container), Some(body)), container, &mut meter, waiting.no_wait, &made);
+            let (data, after, refused) = match ended.inspect_err(|_| meter.finish("failed"))? {
+                Ended::Answered(envelope) => {
                     meter.finish("done");
                     return Ok(envelope);
                 }
-                Started::Running(data) => data,
+                Ended::Accepted(data) => return Ok(accepted(data, container, "the snapshot is being taken")),
+                Ended::Job { data, after, refused } => (data, after, refused),
             };
-            if waiting.no_wait {
-                return Ok(accepted(data, container, "the snapshot is being taken"));
-            }
-            // The alias being made: as the 202 says, else as asked, else the newest once done.
-            let named = [&data["alias"], &data["snapshot"]["alias"]].into_iter().find_map(|v| v.as_str().map(String::from)).or_else(|| alias.clone());
-            let after = wait_for_job(api, container, &mut meter);
-            let after = after.inspect_err(|_| meter.finish("failed"))?;
-            let alias = match named {
+            // The alias made: as the 202 or the job's progress said, else as asked, else the newest.
+            let said = [&data["alias"], &data["snapshot"]["alias"], &meter.last["snapshot"]].into_iter().find_map(|v| v.as_str().map(String::from));
+            let alias = match said.or_else(|| alias.clone()) {
                 Some(a) => Some(a),
                 None => newest_snapshot(api, container)?,
             };
             let got = match &alias {
-                Some(a) => api.call("GET", &format!("{}/{}", base(container), encode(a)), None),
+                Some(a) => get_patiently(api, &format!("{}/{}", base(container), encode(a))),
                 None => Err(Failure { message: "no snapshot was made".into(), code: 1 }),
             };
-            match got {
-                Ok(envelope) => {
-                    meter.finish("done");
-                    Ok(envelope)
-                }
-                Err(f) => {
-                    meter.finish("failed");
-                    Err(after["status_message"].as_str().map(|m| Failure { message: m.to_string(), code: 1 }).unwrap_or(f))
-                }
-            }
+            got.inspect(|_| meter.finish("done")).map_err(|f| {
+                meter.finish("failed");
+                after["status_message"].as_str().map(|m| Failure { message: m.to_string(), code: 1 }).or(refused).unwrap_or(f)
+            })
         }
         SnapshotsCmd::List { container, page } => api.call("GET", &with_query(&base(container), page.pairs()), None),
         SnapshotsCmd::Get { container, alias } => api.call("GET", &format!("{}/{}", base(container), encode(alias)), None),
         SnapshotsCmd::Restore { container, alias, waiting } => {
             let path = format!("{}/{}", base(container), encode(alias));
             let mut meter = Meter::new(format!("restore {alias}"), waiting.wait);
-            let snapshot = match api.start("PATCH", &path, None)? {
-                Started::Done(envelope) => envelope["data"]["snapshot"].clone(),
-                Started::Running(data) if waiting.no_wait => return Ok(accepted(data, container, "the restore is running")),
-                Started::Running(data) => {
-                    let after = wait_for_job(api, container, &mut meter).inspect_err(|_| meter.finish("failed"))?;
-                    if let Some(m) = after["status_message"].as_str().filter(|m| m.contains("failed")) {
+            // A restore is sent again when its answer was lost and no job of it showed: doing it twice is harmless.
+            let ended = run_job(api, ("PATCH", &path, None), container, &mut meter, waiting.no_wait, &|| Ok(None));
+            let snapshot = match ended.inspect_err(|_| meter.finish("failed"))? {
+                Ended::Answered(envelope) => envelope["data"]["snapshot"].clone(),
+                Ended::Accepted(data) => return Ok(accepted(data, container, "the restore is running")),
+                Ended::Job { data, after, refused } => {
+                    let failed = after["status_message"].as_str().filter(|m| m.contains("failed")).map(|m| Failure { message: m.to_string(), code: 1 });
+                    // Sent again and refused, with no job seen since: the refusal stands.
+                    let failed = failed.or(refused.filter(|_| meter.last.is_null()));
+                    if let Some(f) = failed {
                         meter.finish("failed");
-                        return Err(Failure { message: m.to_string(), code: 1 });
+                        return Err(f);
                     }
                     match &data["snapshot"] {
                         s @ Value::Object(_) => s.clone(),
-                        _ => api.call("GET", &path, None)?["data"].take(),
+                        _ => get_patiently(api, &path)?["data"].take(),
                     }
                 }
             };
@@ -602,16 +587,104 @@ fn snapshots(api: &Api, cmd: &SnapshotsCmd) -> Result<Value, Failure> {
     }
 }
 
+/// How a long operation on a container (snapshot, restore) ended, as the client saw it.
+enum Ended {
+    /// Answered with its result: the envelope.
+    Answered(Value),
+    /// Left running (`--no-wait`): what the 202 said, `null` after no answer.
+    Accepted(Value),
+    /// Ran as a job, over now: what the 202 said (`null` if nothing), the
+    /// container after it, and the refusal of a request sent again that found
+    /// the first one's work going on (or done).
+    Job { data: Value, after: Value, refused: Option<Failure> },
+}
+
+/// How many times a long request is sent when no answer comes and no job of it shows.
+const TRIES: usize = 3;
+/// How long a job may take to show on the container after its request went
+/// unanswered (the daemon publishes a job's first progress after ~0.2 s).
+const GRACE: Duration = Duration::from_secs(2);
+
+/// Runs a long operation of `container` to its end: a 202 or a request not
+/// answered within the timeout is followed on the container's `progress`
+/// until it clears. After no answer, until a job shows, `done_already` says
+/// whether it happened anyway (done before any progress showed); when
+/// neither within [`GRACE`], the request is sent again (at most [`TRIES`]
+/// times), and a 409 then means the first one is at work.
+fn run_job(api: &Api, (method, path, body): (&str, &str, Option<Value>), container: &str, meter: &mut Meter, no_wait: bool, done_already: &dyn Fn() -> Result<Option<Value>, Failure>) -> Result<Ended, Failure> {
+    let mut why = String::new();
+    for attempt in 0..TRIES {
+        match api.send(method, path, body.as_ref())? {
+            Answer::Got(409, envelope) if attempt > 0 => {
+                let after = wait_for_job(api, container, meter)?;
+                return Ok(Ended::Job { data: Value::Null, after, refused: Some(refusal(409, &envelope)) });
+            }
+            Answer::Got(status, envelope) if status >= 400 => return Err(refusal(status, &envelope)),
+            Answer::Got(status, envelope) if status == 202 || envelope["data"]["done"] == json!(false) => {
+                let data = envelope["data"].clone();
+                if no_wait {
+                    return Ok(Ended::Accepted(data));
+                }
+                let after = wait_for_job(api, container, meter)?;
+                return Ok(Ended::Job { data, after, refused: None });
+            }
+            Answer::Got(_, envelope) => return Ok(Ended::Answered(envelope)),
+            Answer::NoAnswer(e) => {
+                if no_wait {
+                    return Ok(Ended::Accepted(Value::Null));
+                }
+                // Its job shows, or it is done already, or it is sent again.
+                let container_path = format!("/containers/{}", encode(container));
+                let started = Instant::now();
+                loop {
+                    match api.send("GET", &container_path, None)? {
+                        Answer::Got(status, envelope) if status >= 400 => return Err(refusal(status, &envelope)),
+                        Answer::Got(_, envelope) if !envelope["data"]["progress"].is_null() => {
+                            meter.update(&envelope["data"]["progress"]);
+                            let after = wait_for_job(api, container, meter)?;
+                            return Ok(Ended::Job { data: Value::Null, after, refused: None });
+                        }
+                        Answer::Got(..) => {
+                            if let Some(envelope) = done_already()? {
+                                return Ok(Ended::Answered(envelope));
+                            }
+                            if started.elapsed() > GRACE {
+                                break;
+                            }
+                        }
+                        Answer::NoAnswer(_) => {}
+                    }
+                    std::thread::sleep(POLL);
+                }
+                why = e;
+            }
+        }
+    }
+    Err(Failure { message: format!("no answer from hoodyd at {} within {:?}, {TRIES} times, and no job showed on container {container}: {why}", api.base, api.timeout), code: 2 })
+}
+
+/// GETs the result of a long operation, asking again while the daemon is too
+/// busy to answer in time.
+fn get_patiently(api: &Api, path: &str) -> Result<Value, Failure> {
+    for _ in 0..TRIES * 4 {
+        match api.send("GET", path, None)? {
+            Answer::Got(status, envelope) if status >= 400 => return Err(refusal(status, &envelope)),
+            Answer::Got(_, envelope) => return Ok(envelope),
+            Answer::NoAnswer(_) => std::thread::sleep(POLL),
+        }
+    }
+    api.call("GET", path, None)
+}
+
 /// The envelope printed by `--no-wait` for a job left running.
 fn accepted(data: Value, container: &str, what: &str) -> Value {
     let message = format!("{what}; its progress shows in `hoody containers get {container}`");
-    let data = if data.is_null() { Value::Null } else { data };
     json!({"statusCode": 202, "message": message, "data": data})
 }
 
 /// The alias of the container's newest snapshot.
 fn newest_snapshot(api: &Api, container: &str) -> Result<Option<String>, Failure> {
-    let list = api.call("GET", &format!("/containers/{}/snapshots", encode(container)), None)?;
+    let list = get_patiently(api, &format!("/containers/{}/snapshots", encode(container)))?;
     let newest = list["data"].as_array().and_then(|items| items.iter().max_by_key(|s| s["created_at"].as_str().unwrap_or("").to_string()).cloned());
     Ok(newest.and_then(|s| s["alias"].as_str().map(String::from)))
 }
@@ -829,24 +902,7 @@ fn containers(api: &Api, cmd: &ContainersCmd) -> Result<Value, Failure> {
         }
         ContainersCmd::Get { id } => api.call("GET", &format!("/containers/{}", encode(id)), None),
         ContainersCmd::Update(a) => update_container(api, a),
-        ContainersCmd::Delete { id } => {
-            let path = format!("/containers/{}", encode(id));
-            match api.start("DELETE", &path, None)? {
-                Started::Done(envelope) => Ok(envelope),
-                // Still deleting: gone once the container answers 404.
-                Started::Running(_) => loop {
-                    match api.send("GET", &path, None)? {
-                        Answer::Got(404, _) => return Ok(json!({"statusCode": 200, "message": "deleted", "data": {"id": id}})),
-                        Answer::Got(status, envelope) if status >= 400 => return Err(refusal(status, &envelope)),
-                        Answer::Got(_, envelope) if envelope["data"]["status"] != "deleting" && envelope["data"]["progress"].is_null() => {
-                            let why = envelope["data"]["status_message"].as_str().unwrap_or("it is still there");
-                            return Err(Failure { message: format!("container {id} was not deleted: {why}"), code: 1 });
-                        }
-                        _ => std::thread::sleep(POLL),
-                    }
-                },
-            }
-        }
+        ContainersCmd::Delete { id } => delete_container(api, id),
         ContainersCmd::Start { id } => op(id, "start"),
         ContainersCmd::Stop { id } => op(id, "stop"),
         ContainersCmd::ForceStop { id } => op(id, "force-stop"),
@@ -854,6 +910,35 @@ fn containers(api: &Api, cmd: &ContainersCmd) -> Result<Value, Failure> {
         ContainersCmd::Pause { id } => op(id, "pause"),
         ContainersCmd::Resume { id } => op(id, "resume"),
     }
+}
+
+/// Deletes a container, however long its files take to remove: a 202 or no
+/// answer in time is followed until the container is gone (404); a request
+/// left unanswered whose container is not `deleting` after a while is sent again.
+fn delete_container(api: &Api, id: &str) -> Result<Value, Failure> {
+    let path = format!("/containers/{}", encode(id));
+    let gone = json!({"statusCode": 200, "message": "deleted", "data": {"id": id}});
+    let mut why = String::new();
+    for attempt in 0..TRIES {
+        match api.send("DELETE", &path, None)? {
+            Answer::Got(404, _) if attempt > 0 => return Ok(gone),
+            Answer::Got(status, envelope) if status >= 400 => return Err(refusal(status, &envelope)),
+            Answer::Got(202, _) => {}
+            Answer::Got(_, envelope) => return Ok(envelope),
+            Answer::NoAnswer(e) => why = e,
+        }
+        let started = Instant::now();
+        loop {
+            match api.send("GET", &path, None)? {
+                Answer::Got(404, _) => return Ok(gone),
+                Answer::Got(status, envelope) if status >= 400 => return Err(refusal(status, &envelope)),
+                Answer::Got(_, envelope) if envelope["data"]["status"] != "deleting" && started.elapsed() > GRACE => break,
+                _ => {}
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+    Err(Failure { message: format!("container {id} is still there: no answer from hoodyd at {} within {:?}, {TRIES} times: {why}", api.base, api.timeout), code: 2 })
 }
 
 /// PATCHes what was asked; env and resources are merged into the container's

@@ -280,6 +280,20 @@ fn snapshots_create_and_restore_wait_on_the_job() {
     assert!(s["size_bytes"].as_u64().unwrap() > 32 << 20, "{s}");
     assert_eq!(json(hoody(&d, &["--json", "snapshots", "get", "--container", &id, "big"]))["id"], s["id"]);
 
+    // A client timeout shorter than the job: the CLI waits on the container's progress, not on the answer.
+    common::incompressible_blobs(&rootfs.join("var"), 8, 8);
+    let impatient = |args: &[&str]| Command::new(HOODY).args(args).env("HOODY_URL", &d.url).env("HOODY_TOKEN", &d.token).env("HOODY_TIMEOUT", "0.02").output().unwrap();
+    let out = impatient(&["--json", "snapshots", "create", "--container", &id, "--alias", "bigger", "--wait"]);
+    assert_eq!(json(out.clone())["alias"], "bigger", "{}", err(&out));
+    assert!(err(&out).contains("snapshot bigger done"), "{}", err(&out));
+    std::fs::remove_file(rootfs.join("var/blob1")).unwrap();
+    let out = impatient(&["--json", "snapshots", "restore", "--container", &id, "bigger"]);
+    assert_eq!(json(out.clone())["alias"], "bigger", "{}", err(&out));
+    assert!(rootfs.join("var/blob1").exists());
+    for b in 0..8 {
+        std::fs::remove_file(rootfs.join(format!("var/blob{b}"))).unwrap();
+    }
+
     // Without an alias the daemon names it; the CLI still prints the snapshot.
     let unnamed = json(hoody(&d, &["--json", "snapshots", "create", "--container", &id]));
     assert!(unnamed["alias"].as_str().unwrap().starts_with("snap-"), "{unnamed}");
@@ -383,6 +397,17 @@ fn a_job_answered_202_or_not_answered_in_time_is_waited_on() {
             // A restore that runs on and succeeds.
             ("PATCH", "/api/v1/containers/c5/snapshots/v1") => (202, envelope(202, serde_json::json!({"done": false, "container": {"id": "c5"}, "snapshot": snapshot("v1")["data"]})), no_wait),
             ("GET", "/api/v1/containers/c5") => (200, polled("c5", n, 2, None), no_wait),
+            // No answer, and done before any progress showed: found by its alias.
+            ("POST", "/api/v1/containers/c6/snapshots") => (201, snapshot("quick"), Duration::from_secs(5)),
+            ("GET", "/api/v1/containers/c6") => (200, polled("c6", n, 0, None), no_wait),
+            ("GET", "/api/v1/containers/c6/snapshots/quick") => (200, snapshot("quick"), no_wait),
+            // No answer and no job showing: the restore is sent again.
+            ("PATCH", "/api/v1/containers/c7/snapshots/v1") if n == 0 => (200, envelope(200, serde_json::json!({"done": true, "snapshot": snapshot("v1")["data"]})), Duration::from_secs(5)),
+            ("PATCH", "/api/v1/containers/c7/snapshots/v1") => (200, envelope(200, serde_json::json!({"done": true, "snapshot": snapshot("again")["data"]})), no_wait),
+            ("GET", "/api/v1/containers/c7") => (200, polled("c7", n, 0, None), no_wait),
+            // Never answered, no job: the CLI gives up after its tries, saying so.
+            ("POST", "/api/v1/containers/c8/snapshots") => (201, snapshot("never"), Duration::from_secs(30)),
+            ("GET", "/api/v1/containers/c8") => (200, polled("c8", n, 0, None), no_wait),
             _ => (404, serde_json::json!({"statusCode": 404, "message": format!("no {method} {path}"), "data": null, "error": {"code": "not_found"}}), no_wait),
         }
     });
@@ -402,4 +427,10 @@ fn a_job_answered_202_or_not_answered_in_time_is_waited_on() {
     assert_eq!(out.status.code(), Some(1));
     assert!(err(&out).contains("restore failed: no space left on device"), "{}", err(&out));
     assert_eq!(json(run(&["--json", "snapshots", "restore", "--container", "c5", "v1"]))["alias"], "v1");
+
+    assert_eq!(json(run(&["--json", "snapshots", "create", "--container", "c6", "--alias", "quick"]))["id"], "id-quick");
+    assert_eq!(json(run(&["--json", "snapshots", "restore", "--container", "c7", "v1"]))["alias"], "again", "sent again");
+    let out = run(&["snapshots", "create", "--container", "c8", "--alias", "never"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(err(&out).contains("no answer") && err(&out).contains("3 times"), "{}", err(&out));
 }
