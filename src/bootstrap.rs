@@ -10,7 +10,8 @@ use hoody_transport::ClusterIdentity;
 
 use crate::catalog::sqlite::SqliteKv;
 use crate::catalog::Catalog;
-use crate::layout::{write_atomic, DataLayout, NodeIdentity};
+use crate::durable::write_atomic;
+use crate::layout::{DataLayout, NodeIdentity};
 
 pub const ADMIN_ACCOUNT: &str = "admin";
 

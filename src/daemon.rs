@@ -11,7 +11,8 @@ use hoody_transport::{Endpoint, Peer, Request, RequestHandler, Response};
 
 use crate::config::Config;
 use crate::engine::Engine;
-use crate::layout::{write_atomic, DataLayout, Endpoints};
+use crate::durable::write_atomic;
+use crate::layout::{DataLayout, Endpoints};
 
 /// How long in-flight HTTP requests get to finish once shutdown starts.
 const DRAIN: Duration = Duration::from_secs(3);

@@ -1,7 +1,5 @@
 //! Where things live in a node's data dir, and the node's identity.
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -132,25 +130,6 @@ pub struct NodeIdentity {
 pub struct Endpoints {
     pub http: String,
     pub quic: String,
-}
-
-/// Writes `bytes` to `path` atomically (temp file, fsync, rename) with `mode`.
-pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    sync_parent(path)
-}
-
-/// Makes the entry of `path` in its directory durable (a new or renamed
-/// file's name: the file's own fsync does not keep it).
-pub fn sync_parent(path: &Path) -> std::io::Result<()> {
-    match path.parent() {
-        Some(dir) => std::fs::File::open(dir)?.sync_all(),
-        None => Ok(()),
-    }
 }
 
 /// `path` as a process in the container whose root filesystem is `rootfs`

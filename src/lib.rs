@@ -5,9 +5,9 @@
 pub mod beneath;
 pub mod bootstrap;
 pub mod catalog;
-pub mod client;
 pub mod config;
 pub mod containers;
+pub mod durable;
 pub mod daemon;
 pub mod engine;
 pub mod ids;

@@ -221,7 +221,7 @@ impl Engine {
         let journal = RestoreJournal { container_id: id.into(), alias: alias.into(), root: snap.id.clone() };
         let journal_path = self.journal_path(id);
         std::fs::create_dir_all(journal_path.parent().expect("jobs dir")).map_err(ApiError::internal)?;
-        crate::layout::write_atomic(&journal_path, &serde_json::to_vec(&journal).map_err(ApiError::internal)?, 0o600).map_err(ApiError::internal)?;
+        crate::durable::write_atomic(&journal_path, &serde_json::to_vec(&journal).map_err(ApiError::internal)?, 0o600).map_err(ApiError::internal)?;
         update_progress(&self.catalog, id, Some(Progress { phase: "restoring".into(), bytes_done: 0, bytes_total: snap.size_bytes, files_done: 0, files_total: 0 }), None)
             .await
             .inspect_err(|_| drop(std::fs::remove_file(&journal_path)))?;

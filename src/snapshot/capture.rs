@@ -17,18 +17,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use super::chunker::{for_each_chunk, Batch, Buffers, Hints, RegionCutter};
+use super::chunker::{for_each_chunk, Batch, Buffers, Hints, RegionCutter, CHUNK_MIN};
 use super::posix;
 use crate::beneath::{self, Dir, Stat};
 use super::statcache::{CachedFile, StatCache};
 use super::tree::{Content, Entry, EntryKind, Extent, Timestamp, Tree};
 use crate::store::{BlockHash, BlockStore, ObjectKind, StoreError};
-
-/// FastCDC sizes: small enough that a rewritten 4 KiB page costs one 64 KiB
-/// chunk, large enough to keep the index small.
-pub const CHUNK_MIN: u32 = 16 * 1024;
-pub const CHUNK_AVG: u32 = 64 * 1024;
-pub const CHUNK_MAX: u32 = 256 * 1024;
 
 /// Names never captured at a rootfs's top: the restore staging area.
 pub const STAGING_DIR: &str = ".hoody-restore-staging";

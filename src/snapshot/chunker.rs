@@ -18,9 +18,14 @@ use std::sync::OnceLock;
 
 use fastcdc::v2020::{Normalization, MASKS};
 
-use super::capture::{CHUNK_AVG, CHUNK_MAX, CHUNK_MIN};
 use super::tree::Extent;
 use crate::store::BlockHash;
+
+/// FastCDC sizes: small enough that a rewritten 4 KiB page costs one 64 KiB
+/// chunk, large enough to keep the index small.
+pub const CHUNK_MIN: u32 = 16 * 1024;
+pub const CHUNK_AVG: u32 = 64 * 1024;
+pub const CHUNK_MAX: u32 = 256 * 1024;
 
 /// Bytes read at a time: big enough that the carried tail (< `CHUNK_MAX`) and
 /// the read calls cost little, small enough that the few buffers of each

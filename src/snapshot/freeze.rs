@@ -37,7 +37,7 @@ impl Frozen {
         if let Some(dir) = mark.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        crate::layout::write_atomic(mark, cgroup.as_os_str().as_bytes(), 0o600)?;
+        crate::durable::write_atomic(mark, cgroup.as_os_str().as_bytes(), 0o600)?;
         let frozen = Frozen { cgroup: cgroup.to_path_buf(), v2, mark: mark.to_path_buf() };
         if v2 {
             std::fs::write(cgroup.join("cgroup.freeze"), "1")?;

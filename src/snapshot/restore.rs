@@ -19,7 +19,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use super::capture::{read_small, CHUNK_MIN, STAGING_DIR};
+use super::capture::{read_small, STAGING_DIR};
+use super::chunker::CHUNK_MIN;
 use super::chunker::{for_each_chunk, Buffers};
 use super::posix;
 use super::statcache::{CachedFile, StatCache};

@@ -89,7 +89,7 @@ pub fn append_index(path: &Path, entries: &[(BlockHash, Location)]) -> io::Resul
     file.sync_data()?;
     if created {
         // fdatasync keeps the content, not the new file's name.
-        crate::layout::sync_parent(path)?;
+        crate::durable::sync_parent(path)?;
     }
     Ok(())
 }
@@ -101,5 +101,5 @@ pub fn write_index(path: &Path, entries: &[(BlockHash, Location)]) -> io::Result
     for (h, l) in entries {
         buf.extend_from_slice(&encode_entry(h, l));
     }
-    crate::layout::write_atomic(path, &buf, crate::layout::PRIVATE_FILE)
+    crate::durable::write_atomic(path, &buf, crate::layout::PRIVATE_FILE)
 }

@@ -145,7 +145,7 @@ impl PackWriter {
             // The commits' fsyncs make the pack's content durable, not its
             // name: a power cut could otherwise lose a whole new pack.
             file.sync_all()?;
-            crate::layout::sync_parent(path)?;
+            crate::durable::sync_parent(path)?;
         } else if let Some(valid) = valid_len {
             if valid < len {
                 file.set_len(valid)?;

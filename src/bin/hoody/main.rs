@@ -1,3 +1,8 @@
+//! `hoody`, the command-line client of the HTTP API: its own binary with its
+//! own HTTP client, apart from the engine library it only reads paths from.
+
+mod client;
+
 use clap::Parser;
 
 fn main() {
@@ -5,8 +10,8 @@ fn main() {
     // quietly, as other command-line tools do, instead of a panic.
     // SAFETY: setting a signal's disposition to the default, before any thread starts.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
-    let cli = hoodyd::client::Cli::parse();
-    if let Err(f) = hoodyd::client::run(cli) {
+    let cli = client::Cli::parse();
+    if let Err(f) = client::run(cli) {
         eprintln!("error: {}", f.message);
         std::process::exit(f.code);
     }

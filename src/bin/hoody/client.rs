@@ -382,8 +382,8 @@ const POLL: Duration = Duration::from_millis(250);
 
 impl Api {
     fn connect(cli: &Cli) -> Result<Self, Failure> {
-        let data_dir = cli.data_dir.clone().unwrap_or_else(crate::config::default_data_dir);
-        let layout = crate::layout::DataLayout::new(&data_dir);
+        let data_dir = cli.data_dir.clone().unwrap_or_else(hoodyd::config::default_data_dir);
+        let layout = hoodyd::layout::DataLayout::new(&data_dir);
         let base = match &cli.url {
             Some(u) => u.trim_end_matches('/').to_string(),
             None => {
@@ -391,7 +391,7 @@ impl Api {
                     message: format!("no HOODY_URL and no running local hoodyd ({}: {e})", layout.endpoints().display()),
                     code: 2,
                 })?;
-                let eps: crate::layout::Endpoints = serde_json::from_slice(&text)?;
+                let eps: hoodyd::layout::Endpoints = serde_json::from_slice(&text)?;
                 format!("http://{}", eps.http)
             }
         };
