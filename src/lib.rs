@@ -12,6 +12,7 @@ pub mod daemon;
 pub mod engine;
 pub mod ids;
 pub mod layout;
+pub mod progress;
 pub mod tokens;
 pub mod store;
 pub mod snapshot;

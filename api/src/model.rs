@@ -94,14 +94,35 @@ impl ContainerStatus {
     }
 }
 
-/// Progress of a long job running on a container.
+/// Progress of a long job running on a container (a snapshot being taken, a
+/// restore), or of garbage collection (`GET /admin/gc`); `null` when none
+/// runs. Published every ~0.4 s while the job runs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Progress {
+    /// What the job does now: `waiting` (for a garbage collection), then for a snapshot `freezing`, `scanning` (walking the
+    /// tree, files read meanwhile), `reading`, `storing`; for a restore `scanning`,
+    /// `staging` (files compared, those that differ written aside), `applying`,
+    /// `syncing`; for GC `marking`, `sweeping`.
     pub phase: String,
     pub bytes_done: u64,
     pub bytes_total: u64,
     pub files_done: u64,
     pub files_total: u64,
+    /// Bytes per second over the last few seconds.
+    #[serde(default)]
+    pub rate: u64,
+    /// False while the totals are an estimate (a snapshot's walk has not
+    /// ended: the previous capture's files and sizes, or what was found so far).
+    #[serde(default)]
+    pub totals_exact: bool,
+    /// `snapshot`, `restore` or `gc`.
+    #[serde(default)]
+    pub job: String,
+    /// The snapshot's alias (snapshot and restore jobs).
+    #[serde(default)]
+    pub snapshot: Option<String>,
+    #[serde(default)]
+    pub started_at: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -315,6 +336,23 @@ pub struct RestoreOutcome {
     pub snapshot: Snapshot,
 }
 
+/// A snapshot still being taken (`202`): its alias, and the container whose
+/// `progress` shows the job. `GET /containers/{id}/snapshots/{alias}` answers
+/// `200` once it is recorded; a failure ends in the container's `status_message`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct SnapshotJob {
+    pub alias: String,
+    pub done: bool,
+    pub container: Container,
+}
+
+/// What a snapshot request got: the snapshot (`201`), or a job still running (`202`).
+#[derive(Debug, Clone)]
+pub enum SnapshotCreated {
+    Done(Snapshot),
+    Running(Box<SnapshotJob>),
+}
+
 /// What deleting a container did with its root filesystem.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ContainerDeleted {
@@ -332,6 +370,28 @@ pub struct GcSummary {
     pub packs_deleted: u64,
     pub packs_rewritten: u64,
     pub bytes_freed: u64,
+}
+
+/// Garbage collection on this node (`GET /admin/gc`): the run going on, if
+/// any (asked for or housekeeping's), and the last one that ended.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct GcStatus {
+    pub running: bool,
+    pub progress: Option<Progress>,
+    pub last: Option<GcRun>,
+}
+
+/// One garbage collection that ended.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct GcRun {
+    pub started_at: String,
+    pub finished_at: String,
+    pub seconds: f64,
+    /// What it reclaimed; `null` when it failed.
+    pub summary: Option<GcSummary>,
+    pub error: Option<String>,
+    /// Packs (`files_total`) and their bytes it examined.
+    pub progress: Progress,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

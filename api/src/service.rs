@@ -23,7 +23,8 @@ pub trait HoodyService: Send + Sync + 'static {
     async fn delete_container(&self, who: &Principal, id: &str) -> Result<ContainerDeleted, ApiError>;
     async fn container_operation(&self, who: &Principal, id: &str, op: ContainerOperation) -> Result<Container, ApiError>;
 
-    async fn create_snapshot(&self, who: &Principal, container: &str, req: CreateSnapshot) -> Result<Snapshot, ApiError>;
+    /// Take a snapshot; one that takes more than a moment goes on as a job (`Running`).
+    async fn create_snapshot(&self, who: &Principal, container: &str, req: CreateSnapshot) -> Result<SnapshotCreated, ApiError>;
     async fn list_snapshots(&self, who: &Principal, container: &str) -> Result<Vec<Snapshot>, ApiError>;
     async fn get_snapshot(&self, who: &Principal, container: &str, alias: &str) -> Result<Snapshot, ApiError>;
     /// Restore in place; may finish in the background (`done: false`).
@@ -31,6 +32,8 @@ pub trait HoodyService: Send + Sync + 'static {
     async fn delete_snapshot(&self, who: &Principal, container: &str, alias: &str) -> Result<(), ApiError>;
     /// Expire snapshots and collect garbage now (admin only).
     async fn collect_garbage(&self, who: &Principal) -> Result<GcSummary, ApiError>;
+    /// The garbage collection running now, if any, and the last one (admin only).
+    async fn gc_status(&self, who: &Principal) -> Result<GcStatus, ApiError>;
 
     async fn create_share(&self, who: &Principal, container: &str, req: CreateShare) -> Result<Share, ApiError>;
     /// Shares created from `container`, or from every container of the caller when `None`.

@@ -1,6 +1,7 @@
 //! The node's engine behind the HTTP API: accounts, projects, containers and
 //! servers over the catalog, and the container root filesystems on this node.
 
+mod jobs;
 mod shares;
 mod snapshots;
 mod tokens;
@@ -44,6 +45,8 @@ pub struct Engine {
     op_locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Set when snapshots went away: the next GC round has work.
     gc_dirty: AtomicBool,
+    /// The garbage collection running and the last one, for `GET /admin/gc`.
+    gc_state: std::sync::Mutex<snapshots::GcState>,
     tokens: crate::tokens::TokenCache,
     mounts: Arc<crate::shares::mounts::MountManager>,
     /// Per (share, target): `active`, `failed`, … and why.
@@ -69,6 +72,7 @@ impl Engine {
             store,
             op_locks: Default::default(),
             gc_dirty: AtomicBool::new(false),
+            gc_state: Default::default(),
             tokens,
             mounts: Default::default(),
             share_status: Default::default(),
@@ -119,6 +123,7 @@ impl Engine {
             self.catalog.delete_container(&c.id).await?;
         }
         self.finish_interrupted_restores().await?;
+        self.clear_interrupted_jobs().await?;
         let known: std::collections::HashSet<_> = records.iter().map(|c| c.id.as_str()).collect();
         for entry in std::fs::read_dir(self.layout.containers())? {
             let entry = entry?;
@@ -479,7 +484,7 @@ impl HoodyService for Engine {
         }
     }
 
-    async fn create_snapshot(&self, who: &Principal, container: &str, req: CreateSnapshot) -> Result<Snapshot, ApiError> {
+    async fn create_snapshot(&self, who: &Principal, container: &str, req: CreateSnapshot) -> Result<SnapshotCreated, ApiError> {
         self.snapshot_create(who, container, req).await
     }
 
@@ -523,6 +528,13 @@ impl HoodyService for Engine {
             return Err(ApiError::Forbidden("garbage collection needs an admin token".into()));
         }
         self.gc_now().await.map_err(|e| ApiError::failed("garbage collection failed; see the daemon's log", format!("{e:#}")))
+    }
+
+    async fn gc_status(&self, who: &Principal) -> Result<GcStatus, ApiError> {
+        if !who.is_admin {
+            return Err(ApiError::Forbidden("garbage collection needs an admin token".into()));
+        }
+        Ok(self.gc_status())
     }
 
     async fn create_share(&self, who: &Principal, container: &str, req: CreateShare) -> Result<Share, ApiError> {

@@ -12,12 +12,14 @@ use hoody_api::model::*;
 use hoody_api::{io_reason, ApiError};
 use serde::{Deserialize, Serialize};
 
+use super::jobs::{self, Handoff, JobInfo, Ticker};
 use super::Engine;
 use crate::catalog::{CatalogError, ContainerRecord, SnapshotRecord};
 use crate::containers::validate_name;
-use crate::snapshot::capture::{capture, CaptureError};
+use crate::progress::Reporter;
+use crate::snapshot::capture::{capture_with, CaptureError};
 use crate::snapshot::freeze::{is_btrfs_subvolume, Frozen, SubvolumeSnapshot};
-use crate::snapshot::restore::{restore, RestoreError};
+use crate::snapshot::restore::{restore, restore_with, RestoreError};
 use crate::snapshot::statcache::StatCache;
 use crate::snapshot::tree::{Content, Tree};
 use crate::layout::in_container;
@@ -27,8 +29,6 @@ use crate::store::{gc, BlockHash, BlockStore, StoreError};
 pub const EXPIRY_INTERVAL: Duration = Duration::from_secs(10);
 /// How often garbage collection runs when snapshots went away.
 pub const GC_INTERVAL: Duration = Duration::from_secs(60);
-/// How long a restore request waits before answering `202` and going on as a job.
-pub const RESTORE_WAIT: Duration = Duration::from_secs(20);
 
 pub fn to_api(s: SnapshotRecord) -> Snapshot {
     Snapshot {
@@ -137,7 +137,7 @@ impl Engine {
         Ok(alias)
     }
 
-    pub(super) async fn snapshot_create(&self, who: &Principal, id: &str, req: CreateSnapshot) -> Result<Snapshot, ApiError> {
+    pub(super) async fn snapshot_create(&self, who: &Principal, id: &str, req: CreateSnapshot) -> Result<SnapshotCreated, ApiError> {
         let c = self.owned_container(who, id).await?;
         if let Some(alias) = &req.alias {
             validate_alias(alias)?;
@@ -151,7 +151,7 @@ impl Engine {
             return Err(ApiError::Conflict(format!("container `{id}` is copying")));
         }
         let lock = self.op_lock(id);
-        let _busy = lock.try_lock().map_err(|_| ApiError::Conflict(format!("container `{id}` is busy with another snapshot or restore")))?;
+        let busy = lock.try_lock_owned().map_err(|_| ApiError::Conflict(format!("container `{id}` is busy with another snapshot or restore")))?;
         let alias = match req.alias {
             Some(a) => {
                 if self.catalog.snapshot(id, &a).await?.is_some() {
@@ -161,52 +161,58 @@ impl Engine {
             }
             None => self.unique_alias(id).await?,
         };
-        // Held until the record is committed: GC never sees these blocks unreferenced.
-        let _gate = self.store.gate.read().await;
-        let captured = {
-            let store = self.store.clone();
-            let rootfs = PathBuf::from(&c.rootfs_path);
-            let cgroup = (c.status == ContainerStatus::Running).then(|| c.cgroup_path.clone()).flatten().map(PathBuf::from);
-            let cache_path = self.statcache_path(id);
-            let mark = self.frozen_marks().join(id);
-            tokio::task::spawn_blocking(move || consistent_capture(&store, &rootfs, cgroup.as_deref(), &mark, StatCache::load(&cache_path)))
-                .await
-                .map_err(ApiError::internal)?
-        };
-        let captured = captured.map_err(|e| match e {
-            SnapshotFailure::Capture(CaptureError::RootMissing(p)) => {
-                tracing::warn!(container = %id, rootfs = %p.display(), "snapshot of a container whose root filesystem is missing");
-                ApiError::Conflict("the container's root filesystem does not exist".into())
-            }
-            SnapshotFailure::Capture(e) => ApiError::failed(format!("snapshot failed: {}", public_capture_error(&e, Path::new(&c.rootfs_path))), &e),
-            SnapshotFailure::Freeze(e) => ApiError::failed(format!("could not freeze the container's processes: {}", io_reason(&e)), &e),
-        })?;
-        let created = time::OffsetDateTime::now_utc();
-        let record = SnapshotRecord {
-            alias,
-            id: captured.root.to_hex(),
-            container_id: id.to_string(),
-            account_id: c.account_id.clone(),
+        let cgroup = (c.status == ContainerStatus::Running).then(|| c.cgroup_path.clone()).flatten().map(PathBuf::from);
+        // Until the walk has counted, the last snapshot's size is the best guess
+        // of the total (capture improves it from the stat cache when it has one).
+        let reporter = Arc::new(Reporter::new("waiting"));
+        reporter.estimate(0, self.catalog.snapshots_of(id).await?.last().map_or(0, |s| s.size_bytes));
+        let ticker = Ticker::spawn(self.catalog.clone(), id.to_string(), reporter.clone(), JobInfo::new("snapshot", Some(alias.clone())));
+        let handoff = Handoff::default();
+        let (outcome_tx, outcome_rx) = tokio::sync::oneshot::channel();
+        let job = SnapshotJobParts {
+            catalog: self.catalog.clone(),
+            store: self.store.clone(),
+            container: c,
+            alias: alias.clone(),
+            expires,
             server_id: self.node.id.clone(),
-            mode: "stateless".into(),
-            created_at: crate::ids::format_time(created),
-            expires_at: expires.map(crate::ids::format_time),
-            expires_unix: expires.map(|t| t.unix_timestamp()),
-            size_bytes: captured.stats.size_bytes,
-            new_bytes: captured.stats.new_bytes,
+            cgroup,
+            cache_path: self.statcache_path(id),
+            mark: self.frozen_marks().join(id),
         };
-        self.catalog.create_snapshot(&record).await?;
-        drop(_gate);
-        let path = self.statcache_path(id);
-        let cache = captured.cache;
-        tokio::task::spawn_blocking(move || {
-            let saved = cache.save(&path);
-            cache.drop_in_background();
-            saved
-        })
-        .await.map_err(ApiError::internal)?.map_err(ApiError::internal)?;
-        tracing::info!(container = %id, alias = %record.alias, files_read = captured.stats.files_read, new_bytes = record.new_bytes, "snapshot created");
-        Ok(to_api(record))
+        {
+            let (handoff, ticker) = (handoff.clone(), ticker.clone());
+            tokio::spawn(async move {
+                let _busy = busy;
+                let (catalog, container_id) = (job.catalog.clone(), job.container.id.clone());
+                let result = job.run(reporter).await;
+                ticker.stop().await;
+                let waited = handoff.ending();
+                // Answered by the request that still waits; else (a 202 went
+                // out) the failure is the container's status message.
+                let message = match &result {
+                    Err(e) if !waited => Some(jobs::failure_message("snapshot", e)),
+                    _ => None,
+                };
+                if let Err(e) = jobs::finish(&catalog, &container_id, message.clone()).await {
+                    tracing::warn!(container = %container_id, error = %e, "could not clear a snapshot's progress");
+                }
+                if waited {
+                    if let Err(Err(e)) = outcome_tx.send(result) {
+                        // The request went away meanwhile (a client that hung up).
+                        let _ = jobs::finish(&catalog, &container_id, Some(jobs::failure_message("snapshot", &e))).await;
+                    }
+                }
+            });
+        }
+        match jobs::wait(&handoff, outcome_rx).await {
+            Some(result) => result.map(SnapshotCreated::Done),
+            None => {
+                ticker.publish_now().await;
+                let container = self.with_count(self.owned_container(who, id).await?).await?;
+                Ok(SnapshotCreated::Running(Box::new(SnapshotJob { alias, done: false, container })))
+            }
+        }
     }
 
     pub(super) async fn snapshot_restore(&self, who: &Principal, id: &str, alias: &str) -> Result<RestoreOutcome, ApiError> {
@@ -222,55 +228,76 @@ impl Engine {
         let journal_path = self.journal_path(id);
         std::fs::create_dir_all(journal_path.parent().expect("jobs dir")).map_err(ApiError::internal)?;
         crate::durable::write_atomic(&journal_path, &serde_json::to_vec(&journal).map_err(ApiError::internal)?, 0o600).map_err(ApiError::internal)?;
-        update_progress(&self.catalog, id, Some(Progress { phase: "restoring".into(), bytes_done: 0, bytes_total: snap.size_bytes, files_done: 0, files_total: 0 }), None)
-            .await
-            .inspect_err(|_| drop(std::fs::remove_file(&journal_path)))?;
+        let reporter = Arc::new(Reporter::new("waiting"));
+        reporter.estimate(0, snap.size_bytes);
+        let ticker = Ticker::spawn(self.catalog.clone(), id.to_string(), reporter.clone(), JobInfo::new("restore", Some(alias.to_string())));
+        let handoff = Handoff::default();
 
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-        let gate = self.store.gate_owned().await;
         let store = self.store.clone();
         let rootfs = PathBuf::from(&c.rootfs_path);
         let public_root = rootfs.clone();
         let cache_path = self.statcache_path(id);
-        let job = tokio::task::spawn_blocking(move || {
-            let _gate = gate;
-            let result = restore(&store, &root, &rootfs, &StatCache::load(&cache_path));
-            if let Ok((_, cache)) = &result {
-                if let Err(e) = cache.save(&cache_path) {
-                    tracing::warn!(error = %e, "could not save the stat cache after a restore");
+        let job = async move {
+            // Waits for a garbage collection that runs (phase `waiting`).
+            let gate = store.gate_owned().await;
+            tokio::task::spawn_blocking(move || {
+                let _gate = gate;
+                let result = restore_with(&store, &root, &rootfs, &StatCache::load(&cache_path), &reporter);
+                if let Ok((_, cache)) = &result {
+                    if let Err(e) = cache.save(&cache_path) {
+                        tracing::warn!(error = %e, "could not save the stat cache after a restore");
+                    }
                 }
-            }
-            result.map(|(stats, _)| stats)
-        });
+                result.map(|(stats, _)| stats)
+            })
+            .await
+        };
         let engine_catalog = self.catalog.clone();
         let container_id = id.to_string();
-        tokio::spawn(async move {
-            let _busy = busy;
-            let result = job.await.map_err(|e| RestoreError::Io { path: PathBuf::new(), source: std::io::Error::other(e.to_string()) }).and_then(|r| r);
-            let message = match &result {
-                Ok(stats) => {
-                    tracing::info!(container = %container_id, files_written = stats.files_written, removed = stats.entries_removed, "restore finished");
-                    let _ = std::fs::remove_file(&journal_path);
-                    None
+        {
+            let (handoff, ticker) = (handoff.clone(), ticker.clone());
+            tokio::spawn(async move {
+                let _busy = busy;
+                let result = job.await.map_err(|e| RestoreError::Io { path: PathBuf::new(), source: std::io::Error::other(e.to_string()) }).and_then(|r| r);
+                let message = match &result {
+                    Ok(stats) => {
+                        tracing::info!(container = %container_id, files_written = stats.files_written, removed = stats.entries_removed, "restore finished");
+                        let _ = std::fs::remove_file(&journal_path);
+                        None
+                    }
+                    Err(e) => {
+                        tracing::error!(container = %container_id, error = %e, "restore failed");
+                        // The journal is for a restore a crash cut off. This one is
+                        // reported as failed and the user goes on working: redone
+                        // at the next start, it would undo that work. A failure
+                        // while applying leaves part of each tree, and says so.
+                        let _ = std::fs::remove_file(&journal_path);
+                        Some(format!("restore failed: {}", public_restore_error(e, &public_root)))
+                    }
+                };
+                ticker.stop().await;
+                let waited = handoff.ending();
+                if let Err(e) = jobs::finish(&engine_catalog, &container_id, message.clone()).await {
+                    tracing::warn!(container = %container_id, error = %e, "could not clear a restore's progress");
                 }
-                Err(e) => {
-                    tracing::error!(container = %container_id, error = %e, "restore failed");
-                    // The journal is for a restore a crash cut off. This one is
-                    // reported as failed and the user goes on working: redone
-                    // at the next start, it would undo that work. A failure
-                    // while applying leaves part of each tree, and says so.
-                    let _ = std::fs::remove_file(&journal_path);
-                    Some(format!("restore failed: {}", public_restore_error(e, &public_root)))
+                if waited {
+                    let _ = done_tx.send(match message {
+                        None => Ok(()),
+                        Some(message) => Err(ApiError::Failed(message)),
+                    });
                 }
-            };
-            let _ = clear_progress(&engine_catalog, &container_id, message.clone()).await;
-            let _ = done_tx.send(result.map_err(|_| message.unwrap_or_default()));
-        });
-        let done = match tokio::time::timeout(RESTORE_WAIT, done_rx).await {
-            Ok(Ok(Ok(_))) => true,
-            Ok(Ok(Err(message))) => return Err(ApiError::Failed(message)),
-            Ok(Err(_)) => return Err(ApiError::internal("restore job vanished")),
-            Err(_) => false,
+            });
+        }
+        let done = match jobs::wait(&handoff, done_rx).await {
+            Some(result) => {
+                result?;
+                true
+            }
+            None => {
+                ticker.publish_now().await;
+                false
+            }
         };
         let container = self.with_count(self.owned_container(who, id).await?).await?;
         Ok(RestoreOutcome { done, container, snapshot: to_api(snap) })
@@ -322,7 +349,24 @@ impl Engine {
                 tracing::error!(container = %c.id, error = %e, "could not finish the interrupted restore");
             }
             std::fs::remove_file(&path)?;
-            clear_progress(&self.catalog, &c.id, message).await?;
+            jobs::finish(&self.catalog, &c.id, message).await?;
+        }
+        Ok(())
+    }
+
+    /// Clears the progress a job a crash cut off left on this node's
+    /// containers (after the interrupted restores were finished): a snapshot
+    /// is simply not there, and the status message says so.
+    pub(super) async fn clear_interrupted_jobs(&self) -> anyhow::Result<()> {
+        for c in self.catalog.containers().await? {
+            if c.server_id != self.node.id {
+                continue;
+            }
+            if let Some(p) = &c.progress {
+                let job = if p.job.is_empty() { "job" } else { p.job.as_str() };
+                tracing::info!(container = %c.id, job, "clearing the progress of a job a restart cut off");
+                jobs::finish(&self.catalog, &c.id, Some(format!("{job} interrupted by a restart of the daemon; nothing was recorded"))).await?;
+            }
         }
         Ok(())
     }
@@ -345,9 +389,40 @@ impl Engine {
 
     /// Expires snapshots, then marks from every snapshot root and sweeps, with the
     /// store's gate held exclusively so no operation in flight loses a block.
+    /// Its progress shows in [`Engine::gc_state`] (`GET /admin/gc`).
     pub async fn gc_now(&self) -> anyhow::Result<GcSummary> {
         let expired = self.expire_snapshots().await?;
         let _gate = self.store.gate.write().await;
+        let reporter = Arc::new(Reporter::new("marking"));
+        let info = JobInfo::new("gc", None);
+        let started = std::time::Instant::now();
+        self.gc_state.lock().expect("gc state").running = Some((reporter.clone(), info.clone(), Default::default()));
+        let result = self.collect_garbage_now(expired, reporter.clone()).await;
+        let mut state = self.gc_state.lock().expect("gc state");
+        state.running = None;
+        state.last = Some(GcRun {
+            started_at: info.started_at.clone(),
+            finished_at: crate::ids::now(),
+            seconds: started.elapsed().as_secs_f64(),
+            summary: result.as_ref().ok().cloned(),
+            error: result.as_ref().err().map(|e| format!("{e:#}")),
+            progress: jobs::progress_of(&reporter.sample(), 0, &info),
+        });
+        result
+    }
+
+    /// The garbage collection running now, and the last one.
+    pub(super) fn gc_status(&self) -> GcStatus {
+        let mut state = self.gc_state.lock().expect("gc state");
+        let last = state.last.clone();
+        let progress = state.running.as_mut().map(|(reporter, info, meter)| {
+            let sample = reporter.sample();
+            jobs::progress_of(&sample, meter.rate(sample.bytes_done), info)
+        });
+        GcStatus { running: progress.is_some(), progress, last }
+    }
+
+    async fn collect_garbage_now(&self, expired: u64, reporter: Arc<Reporter>) -> anyhow::Result<GcSummary> {
         self.gc_dirty.store(false, Ordering::Relaxed);
         let mut roots: Vec<BlockHash> = self.catalog.all_snapshots().await?.iter().filter(|s| s.server_id == self.node.id).filter_map(|s| BlockHash::from_hex(&s.id)).collect();
         // A restore a kill cut off is finished at the next start, from its
@@ -358,8 +433,8 @@ impl Engine {
         let lock_dir = self.layout.store();
         let report = tokio::task::spawn_blocking(move || -> anyhow::Result<gc::GcReport> {
             let _lock = crate::store::StoreLock::exclusive(&lock_dir)?;
-            let live = mark(&store, &roots)?;
-            Ok(gc::collect(&store, &live)?)
+            let live = mark(&store, &roots, &reporter)?;
+            Ok(gc::collect_with(&store, &live, &reporter)?)
         })
         .await??;
         tracing::info!(?report, expired, "garbage collected");
@@ -393,21 +468,78 @@ impl Engine {
     }
 }
 
-async fn clear_progress(catalog: &crate::catalog::Catalog, id: &str, message: Option<String>) -> Result<(), CatalogError> {
-    update_progress(catalog, id, None, message).await
+/// Garbage collection on this node: the run going on (its counters, what it
+/// is, a rate meter for `GET /admin/gc`) and the last one that ended.
+#[derive(Default)]
+pub(super) struct GcState {
+    running: Option<(Arc<Reporter>, JobInfo, crate::progress::RateMeter)>,
+    last: Option<GcRun>,
 }
 
-/// Sets a container's job progress and status message (compare-and-swap loop).
-async fn update_progress(catalog: &crate::catalog::Catalog, id: &str, progress: Option<Progress>, message: Option<String>) -> Result<(), CatalogError> {
-    loop {
-        let Some(old): Option<ContainerRecord> = catalog.container(id).await? else { return Ok(()) };
-        let mut new = old.clone();
-        new.progress = progress.clone();
-        new.status_message = message.clone();
-        new.updated_at = crate::ids::now();
-        if catalog.swap_container(&old, &new).await? {
-            return Ok(());
-        }
+/// What a snapshot job needs, moved into its task.
+struct SnapshotJobParts {
+    catalog: crate::catalog::Catalog,
+    store: Arc<BlockStore>,
+    container: ContainerRecord,
+    alias: String,
+    expires: Option<time::OffsetDateTime>,
+    server_id: String,
+    cgroup: Option<PathBuf>,
+    cache_path: PathBuf,
+    mark: PathBuf,
+}
+
+impl SnapshotJobParts {
+    /// Captures, then records the snapshot (the commit point), then saves the
+    /// stat cache. Waits first for a garbage collection that runs (phase `waiting`).
+    async fn run(self, reporter: Arc<Reporter>) -> Result<Snapshot, ApiError> {
+        let c = &self.container;
+        let id = c.id.as_str();
+        // Held until the record is committed: GC never sees these blocks unreferenced.
+        let gate = self.store.gate_owned().await;
+        reporter.set_phase(if self.cgroup.is_some() { "freezing" } else { "scanning" });
+        let captured = {
+            let store = self.store.clone();
+            let rootfs = PathBuf::from(&c.rootfs_path);
+            let (cgroup, cache_path, mark) = (self.cgroup.clone(), self.cache_path.clone(), self.mark.clone());
+            tokio::task::spawn_blocking(move || consistent_capture(&store, &rootfs, cgroup.as_deref(), &mark, StatCache::load(&cache_path), &reporter))
+                .await
+                .map_err(ApiError::internal)?
+        };
+        let captured = captured.map_err(|e| match e {
+            SnapshotFailure::Capture(CaptureError::RootMissing(p)) => {
+                tracing::warn!(container = %id, rootfs = %p.display(), "snapshot of a container whose root filesystem is missing");
+                ApiError::Conflict("the container's root filesystem does not exist".into())
+            }
+            SnapshotFailure::Capture(e) => ApiError::failed(format!("snapshot failed: {}", public_capture_error(&e, Path::new(&c.rootfs_path))), &e),
+            SnapshotFailure::Freeze(e) => ApiError::failed(format!("could not freeze the container's processes: {}", io_reason(&e)), &e),
+        })?;
+        let created = time::OffsetDateTime::now_utc();
+        let record = SnapshotRecord {
+            alias: self.alias.clone(),
+            id: captured.root.to_hex(),
+            container_id: id.to_string(),
+            account_id: c.account_id.clone(),
+            server_id: self.server_id.clone(),
+            mode: "stateless".into(),
+            created_at: crate::ids::format_time(created),
+            expires_at: self.expires.map(crate::ids::format_time),
+            expires_unix: self.expires.map(|t| t.unix_timestamp()),
+            size_bytes: captured.stats.size_bytes,
+            new_bytes: captured.stats.new_bytes,
+        };
+        self.catalog.create_snapshot(&record).await?;
+        drop(gate);
+        let path = self.cache_path.clone();
+        let cache = captured.cache;
+        tokio::task::spawn_blocking(move || {
+            let saved = cache.save(&path);
+            cache.drop_in_background();
+            saved
+        })
+        .await.map_err(ApiError::internal)?.map_err(ApiError::internal)?;
+        tracing::info!(container = %id, alias = %record.alias, files_read = captured.stats.files_read, new_bytes = record.new_bytes, "snapshot created");
+        Ok(to_api(record))
     }
 }
 
@@ -418,7 +550,7 @@ enum SnapshotFailure {
 
 /// Captures a consistent image: processes frozen for as short a time as possible
 /// (only around a btrfs subvolume snapshot when the rootfs is one).
-fn consistent_capture(store: &BlockStore, rootfs: &std::path::Path, cgroup: Option<&std::path::Path>, mark: &std::path::Path, cache: StatCache) -> Result<crate::snapshot::capture::Captured, SnapshotFailure> {
+fn consistent_capture(store: &BlockStore, rootfs: &std::path::Path, cgroup: Option<&std::path::Path>, mark: &std::path::Path, cache: StatCache, progress: &Reporter) -> Result<crate::snapshot::capture::Captured, SnapshotFailure> {
     if !rootfs.is_dir() {
         return Err(SnapshotFailure::Capture(CaptureError::RootMissing(rootfs.to_path_buf())));
     }
@@ -429,16 +561,18 @@ fn consistent_capture(store: &BlockStore, rootfs: &std::path::Path, cgroup: Opti
     if is_btrfs_subvolume(rootfs) {
         let sub = SubvolumeSnapshot::create(rootfs).map_err(|e| SnapshotFailure::Capture(CaptureError::Io { path: rootfs.to_path_buf(), source: e }))?;
         drop(frozen);
-        return capture(store, &sub.path, cache).map_err(SnapshotFailure::Capture);
+        return capture_with(store, &sub.path, cache, progress).map_err(SnapshotFailure::Capture);
     }
-    let captured = capture(store, rootfs, cache).map_err(SnapshotFailure::Capture);
+    let captured = capture_with(store, rootfs, cache, progress).map_err(SnapshotFailure::Capture);
     drop(frozen);
     captured
 }
 
 /// Every object reachable from `roots`. Refuses (rather than guessing) when a
-/// tree cannot be read: GC must never delete what it could not see.
-pub fn mark(store: &BlockStore, roots: &[BlockHash]) -> anyhow::Result<HashSet<BlockHash>> {
+/// tree cannot be read: GC must never delete what it could not see. Counts
+/// the trees read (files) and their bytes on `progress`, phase `marking`.
+pub fn mark(store: &BlockStore, roots: &[BlockHash], progress: &Reporter) -> anyhow::Result<HashSet<BlockHash>> {
+    progress.set_phase("marking");
     let mut live = HashSet::new();
     let mut stack: Vec<BlockHash> = roots.to_vec();
     while let Some(tree) = stack.pop() {
@@ -446,6 +580,7 @@ pub fn mark(store: &BlockStore, roots: &[BlockHash]) -> anyhow::Result<HashSet<B
             continue;
         }
         let bytes = store.get(&tree).map_err(|e| anyhow::anyhow!("cannot read tree {tree}: {e}; not collecting"))?;
+        progress.file_done(bytes.len() as u64, 0);
         let tree = Tree::decode(&bytes).ok_or_else(|| anyhow::anyhow!("tree {tree} does not decode; not collecting"))?;
         for e in tree.entries {
             match e.content {

@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use super::chunker::{for_each_chunk, Batch, Buffers, Hints, RegionCutter, CHUNK_MIN};
 use super::posix;
 use crate::beneath::{self, Dir, Stat};
+use crate::progress::Reporter;
 use super::statcache::{CachedFile, StatCache};
 use super::tree::{Content, Entry, EntryKind, Extent, Timestamp, Tree};
 use crate::store::{BlockHash, BlockStore, ObjectKind, StoreError};
@@ -95,6 +96,8 @@ struct Walker<'a> {
     queued: usize,
     links: HashMap<u64, Vec<u8>>,
     stats: CaptureStats,
+    /// Files found and their bytes, for the totals the walk will know at its end.
+    progress: &'a Reporter,
 }
 
 fn ts(sec: i64, nsec: i64) -> Timestamp {
@@ -188,8 +191,10 @@ impl<'a> Walker<'a> {
                 EntryKind::File => {
                     self.stats.files += 1;
                     self.stats.size_bytes += st.size();
+                    self.progress.found(st.size());
                     match previous {
                         Some(c) if unchanged && self.store.contains_all(c.extents.iter().flat_map(|e| e.chunks.iter().map(|(h, _)| h))) => {
+                            self.progress.file_done(st.size(), 0);
                             entry.content = Content::File(c.extents.clone());
                             self.new.files.insert(child_rel, c);
                             Pending::Ready
@@ -224,8 +229,8 @@ impl Walker<'_> {
 
 /// Reads one file into the store: `(extents, stat it was read at)`. Retried when
 /// the file changes while being read, so a capture never holds a torn file
-/// that it could have noticed.
-fn read_file(store: &BlockStore, job: &FileJob, buffers: &mut Buffers, new_bytes: &AtomicU64) -> Result<(Vec<Extent>, Stat), CaptureError> {
+/// that it could have noticed. The bytes it counted on `progress` are added to `counted`.
+fn read_file(store: &BlockStore, job: &FileJob, buffers: &mut Buffers, new_bytes: &AtomicU64, progress: &Reporter, counted: &mut u64) -> Result<(Vec<Extent>, Stat), CaptureError> {
     let at = |source| CaptureError::Io { path: PathBuf::from(OsStr::from_bytes(&job.rel)), source };
     let mut attempt = 0;
     loop {
@@ -239,7 +244,10 @@ fn read_file(store: &BlockStore, job: &FileJob, buffers: &mut Buffers, new_bytes
             }
         })?;
         let before = beneath::stat_fd(file.as_fd()).map_err(at)?;
-        let extents = chunk_file(store, &file, before.size(), &job.old, buffers, new_bytes).map_err(|e| match e {
+        let mut sink = BlockSink { store, new_bytes, raw_streak: 0, seen: 0, progress, counted: 0 };
+        let chunked = chunk_file(&mut sink, &file, before.size(), &job.old, buffers);
+        *counted += sink.counted;
+        let extents = chunked.map_err(|e| match e {
             ChunkError::Io(source) => at(source),
             ChunkError::Store(s) => CaptureError::Store(s),
         })?;
@@ -271,6 +279,9 @@ struct BlockSink<'a> {
     new_bytes: &'a AtomicU64,
     raw_streak: u32,
     seen: u32,
+    progress: &'a Reporter,
+    /// Bytes counted on `progress` so far.
+    counted: u64,
 }
 
 impl BlockSink<'_> {
@@ -282,6 +293,8 @@ impl BlockSink<'_> {
         let p = self.store.put_hashed(ObjectKind::Block, data, hash, try_compress).map_err(ChunkError::Store)?;
         self.raw_streak = if p.codec == crate::store::Codec::Raw && data.len() >= CHUNK_MIN as usize { self.raw_streak + 1 } else { 0 };
         self.new_bytes.fetch_add(p.stored_bytes, Ordering::Relaxed);
+        self.progress.add_bytes(data.len() as u64);
+        self.counted += data.len() as u64;
         chunks.push((p.hash, data.len() as u32));
         Ok(())
     }
@@ -301,8 +314,7 @@ const PIPELINE_ABOVE: u64 = 16 << 20;
 /// Batches cut ahead of the storing thread (plus one each side in hand).
 const PIPELINE_DEPTH: usize = 2;
 
-fn chunk_file(store: &BlockStore, file: &File, size: u64, old: &[Extent], buffers: &mut Buffers, new_bytes: &AtomicU64) -> Result<Vec<Extent>, ChunkError> {
-    let mut sink = BlockSink { store, new_bytes, raw_streak: 0, seen: 0 };
+fn chunk_file(sink: &mut BlockSink<'_>, file: &File, size: u64, old: &[Extent], buffers: &mut Buffers) -> Result<Vec<Extent>, ChunkError> {
     if size <= CHUNK_MIN as u64 {
         let data = read_small(file, size)?;
         if data.is_empty() {
@@ -321,7 +333,7 @@ fn chunk_file(store: &BlockStore, file: &File, size: u64, old: &[Extent], buffer
             for_each_chunk(file, offset, len, hints, buffers, |data, hash| sink.put(data, hash, &mut chunks))?;
             chunks
         } else {
-            store_pipelined(&mut sink, RegionCutter::new(file, offset, len, hints), buffers)?
+            store_pipelined(sink, RegionCutter::new(file, offset, len, hints), buffers)?
         };
         if !chunks.is_empty() {
             extents.push(Extent { offset, chunks });
@@ -422,7 +434,7 @@ fn dir_entry(dir: &Dir, st: &Stat) -> Result<Entry, CaptureError> {
 type FileRead = (usize, FileJob, Option<(Vec<Extent>, Stat)>);
 
 /// Reads the queued files on a few worker threads until the queue closes.
-fn read_files(store: &BlockStore, queue: Receiver<(usize, FileJob)>, new_bytes: &AtomicU64) -> Result<Vec<FileRead>, CaptureError> {
+fn read_files(store: &BlockStore, queue: Receiver<(usize, FileJob)>, new_bytes: &AtomicU64, progress: &Reporter) -> Result<Vec<FileRead>, CaptureError> {
     let queue = Mutex::new(queue);
     let first_error: OnceLock<CaptureError> = OnceLock::new();
     let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(2, 8);
@@ -437,7 +449,10 @@ fn read_files(store: &BlockStore, queue: Receiver<(usize, FileJob)>, new_bytes: 
                         if first_error.get().is_some() {
                             continue; // drain the queue so the walk is not held up
                         }
-                        match read_file(store, &job, &mut buffers, new_bytes) {
+                        let mut counted = 0;
+                        let read = read_file(store, &job, &mut buffers, new_bytes, progress, &mut counted);
+                        progress.file_done(job.size, counted);
+                        match read {
                             Ok(read) => done.push((i, job, Some(read))),
                             Err(CaptureError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => done.push((i, job, None)),
                             Err(e) => {
@@ -459,6 +474,16 @@ fn read_files(store: &BlockStore, queue: Receiver<(usize, FileJob)>, new_bytes: 
 /// Captures `root` into `store`, reading only what changed since `old`. The old
 /// cache is consumed: its entries move into the new one rather than being copied.
 pub fn capture(store: &BlockStore, root: &Path, old: StatCache) -> Result<Captured, CaptureError> {
+    capture_with(store, root, old, &Reporter::default())
+}
+
+/// [`capture`], counting on `progress`: phases `scanning` (the walk, files
+/// read meanwhile), `reading` (the walk is over, files still being read) and
+/// `storing` (trees written, store committed); a file is done when found
+/// unchanged or read, its bytes as its blocks are stored. Until the walk ends
+/// the totals are an estimate: the old stat cache's files and sizes when it
+/// has any, else whatever the caller estimated (and at least what was found).
+pub fn capture_with(store: &BlockStore, root: &Path, old: StatCache, progress: &Reporter) -> Result<Captured, CaptureError> {
     let dir = match Dir::open_root(root) {
         Ok(dir) => Arc::new(dir),
         Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR) | Some(libc::ELOOP)) => return Err(CaptureError::RootMissing(root.to_path_buf())),
@@ -468,16 +493,22 @@ pub fn capture(store: &BlockStore, root: &Path, old: StatCache) -> Result<Captur
     // The walk holds a descriptor per directory with files still to read.
     let _ = crate::shares::syscalls::descriptor_budget();
     let started = std::time::Instant::now();
+    if !old.files.is_empty() {
+        progress.estimate(old.files.len() as u64, old.files.values().map(|c| c.size).sum());
+    }
+    progress.set_phase("scanning");
     let new_bytes = AtomicU64::new(0);
     let (jobs, queue) = std::sync::mpsc::channel();
-    let mut walker = Walker { store, dev: root_st.dev(), new: StatCache::with_capacity(old.files.len()), old, jobs: Some(jobs), queued: 0, links: HashMap::new(), stats: CaptureStats::default() };
+    let mut walker = Walker { store, dev: root_st.dev(), new: StatCache::with_capacity(old.files.len()), old, jobs: Some(jobs), queued: 0, links: HashMap::new(), stats: CaptureStats::default(), progress };
     // Files are read while the walk goes on: the walk is mostly system calls on
     // one core, and the first files it finds (a big database) keep the others busy.
     let (tree, walked, read) = std::thread::scope(|s| {
-        let reading = s.spawn(|| read_files(store, queue, &new_bytes));
+        let reading = s.spawn(|| read_files(store, queue, &new_bytes, progress));
         let tree = walker.walk(&dir, b"");
         let walked = started.elapsed();
         walker.jobs = None;
+        progress.set_totals(walker.stats.files, walker.stats.size_bytes);
+        progress.set_phase("reading");
         (tree, walked, reading.join().expect("file reading threads"))
     });
     let tree = tree?;
@@ -492,6 +523,7 @@ pub fn capture(store: &BlockStore, root: &Path, old: StatCache) -> Result<Captur
         }
     }
     let read = started.elapsed();
+    progress.set_phase("storing");
     let mut new_total = new_bytes.load(Ordering::Relaxed);
     let inner = assemble(store, tree, &mut results, &mut new_total)?;
     // The snapshot's root is a one-entry tree holding the root directory itself,

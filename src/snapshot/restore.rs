@@ -26,6 +26,7 @@ use super::posix;
 use super::statcache::{CachedFile, StatCache};
 use super::tree::{Content, Entry, EntryKind, Extent, Tree};
 use crate::beneath::{self, Dir, Meta, Stat};
+use crate::progress::Reporter;
 use crate::store::{BlockHash, BlockStore, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +80,7 @@ struct Restorer<'a> {
     /// the root, "" the root itself): fsynced at the end (a `syncfs` would
     /// also flush everything else dirty on the filesystem).
     touched: std::collections::BTreeSet<Vec<u8>>,
+    progress: &'a Reporter,
 }
 
 fn join(rel: &[u8], name: &[u8]) -> Vec<u8> {
@@ -157,6 +159,22 @@ impl Restorer<'_> {
         dir.stat(name).ok().filter(|st| !dir.is_mount_point(st) && st.dev() == self.dev)
     }
 
+    /// The files phase 1 looks at (a hardlink group once) and their bytes.
+    fn count(&mut self, tree: &BlockHash, rel: &[u8], totals: &mut (u64, u64)) -> Result<(), RestoreError> {
+        for entry in self.tree(tree)?.entries {
+            let child = join(rel, &entry.name);
+            match &entry.content {
+                Content::Dir(sub) => self.count(sub, &child, totals)?,
+                Content::File(_) if entry.link_group.as_ref().is_none_or(|g| g == &child) => {
+                    totals.0 += 1;
+                    totals.1 += entry.size;
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
     /// Phase 1: stage the content of every file that differs. `dir` is the
     /// current directory at `rel`, if there is one of the container's own.
     fn stage(&mut self, tree: &BlockHash, rel: &[u8], dir: Option<&Dir>) -> Result<(), RestoreError> {
@@ -172,12 +190,14 @@ impl Restorer<'_> {
                         continue; // linked to its group's first member in phase 2
                     }
                     let current = dir.and_then(|d| self.current_file(d, os(&entry.name)));
+                    let mut counted = 0;
                     if !current.as_ref().is_some_and(|(file, st)| self.content_matches(&child, file, st, &entry, extents)) {
                         match current.and_then(|(file, st)| self.patch_plan(&child, &file, &st, &entry, extents)) {
-                            Some(diffs) => self.stage_patch(&child, diffs)?,
-                            None => self.stage_file(&child, &entry, extents)?,
+                            Some(diffs) => self.stage_patch(&child, diffs, &mut counted)?,
+                            None => self.stage_file(&child, &entry, extents, &mut counted)?,
                         }
                     }
+                    self.progress.file_done(entry.size, counted);
                 }
                 _ => {}
             }
@@ -248,7 +268,7 @@ impl Restorer<'_> {
         Ok((name, file))
     }
 
-    fn stage_patch(&mut self, rel: &[u8], diffs: Vec<(u64, BlockHash, u32)>) -> Result<(), RestoreError> {
+    fn stage_patch(&mut self, rel: &[u8], diffs: Vec<(u64, BlockHash, u32)>, counted: &mut u64) -> Result<(), RestoreError> {
         let (name, file) = self.staging_file()?;
         let mut pieces = Vec::with_capacity(diffs.len());
         let mut patch_off = 0u64;
@@ -258,13 +278,15 @@ impl Restorer<'_> {
             pieces.push((file_off, patch_off, len));
             patch_off += len as u64;
             self.stats.bytes_written += len as u64;
+            self.progress.add_bytes(len as u64);
+            *counted += len as u64;
         }
         self.stats.files_written += 1;
         self.staged.insert(rel.to_vec(), Staged::Patch { patch: name, pieces });
         Ok(())
     }
 
-    fn stage_file(&mut self, rel: &[u8], entry: &Entry, extents: &[Extent]) -> Result<(), RestoreError> {
+    fn stage_file(&mut self, rel: &[u8], entry: &Entry, extents: &[Extent], counted: &mut u64) -> Result<(), RestoreError> {
         let (name, file) = self.staging_file()?;
         file.set_len(entry.size).map_err(at(rel))?;
         for extent in extents {
@@ -274,6 +296,8 @@ impl Restorer<'_> {
                 file.write_all_at(&data, offset).map_err(at(rel))?;
                 offset += *len as u64;
                 self.stats.bytes_written += *len as u64;
+                self.progress.add_bytes(*len as u64);
+                *counted += *len as u64;
             }
         }
         self.stats.files_written += 1;
@@ -452,6 +476,16 @@ impl Restorer<'_> {
 /// was done and the stat cache of the restored state. Whatever is mounted
 /// inside the rootfs, and the directories leading to it, stay as they are.
 pub fn restore(store: &BlockStore, root: &BlockHash, rootfs: &Path, old: &StatCache) -> Result<(RestoreStats, StatCache), RestoreError> {
+    restore_with(store, root, rootfs, old, &Reporter::default())
+}
+
+/// [`restore`], counting on `progress`: phases `scanning` (the snapshot's
+/// trees read: the totals are then exact), `staging` (each file compared, and
+/// written to the staging area when it differs: a file is done when found
+/// equal or staged, its bytes as they are written, the rest when it ends),
+/// `applying` (moved into place) and `syncing`.
+pub fn restore_with(store: &BlockStore, root: &BlockHash, rootfs: &Path, old: &StatCache, progress: &Reporter) -> Result<(RestoreStats, StatCache), RestoreError> {
+    progress.set_phase("scanning");
     std::fs::create_dir_all(rootfs).map_err(|source| RestoreError::Io { path: PathBuf::from("/"), source })?;
     let root_dir = Dir::open_root(rootfs).map_err(at(b""))?;
     let root_st = root_dir.stat_self().map_err(at(b""))?;
@@ -471,13 +505,20 @@ pub fn restore(store: &BlockStore, root: &BlockHash, rootfs: &Path, old: &StatCa
         stats: RestoreStats::default(),
         new_cache: StatCache::default(),
         touched: Default::default(),
+        progress,
     };
     let wrapper = r.tree(root)?;
     let root_entry = wrapper.entries.first().cloned().ok_or(RestoreError::BadTree(*root))?;
     let Content::Dir(inner) = root_entry.content else { return Err(RestoreError::BadTree(*root)) };
     let started = std::time::Instant::now();
     let root_now = r.root.open_dir(OsStr::new(".")).map_err(at(b""))?;
-    if let Err(e) = r.stage(&inner, b"", Some(&root_now)) {
+    let mut totals = (0, 0);
+    let staging = r.count(&inner, b"", &mut totals).and_then(|()| {
+        progress.set_totals(totals.0, totals.1);
+        progress.set_phase("staging");
+        r.stage(&inner, b"", Some(&root_now))
+    });
+    if let Err(e) = staging {
         // Leave the container exactly as it was, the root's times included.
         let _ = r.root.remove(staging_name);
         let ts = |sec: i64, nsec: i64| libc::timespec { tv_sec: sec, tv_nsec: nsec };
@@ -487,12 +528,14 @@ pub fn restore(store: &BlockStore, root: &BlockHash, rootfs: &Path, old: &StatCa
         return Err(e);
     }
     let staged = started.elapsed();
+    progress.set_phase("applying");
     r.apply(&inner, b"", &root_now)?;
     r.root.remove(staging_name).map_err(at(STAGING_DIR.as_bytes()))?;
     let st = r.root.stat_self().map_err(at(b""))?;
     beneath::set_meta(r.root.as_fd(), &st, &meta(&root_entry)).map_err(at(b""))?;
     let applied = started.elapsed();
     r.touched.insert(Vec::new());
+    progress.set_phase("syncing");
     r.sync()?;
     tracing::info!(?staged, ?applied, synced = ?started.elapsed(), stats = ?r.stats, "restore phases");
     Ok((r.stats, r.new_cache))

@@ -10,6 +10,7 @@ use std::collections::{HashMap, HashSet};
 
 use super::index::{self, Location};
 use super::{pack_path, BlockHash, BlockStore, StoreResult, RECORD_HEADER};
+use crate::progress::Reporter;
 
 /// Packs whose live bytes are below this share of their size are rewritten.
 pub const REWRITE_BELOW_LIVE_RATIO: f64 = 0.5;
@@ -24,6 +25,14 @@ pub struct GcReport {
 
 /// Reclaims every object not in `live`. The caller must hold `store.gate` exclusively.
 pub fn collect(store: &BlockStore, live: &HashSet<BlockHash>) -> StoreResult<GcReport> {
+    collect_with(store, live, &Reporter::default())
+}
+
+/// [`collect`], counting on `progress` (phase `sweeping`): files are the
+/// sealed packs examined, bytes their sizes.
+pub fn collect_with(store: &BlockStore, live: &HashSet<BlockHash>, progress: &Reporter) -> StoreResult<GcReport> {
+    progress.set_phase("sweeping");
+    progress.reset_done();
     // Seal the active pack so every pack examined is immutable from here on.
     store.start_new_pack()?;
     let active = store.active_pack();
@@ -32,28 +41,36 @@ pub fn collect(store: &BlockStore, live: &HashSet<BlockHash>) -> StoreResult<GcR
         by_pack.entry(loc.pack).or_default().push((h, loc));
     }
     let mut report = GcReport::default();
+    let mut sealed = Vec::new();
     for pack in super::pack_ids(store.packs_dir())? {
-        if pack >= active {
-            continue;
+        if pack < active {
+            let path = pack_path(store.packs_dir(), pack);
+            sealed.push((pack, std::fs::metadata(&path)?.len(), path));
         }
-        let path = pack_path(store.packs_dir(), pack);
-        let size = std::fs::metadata(&path)?.len();
+    }
+    progress.set_totals(sealed.len() as u64, sealed.iter().map(|(_, size, _)| size).sum());
+    for (pack, size, path) in sealed {
         let entries = by_pack.remove(&pack).unwrap_or_default();
         let (keep, drop): (Vec<_>, Vec<_>) = entries.into_iter().partition(|(h, _)| live.contains(h));
         let live_bytes: u64 = keep.iter().map(|(_, l)| RECORD_HEADER as u64 + l.stored_len as u64).sum();
         if !keep.is_empty() && (live_bytes as f64) >= size as f64 * REWRITE_BELOW_LIVE_RATIO {
+            progress.file_done(size, 0);
             continue;
         }
         // Copy survivors to the active pack and make them durable first.
+        let mut counted = 0;
         for (hash, _) in &keep {
             let (loc, stored) = store.get_stored(hash)?;
             store.relocate(*hash, loc, &stored)?;
+            progress.add_bytes(stored.len() as u64);
+            counted += stored.len() as u64;
         }
         store.commit()?;
         store.forget(&drop.iter().map(|(h, _)| *h).collect::<Vec<_>>(), pack);
         let _ = std::fs::remove_file(super::index_path(store.packs_dir(), pack));
         std::fs::remove_file(&path)?;
         store.drop_files(&[pack]);
+        progress.file_done(size, counted);
         report.objects_removed += drop.len() as u64;
         report.bytes_freed += size.saturating_sub(live_bytes);
         if keep.is_empty() {

@@ -70,7 +70,7 @@ fn api_v1() -> OpenApiRouter<AppState> {
         .routes(routes!(shares::get_incoming))
         .routes(routes!(shares::set_mount))
         .routes(routes!(shares::set_mount_anywhere))
-        .routes(routes!(system::collect_garbage))
+        .routes(routes!(system::collect_garbage, system::gc_status))
         .routes(routes!(system::list_servers))
         .routes(routes!(system::get_server))
         .routes(routes!(tokens::list_tokens, tokens::create_token))

@@ -3,13 +3,16 @@ use axum::response::{IntoResponse, Response};
 use axum::Extension;
 
 use super::AppState;
-use crate::model::{CreateSnapshot, NoQuery, PageQuery, Principal, RestoreOutcome, Snapshot};
+use crate::model::{CreateSnapshot, NoQuery, PageQuery, Principal, RestoreOutcome, Snapshot, SnapshotCreated, SnapshotJob};
 use crate::{ApiError, ListReply, Reply, StrictJson, StrictQuery};
 
-/// Snapshot the container (alias auto-generated when omitted).
+/// Snapshot the container (alias auto-generated when omitted). `201` with the
+/// snapshot when done within a moment; else `202`: the job goes on, its
+/// progress on the container, and the snapshot appears under its alias when done.
 #[utoipa::path(post, path = "/containers/{id}/snapshots", tag = "snapshots", request_body = CreateSnapshot,
     params(("id" = String, Path, description = "Container id")),
-    responses((status = 201, description = "Created", body = Snapshot), (status = 400, description = "Bad input"),
+    responses((status = 201, description = "Created", body = Snapshot), (status = 202, description = "Being taken in the background", body = SnapshotJob),
+              (status = 400, description = "Bad input"),
               (status = 404, description = "Unknown container"), (status = 409, description = "Alias taken, container busy or rootfs missing")))]
 pub(super) async fn create_snapshot(
     State(s): State<AppState>,
@@ -17,8 +20,11 @@ pub(super) async fn create_snapshot(
     Path(id): Path<String>,
     StrictQuery(NoQuery {}): StrictQuery<NoQuery>,
     StrictJson(req): StrictJson<CreateSnapshot>,
-) -> Result<Reply<Snapshot>, ApiError> {
-    Ok(Reply::created("snapshot created", s.service.create_snapshot(&who, &id, req).await?))
+) -> Result<Response, ApiError> {
+    Ok(match s.service.create_snapshot(&who, &id, req).await? {
+        SnapshotCreated::Done(snapshot) => Reply::created("snapshot created", snapshot).into_response(),
+        SnapshotCreated::Running(job) => Reply::accepted("snapshot being taken; see the container's progress", job).into_response(),
+    })
 }
 
 /// The container's snapshots, oldest first.

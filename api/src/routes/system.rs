@@ -4,7 +4,7 @@ use axum::response::IntoResponse;
 use axum::Extension;
 
 use super::AppState;
-use crate::model::{GcSummary, Health, NoQuery, PageQuery, Principal, Server};
+use crate::model::{GcStatus, GcSummary, Health, NoQuery, PageQuery, Principal, Server};
 use crate::{ApiError, ListReply, Reply, StrictQuery};
 
 /// Health: `ok` only when the catalog and the store answer, else `503` whose
@@ -51,4 +51,11 @@ pub(super) async fn get_server(
 #[utoipa::path(post, path = "/admin/gc", tag = "system", responses((status = 200, description = "What was reclaimed", body = GcSummary), (status = 403, description = "Not an admin")))]
 pub(super) async fn collect_garbage(State(s): State<AppState>, Extension(who): Extension<Principal>, StrictQuery(NoQuery {}): StrictQuery<NoQuery>) -> Result<Reply<GcSummary>, ApiError> {
     Ok(Reply::ok("garbage collected", s.service.collect_garbage(&who).await?))
+}
+
+/// Garbage collection on this node: the run going on (asked for or
+/// housekeeping's) with its progress, and the last one that ended (admin token only).
+#[utoipa::path(get, path = "/admin/gc", tag = "system", responses((status = 200, description = "The running and the last collection", body = GcStatus), (status = 403, description = "Not an admin")))]
+pub(super) async fn gc_status(State(s): State<AppState>, Extension(who): Extension<Principal>, StrictQuery(NoQuery {}): StrictQuery<NoQuery>) -> Result<Reply<GcStatus>, ApiError> {
+    Ok(Reply::ok("garbage collection", s.service.gc_status(&who).await?))
 }
