@@ -391,16 +391,19 @@ fn a_file_moved_out_by_link_and_unlink_is_unreachable() {
     assert_eq!(block_on(backend.getattr(odd, None)).unwrap().nlink, 1);
 
     // Where the other name is, is not to be seen: a file whose name was
-    // removed while another inside remains is refused until looked up by it.
+    // removed while another inside remains is refused until looked up by it,
+    // but for what goes through a file the target holds open on it.
     fs::write(src.join("twin"), b"x").unwrap();
     let twin = block_on(backend.lookup(root, name("twin"))).unwrap().node;
     let opened = block_on(backend.open(twin, libc::O_RDWR, CALLER)).unwrap().handle;
     fs::hard_link(src.join("twin"), src.join("twin-too")).unwrap();
     fs::remove_file(src.join("twin")).unwrap();
-    assert_eq!(block_on(backend.getattr(twin, None)), Err(FsError::Stale));
     assert_eq!(block_on(backend.read(opened, 0, 10)).unwrap(), b"x", "an open file is read still");
     assert_eq!(block_on(backend.write(opened, 1, b"y".to_vec(), None)).unwrap(), 1, "and written");
+    assert_eq!(block_on(backend.getattr(twin, None)).unwrap().size, 2, "and fstat (which comes without its handle) is answered through it");
     assert_eq!(fs::read(src.join("twin-too")).unwrap(), b"xy");
+    block_on(backend.release(opened)).unwrap();
+    assert_eq!(block_on(backend.getattr(twin, None)), Err(FsError::Stale), "with no file open on it");
     assert_eq!(block_on(backend.lookup(root, name("twin-too"))).unwrap().node, twin);
     assert_eq!(block_on(backend.getattr(twin, None)).unwrap().nlink, 1);
 }

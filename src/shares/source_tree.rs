@@ -419,7 +419,27 @@ impl SourceTree {
     pub(super) fn getattr(&self, node: NodeId, handle: Option<HandleId>) -> FsResult<Attr> {
         match handle {
             Some(handle) => self.stat_attr(self.file(handle)?.as_fd()),
-            None => self.stat_attr(self.node(node)?.fd.as_fd()),
+            None => match self.node(node) {
+                Ok(node) => self.stat_attr(node.fd.as_fd()),
+                Err(FsError::Stale) => self.stat_through_open_file(node),
+                Err(e) => Err(e),
+            },
+        }
+    }
+
+    /// The attributes of a node that failed the containment check, read
+    /// through a file the target opened on it while it was inside. `fstat`
+    /// reaches the daemon without the handle; a descriptor whose reads and
+    /// writes keep working when the name it was opened by is removed
+    /// (docs/SEMANTICS.md) answers `fstat` too. Without an open file it stays
+    /// `ESTALE`. Scans the open files: only ever on this rare path.
+    fn stat_through_open_file(&self, node: NodeId) -> FsResult<Attr> {
+        let held = self.nodes.get(node)?;
+        let st = stat(held.fd.as_fd())?;
+        let open = self.files.lock().values().find(|fd| stat(fd.as_fd()).is_ok_and(|o| o.st_dev == st.st_dev && o.st_ino == st.st_ino)).cloned();
+        match open {
+            Some(fd) => self.stat_attr(fd.as_fd()),
+            None => Err(FsError::Stale),
         }
     }
 
