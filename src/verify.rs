@@ -31,7 +31,7 @@ pub struct Report {
 
 pub async fn verify(data_dir: &std::path::Path) -> anyhow::Result<Report> {
     let layout = DataLayout::new(data_dir);
-    let catalog = crate::bootstrap::open_catalog(&layout).await?;
+    let catalog = crate::daemon::bootstrap::open_catalog(&layout).await?;
     let snapshots = catalog.all_snapshots().await?;
     let store_dir = layout.store();
     tokio::task::spawn_blocking(move || -> anyhow::Result<Report> {

@@ -139,7 +139,7 @@ fn a_start_after_a_crash_finishes_deletions_and_removes_orphan_rootfs() {
     // What a crash can leave: a deletion marked but not done, a rootfs without record.
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let catalog = hoodyd::bootstrap::open_catalog(&hoodyd::layout::DataLayout::new(dir.path())).await.unwrap();
+        let catalog = hoodyd::daemon::bootstrap::open_catalog(&hoodyd::layout::DataLayout::new(dir.path())).await.unwrap();
         let mut rec = catalog.container(&doomed_id).await.unwrap().unwrap();
         rec.status = hoody_api::model::ContainerStatus::Deleting;
         catalog.put_container(&rec).await.unwrap();

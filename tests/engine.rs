@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use hoody_api::model::{CreateContainer, CreateProject, CreateSnapshot, Principal};
 use hoody_api::{ApiError, HoodyService};
-use hoodyd::config::HostPaths;
+use hoodyd::daemon::config::HostPaths;
 use hoodyd::engine::Engine;
 use hoodyd::layout::DataLayout;
 
@@ -23,7 +23,7 @@ impl InProcess {
     async fn open(host_paths: HostPaths) -> InProcess {
         let dir = tempfile::tempdir().unwrap();
         let layout = DataLayout::new(dir.path());
-        let boot = hoodyd::bootstrap::init(&layout, "in-process").await.unwrap();
+        let boot = hoodyd::daemon::bootstrap::init(&layout, "in-process").await.unwrap();
         let engine = Engine::new(boot.catalog, layout.clone(), boot.node, host_paths).unwrap();
         let token = std::fs::read_to_string(layout.admin_token()).unwrap();
         let admin = engine.authenticate(token.trim()).await.unwrap();

@@ -261,7 +261,7 @@ fn restore_while_copying_is_a_conflict() {
     let dir = d.into_dir();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let catalog = hoodyd::bootstrap::open_catalog(&hoodyd::layout::DataLayout::new(dir.path())).await.unwrap();
+        let catalog = hoodyd::daemon::bootstrap::open_catalog(&hoodyd::layout::DataLayout::new(dir.path())).await.unwrap();
         let mut rec = catalog.container(&id).await.unwrap().unwrap();
         rec.status = hoody_api::model::ContainerStatus::Copying;
         catalog.put_container(&rec).await.unwrap();

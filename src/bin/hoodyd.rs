@@ -2,7 +2,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
-use hoodyd::config::{default_data_dir, Config, ConfigLayer, LogFormat};
+use hoodyd::daemon::config::{default_data_dir, Config, ConfigLayer, LogFormat};
 
 #[derive(Parser)]
 #[command(name = "hoodyd", version, about = "The hoody storage daemon: shares, snapshots, copies and syncs of containers")]
@@ -154,7 +154,7 @@ fn main() -> anyhow::Result<()> {
         Command::Init { dir, node_name } => {
             let layout = hoodyd::layout::DataLayout::new(dir.resolve());
             let name = ConfigLayer { node_name, ..Default::default() }.resolve().node_name;
-            let boot = runtime.block_on(hoodyd::bootstrap::init(&layout, &name))?;
+            let boot = runtime.block_on(hoodyd::daemon::bootstrap::init(&layout, &name))?;
             println!("initialized {} as node {} ({})", layout.root().display(), boot.node.name, boot.node.id);
             Ok(())
         }
@@ -184,12 +184,12 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Token(TokenCmd::Create { account, expires_in, dir }) => {
-            let token = runtime.block_on(hoodyd::bootstrap::create_token(&dir.resolve(), &account, expires_in))?;
+            let token = runtime.block_on(hoodyd::daemon::bootstrap::create_token(&dir.resolve(), &account, expires_in))?;
             println!("{token}");
             Ok(())
         }
         Command::Token(TokenCmd::List { account, dir }) => {
-            let tokens = runtime.block_on(hoodyd::bootstrap::list_tokens(&dir.resolve(), account.as_deref()))?;
+            let tokens = runtime.block_on(hoodyd::daemon::bootstrap::list_tokens(&dir.resolve(), account.as_deref()))?;
             println!("{:<24}  {:<20}  {:<24}  EXPIRES", "ID", "ACCOUNT", "CREATED");
             for (t, name) in tokens {
                 let expires = match (&t.expires_at, t.expired) {

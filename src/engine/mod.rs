@@ -1,10 +1,12 @@
 //! The node's engine behind the HTTP API: accounts, projects, containers and
 //! servers over the catalog, and the container root filesystems on this node.
 
+// The API face of each domain: the HoodyService calls, over the mechanisms
+// in crate::snapshot, crate::shares and crate::tokens.
 mod jobs;
-mod shares;
-mod snapshots;
-mod tokens;
+mod share_api;
+mod snapshot_api;
+mod token_api;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -46,18 +48,18 @@ pub struct Engine {
     /// Set when snapshots went away: the next GC round has work.
     gc_dirty: AtomicBool,
     /// The garbage collection running and the last one, for `GET /admin/gc`.
-    gc_state: std::sync::Mutex<snapshots::GcState>,
+    gc_state: std::sync::Mutex<snapshot_api::GcState>,
     tokens: crate::tokens::TokenCache,
     mounts: Arc<crate::shares::mounts::MountManager>,
     /// Per (share, target): `active`, `failed`, … and why.
-    share_status: std::sync::Mutex<shares::ShareStatuses>,
+    share_status: std::sync::Mutex<share_api::ShareStatuses>,
     share_reconcile: tokio::sync::Mutex<()>,
     /// Where an admin may point the daemon at the host (adoption, cgroups).
-    host_paths: crate::config::HostPaths,
+    host_paths: crate::daemon::config::HostPaths,
 }
 
 impl Engine {
-    pub fn new(catalog: Catalog, layout: DataLayout, node: NodeIdentity, host_paths: crate::config::HostPaths) -> std::io::Result<Arc<Self>> {
+    pub fn new(catalog: Catalog, layout: DataLayout, node: NodeIdentity, host_paths: crate::daemon::config::HostPaths) -> std::io::Result<Arc<Self>> {
         let data_dir = layout.root().canonicalize()?;
         let store = Arc::new(BlockStore::open(&layout.store())?);
         let tokens = crate::tokens::TokenCache::new(&catalog);
@@ -222,7 +224,7 @@ impl Engine {
             return Err(ApiError::invalid(field, format!("`rootfs_path` must be absolute, got `{requested}`")));
         }
         let canonical = self.host_paths.adoptable(path).map_err(|e| match e {
-            crate::config::HostPathError::Unreadable(why) => ApiError::invalid(field, format!("`rootfs_path` {requested}: {why}")),
+            crate::daemon::config::HostPathError::Unreadable(why) => ApiError::invalid(field, format!("`rootfs_path` {requested}: {why}")),
             refused => ApiError::forbidden_field(field, format!("`rootfs_path` {requested}: {refused}")),
         })?;
         if !canonical.is_dir() {
@@ -490,12 +492,12 @@ impl HoodyService for Engine {
 
     async fn list_snapshots(&self, who: &Principal, container: &str) -> Result<Vec<Snapshot>, ApiError> {
         self.owned_container(who, container).await?;
-        Ok(self.catalog.snapshots_of(container).await?.into_iter().map(snapshots::to_api).collect())
+        Ok(self.catalog.snapshots_of(container).await?.into_iter().map(snapshot_api::to_api).collect())
     }
 
     async fn get_snapshot(&self, who: &Principal, container: &str, alias: &str) -> Result<Snapshot, ApiError> {
         self.owned_container(who, container).await?;
-        Ok(snapshots::to_api(self.owned_snapshot(container, alias).await?))
+        Ok(snapshot_api::to_api(self.owned_snapshot(container, alias).await?))
     }
 
     async fn restore_snapshot(&self, who: &Principal, container: &str, alias: &str) -> Result<RestoreOutcome, ApiError> {

@@ -5,6 +5,7 @@ pub mod capture;
 pub mod chunker;
 pub mod freeze;
 pub mod posix;
+pub mod reachable;
 pub mod restore;
 pub mod statcache;
 pub mod tree;

@@ -23,7 +23,7 @@ pub struct GcReport {
     pub bytes_freed: u64,
 }
 
-/// Reclaims every object not in `live`. The caller must hold `store.gate` exclusively.
+/// Reclaims every object not in `live`. The caller must hold [`super::CollectingGuard`] (`store.collecting()`).
 pub fn collect(store: &BlockStore, live: &HashSet<BlockHash>) -> StoreResult<GcReport> {
     collect_with(store, live, &Reporter::default())
 }

@@ -59,9 +59,16 @@ pub struct BlockStore {
     writer: Mutex<Option<WriterState>>,
     files: Mutex<HashMap<u32, Arc<File>>>,
     /// Writers (snapshot, restore, transfers) hold this shared; GC holds it
-    /// exclusively, so it never removes a block an operation in flight relies on.
-    pub gate: Arc<tokio::sync::RwLock<()>>,
+    /// exclusively, so it never removes a block an operation in flight relies
+    /// on. Reached only through [`BlockStore::writing`] and [`BlockStore::collecting`].
+    gate: Arc<tokio::sync::RwLock<()>>,
 }
+
+/// A writer's hold on the store (see [`BlockStore::writing`]); released on drop.
+pub struct WritingGuard(#[allow(dead_code)] tokio::sync::OwnedRwLockReadGuard<()>);
+
+/// GC's hold on the store (see [`BlockStore::collecting`]); released on drop.
+pub struct CollectingGuard(#[allow(dead_code)] tokio::sync::OwnedRwLockWriteGuard<()>);
 
 /// Cross-process exclusion between GC (exclusive) and `hoodyd verify` (shared),
 /// held with `flock` on `<store>/gc.lock`.
@@ -184,9 +191,15 @@ impl BlockStore {
         })
     }
 
-    /// A shared hold on the gate that can move into a blocking job.
-    pub async fn gate_owned(&self) -> tokio::sync::OwnedRwLockReadGuard<()> {
-        self.gate.clone().read_owned().await
+    /// The right to add blocks and rely on the ones present while it is held
+    /// (shared with other writers, excluding GC); it can move into a blocking job.
+    pub async fn writing(&self) -> WritingGuard {
+        WritingGuard(self.gate.clone().read_owned().await)
+    }
+
+    /// The right to delete what no live root reaches (GC): no writer runs while it is held.
+    pub async fn collecting(&self) -> CollectingGuard {
+        CollectingGuard(self.gate.clone().write_owned().await)
     }
 
     pub fn packs_dir(&self) -> &Path {

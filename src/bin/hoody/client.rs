@@ -382,7 +382,7 @@ const POLL: Duration = Duration::from_millis(250);
 
 impl Api {
     fn connect(cli: &Cli) -> Result<Self, Failure> {
-        let data_dir = cli.data_dir.clone().unwrap_or_else(hoodyd::config::default_data_dir);
+        let data_dir = cli.data_dir.clone().unwrap_or_else(hoodyd::daemon::config::default_data_dir);
         let layout = hoodyd::layout::DataLayout::new(&data_dir);
         let base = match &cli.url {
             Some(u) => u.trim_end_matches('/').to_string(),

@@ -1,5 +1,10 @@
-//! `hoodyd serve`: bootstrap, recover, listen (HTTP and QUIC), publish the bound
-//! addresses, serve until shutdown, then leave nothing behind.
+//! The wiring of a node, apart from the domain code it wires: `config` (the
+//! settings' layers), `bootstrap` (data dir, identity, catalog, admin token),
+//! and `hoodyd serve` itself: bootstrap, recover, listen (HTTP and QUIC),
+//! publish the bound addresses, serve until shutdown, then leave nothing behind.
+
+pub mod bootstrap;
+pub mod config;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -9,7 +14,7 @@ use anyhow::Context;
 use async_trait::async_trait;
 use hoody_transport::{Endpoint, Peer, Request, RequestHandler, Response};
 
-use crate::config::Config;
+use crate::daemon::config::Config;
 use crate::engine::Engine;
 use crate::durable::write_atomic;
 use crate::layout::{DataLayout, Endpoints};
@@ -66,7 +71,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     let layout = DataLayout::new(&config.data_dir);
     layout.create_dirs().with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
     let _lock = DataDirLock::acquire(&layout)?;
-    let boot = crate::bootstrap::init(&layout, &config.node_name).await?;
+    let boot = crate::daemon::bootstrap::init(&layout, &config.node_name).await?;
     // After init: the catalog's files exist by now.
     let rootfs_dirs: Vec<std::path::PathBuf> = boot.catalog.containers().await?.into_iter().map(|c| c.rootfs_path.into()).collect();
     let fixed = layout.make_private(&rootfs_dirs).with_context(|| format!("making the data dir {} private", config.data_dir.display()))?;
@@ -140,8 +145,8 @@ pub async fn gc(data_dir: &std::path::Path) -> anyhow::Result<hoody_api::model::
                 .ok()
                 .and_then(|b| serde_json::from_slice::<crate::layout::NodeIdentity>(&b).ok())
                 .map(|n| n.name)
-                .unwrap_or_else(|| crate::config::ConfigLayer::default().resolve().node_name);
-            let boot = crate::bootstrap::init(&layout, &name).await?;
+                .unwrap_or_else(|| crate::daemon::config::ConfigLayer::default().resolve().node_name);
+            let boot = crate::daemon::bootstrap::init(&layout, &name).await?;
             // GC never adopts nor freezes: no host paths.
             let engine = Engine::new(boot.catalog, layout.clone(), boot.node, Default::default())?;
             engine.gc_now().await
@@ -172,7 +177,7 @@ pub async fn revoke_token(data_dir: &std::path::Path, id: &str) -> anyhow::Resul
             if crate::tokens::admin_token_id(&layout).as_deref() == Some(id) {
                 anyhow::bail!("token {id} is the data dir's admin.token, which `hoodyd` verbs use to reach the daemon; it cannot be revoked");
             }
-            let catalog = crate::bootstrap::open_catalog(&layout).await?;
+            let catalog = crate::daemon::bootstrap::open_catalog(&layout).await?;
             if !catalog.delete_token(id).await? {
                 anyhow::bail!("no token {id}");
             }

@@ -2,7 +2,6 @@
 //! in place as a job, delete, expiry, garbage collection, and finishing
 //! restores a crash interrupted.
 
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -21,7 +20,6 @@ use crate::snapshot::capture::{capture_with, CaptureError};
 use crate::snapshot::freeze::{is_btrfs_subvolume, Frozen, SubvolumeSnapshot};
 use crate::snapshot::restore::{restore, restore_with, RestoreError};
 use crate::snapshot::statcache::StatCache;
-use crate::snapshot::tree::{Content, Tree};
 use crate::layout::in_container;
 use crate::store::{gc, BlockHash, BlockStore, StoreError};
 
@@ -240,7 +238,7 @@ impl Engine {
         let cache_path = self.statcache_path(id);
         let job = async move {
             // Waits for a garbage collection that runs (phase `waiting`).
-            let gate = store.gate_owned().await;
+            let gate = store.writing().await;
             tokio::task::spawn_blocking(move || {
                 let _gate = gate;
                 let result = restore_with(&store, &root, &rootfs, &StatCache::load(&cache_path), &reporter);
@@ -392,7 +390,7 @@ impl Engine {
     /// Its progress shows in [`Engine::gc_state`] (`GET /admin/gc`).
     pub async fn gc_now(&self) -> anyhow::Result<GcSummary> {
         let expired = self.expire_snapshots().await?;
-        let _gate = self.store.gate.write().await;
+        let _gate = self.store.collecting().await;
         let reporter = Arc::new(Reporter::new("marking"));
         let info = JobInfo::new("gc", None);
         let started = std::time::Instant::now();
@@ -433,7 +431,7 @@ impl Engine {
         let lock_dir = self.layout.store();
         let report = tokio::task::spawn_blocking(move || -> anyhow::Result<gc::GcReport> {
             let _lock = crate::store::StoreLock::exclusive(&lock_dir)?;
-            let live = mark(&store, &roots, &reporter)?;
+            let live = crate::snapshot::reachable::reachable(&store, &roots, &reporter)?;
             Ok(gc::collect_with(&store, &live, &reporter)?)
         })
         .await??;
@@ -496,7 +494,7 @@ impl SnapshotJobParts {
         let c = &self.container;
         let id = c.id.as_str();
         // Held until the record is committed: GC never sees these blocks unreferenced.
-        let gate = self.store.gate_owned().await;
+        let gate = self.store.writing().await;
         reporter.set_phase(if self.cgroup.is_some() { "freezing" } else { "scanning" });
         let captured = {
             let store = self.store.clone();
@@ -568,27 +566,3 @@ fn consistent_capture(store: &BlockStore, rootfs: &std::path::Path, cgroup: Opti
     captured
 }
 
-/// Every object reachable from `roots`. Refuses (rather than guessing) when a
-/// tree cannot be read: GC must never delete what it could not see. Counts
-/// the trees read (files) and their bytes on `progress`, phase `marking`.
-pub fn mark(store: &BlockStore, roots: &[BlockHash], progress: &Reporter) -> anyhow::Result<HashSet<BlockHash>> {
-    progress.set_phase("marking");
-    let mut live = HashSet::new();
-    let mut stack: Vec<BlockHash> = roots.to_vec();
-    while let Some(tree) = stack.pop() {
-        if !live.insert(tree) {
-            continue;
-        }
-        let bytes = store.get(&tree).map_err(|e| anyhow::anyhow!("cannot read tree {tree}: {e}; not collecting"))?;
-        progress.file_done(bytes.len() as u64, 0);
-        let tree = Tree::decode(&bytes).ok_or_else(|| anyhow::anyhow!("tree {tree} does not decode; not collecting"))?;
-        for e in tree.entries {
-            match e.content {
-                Content::Dir(sub) => stack.push(sub),
-                Content::File(extents) => live.extend(extents.iter().flat_map(|x| x.chunks.iter().map(|(h, _)| *h))),
-                _ => {}
-            }
-        }
-    }
-    Ok(live)
-}
