@@ -15,6 +15,7 @@ use hoody_api::ApiError;
 
 use super::Engine;
 use crate::catalog::{ContainerRecord, ShareRecord};
+use crate::ids::now_unix;
 use crate::shares::mounts::DesiredMount;
 
 /// How often expiry and fixed sources are noticed without an API call.
@@ -37,10 +38,6 @@ fn is_offer(share: &ShareRecord, target: &ContainerRecord) -> bool {
 /// own account's share and no for another account's offer.
 fn wants_mount(share: &ShareRecord, target: &ContainerRecord, choices: &MountChoices) -> bool {
     choices.get(&(share.id.clone(), target.id.clone())).copied().unwrap_or(!is_offer(share, target))
-}
-
-fn now_unix() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
 fn validate_alias(alias: &str) -> Result<(), ApiError> {

@@ -20,6 +20,7 @@ use crate::snapshot::capture::{capture_with, CaptureError};
 use crate::snapshot::freeze::{is_btrfs_subvolume, Frozen, SubvolumeSnapshot};
 use crate::snapshot::restore::{restore, restore_with, RestoreError};
 use crate::snapshot::statcache::StatCache;
+use crate::ids::now_unix;
 use crate::layout::in_container;
 use crate::store::{gc, BlockHash, BlockStore, StoreError};
 
@@ -89,10 +90,6 @@ fn validate_alias(alias: &str) -> Result<(), ApiError> {
         return Err(ApiError::invalid("alias", "`alias` must be at most 100 characters without `/`"));
     }
     Ok(())
-}
-
-fn now_unix() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
 impl Engine {
