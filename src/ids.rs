@@ -1,6 +1,27 @@
-//! Identifiers and timestamps as the API shows them.
+//! Identifiers, names and timestamps as the API shows them.
 
+use hoody_api::ApiError;
 use rand::RngCore;
+
+/// The longest alias, in bytes: well under `NAME_MAX` (255), so an alias is
+/// always a valid file name (a share's mount point) and URL segment.
+pub const MAX_ALIAS_BYTES: usize = 100;
+
+/// The one alias rule, for snapshots (`/containers/{id}/snapshots/{alias}`)
+/// and shares (`/hoody/shares/<alias>` in a target) alike: a single path
+/// component name, i.e. a valid name (`containers::validate_name`: not empty,
+/// no control character, no surrounding space), not `.` or `..`, without `/`,
+/// at most [`MAX_ALIAS_BYTES`] bytes.
+pub fn validate_alias(alias: &str) -> Result<(), ApiError> {
+    crate::containers::validate_name("alias", alias)?;
+    if alias.contains('/') || alias == "." || alias == ".." || alias.len() > MAX_ALIAS_BYTES {
+        return Err(ApiError::invalid(
+            "alias",
+            format!("`alias` must be a single path component of at most {MAX_ALIAS_BYTES} bytes without `/`, got `{alias}`"),
+        ));
+    }
+    Ok(())
+}
 
 /// A new random object id: 24 lowercase hex digits (96 bits).
 pub fn new_id() -> String {
@@ -33,5 +54,16 @@ mod tests {
         assert!(a.len() == 24 && a.chars().all(|c| c.is_ascii_hexdigit()));
         let t = super::now();
         assert!(time::OffsetDateTime::parse(&t, &time::format_description::well_known::Rfc3339).is_ok(), "{t}");
+    }
+
+    #[test]
+    fn an_alias_is_one_short_path_component() {
+        use super::{validate_alias, MAX_ALIAS_BYTES};
+        for ok in ["a", "snap-2025", "my share", &"x".repeat(MAX_ALIAS_BYTES)] {
+            assert!(validate_alias(ok).is_ok(), "{ok:?}");
+        }
+        for bad in ["", ".", "..", "a/b", "/", "a\0b", "a\nb", " a", "a ", &"x".repeat(MAX_ALIAS_BYTES + 1)] {
+            assert!(validate_alias(bad).is_err(), "{bad:?}");
+        }
     }
 }

@@ -15,7 +15,7 @@ use hoody_api::ApiError;
 
 use super::Engine;
 use crate::catalog::{ContainerRecord, ShareRecord};
-use crate::ids::now_unix;
+use crate::ids::{now_unix, validate_alias};
 use crate::shares::mounts::DesiredMount;
 
 /// How often expiry and fixed sources are noticed without an API call.
@@ -38,13 +38,6 @@ fn is_offer(share: &ShareRecord, target: &ContainerRecord) -> bool {
 /// own account's share and no for another account's offer.
 fn wants_mount(share: &ShareRecord, target: &ContainerRecord, choices: &MountChoices) -> bool {
     choices.get(&(share.id.clone(), target.id.clone())).copied().unwrap_or(!is_offer(share, target))
-}
-
-fn validate_alias(alias: &str) -> Result<(), ApiError> {
-    if alias.is_empty() || alias == "." || alias == ".." || alias.contains('/') || alias.contains('\0') || alias.len() > 255 {
-        return Err(ApiError::invalid("alias", format!("`alias` must be a single path component without `/`, got `{alias}`")));
-    }
-    Ok(())
 }
 
 fn validate_expiry(expires_at: TimeInput) -> Result<i64, ApiError> {

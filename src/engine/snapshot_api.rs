@@ -14,13 +14,12 @@ use serde::{Deserialize, Serialize};
 use super::jobs::{self, Handoff, JobInfo, Ticker};
 use super::Engine;
 use crate::catalog::{CatalogError, ContainerRecord, SnapshotRecord};
-use crate::containers::validate_name;
 use crate::progress::Reporter;
 use crate::snapshot::capture::{capture_with, CaptureError};
 use crate::snapshot::freeze::{is_btrfs_subvolume, Frozen, SubvolumeSnapshot};
 use crate::snapshot::restore::{restore, restore_with, RestoreError};
 use crate::snapshot::statcache::StatCache;
-use crate::ids::now_unix;
+use crate::ids::{now_unix, validate_alias};
 use crate::layout::in_container;
 use crate::store::{gc, BlockHash, BlockStore, StoreError};
 
@@ -82,14 +81,6 @@ fn public_restore_error(e: &RestoreError, rootfs: &Path) -> String {
         RestoreError::BadTree(hash) => format!("snapshot tree {hash} is missing or corrupt"),
         RestoreError::Io { path, source } => public_io_error(rootfs, path, source),
     }
-}
-
-fn validate_alias(alias: &str) -> Result<(), ApiError> {
-    validate_name("alias", alias)?;
-    if alias.contains('/') || alias == "." || alias == ".." || alias.len() > 100 {
-        return Err(ApiError::invalid("alias", "`alias` must be at most 100 characters without `/`"));
-    }
-    Ok(())
 }
 
 impl Engine {
