@@ -112,7 +112,7 @@ pub struct ShareRecord {
     pub account_id: String,
     pub source_container_id: String,
     pub source_path: String,
-    pub mode: hoody_api::model::ShareMode,
+    pub mode: crate::shares::ShareMode,
     pub target_container_id: Option<String>,
     pub target_project_id: Option<String>,
     pub alias: String,
@@ -401,5 +401,24 @@ impl Catalog {
 
     pub async fn server(&self, id: &str) -> CatalogResult<Option<ServerRecord>> {
         self.get_record(server_key(id)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A share record as written when it held the API's `ShareMode` reads
+    /// unchanged into the domain's, and is written back byte for byte.
+    #[test]
+    fn a_share_record_of_an_earlier_daemon_reads_unchanged() {
+        for (wire, mode) in [("readonly", crate::shares::ShareMode::ReadOnly), ("readwrite", crate::shares::ShareMode::ReadWrite)] {
+            let old = format!(
+                r#"{{"id":"s1","account_id":"a1","source_container_id":"c1","source_path":"/data","mode":"{wire}","target_container_id":"c2","target_project_id":null,"alias":"data","description":null,"enabled":true,"expires_at":null,"created_at":"2025-11-09T15:00:00.000Z","updated_at":"2025-11-09T15:00:00.000Z"}}"#
+            );
+            let record: ShareRecord = decode(b"shares/s1", old.as_bytes()).unwrap();
+            assert_eq!(record.mode, mode);
+            assert_eq!(String::from_utf8(encode(&record)).unwrap(), old);
+        }
     }
 }

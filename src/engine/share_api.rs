@@ -17,6 +17,7 @@ use super::Engine;
 use crate::catalog::{ContainerRecord, ShareRecord};
 use crate::ids::{now_unix, validate_alias};
 use crate::shares::mounts::DesiredMount;
+use crate::shares::{ShareMode, ShareStatus};
 
 /// How often expiry and fixed sources are noticed without an API call.
 pub const SHARE_RECONCILE_INTERVAL: Duration = Duration::from_secs(2);
@@ -28,6 +29,39 @@ pub(super) type ShareStatuses = HashMap<Key, (ShareStatus, Option<String>)>;
 
 /// Per (share, target): the target's recorded choice (`mount: true|false`).
 type MountChoices = HashMap<Key, bool>;
+
+// The one mapping between the domain's share types and the wire's.
+impl From<hoody_api::model::ShareMode> for ShareMode {
+    fn from(m: hoody_api::model::ShareMode) -> Self {
+        match m {
+            hoody_api::model::ShareMode::Readonly => ShareMode::ReadOnly,
+            hoody_api::model::ShareMode::Readwrite => ShareMode::ReadWrite,
+        }
+    }
+}
+
+impl From<ShareMode> for hoody_api::model::ShareMode {
+    fn from(m: ShareMode) -> Self {
+        match m {
+            ShareMode::ReadOnly => hoody_api::model::ShareMode::Readonly,
+            ShareMode::ReadWrite => hoody_api::model::ShareMode::Readwrite,
+        }
+    }
+}
+
+impl From<ShareStatus> for hoody_api::model::ShareStatus {
+    fn from(s: ShareStatus) -> Self {
+        use hoody_api::model::ShareStatus as Wire;
+        match s {
+            ShareStatus::Active => Wire::Active,
+            ShareStatus::Failed => Wire::Failed,
+            ShareStatus::Pending => Wire::Pending,
+            ShareStatus::Unmounted => Wire::Unmounted,
+            ShareStatus::Disabled => Wire::Disabled,
+            ShareStatus::Expired => Wire::Expired,
+        }
+    }
+}
 
 /// Whether a share comes from another account than its target's: an offer.
 fn is_offer(share: &ShareRecord, target: &ContainerRecord) -> bool {
@@ -56,21 +90,28 @@ fn format_unix(t: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(t).map(crate::ids::format_time).unwrap_or_else(|_| t.to_string())
 }
 
+/// One target of a share as the engine sees it: the container, its status and why.
+struct TargetState<'a> {
+    container: &'a ContainerRecord,
+    status: ShareStatus,
+    message: Option<String>,
+}
+
 /// A share's status summed up over its targets (documented on [`Share::status`]).
-fn summary_status(share: &ShareRecord, targets: &[ShareTarget]) -> (ShareStatus, Option<String>) {
+fn summary_status(share: &ShareRecord, targets: &[TargetState]) -> (ShareStatus, Option<String>) {
     if !share.enabled {
         return (ShareStatus::Disabled, Some("the share is disabled by its source".into()));
     }
     if share.expires_at.is_some_and(|e| e <= now_unix()) {
         return (ShareStatus::Expired, Some("the share has expired".into()));
     }
-    let failed: Vec<&ShareTarget> = targets.iter().filter(|t| t.status == ShareStatus::Failed).collect();
+    let failed: Vec<&TargetState> = targets.iter().filter(|t| t.status == ShareStatus::Failed).collect();
     if let Some(first) = failed.first() {
         let others = match failed.len() {
             1 => String::new(),
             n => format!(" (and {} more failed target{})", n - 1, if n == 2 { "" } else { "s" }),
         };
-        return (ShareStatus::Failed, Some(format!("container {}: {}{others}", first.container_id, first.status_message.as_deref().unwrap_or("failed"))));
+        return (ShareStatus::Failed, Some(format!("container {}: {}{others}", first.container.id, first.message.as_deref().unwrap_or("failed"))));
     }
     if targets.iter().any(|t| t.status == ShareStatus::Active) {
         return (ShareStatus::Active, None);
@@ -79,7 +120,7 @@ fn summary_status(share: &ShareRecord, targets: &[ShareTarget]) -> (ShareStatus,
         return (ShareStatus::Pending, Some("no target container yet".into()));
     }
     if let Some(t) = targets.iter().find(|t| t.status != ShareStatus::Unmounted) {
-        return (ShareStatus::Pending, Some(format!("container {}: {}", t.container_id, t.status_message.as_deref().unwrap_or("not mounted yet"))));
+        return (ShareStatus::Pending, Some(format!("container {}: {}", t.container.id, t.message.as_deref().unwrap_or("not mounted yet"))));
     }
     (ShareStatus::Unmounted, Some("every target chose not to mount it".into()))
 }
@@ -124,22 +165,34 @@ impl Engine {
             .collect()
     }
 
-    fn target_view(&self, share: &ShareRecord, target: &ContainerRecord, choices: &MountChoices) -> ShareTarget {
+    /// `target`'s status for `share` as the last reconciliation recorded it.
+    fn target_state<'a>(&self, share: &ShareRecord, target: &'a ContainerRecord) -> TargetState<'a> {
         let key = (share.id.clone(), target.id.clone());
-        let (status, status_message) = self.share_status.lock().expect("share status").get(&key).cloned().unwrap_or((ShareStatus::Pending, None));
-        ShareTarget { container_id: target.id.clone(), mount: wants_mount(share, target, choices), status, status_message, mount_path: mount_path(&share.alias) }
+        let (status, message) = self.share_status.lock().expect("share status").get(&key).cloned().unwrap_or((ShareStatus::Pending, None));
+        TargetState { container: target, status, message }
+    }
+
+    fn target_view(share: &ShareRecord, state: TargetState, choices: &MountChoices) -> ShareTarget {
+        ShareTarget {
+            container_id: state.container.id.clone(),
+            mount: wants_mount(share, state.container, choices),
+            status: state.status.into(),
+            status_message: state.message,
+            mount_path: mount_path(&share.alias),
+        }
     }
 
     async fn share_view(&self, share: ShareRecord) -> Result<Share, ApiError> {
         let containers = self.catalog.containers().await?;
         let choices = self.catalog.mount_choices().await?;
-        let targets: Vec<ShareTarget> = Self::targets_of(&share, &containers).into_iter().map(|c| self.target_view(&share, c, &choices)).collect();
-        let (status, status_message) = summary_status(&share, &targets);
+        let states: Vec<TargetState> = Self::targets_of(&share, &containers).into_iter().map(|c| self.target_state(&share, c)).collect();
+        let (status, status_message) = summary_status(&share, &states);
+        let targets: Vec<ShareTarget> = states.into_iter().map(|t| Self::target_view(&share, t, &choices)).collect();
         Ok(Share {
             id: share.id,
             source_container_id: share.source_container_id,
             source_path: share.source_path,
-            mode: share.mode,
+            mode: share.mode.into(),
             target_container_id: share.target_container_id,
             target_project_id: share.target_project_id,
             alias: share.alias,
@@ -148,7 +201,7 @@ impl Engine {
             expires_at: share.expires_at.map(format_unix),
             created_at: share.created_at,
             updated_at: share.updated_at,
-            status,
+            status: status.into(),
             status_message,
             targets,
         })
@@ -192,7 +245,7 @@ impl Engine {
             account_id: who.account_id.clone(),
             source_container_id: container.to_string(),
             source_path: req.source_path,
-            mode: req.mode,
+            mode: req.mode.into(),
             target_container_id: req.target_container_id,
             target_project_id: req.target_project_id,
             alias,
@@ -237,7 +290,7 @@ impl Engine {
         };
         // Re-enabling retries every failed target; so does a new alias or mode
         // (every mount is remade with it).
-        let renamed = req.alias.as_ref().is_some_and(|a| *a != s.alias) || req.mode.is_some_and(|m| m != s.mode);
+        let renamed = req.alias.as_ref().is_some_and(|a| *a != s.alias) || req.mode.is_some_and(|m| ShareMode::from(m) != s.mode);
         if req.enabled == Some(true) || renamed {
             self.share_status.lock().expect("share status").retain(|(share, _), _| share != id);
         }
@@ -245,7 +298,7 @@ impl Engine {
             s.enabled = e;
         }
         if let Some(m) = req.mode {
-            s.mode = m;
+            s.mode = m.into();
         }
         if let Some(a) = req.alias {
             s.alias = a;
@@ -282,13 +335,13 @@ impl Engine {
                 if t.account_id != who.account_id || container.is_some_and(|c| c != t.id) {
                     continue;
                 }
-                let v = self.target_view(&s, t, &choices);
+                let v = Self::target_view(&s, self.target_state(&s, t), &choices);
                 out.push(IncomingShare {
                     share_id: s.id.clone(),
                     container_id: t.id.clone(),
                     source_container_id: s.source_container_id.clone(),
                     alias: s.alias.clone(),
-                    mode: s.mode,
+                    mode: s.mode.into(),
                     description: s.description.clone(),
                     enabled: s.enabled,
                     expires_at: s.expires_at.map(format_unix),
@@ -403,10 +456,7 @@ impl Engine {
                         source_rootfs: PathBuf::from(&src.rootfs_path),
                         source_path: PathBuf::from(&s.source_path),
                         source_available: !matches!(src.status, ContainerStatus::Stopped | ContainerStatus::Failed),
-                        mode: match s.mode {
-                            ShareMode::Readonly => crate::shares::ShareMode::ReadOnly,
-                            ShareMode::Readwrite => crate::shares::ShareMode::ReadWrite,
-                        },
+                        mode: s.mode,
                     });
                     status.insert(key, (ShareStatus::Active, None));
                 }

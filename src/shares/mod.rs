@@ -22,10 +22,33 @@ pub(crate) mod xattrs;
 
 pub use local_backend::LocalBackend;
 
-/// What a share's targets may do with it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What a share's targets may do with it. The catalog records it as the API
+/// spells it (`"readonly"`, `"readwrite"`), so data dirs written when the
+/// record held the API's type read unchanged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ShareMode {
     /// Every write fails with `EROFS`, enforced by the backend.
+    #[serde(rename = "readonly")]
     ReadOnly,
+    #[serde(rename = "readwrite")]
     ReadWrite,
+}
+
+/// Where a share stands in one target, or summed up over all of them; the
+/// API's `ShareStatus` says the same on the wire (mapped in `engine::share_api`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShareStatus {
+    /// Mounted at `/hoody/shares/<alias>` in the target.
+    Active,
+    /// Could not be mounted (the message says why); stays so until retried.
+    Failed,
+    /// Not mounted yet: an offer awaiting acceptance, a target not reached yet,
+    /// or (for a whole share) no target at all.
+    Pending,
+    /// The target chose not to mount it.
+    Unmounted,
+    /// The source disabled it.
+    Disabled,
+    /// Its expiry has passed.
+    Expired,
 }
