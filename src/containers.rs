@@ -1,8 +1,36 @@
 //! Rules of containers that need no I/O: lifecycle transitions and validation of
 //! names and settings.
 
-use hoody_api::model::{ContainerOperation, ContainerStatus};
+use hoody_api::model::ContainerOperation;
 use hoody_api::ApiError;
+use serde::{Deserialize, Serialize};
+
+/// Where a container stands in its lifecycle. The catalog records it as the
+/// API spells it (`"running"`, …, `"deleting"`), so data dirs written when the
+/// record held the API's type read unchanged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ContainerStatus {
+    Running,
+    Stopped,
+    Paused,
+    Copying,
+    Failed,
+    Deleting,
+}
+
+impl ContainerStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ContainerStatus::Running => "running",
+            ContainerStatus::Stopped => "stopped",
+            ContainerStatus::Paused => "paused",
+            ContainerStatus::Copying => "copying",
+            ContainerStatus::Failed => "failed",
+            ContainerStatus::Deleting => "deleting",
+        }
+    }
+}
 
 /// The status `op` leads to from `from`, or why it is not allowed (a 409).
 pub fn transition(from: ContainerStatus, op: ContainerOperation) -> Result<ContainerStatus, String> {

@@ -9,6 +9,35 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
+use serde::{Deserialize, Serialize};
+
+/// A job's progress as published on its container record (and shown by
+/// `GET /admin/gc`): a [`Sample`] with its rate and what the job is. The
+/// catalog records it with the field names and defaults the API's `Progress`
+/// has, so records written when they held that type read unchanged.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobProgress {
+    pub phase: String,
+    pub bytes_done: u64,
+    pub bytes_total: u64,
+    pub files_done: u64,
+    pub files_total: u64,
+    /// Bytes per second over the last few seconds.
+    #[serde(default)]
+    pub rate: u64,
+    /// False while the totals are an estimate.
+    #[serde(default)]
+    pub totals_exact: bool,
+    /// `snapshot`, `restore` or `gc`.
+    #[serde(default)]
+    pub job: String,
+    /// The snapshot's alias (snapshot and restore jobs).
+    #[serde(default)]
+    pub snapshot: Option<String>,
+    #[serde(default)]
+    pub started_at: Option<String>,
+}
+
 #[derive(Debug)]
 pub struct Reporter {
     phase: Mutex<&'static str>,

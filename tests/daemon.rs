@@ -141,7 +141,7 @@ fn a_start_after_a_crash_finishes_deletions_and_removes_orphan_rootfs() {
     rt.block_on(async {
         let catalog = hoodyd::daemon::bootstrap::open_catalog(&hoodyd::layout::DataLayout::new(dir.path())).await.unwrap();
         let mut rec = catalog.container(&doomed_id).await.unwrap().unwrap();
-        rec.status = hoody_api::model::ContainerStatus::Deleting;
+        rec.status = hoodyd::containers::ContainerStatus::Deleting;
         catalog.put_container(&rec).await.unwrap();
     });
     let orphan = dir.path().join("containers/0123456789abcdef01234567/rootfs");

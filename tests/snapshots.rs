@@ -263,7 +263,7 @@ fn restore_while_copying_is_a_conflict() {
     rt.block_on(async {
         let catalog = hoodyd::daemon::bootstrap::open_catalog(&hoodyd::layout::DataLayout::new(dir.path())).await.unwrap();
         let mut rec = catalog.container(&id).await.unwrap().unwrap();
-        rec.status = hoody_api::model::ContainerStatus::Copying;
+        rec.status = hoodyd::containers::ContainerStatus::Copying;
         catalog.put_container(&rec).await.unwrap();
     });
     let d = Daemon::start_in(dir, &[]);

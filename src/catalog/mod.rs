@@ -19,7 +19,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use hoody_api::model::{ContainerStatus, Progress};
+use crate::containers::ContainerStatus;
+use crate::progress::JobProgress;
 pub use kv::{Compare, KvError, KvStore, Op, Txn};
 
 #[derive(Debug, thiserror::Error)]
@@ -85,7 +86,7 @@ pub struct ContainerRecord {
     pub network_rules: Vec<Value>,
     pub created_at: String,
     pub updated_at: String,
-    pub progress: Option<Progress>,
+    pub progress: Option<JobProgress>,
 }
 
 /// A snapshot: its root tree hash (the id) and what the API shows of it.
@@ -420,5 +421,40 @@ mod tests {
             assert_eq!(record.mode, mode);
             assert_eq!(String::from_utf8(encode(&record)).unwrap(), old);
         }
+    }
+
+    /// A container record as written when it held the API's `ContainerStatus`
+    /// and `Progress` reads into the catalog's own types and is written back
+    /// the same; so does one of a job's progress that predates its later fields.
+    #[test]
+    fn a_container_record_of_an_earlier_daemon_reads_unchanged() {
+        use hoody_api::model as wire;
+        let progress = wire::Progress {
+            phase: "storing".into(),
+            bytes_done: 1,
+            bytes_total: 2,
+            files_done: 3,
+            files_total: 4,
+            rate: 5,
+            totals_exact: true,
+            job: "snapshot".into(),
+            snapshot: Some("s".into()),
+            started_at: Some("2025-11-09T15:00:00.000Z".into()),
+        };
+        let statuses = [wire::ContainerStatus::Running, wire::ContainerStatus::Stopped, wire::ContainerStatus::Paused, wire::ContainerStatus::Copying, wire::ContainerStatus::Failed, wire::ContainerStatus::Deleting];
+        for status in statuses {
+            let old = serde_json::json!({
+                "id": "c1", "account_id": "a1", "project_id": "p1", "name": "c", "server_id": "n1",
+                "status": status, "status_message": null, "source_container_id": null, "ssh_public_key": null,
+                "rootfs_path": "/r", "rootfs_adopted": false, "cgroup_path": null, "env": {}, "resources": {},
+                "firewall_rules": [], "network_rules": [], "created_at": "t", "updated_at": "t", "progress": progress,
+            });
+            let record: ContainerRecord = decode(b"containers/c1", &serde_json::to_vec(&old).unwrap()).unwrap();
+            assert_eq!(record.status.as_str(), status.as_str());
+            assert_eq!(serde_json::from_slice::<Value>(&encode(&record)).unwrap(), old);
+        }
+        let earliest = serde_json::json!({"phase": "scanning", "bytes_done": 0, "bytes_total": 0, "files_done": 0, "files_total": 0});
+        let p: JobProgress = serde_json::from_value(earliest).unwrap();
+        assert_eq!((p.rate, p.totals_exact, p.job.as_str(), p.snapshot, p.started_at), (0, false, "", None, None));
     }
 }

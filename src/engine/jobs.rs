@@ -8,12 +8,11 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use hoody_api::model::Progress;
 use hoody_api::ApiError;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::catalog::{Catalog, CatalogError};
-use crate::progress::{RateMeter, Reporter, Sample};
+use crate::progress::{JobProgress, RateMeter, Reporter, Sample};
 
 /// How long a request waits for its job before answering `202`.
 pub const JOB_WAIT: Duration = Duration::from_millis(1000);
@@ -36,8 +35,8 @@ impl JobInfo {
     }
 }
 
-pub fn progress_of(sample: &Sample, rate: u64, info: &JobInfo) -> Progress {
-    Progress {
+pub fn progress_of(sample: &Sample, rate: u64, info: &JobInfo) -> JobProgress {
+    JobProgress {
         phase: sample.phase.into(),
         bytes_done: sample.bytes_done,
         bytes_total: sample.bytes_total,
@@ -72,7 +71,7 @@ impl Ticker {
         tokio::spawn(async move {
             let mut meter = RateMeter::default();
             let mut published = false;
-            let mut last: Option<Progress> = None;
+            let mut last: Option<JobProgress> = None;
             let mut next = tokio::time::Instant::now() + FIRST_TICK;
             loop {
                 let ack = tokio::select! {
@@ -127,7 +126,7 @@ impl Ticker {
 
 /// Sets a container's progress; the first publication of a job also clears
 /// the message the previous job left (compare-and-swap loop).
-async fn publish(catalog: &Catalog, id: &str, progress: &Progress, first: bool) -> Result<(), CatalogError> {
+async fn publish(catalog: &Catalog, id: &str, progress: &JobProgress, first: bool) -> Result<(), CatalogError> {
     loop {
         let Some(old) = catalog.container(id).await? else { return Ok(()) };
         let mut new = old.clone();

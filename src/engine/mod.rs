@@ -7,6 +7,7 @@ mod jobs;
 mod share_api;
 mod snapshot_api;
 mod token_api;
+mod wire;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -19,7 +20,7 @@ use hoody_api::model::*;
 use hoody_api::{ApiError, HoodyService};
 
 use crate::catalog::{Catalog, CatalogError, ContainerRecord, ProjectRecord, ServerRecord};
-use crate::containers::{transition, validate_cgroup_path, validate_env, validate_name, validate_ssh_key};
+use crate::containers::{transition, ContainerStatus, validate_cgroup_path, validate_env, validate_name, validate_ssh_key};
 use crate::layout::{DataLayout, NodeIdentity};
 use crate::store::BlockStore;
 
@@ -173,7 +174,7 @@ impl Engine {
             name: c.name,
             project_id: c.project_id,
             server_id: c.server_id,
-            status: c.status,
+            status: c.status.into(),
             status_message: c.status_message,
             source_container_id: c.source_container_id,
             snapshot_count,
@@ -186,7 +187,7 @@ impl Engine {
             network_rules: c.network_rules,
             created_at: c.created_at,
             updated_at: c.updated_at,
-            progress: c.progress,
+            progress: c.progress.map(Into::into),
         }
     }
 

@@ -15,6 +15,7 @@ use hoody_api::ApiError;
 
 use super::Engine;
 use crate::catalog::{ContainerRecord, ShareRecord};
+use crate::containers::ContainerStatus;
 use crate::ids::{now_unix, validate_alias};
 use crate::shares::mounts::DesiredMount;
 use crate::shares::{ShareMode, ShareStatus};
@@ -29,39 +30,6 @@ pub(super) type ShareStatuses = HashMap<Key, (ShareStatus, Option<String>)>;
 
 /// Per (share, target): the target's recorded choice (`mount: true|false`).
 type MountChoices = HashMap<Key, bool>;
-
-// The one mapping between the domain's share types and the wire's.
-impl From<hoody_api::model::ShareMode> for ShareMode {
-    fn from(m: hoody_api::model::ShareMode) -> Self {
-        match m {
-            hoody_api::model::ShareMode::Readonly => ShareMode::ReadOnly,
-            hoody_api::model::ShareMode::Readwrite => ShareMode::ReadWrite,
-        }
-    }
-}
-
-impl From<ShareMode> for hoody_api::model::ShareMode {
-    fn from(m: ShareMode) -> Self {
-        match m {
-            ShareMode::ReadOnly => hoody_api::model::ShareMode::Readonly,
-            ShareMode::ReadWrite => hoody_api::model::ShareMode::Readwrite,
-        }
-    }
-}
-
-impl From<ShareStatus> for hoody_api::model::ShareStatus {
-    fn from(s: ShareStatus) -> Self {
-        use hoody_api::model::ShareStatus as Wire;
-        match s {
-            ShareStatus::Active => Wire::Active,
-            ShareStatus::Failed => Wire::Failed,
-            ShareStatus::Pending => Wire::Pending,
-            ShareStatus::Unmounted => Wire::Unmounted,
-            ShareStatus::Disabled => Wire::Disabled,
-            ShareStatus::Expired => Wire::Expired,
-        }
-    }
-}
 
 /// Whether a share comes from another account than its target's: an offer.
 fn is_offer(share: &ShareRecord, target: &ContainerRecord) -> bool {

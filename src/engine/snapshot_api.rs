@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::jobs::{self, Handoff, JobInfo, Ticker};
 use super::Engine;
 use crate::catalog::{CatalogError, ContainerRecord, SnapshotRecord};
+use crate::containers::ContainerStatus;
 use crate::progress::Reporter;
 use crate::snapshot::capture::{capture_with, CaptureError};
 use crate::snapshot::freeze::{is_btrfs_subvolume, Frozen, SubvolumeSnapshot};
@@ -392,7 +393,7 @@ impl Engine {
             seconds: started.elapsed().as_secs_f64(),
             summary: result.as_ref().ok().cloned(),
             error: result.as_ref().err().map(|e| format!("{e:#}")),
-            progress: jobs::progress_of(&reporter.sample(), 0, &info),
+            progress: jobs::progress_of(&reporter.sample(), 0, &info).into(),
         });
         result
     }
@@ -403,7 +404,7 @@ impl Engine {
         let last = state.last.clone();
         let progress = state.running.as_mut().map(|(reporter, info, meter)| {
             let sample = reporter.sample();
-            jobs::progress_of(&sample, meter.rate(sample.bytes_done), info)
+            jobs::progress_of(&sample, meter.rate(sample.bytes_done), info).into()
         });
         GcStatus { running: progress.is_some(), progress, last }
     }
