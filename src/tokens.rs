@@ -71,6 +71,7 @@ pub async fn issue_expiring(catalog: &Catalog, account: &AccountRecord, lifetime
         secret_hash: hash_secret(&secret),
         created_at: crate::ids::now(),
         expires_at: lifetime.map(|l| crate::ids::format_time(OffsetDateTime::now_utc() + l.min(MAX_LIFETIME))),
+        record_version: crate::catalog::RECORD_VERSION,
     };
     catalog.put_token(&record).await?;
     let token = format!("{PREFIX}{}_{secret}", record.id);

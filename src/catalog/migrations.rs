@@ -4,8 +4,11 @@
 
 use std::sync::Arc;
 
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
 use super::kv::{Compare, KvStore, Op, Txn};
-use super::CatalogResult;
+use super::{decode, encode, AccountRecord, CatalogResult, ContainerRecord, ProjectRecord, ServerRecord, ShareRecord, SnapshotRecord, TokenRecord};
 
 const VERSION_KEY: &[u8] = b"meta/schema_version";
 
@@ -16,6 +19,8 @@ type Step = fn(&Arc<dyn KvStore>) -> std::pin::Pin<Box<dyn std::future::Future<O
 const STEPS: &[Step] = &[
     // 1: the initial layout; nothing to rewrite.
     |_| Box::pin(async { Ok(()) }),
+    // 2: every record carries the version of its layout (`record_version`).
+    |kv| Box::pin(stamp_record_versions(kv)),
 ];
 
 pub const CURRENT_VERSION: u64 = STEPS.len() as u64;
@@ -36,6 +41,33 @@ pub async fn run(kv: &Arc<dyn KvStore>) -> CatalogResult<()> {
     }
 }
 
+/// Rewrites every record that does not carry its `record_version` yet as the
+/// catalog writes it now: decoded (a missing version reads as 1) and encoded.
+/// Besides the stamp, this leaves each record in the encoding the catalog's
+/// compare-and-swaps expect. A record that does not decode is left as it is
+/// (reading it reports it, as before).
+async fn stamp_record_versions(kv: &Arc<dyn KvStore>) -> CatalogResult<()> {
+    restamp::<AccountRecord>(kv, "accounts/").await?;
+    restamp::<TokenRecord>(kv, "tokens/").await?;
+    restamp::<ProjectRecord>(kv, "projects/").await?;
+    restamp::<ContainerRecord>(kv, "containers/").await?;
+    restamp::<SnapshotRecord>(kv, "snapshots/").await?;
+    restamp::<ShareRecord>(kv, "shares/").await?;
+    restamp::<ServerRecord>(kv, "servers/").await
+}
+
+async fn restamp<T: Serialize + DeserializeOwned>(kv: &Arc<dyn KvStore>, prefix: &str) -> CatalogResult<()> {
+    for (key, old) in kv.range(prefix.as_bytes()).await? {
+        let Ok(record) = decode::<T>(&key, &old) else { continue };
+        let new = encode(&record);
+        if new != old {
+            // Changed meanwhile by another node: then it was written stamped.
+            kv.txn(Txn::when(vec![Compare::Equals(key.clone(), old)]).then(vec![Op::Put(key, new)])).await?;
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -48,5 +80,35 @@ mod tests {
         run(&kv).await.unwrap();
         run(&kv).await.unwrap();
         assert_eq!(kv.get(VERSION_KEY).await.unwrap(), Some(CURRENT_VERSION.to_string().into_bytes()));
+    }
+
+    /// A data dir of schema version 1 (records without `record_version`) is
+    /// stamped at open, and its records then swap as any other.
+    #[tokio::test]
+    async fn an_earlier_data_dir_gets_its_records_stamped() {
+        let dir = tempfile::tempdir().unwrap();
+        let kv: Arc<dyn KvStore> = Arc::new(SqliteKv::open(&dir.path().join("c.db")).unwrap());
+        kv.put(VERSION_KEY, b"1").await.unwrap();
+        let account = serde_json::json!({"id": "a1", "name": "alice", "is_admin": false, "created_at": "2025-01-01T00:00:00.000Z"});
+        let container = serde_json::json!({
+            "id": "c1", "account_id": "a1", "project_id": "p1", "name": "c", "server_id": "n1",
+            "status": "running", "status_message": null, "source_container_id": null, "ssh_public_key": null,
+            "rootfs_path": "/r", "rootfs_adopted": false, "cgroup_path": null, "env": {}, "resources": {},
+            "firewall_rules": [], "network_rules": [], "created_at": "t", "updated_at": "t", "progress": null,
+        });
+        kv.put(b"accounts/a1", &serde_json::to_vec(&account).unwrap()).await.unwrap();
+        kv.put(b"containers/c1", &serde_json::to_vec(&container).unwrap()).await.unwrap();
+        kv.put(b"containers/bad", b"not json").await.unwrap();
+        let catalog = crate::catalog::Catalog::open(kv.clone()).await.unwrap();
+        assert_eq!(kv.get(VERSION_KEY).await.unwrap(), Some(CURRENT_VERSION.to_string().into_bytes()));
+        for key in [&b"accounts/a1"[..], b"containers/c1"] {
+            let stored: serde_json::Value = serde_json::from_slice(&kv.get(key).await.unwrap().unwrap()).unwrap();
+            assert_eq!(stored["record_version"], 1, "{}", String::from_utf8_lossy(key));
+        }
+        assert_eq!(kv.get(b"containers/bad").await.unwrap().as_deref(), Some(&b"not json"[..]), "left as it was");
+        let old = catalog.container("c1").await.unwrap().unwrap();
+        let mut new = old.clone();
+        new.status_message = Some("swapped".into());
+        assert!(catalog.swap_container(&old, &new).await.unwrap());
     }
 }

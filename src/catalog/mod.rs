@@ -2,7 +2,7 @@
 //! records over the [`KvStore`] seam. In a cluster the same records live in etcd;
 //! nothing here knows which engine serves the seam.
 //!
-//! Key layout (values are JSON):
+//! Key layout (values are JSON; each record carries its `record_version`):
 //! `accounts/<id>`, `account-names/<name>` → id, `tokens/<id>`, `projects/<id>`,
 //! `project-names/<account>/<name>` → id, `containers/<id>`, `servers/<id>`,
 //! `shares/<id>`, `share-mounts/<share>/<container>` → `1` (the target
@@ -35,12 +35,25 @@ pub enum CatalogError {
 
 pub type CatalogResult<T> = Result<T, CatalogError>;
 
+/// The layout of the records this daemon writes, carried in each (`record_version`)
+/// so a later node knows an earlier node's records by it. Records written
+/// before they carried it are version 1: the same layout, stamped by the
+/// catalog's migration 2.
+pub const RECORD_VERSION: u32 = 1;
+
+fn first_record_version() -> u32 {
+    1
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct AccountRecord {
     pub id: String,
     pub name: String,
     pub is_admin: bool,
     pub created_at: String,
+    /// The record layout that wrote it ([`RECORD_VERSION`]).
+    #[serde(default = "first_record_version")]
+    pub record_version: u32,
 }
 
 /// A token is stored as the BLAKE3 hash of its secret, never the secret itself.
@@ -54,6 +67,9 @@ pub struct TokenRecord {
     /// tokens could expire have none (and never expire).
     #[serde(default)]
     pub expires_at: Option<String>,
+    /// The record layout that wrote it ([`RECORD_VERSION`]).
+    #[serde(default = "first_record_version")]
+    pub record_version: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -63,6 +79,9 @@ pub struct ProjectRecord {
     pub name: String,
     pub description: Option<String>,
     pub created_at: String,
+    /// The record layout that wrote it ([`RECORD_VERSION`]).
+    #[serde(default = "first_record_version")]
+    pub record_version: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -87,6 +106,9 @@ pub struct ContainerRecord {
     pub created_at: String,
     pub updated_at: String,
     pub progress: Option<JobProgress>,
+    /// The record layout that wrote it ([`RECORD_VERSION`]).
+    #[serde(default = "first_record_version")]
+    pub record_version: u32,
 }
 
 /// A snapshot: its root tree hash (the id) and what the API shows of it.
@@ -104,6 +126,9 @@ pub struct SnapshotRecord {
     pub expires_unix: Option<i64>,
     pub size_bytes: u64,
     pub new_bytes: u64,
+    /// The record layout that wrote it ([`RECORD_VERSION`]).
+    #[serde(default = "first_record_version")]
+    pub record_version: u32,
 }
 
 /// A share: the source decides what (path, mode, who, until when, enabled).
@@ -122,6 +147,9 @@ pub struct ShareRecord {
     pub expires_at: Option<i64>,
     pub created_at: String,
     pub updated_at: String,
+    /// The record layout that wrote it ([`RECORD_VERSION`]).
+    #[serde(default = "first_record_version")]
+    pub record_version: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -132,6 +160,9 @@ pub struct ServerRecord {
     pub quic: String,
     pub version: String,
     pub started_at: String,
+    /// The record layout that wrote it ([`RECORD_VERSION`]).
+    #[serde(default = "first_record_version")]
+    pub record_version: u32,
 }
 
 fn account_key(id: &str) -> Vec<u8> {
@@ -221,7 +252,7 @@ impl Catalog {
             if let Some(existing) = self.account_by_name(name).await? {
                 return Ok(existing);
             }
-            let record = AccountRecord { id: crate::ids::new_id(), name: name.to_string(), is_admin, created_at: crate::ids::now() };
+            let record = AccountRecord { id: crate::ids::new_id(), name: name.to_string(), is_admin, created_at: crate::ids::now(), record_version: RECORD_VERSION };
             let created = self
                 .kv
                 .txn(Txn::when(vec![Compare::Absent(account_name_key(name))]).then(vec![
@@ -409,8 +440,9 @@ impl Catalog {
 mod tests {
     use super::*;
 
-    /// A share record as written when it held the API's `ShareMode` reads
-    /// unchanged into the domain's, and is written back byte for byte.
+    /// A share record as written when it held the API's `ShareMode` (and
+    /// carried no version) reads into the domain's, and is written back byte
+    /// for byte but for the version stamp.
     #[test]
     fn a_share_record_of_an_earlier_daemon_reads_unchanged() {
         for (wire, mode) in [("readonly", crate::shares::ShareMode::ReadOnly), ("readwrite", crate::shares::ShareMode::ReadWrite)] {
@@ -418,14 +450,16 @@ mod tests {
                 r#"{{"id":"s1","account_id":"a1","source_container_id":"c1","source_path":"/data","mode":"{wire}","target_container_id":"c2","target_project_id":null,"alias":"data","description":null,"enabled":true,"expires_at":null,"created_at":"2025-11-09T15:00:00.000Z","updated_at":"2025-11-09T15:00:00.000Z"}}"#
             );
             let record: ShareRecord = decode(b"shares/s1", old.as_bytes()).unwrap();
-            assert_eq!(record.mode, mode);
-            assert_eq!(String::from_utf8(encode(&record)).unwrap(), old);
+            assert_eq!((record.mode, record.record_version), (mode, 1));
+            let stamped = format!("{},\"record_version\":1}}", old.strip_suffix('}').unwrap());
+            assert_eq!(String::from_utf8(encode(&record)).unwrap(), stamped);
         }
     }
 
     /// A container record as written when it held the API's `ContainerStatus`
     /// and `Progress` reads into the catalog's own types and is written back
-    /// the same; so does one of a job's progress that predates its later fields.
+    /// the same but for the version stamp; so does a job's progress that
+    /// predates its later fields.
     #[test]
     fn a_container_record_of_an_earlier_daemon_reads_unchanged() {
         use hoody_api::model as wire;
@@ -451,7 +485,9 @@ mod tests {
             });
             let record: ContainerRecord = decode(b"containers/c1", &serde_json::to_vec(&old).unwrap()).unwrap();
             assert_eq!(record.status.as_str(), status.as_str());
-            assert_eq!(serde_json::from_slice::<Value>(&encode(&record)).unwrap(), old);
+            let mut stamped = old.clone();
+            stamped["record_version"] = 1.into();
+            assert_eq!(serde_json::from_slice::<Value>(&encode(&record)).unwrap(), stamped);
         }
         let earliest = serde_json::json!({"phase": "scanning", "bytes_done": 0, "bytes_total": 0, "files_done": 0, "files_total": 0});
         let p: JobProgress = serde_json::from_value(earliest).unwrap();

@@ -102,6 +102,7 @@ impl Engine {
                 quic: quic.into(),
                 version: env!("CARGO_PKG_VERSION").into(),
                 started_at: self.started_at.clone(),
+                record_version: crate::catalog::RECORD_VERSION,
             })
             .await
     }
@@ -301,7 +302,7 @@ impl HoodyService for Engine {
 
     async fn create_project(&self, who: &Principal, req: CreateProject) -> Result<Project, ApiError> {
         validate_name("name", &req.name)?;
-        let record = ProjectRecord { id: crate::ids::new_id(), account_id: who.account_id.clone(), name: req.name, description: req.description, created_at: crate::ids::now() };
+        let record = ProjectRecord { id: crate::ids::new_id(), account_id: who.account_id.clone(), name: req.name, description: req.description, created_at: crate::ids::now(), record_version: crate::catalog::RECORD_VERSION };
         self.catalog.create_project(&record).await?;
         Ok(Project { id: record.id, name: record.name, description: record.description, created_at: record.created_at })
     }
@@ -365,6 +366,7 @@ impl HoodyService for Engine {
             created_at: now.clone(),
             updated_at: now,
             progress: None,
+            record_version: crate::catalog::RECORD_VERSION,
         };
         // The record is the commit point: a crash before it leaves only a
         // directory without a record, which `recover` removes.

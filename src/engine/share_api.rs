@@ -222,6 +222,7 @@ impl Engine {
             expires_at,
             created_at: now.clone(),
             updated_at: now,
+            record_version: crate::catalog::RECORD_VERSION,
         };
         self.catalog.put_share(&record).await?;
         self.reconcile_shares().await;

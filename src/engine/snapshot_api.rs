@@ -514,6 +514,7 @@ impl SnapshotJobParts {
             expires_unix: self.expires.map(|t| t.unix_timestamp()),
             size_bytes: captured.stats.size_bytes,
             new_bytes: captured.stats.new_bytes,
+            record_version: crate::catalog::RECORD_VERSION,
         };
         self.catalog.create_snapshot(&record).await?;
         drop(gate);
