@@ -2,8 +2,9 @@
 //! names and settings.
 
 use hoody_api::model::ContainerOperation;
-use hoody_api::ApiError;
 use serde::{Deserialize, Serialize};
+
+use crate::engine::EngineError;
 
 /// Where a container stands in its lifecycle. The catalog records it as the
 /// API spells it (`"running"`, …, `"deleting"`), so data dirs written when the
@@ -49,45 +50,45 @@ pub fn transition(from: ContainerStatus, op: ContainerOperation) -> Result<Conta
 }
 
 /// Names: 1–128 characters, no control characters, no leading or trailing space.
-pub fn validate_name(field: &str, name: &str) -> Result<(), ApiError> {
+pub fn validate_name(field: &str, name: &str) -> Result<(), EngineError> {
     if name.is_empty() {
-        return Err(ApiError::invalid(field, format!("`{field}` must not be empty")));
+        return Err(EngineError::invalid(field, format!("`{field}` must not be empty")));
     }
     if name.chars().count() > 128 {
-        return Err(ApiError::invalid(field, format!("`{field}` is longer than 128 characters")));
+        return Err(EngineError::invalid(field, format!("`{field}` is longer than 128 characters")));
     }
     if name.chars().any(char::is_control) || name.trim() != name {
-        return Err(ApiError::invalid(field, format!("`{field}` must not contain control characters or surrounding spaces")));
+        return Err(EngineError::invalid(field, format!("`{field}` must not contain control characters or surrounding spaces")));
     }
     Ok(())
 }
 
 /// An SSH public key line: `<type> <base64> [comment]`.
-pub fn validate_ssh_key(key: &str) -> Result<(), ApiError> {
+pub fn validate_ssh_key(key: &str) -> Result<(), EngineError> {
     let mut parts = key.split_whitespace();
     let kind = parts.next().unwrap_or("");
     let body = parts.next().unwrap_or("");
     let known = kind.starts_with("ssh-") || kind.starts_with("ecdsa-") || kind.starts_with("sk-");
     let base64ish = !body.is_empty() && body.chars().all(|c| c.is_ascii_alphanumeric() || "+/=".contains(c));
     if !known || !base64ish {
-        return Err(ApiError::invalid("ssh_public_key", "`ssh_public_key` must be an OpenSSH public key line such as `ssh-ed25519 AAAA… comment`"));
+        return Err(EngineError::invalid("ssh_public_key", "`ssh_public_key` must be an OpenSSH public key line such as `ssh-ed25519 AAAA… comment`"));
     }
     Ok(())
 }
 
 /// A cgroup v2 directory: an absolute path without `..`.
-pub fn validate_cgroup_path(path: &str) -> Result<(), ApiError> {
+pub fn validate_cgroup_path(path: &str) -> Result<(), EngineError> {
     let p = std::path::Path::new(path);
     if !p.is_absolute() || p.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
-        return Err(ApiError::invalid("cgroup_path", "`cgroup_path` must be an absolute path without `..`"));
+        return Err(EngineError::invalid("cgroup_path", "`cgroup_path` must be an absolute path without `..`"));
     }
     Ok(())
 }
 
-pub fn validate_env(env: &std::collections::BTreeMap<String, String>) -> Result<(), ApiError> {
+pub fn validate_env(env: &std::collections::BTreeMap<String, String>) -> Result<(), EngineError> {
     for key in env.keys() {
         if key.is_empty() || key.contains('=') || key.contains('\0') {
-            return Err(ApiError::invalid(format!("env.{key}"), format!("environment variable name `{key}` must be non-empty without `=`")));
+            return Err(EngineError::invalid(format!("env.{key}"), format!("environment variable name `{key}` must be non-empty without `=`")));
         }
     }
     Ok(())

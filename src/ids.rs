@@ -1,7 +1,8 @@
 //! Identifiers, names and timestamps as the API shows them.
 
-use hoody_api::ApiError;
 use rand::RngCore;
+
+use crate::engine::EngineError;
 
 /// The longest alias, in bytes: well under `NAME_MAX` (255), so an alias is
 /// always a valid file name (a share's mount point) and URL segment.
@@ -12,10 +13,10 @@ pub const MAX_ALIAS_BYTES: usize = 100;
 /// component name, i.e. a valid name (`containers::validate_name`: not empty,
 /// no control character, no surrounding space), not `.` or `..`, without `/`,
 /// at most [`MAX_ALIAS_BYTES`] bytes.
-pub fn validate_alias(alias: &str) -> Result<(), ApiError> {
+pub fn validate_alias(alias: &str) -> Result<(), EngineError> {
     crate::containers::validate_name("alias", alias)?;
     if alias.contains('/') || alias == "." || alias == ".." || alias.len() > MAX_ALIAS_BYTES {
-        return Err(ApiError::invalid(
+        return Err(EngineError::invalid(
             "alias",
             format!("`alias` must be a single path component of at most {MAX_ALIAS_BYTES} bytes without `/`, got `{alias}`"),
         ));

@@ -3,11 +3,14 @@
 
 // The API face of each domain: the HoodyService calls, over the mechanisms
 // in crate::snapshot, crate::shares and crate::tokens.
+mod errors;
 mod jobs;
 mod share_api;
 mod snapshot_api;
 mod token_api;
 mod wire;
+
+pub use errors::EngineError;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -24,14 +27,6 @@ use crate::containers::{transition, ContainerStatus, validate_cgroup_path, valid
 use crate::layout::{DataLayout, NodeIdentity};
 use crate::store::BlockStore;
 
-impl From<CatalogError> for ApiError {
-    fn from(e: CatalogError) -> Self {
-        match e {
-            CatalogError::Conflict(msg) => ApiError::Conflict(msg),
-            other => ApiError::internal(other),
-        }
-    }
-}
 
 pub struct Engine {
     catalog: Catalog,
@@ -193,10 +188,10 @@ impl Engine {
     }
 
     /// The caller's container `id`; another account's or a vanishing one is "not found".
-    async fn owned_container(&self, who: &Principal, id: &str) -> Result<ContainerRecord, ApiError> {
+    async fn owned_container(&self, who: &Principal, id: &str) -> Result<ContainerRecord, EngineError> {
         match self.catalog.container(id).await? {
             Some(c) if c.account_id == who.account_id && c.status != ContainerStatus::Deleting => Ok(c),
-            _ => Err(ApiError::not_found(format!("container `{id}` not found"))),
+            _ => Err(EngineError::not_found(format!("container `{id}` not found"))),
         }
     }
 
@@ -543,35 +538,35 @@ impl HoodyService for Engine {
     }
 
     async fn create_share(&self, who: &Principal, container: &str, req: CreateShare) -> Result<Share, ApiError> {
-        self.share_create(who, container, req).await
+        self.share_create(who, container, req).await.map_err(Into::into)
     }
 
     async fn list_shares(&self, who: &Principal, container: Option<&str>) -> Result<Vec<Share>, ApiError> {
-        self.share_list(who, container).await
+        self.share_list(who, container).await.map_err(Into::into)
     }
 
     async fn get_share(&self, who: &Principal, container: Option<&str>, share: &str) -> Result<Share, ApiError> {
-        self.share_get(who, container, share).await
+        self.share_get(who, container, share).await.map_err(Into::into)
     }
 
     async fn update_share(&self, who: &Principal, container: Option<&str>, share: &str, req: UpdateShare) -> Result<Share, ApiError> {
-        self.share_update(who, container, share, req).await
+        self.share_update(who, container, share, req).await.map_err(Into::into)
     }
 
     async fn delete_share(&self, who: &Principal, share: &str) -> Result<(), ApiError> {
-        self.share_delete(who, share).await
+        self.share_delete(who, share).await.map_err(Into::into)
     }
 
     async fn list_incoming(&self, who: &Principal, container: Option<&str>) -> Result<Vec<IncomingShare>, ApiError> {
-        self.incoming(who, container).await
+        self.incoming(who, container).await.map_err(Into::into)
     }
 
     async fn get_incoming(&self, who: &Principal, container: Option<&str>, share: &str) -> Result<IncomingShare, ApiError> {
-        self.incoming_one(who, container, share).await
+        self.incoming_one(who, container, share).await.map_err(Into::into)
     }
 
     async fn set_mount(&self, who: &Principal, container: Option<&str>, share: &str, mount: bool) -> Result<IncomingShare, ApiError> {
-        self.mount_choice(who, container, share, mount).await
+        self.mount_choice(who, container, share, mount).await.map_err(Into::into)
     }
 
     async fn list_servers(&self, _who: &Principal) -> Result<Vec<Server>, ApiError> {

@@ -11,9 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hoody_api::model::*;
-use hoody_api::ApiError;
 
-use super::Engine;
+use super::{Engine, EngineError};
 use crate::catalog::{ContainerRecord, ShareRecord};
 use crate::containers::ContainerStatus;
 use crate::ids::{now_unix, validate_alias};
@@ -42,13 +41,13 @@ fn wants_mount(share: &ShareRecord, target: &ContainerRecord, choices: &MountCho
     choices.get(&(share.id.clone(), target.id.clone())).copied().unwrap_or(!is_offer(share, target))
 }
 
-fn validate_expiry(expires_at: TimeInput) -> Result<i64, ApiError> {
+fn validate_expiry(expires_at: TimeInput) -> Result<i64, EngineError> {
     let t = expires_at.unix();
     if time::OffsetDateTime::from_unix_timestamp(t).is_err() {
-        return Err(ApiError::invalid("expires_at", format!("`expires_at` {t} is out of range (Unix seconds or RFC 3339, before the year 10000)")));
+        return Err(EngineError::invalid("expires_at", format!("`expires_at` {t} is out of range (Unix seconds or RFC 3339, before the year 10000)")));
     }
     if t <= now_unix() {
-        return Err(ApiError::invalid("expires_at", format!("`expires_at` must be in the future, got {}", format_unix(t))));
+        return Err(EngineError::invalid("expires_at", format!("`expires_at` must be in the future, got {}", format_unix(t))));
     }
     Ok(t)
 }
@@ -104,18 +103,18 @@ fn source_dir_exists(rootfs: &Path, source_path: &str) -> bool {
 }
 
 impl Engine {
-    async fn owned_share(&self, who: &Principal, id: &str) -> Result<ShareRecord, ApiError> {
+    async fn owned_share(&self, who: &Principal, id: &str) -> Result<ShareRecord, EngineError> {
         match self.catalog.share(id).await? {
             Some(s) if s.account_id == who.account_id => Ok(s),
-            _ => Err(ApiError::not_found(format!("share `{id}` not found"))),
+            _ => Err(EngineError::not_found(format!("share `{id}` not found"))),
         }
     }
 
     /// The caller's share `id`, created from `container` when one is named.
-    async fn owned_share_in(&self, who: &Principal, container: Option<&str>, id: &str) -> Result<ShareRecord, ApiError> {
+    async fn owned_share_in(&self, who: &Principal, container: Option<&str>, id: &str) -> Result<ShareRecord, EngineError> {
         let s = self.owned_share(who, id).await?;
         if let Some(container) = container.filter(|c| *c != s.source_container_id) {
-            return Err(ApiError::not_found(format!("share `{id}` not found in container `{container}`")));
+            return Err(EngineError::not_found(format!("share `{id}` not found in container `{container}`")));
         }
         Ok(s)
     }
@@ -150,7 +149,7 @@ impl Engine {
         }
     }
 
-    async fn share_view(&self, share: ShareRecord) -> Result<Share, ApiError> {
+    async fn share_view(&self, share: ShareRecord) -> Result<Share, EngineError> {
         let containers = self.catalog.containers().await?;
         let choices = self.catalog.mount_choices().await?;
         let states: Vec<TargetState> = Self::targets_of(&share, &containers).into_iter().map(|c| self.target_state(&share, c)).collect();
@@ -175,14 +174,14 @@ impl Engine {
         })
     }
 
-    pub(super) async fn share_create(&self, who: &Principal, container: &str, req: CreateShare) -> Result<Share, ApiError> {
+    pub(super) async fn share_create(&self, who: &Principal, container: &str, req: CreateShare) -> Result<Share, EngineError> {
         let source = self.owned_container(who, container).await?;
         if !req.source_path.starts_with('/') || req.source_path.split('/').any(|p| p == "..") {
-            return Err(ApiError::invalid("source_path", format!("`source_path` must be an absolute path inside the container without `..`, got `{}`", req.source_path)));
+            return Err(EngineError::invalid("source_path", format!("`source_path` must be an absolute path inside the container without `..`, got `{}`", req.source_path)));
         }
         match (&req.target_container_id, &req.target_project_id) {
-            (None, None) => return Err(ApiError::bad_field("missing_field", "target_container_id", "one of `target_container_id` or `target_project_id` is required")),
-            (Some(_), Some(_)) => return Err(ApiError::invalid("target_project_id", "give `target_container_id` or `target_project_id`, not both")),
+            (None, None) => return Err(EngineError::Missing { field: "target_container_id".into(), message: "one of `target_container_id` or `target_project_id` is required".into() }),
+            (Some(_), Some(_)) => return Err(EngineError::invalid("target_project_id", "give `target_container_id` or `target_project_id`, not both")),
             _ => {}
         }
         let alias = match &req.alias {
@@ -192,19 +191,19 @@ impl Engine {
         validate_alias(&alias)?;
         let expires_at = req.expires_at.map(validate_expiry).transpose()?;
         if !source_dir_exists(Path::new(&source.rootfs_path), &req.source_path) {
-            return Err(ApiError::invalid("source_path", format!("`source_path` {} is not a directory in container `{container}`", req.source_path)));
+            return Err(EngineError::invalid("source_path", format!("`source_path` {} is not a directory in container `{container}`", req.source_path)));
         }
         if let Some(t) = &req.target_container_id {
             if self.catalog.container(t).await?.is_none_or(|c| c.status == ContainerStatus::Deleting) {
-                return Err(ApiError::not_found_field("target_container_id", format!("container `{t}` not found")));
+                return Err(EngineError::not_found_field("target_container_id", format!("container `{t}` not found")));
             }
             if t == container {
-                return Err(ApiError::invalid("target_container_id", "a container cannot share with itself"));
+                return Err(EngineError::invalid("target_container_id", "a container cannot share with itself"));
             }
         }
         if let Some(p) = &req.target_project_id {
             if self.catalog.project(p).await?.is_none() {
-                return Err(ApiError::not_found_field("target_project_id", format!("project `{p}` not found")));
+                return Err(EngineError::not_found_field("target_project_id", format!("project `{p}` not found")));
             }
         }
         let now = crate::ids::now();
@@ -229,7 +228,7 @@ impl Engine {
         self.share_view(record).await
     }
 
-    pub(super) async fn share_list(&self, who: &Principal, container: Option<&str>) -> Result<Vec<Share>, ApiError> {
+    pub(super) async fn share_list(&self, who: &Principal, container: Option<&str>) -> Result<Vec<Share>, EngineError> {
         if let Some(c) = container {
             self.owned_container(who, c).await?;
         }
@@ -242,12 +241,12 @@ impl Engine {
         Ok(out)
     }
 
-    pub(super) async fn share_get(&self, who: &Principal, container: Option<&str>, id: &str) -> Result<Share, ApiError> {
+    pub(super) async fn share_get(&self, who: &Principal, container: Option<&str>, id: &str) -> Result<Share, EngineError> {
         let s = self.owned_share_in(who, container, id).await?;
         self.share_view(s).await
     }
 
-    pub(super) async fn share_update(&self, who: &Principal, container: Option<&str>, id: &str, req: UpdateShare) -> Result<Share, ApiError> {
+    pub(super) async fn share_update(&self, who: &Principal, container: Option<&str>, id: &str, req: UpdateShare) -> Result<Share, EngineError> {
         let mut s = self.owned_share_in(who, container, id).await?;
         if let Some(a) = &req.alias {
             validate_alias(a)?;
@@ -284,7 +283,7 @@ impl Engine {
         self.share_view(s).await
     }
 
-    pub(super) async fn share_delete(&self, who: &Principal, id: &str) -> Result<(), ApiError> {
+    pub(super) async fn share_delete(&self, who: &Principal, id: &str) -> Result<(), EngineError> {
         self.owned_share(who, id).await?;
         self.catalog.delete_share(id).await?;
         self.reconcile_shares().await;
@@ -292,7 +291,7 @@ impl Engine {
     }
 
     /// Incoming shares of the caller's containers (or of one of them).
-    pub(super) async fn incoming(&self, who: &Principal, container: Option<&str>) -> Result<Vec<IncomingShare>, ApiError> {
+    pub(super) async fn incoming(&self, who: &Principal, container: Option<&str>) -> Result<Vec<IncomingShare>, EngineError> {
         if let Some(c) = container {
             self.owned_container(who, c).await?;
         }
@@ -327,33 +326,32 @@ impl Engine {
     /// The share `share` as offered to `container`, or, when `None`, to the one
     /// container of the caller it is offered to: offered to several, a 400
     /// naming `container_id` that lists them (the container form decides).
-    pub(super) async fn incoming_one(&self, who: &Principal, container: Option<&str>, share: &str) -> Result<IncomingShare, ApiError> {
+    pub(super) async fn incoming_one(&self, who: &Principal, container: Option<&str>, share: &str) -> Result<IncomingShare, EngineError> {
         let mut found: Vec<IncomingShare> = self.incoming(who, container).await?.into_iter().filter(|i| i.share_id == share).collect();
         match (found.len(), container) {
             (1, _) => Ok(found.remove(0)),
-            (0, Some(c)) => Err(ApiError::not_found(format!("share `{share}` is not offered to container `{c}`"))),
-            (0, None) => Err(ApiError::not_found(format!("share `{share}` is not offered to any of your containers"))),
+            (0, Some(c)) => Err(EngineError::not_found(format!("share `{share}` is not offered to container `{c}`"))),
+            (0, None) => Err(EngineError::not_found(format!("share `{share}` is not offered to any of your containers"))),
             (_, _) => {
                 let ids: Vec<&str> = found.iter().map(|i| i.container_id.as_str()).collect();
-                Err(ApiError::bad_field(
-                    "ambiguous",
-                    "container_id",
-                    format!(
+                Err(EngineError::Ambiguous {
+                    field: "container_id".into(),
+                    message: format!(
                         "share `{share}` is offered to {} of your containers ({}): name one, /api/v1/containers/{{id}}/storage/incoming/{share}",
                         ids.len(),
                         ids.join(", ")
                     ),
-                ))
+                })
             }
         }
     }
 
-    pub(super) async fn mount_choice(&self, who: &Principal, container: Option<&str>, share: &str, mount: bool) -> Result<IncomingShare, ApiError> {
+    pub(super) async fn mount_choice(&self, who: &Principal, container: Option<&str>, share: &str, mount: bool) -> Result<IncomingShare, EngineError> {
         let container = self.incoming_one(who, container, share).await?.container_id;
         self.catalog.set_mount_choice(share, &container, mount).await?;
         self.share_status.lock().expect("share status").remove(&(share.to_string(), container.clone()));
         self.reconcile_shares().await;
-        self.incoming_one(who, Some(&container), share).await.map_err(|_| ApiError::internal("share vanished"))
+        self.incoming_one(who, Some(&container), share).await.map_err(|_| EngineError::Internal("share vanished".into()))
     }
 
     /// Makes the mounts of this node match the catalog and records each target's status.
@@ -482,7 +480,7 @@ impl Engine {
     /// everything of it, as a source and as a target, before its rootfs goes away.
     /// Another account's share that targets it is never deleted: it stays its
     /// owner's, with no target (ids are never reused, so it mounts nowhere).
-    pub(super) async fn detach_container_shares(&self, container: &str) -> Result<(), ApiError> {
+    pub(super) async fn detach_container_shares(&self, container: &str) -> Result<(), EngineError> {
         let owner = self.catalog.container(container).await?.map(|c| c.account_id);
         for s in self.catalog.shares().await? {
             let own_target = s.target_container_id.as_deref() == Some(container) && owner.as_deref() == Some(s.account_id.as_str());

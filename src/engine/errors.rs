@@ -1,0 +1,100 @@
+//! What went wrong, in the engine's words, and the one place it becomes an
+//! [`ApiError`] at the HTTP edge (as `FsError::to_errno` is the one errno
+//! mapping). The engine's modules and the domain rules they call return
+//! [`EngineError`]; the `HoodyService` methods answer `ApiError` through
+//! `From` (`?`).
+
+use hoody_api::ApiError;
+
+use crate::catalog::CatalogError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// A request's `field` has a value the engine does not accept.
+    #[error("{message}")]
+    Invalid { field: String, message: String },
+    /// A request lacks `field`, or one of the fields `field` names.
+    #[error("{message}")]
+    Missing { field: String, message: String },
+    /// What the request names fits several objects: `field` would tell which.
+    #[error("{message}")]
+    Ambiguous { field: String, message: String },
+    /// No such object, or another account's (indistinguishable on purpose);
+    /// `field` when a request field named it.
+    #[error("{message}")]
+    NotFound { message: String, field: Option<String> },
+    /// The request is valid but the object's state does not allow it.
+    #[error("{0}")]
+    Conflict(String),
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    /// A failure of the engine itself (a broken invariant).
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl EngineError {
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        EngineError::Invalid { field: field.into(), message: message.into() }
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        EngineError::NotFound { message: message.into(), field: None }
+    }
+
+    pub fn not_found_field(field: impl Into<String>, message: impl Into<String>) -> Self {
+        EngineError::NotFound { message: message.into(), field: Some(field.into()) }
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::Invalid { field, message } => ApiError::invalid(field, message),
+            EngineError::Missing { field, message } => ApiError::bad_field("missing_field", field, message),
+            EngineError::Ambiguous { field, message } => ApiError::bad_field("ambiguous", field, message),
+            EngineError::NotFound { message, field } => ApiError::NotFound { message, field },
+            EngineError::Conflict(message) => ApiError::Conflict(message),
+            EngineError::Catalog(CatalogError::Conflict(message)) => ApiError::Conflict(message),
+            EngineError::Catalog(other) => ApiError::internal(other),
+            EngineError::Internal(detail) => ApiError::internal(detail),
+        }
+    }
+}
+
+/// The catalog's failures reach the API as the engine's.
+impl From<CatalogError> for ApiError {
+    fn from(e: CatalogError) -> Self {
+        EngineError::from(e).into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each of the engine's errors answers as the `ApiError` the engine built
+    /// itself before it had its own type.
+    #[test]
+    fn each_engine_error_answers_as_before() {
+        let cases: Vec<(EngineError, u16, &str)> = vec![
+            (EngineError::invalid("alias", "bad"), 400, "invalid_value"),
+            (EngineError::Missing { field: "f".into(), message: "m".into() }, 400, "missing_field"),
+            (EngineError::Ambiguous { field: "container_id".into(), message: "m".into() }, 400, "ambiguous"),
+            (EngineError::not_found("m"), 404, "not_found"),
+            (EngineError::not_found_field("f", "m"), 404, "not_found"),
+            (EngineError::Conflict("m".into()), 409, "conflict"),
+            (EngineError::Catalog(CatalogError::Conflict("m".into())), 409, "conflict"),
+            (EngineError::Catalog(CatalogError::Corrupt { key: "k".into(), reason: "r".into() }), 500, "internal"),
+            (EngineError::Internal("m".into()), 500, "internal"),
+        ];
+        for (e, status, code) in cases {
+            let shown = e.to_string();
+            let api = ApiError::from(e);
+            assert_eq!((api.status_code().as_u16(), api.code()), (status, code), "{shown}");
+            if status != 500 {
+                assert_eq!(api.to_string(), shown);
+            }
+        }
+    }
+}
