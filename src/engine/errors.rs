@@ -26,6 +26,12 @@ pub enum EngineError {
     /// The request is valid but the object's state does not allow it.
     #[error("{0}")]
     Conflict(String),
+    /// The caller's credentials no longer name anyone (its account is gone).
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The caller may not do this (an admin's power).
+    #[error("{0}")]
+    Forbidden(String),
     #[error(transparent)]
     Catalog(#[from] CatalogError),
     /// A failure of the engine itself (a broken invariant).
@@ -55,6 +61,8 @@ impl From<EngineError> for ApiError {
             EngineError::Ambiguous { field, message } => ApiError::bad_field("ambiguous", field, message),
             EngineError::NotFound { message, field } => ApiError::NotFound { message, field },
             EngineError::Conflict(message) => ApiError::Conflict(message),
+            EngineError::Unauthenticated(message) => ApiError::Unauthorized(message),
+            EngineError::Forbidden(message) => ApiError::Forbidden(message),
             EngineError::Catalog(CatalogError::Conflict(message)) => ApiError::Conflict(message),
             EngineError::Catalog(other) => ApiError::internal(other),
             EngineError::Internal(detail) => ApiError::internal(detail),
@@ -84,6 +92,8 @@ mod tests {
             (EngineError::not_found("m"), 404, "not_found"),
             (EngineError::not_found_field("f", "m"), 404, "not_found"),
             (EngineError::Conflict("m".into()), 409, "conflict"),
+            (EngineError::Unauthenticated("m".into()), 401, "unauthorized"),
+            (EngineError::Forbidden("m".into()), 403, "forbidden"),
             (EngineError::Catalog(CatalogError::Conflict("m".into())), 409, "conflict"),
             (EngineError::Catalog(CatalogError::Corrupt { key: "k".into(), reason: "r".into() }), 500, "internal"),
             (EngineError::Internal("m".into()), 500, "internal"),

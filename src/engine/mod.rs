@@ -511,16 +511,16 @@ impl HoodyService for Engine {
     }
 
     async fn list_tokens(&self, who: &Principal) -> Result<Vec<Token>, ApiError> {
-        self.list_account_tokens(who).await
+        self.list_account_tokens(who).await.map_err(Into::into)
     }
     async fn create_token(&self, who: &Principal, req: CreateToken) -> Result<NewToken, ApiError> {
-        self.create_account_token(who, req).await
+        self.create_account_token(who, req).await.map_err(Into::into)
     }
     async fn revoke_token(&self, who: &Principal, id: &str) -> Result<(), ApiError> {
-        self.revoke_some_token(who, id, false).await
+        self.revoke_some_token(who, id, false).await.map_err(Into::into)
     }
     async fn admin_revoke_token(&self, who: &Principal, id: &str) -> Result<(), ApiError> {
-        self.revoke_some_token(who, id, true).await
+        self.revoke_some_token(who, id, true).await.map_err(Into::into)
     }
 
     async fn collect_garbage(&self, who: &Principal) -> Result<GcSummary, ApiError> {
