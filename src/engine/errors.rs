@@ -32,6 +32,10 @@ pub enum EngineError {
     /// The caller may not do this (an admin's power).
     #[error("{0}")]
     Forbidden(String),
+    /// An operation failed for a reason the caller should read; the detail
+    /// (which may name host paths) was logged when it was made.
+    #[error("{0}")]
+    Failed(String),
     #[error(transparent)]
     Catalog(#[from] CatalogError),
     /// A failure of the engine itself (a broken invariant).
@@ -46,6 +50,24 @@ impl EngineError {
 
     pub fn not_found(message: impl Into<String>) -> Self {
         EngineError::NotFound { message: message.into(), field: None }
+    }
+
+    /// A failure of the engine itself: `err` goes to the log when answered.
+    pub fn internal(err: impl std::fmt::Display) -> Self {
+        EngineError::Internal(err.to_string())
+    }
+
+    /// `Failed` with a message for the client, `detail` logged now instead.
+    pub fn failed(public: impl Into<String>, detail: impl std::fmt::Display) -> Self {
+        let public = public.into();
+        tracing::error!(%detail, message = %public, "operation failed");
+        EngineError::Failed(public)
+    }
+
+    /// Whether this is a failure of the daemon itself, whose detail is not the
+    /// client's (answered as a generic internal error).
+    pub fn is_internal(&self) -> bool {
+        matches!(self, EngineError::Internal(_)) || matches!(self, EngineError::Catalog(c) if !matches!(c, CatalogError::Conflict(_)))
     }
 
     pub fn not_found_field(field: impl Into<String>, message: impl Into<String>) -> Self {
@@ -63,6 +85,7 @@ impl From<EngineError> for ApiError {
             EngineError::Conflict(message) => ApiError::Conflict(message),
             EngineError::Unauthenticated(message) => ApiError::Unauthorized(message),
             EngineError::Forbidden(message) => ApiError::Forbidden(message),
+            EngineError::Failed(message) => ApiError::Failed(message),
             EngineError::Catalog(CatalogError::Conflict(message)) => ApiError::Conflict(message),
             EngineError::Catalog(other) => ApiError::internal(other),
             EngineError::Internal(detail) => ApiError::internal(detail),
@@ -96,13 +119,14 @@ mod tests {
             (EngineError::Forbidden("m".into()), 403, "forbidden"),
             (EngineError::Catalog(CatalogError::Conflict("m".into())), 409, "conflict"),
             (EngineError::Catalog(CatalogError::Corrupt { key: "k".into(), reason: "r".into() }), 500, "internal"),
+            (EngineError::Failed("m".into()), 500, "operation_failed"),
             (EngineError::Internal("m".into()), 500, "internal"),
         ];
         for (e, status, code) in cases {
             let shown = e.to_string();
             let api = ApiError::from(e);
             assert_eq!((api.status_code().as_u16(), api.code()), (status, code), "{shown}");
-            if status != 500 {
+            if code != "internal" {
                 assert_eq!(api.to_string(), shown);
             }
         }

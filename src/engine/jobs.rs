@@ -8,9 +8,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use hoody_api::ApiError;
 use tokio::sync::{mpsc, oneshot};
 
+use super::EngineError;
 use crate::catalog::{Catalog, CatalogError};
 use crate::progress::{JobProgress, RateMeter, Reporter, Sample};
 
@@ -194,8 +194,8 @@ impl Handoff {
 
 /// Waits for a job's outcome: `Some` when it ended within [`JOB_WAIT`] (or
 /// was ending by then), `None` when the request should answer `202`.
-pub async fn wait<T>(handoff: &Handoff, mut outcome: oneshot::Receiver<Result<T, ApiError>>) -> Option<Result<T, ApiError>> {
-    let vanished = || Err(ApiError::internal("a job vanished"));
+pub async fn wait<T>(handoff: &Handoff, mut outcome: oneshot::Receiver<Result<T, EngineError>>) -> Option<Result<T, EngineError>> {
+    let vanished = || Err(EngineError::internal("a job vanished"));
     match tokio::time::timeout(JOB_WAIT, &mut outcome).await {
         Ok(result) => Some(result.unwrap_or_else(|_| vanished())),
         Err(_) if handoff.detach() => None,
@@ -205,11 +205,11 @@ pub async fn wait<T>(handoff: &Handoff, mut outcome: oneshot::Receiver<Result<T,
 
 /// A failure as the container's `status_message` shows it: `<job> failed: …`,
 /// never an internal detail.
-pub fn failure_message(job: &str, e: &ApiError) -> String {
+pub fn failure_message(job: &str, e: &EngineError) -> String {
     let prefix = format!("{job} failed");
     match e {
-        ApiError::Internal(_) => format!("{prefix}: an internal error; see the daemon's log"),
-        ApiError::Failed(m) if m.starts_with(&prefix) => m.clone(),
+        e if e.is_internal() => format!("{prefix}: an internal error; see the daemon's log"),
+        EngineError::Failed(m) if m.starts_with(&prefix) => m.clone(),
         other => format!("{prefix}: {other}"),
     }
 }

@@ -146,7 +146,7 @@ impl Engine {
         remove_tree_blocking(self.layout.container_dir(&c.id)).await.map(|()| true)
     }
 
-    async fn with_count(&self, c: ContainerRecord) -> Result<Container, ApiError> {
+    async fn with_count(&self, c: ContainerRecord) -> Result<Container, EngineError> {
         let n = self.catalog.snapshots_of(&c.id).await?.len() as u64;
         Ok(self.to_api(c, n))
     }
@@ -397,7 +397,7 @@ impl HoodyService for Engine {
 
     async fn get_container(&self, who: &Principal, id: &str) -> Result<Container, ApiError> {
         let c = self.owned_container(who, id).await?;
-        self.with_count(c).await
+        Ok(self.with_count(c).await?)
     }
 
     async fn update_container(&self, who: &Principal, id: &str, req: UpdateContainer) -> Result<Container, ApiError> {
@@ -439,7 +439,7 @@ impl HoodyService for Engine {
             }
             new.updated_at = crate::ids::now();
             if self.catalog.swap_container(&old, &new).await? {
-                return self.with_count(new).await;
+                return Ok(self.with_count(new).await?);
             }
         }
     }
@@ -479,13 +479,13 @@ impl HoodyService for Engine {
                 if self.shares_concern(&new).await {
                     self.reconcile_shares().await;
                 }
-                return self.with_count(new).await;
+                return Ok(self.with_count(new).await?);
             }
         }
     }
 
     async fn create_snapshot(&self, who: &Principal, container: &str, req: CreateSnapshot) -> Result<SnapshotCreated, ApiError> {
-        self.snapshot_create(who, container, req).await
+        self.snapshot_create(who, container, req).await.map_err(Into::into)
     }
 
     async fn list_snapshots(&self, who: &Principal, container: &str) -> Result<Vec<Snapshot>, ApiError> {
@@ -499,7 +499,7 @@ impl HoodyService for Engine {
     }
 
     async fn restore_snapshot(&self, who: &Principal, container: &str, alias: &str) -> Result<RestoreOutcome, ApiError> {
-        self.snapshot_restore(who, container, alias).await
+        self.snapshot_restore(who, container, alias).await.map_err(Into::into)
     }
 
     async fn delete_snapshot(&self, who: &Principal, container: &str, alias: &str) -> Result<(), ApiError> {

@@ -8,11 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hoody_api::model::*;
-use hoody_api::{io_reason, ApiError};
+use hoody_api::io_reason;
 use serde::{Deserialize, Serialize};
 
 use super::jobs::{self, Handoff, JobInfo, Ticker};
-use super::Engine;
+use super::{Engine, EngineError};
 use crate::catalog::{CatalogError, ContainerRecord, SnapshotRecord};
 use crate::containers::ContainerStatus;
 use crate::progress::Reporter;
@@ -98,8 +98,8 @@ impl Engine {
         self.layout.state().join("jobs").join(format!("restore-{container}.json"))
     }
 
-    pub(super) async fn owned_snapshot(&self, container: &str, alias: &str) -> Result<SnapshotRecord, ApiError> {
-        self.catalog.snapshot(container, alias).await?.ok_or_else(|| ApiError::not_found(format!("snapshot `{alias}` not found in container `{container}`")))
+    pub(super) async fn owned_snapshot(&self, container: &str, alias: &str) -> Result<SnapshotRecord, EngineError> {
+        self.catalog.snapshot(container, alias).await?.ok_or_else(|| EngineError::not_found(format!("snapshot `{alias}` not found in container `{container}`")))
     }
 
     /// Removes a deleted container's snapshot records and stat cache.
@@ -112,9 +112,9 @@ impl Engine {
         Ok(())
     }
 
-    async fn unique_alias(&self, container: &str) -> Result<String, ApiError> {
+    async fn unique_alias(&self, container: &str) -> Result<String, EngineError> {
         let f = time::macros::format_description!("snap-[year][month][day]-[hour][minute][second]");
-        let base = time::OffsetDateTime::now_utc().format(&f).map_err(ApiError::internal)?;
+        let base = time::OffsetDateTime::now_utc().format(&f).map_err(EngineError::internal)?;
         let mut alias = base.clone();
         let mut n = 2;
         while self.catalog.snapshot(container, &alias).await?.is_some() {
@@ -124,25 +124,25 @@ impl Engine {
         Ok(alias)
     }
 
-    pub(super) async fn snapshot_create(&self, who: &Principal, id: &str, req: CreateSnapshot) -> Result<SnapshotCreated, ApiError> {
+    pub(super) async fn snapshot_create(&self, who: &Principal, id: &str, req: CreateSnapshot) -> Result<SnapshotCreated, EngineError> {
         let c = self.owned_container(who, id).await?;
         if let Some(alias) = &req.alias {
             validate_alias(alias)?;
         }
         let expires = match req.expiry {
-            Some(days) if !(days > 0.0 && days <= 36500.0) => return Err(ApiError::invalid("expiry", "`expiry` must be a number of days greater than 0")),
+            Some(days) if !(days > 0.0 && days <= 36500.0) => return Err(EngineError::invalid("expiry", "`expiry` must be a number of days greater than 0")),
             Some(days) => Some(time::OffsetDateTime::now_utc() + time::Duration::seconds_f64(days * 86400.0)),
             None => None,
         };
         if c.status == ContainerStatus::Copying {
-            return Err(ApiError::Conflict(format!("container `{id}` is copying")));
+            return Err(EngineError::Conflict(format!("container `{id}` is copying")));
         }
         let lock = self.op_lock(id);
-        let busy = lock.try_lock_owned().map_err(|_| ApiError::Conflict(format!("container `{id}` is busy with another snapshot or restore")))?;
+        let busy = lock.try_lock_owned().map_err(|_| EngineError::Conflict(format!("container `{id}` is busy with another snapshot or restore")))?;
         let alias = match req.alias {
             Some(a) => {
                 if self.catalog.snapshot(id, &a).await?.is_some() {
-                    return Err(ApiError::Conflict(format!("snapshot alias `{a}` already exists in this container")));
+                    return Err(EngineError::Conflict(format!("snapshot alias `{a}` already exists in this container")));
                 }
                 a
             }
@@ -202,19 +202,19 @@ impl Engine {
         }
     }
 
-    pub(super) async fn snapshot_restore(&self, who: &Principal, id: &str, alias: &str) -> Result<RestoreOutcome, ApiError> {
+    pub(super) async fn snapshot_restore(&self, who: &Principal, id: &str, alias: &str) -> Result<RestoreOutcome, EngineError> {
         let c = self.owned_container(who, id).await?;
         let snap = self.owned_snapshot(id, alias).await?;
         if c.status == ContainerStatus::Copying {
-            return Err(ApiError::Conflict(format!("container `{id}` is copying; restore it when the copy is done")));
+            return Err(EngineError::Conflict(format!("container `{id}` is copying; restore it when the copy is done")));
         }
         let lock = self.op_lock(id);
-        let busy = lock.clone().try_lock_owned().map_err(|_| ApiError::Conflict(format!("container `{id}` is busy with another snapshot or restore")))?;
-        let root = BlockHash::from_hex(&snap.id).ok_or_else(|| ApiError::internal(format!("snapshot {alias} has a malformed id")))?;
+        let busy = lock.clone().try_lock_owned().map_err(|_| EngineError::Conflict(format!("container `{id}` is busy with another snapshot or restore")))?;
+        let root = BlockHash::from_hex(&snap.id).ok_or_else(|| EngineError::internal(format!("snapshot {alias} has a malformed id")))?;
         let journal = RestoreJournal { container_id: id.into(), alias: alias.into(), root: snap.id.clone() };
         let journal_path = self.journal_path(id);
-        std::fs::create_dir_all(journal_path.parent().expect("jobs dir")).map_err(ApiError::internal)?;
-        crate::durable::write_atomic(&journal_path, &serde_json::to_vec(&journal).map_err(ApiError::internal)?, 0o600).map_err(ApiError::internal)?;
+        std::fs::create_dir_all(journal_path.parent().expect("jobs dir")).map_err(EngineError::internal)?;
+        crate::durable::write_atomic(&journal_path, &serde_json::to_vec(&journal).map_err(EngineError::internal)?, 0o600).map_err(EngineError::internal)?;
         let reporter = Arc::new(Reporter::new("waiting"));
         reporter.estimate(0, snap.size_bytes);
         let ticker = Ticker::spawn(self.catalog.clone(), id.to_string(), reporter.clone(), JobInfo::new("restore", Some(alias.to_string())));
@@ -271,7 +271,7 @@ impl Engine {
                 if waited {
                     let _ = done_tx.send(match message {
                         None => Ok(()),
-                        Some(message) => Err(ApiError::Failed(message)),
+                        Some(message) => Err(EngineError::Failed(message)),
                     });
                 }
             });
@@ -479,7 +479,7 @@ struct SnapshotJobParts {
 impl SnapshotJobParts {
     /// Captures, then records the snapshot (the commit point), then saves the
     /// stat cache. Waits first for a garbage collection that runs (phase `waiting`).
-    async fn run(self, reporter: Arc<Reporter>) -> Result<Snapshot, ApiError> {
+    async fn run(self, reporter: Arc<Reporter>) -> Result<Snapshot, EngineError> {
         let c = &self.container;
         let id = c.id.as_str();
         // Held until the record is committed: GC never sees these blocks unreferenced.
@@ -491,15 +491,15 @@ impl SnapshotJobParts {
             let (cgroup, cache_path, mark) = (self.cgroup.clone(), self.cache_path.clone(), self.mark.clone());
             tokio::task::spawn_blocking(move || consistent_capture(&store, &rootfs, cgroup.as_deref(), &mark, StatCache::load(&cache_path), &reporter))
                 .await
-                .map_err(ApiError::internal)?
+                .map_err(EngineError::internal)?
         };
         let captured = captured.map_err(|e| match e {
             SnapshotFailure::Capture(CaptureError::RootMissing(p)) => {
                 tracing::warn!(container = %id, rootfs = %p.display(), "snapshot of a container whose root filesystem is missing");
-                ApiError::Conflict("the container's root filesystem does not exist".into())
+                EngineError::Conflict("the container's root filesystem does not exist".into())
             }
-            SnapshotFailure::Capture(e) => ApiError::failed(format!("snapshot failed: {}", public_capture_error(&e, Path::new(&c.rootfs_path))), &e),
-            SnapshotFailure::Freeze(e) => ApiError::failed(format!("could not freeze the container's processes: {}", io_reason(&e)), &e),
+            SnapshotFailure::Capture(e) => EngineError::failed(format!("snapshot failed: {}", public_capture_error(&e, Path::new(&c.rootfs_path))), &e),
+            SnapshotFailure::Freeze(e) => EngineError::failed(format!("could not freeze the container's processes: {}", io_reason(&e)), &e),
         })?;
         let created = time::OffsetDateTime::now_utc();
         let record = SnapshotRecord {
@@ -525,7 +525,7 @@ impl SnapshotJobParts {
             cache.drop_in_background();
             saved
         })
-        .await.map_err(ApiError::internal)?.map_err(ApiError::internal)?;
+        .await.map_err(EngineError::internal)?.map_err(EngineError::internal)?;
         tracing::info!(container = %id, alias = %record.alias, files_read = captured.stats.files_read, new_bytes = record.new_bytes, "snapshot created");
         Ok(to_api(record))
     }
