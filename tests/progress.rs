@@ -15,6 +15,14 @@ use serde_json::{json, Value};
 /// seconds to capture, more than the daemon's wait (1 s) even on an idle
 /// machine; half as many for the tests that only need a big store.
 const BIG: usize = 128;
+
+/// A job answers 202 after 200 ms here, not 1 s: a fast machine captures
+/// 1 GiB within a second, which would make these jobs plain answers.
+const JOB_WAIT: &[(&str, &str)] = &[("HOODY_JOB_WAIT_MS", "200")];
+
+fn start() -> Daemon {
+    Daemon::start_in_with_env(tempfile::tempdir().unwrap(), &[], JOB_WAIT)
+}
 const BLOBS: usize = 64;
 
 fn container(d: &Daemon) -> (String, PathBuf) {
@@ -90,7 +98,7 @@ fn snapshot_in_background(d: &Daemon, id: &str, alias: &str) -> Value {
 
 #[test]
 fn a_big_snapshot_answers_202_and_its_progress_moves_until_it_is_recorded() {
-    let d = Daemon::start();
+    let d = start();
     let (id, _rootfs) = big_container(&d, BIG);
     let job = snapshot_in_background(&d, &id, "big");
     assert_eq!(job["alias"], "big", "{job}");
@@ -126,7 +134,7 @@ fn a_big_snapshot_answers_202_and_its_progress_moves_until_it_is_recorded() {
 
 #[test]
 fn a_big_restore_answers_202_and_its_progress_moves_until_the_files_are_back() {
-    let d = Daemon::start();
+    let d = start();
     let (id, rootfs) = big_container(&d, BIG);
     snapshot_and_wait(&d, &id, "s");
     let wanted = common::tree_digest(&rootfs);
@@ -156,7 +164,7 @@ fn a_big_restore_answers_202_and_its_progress_moves_until_the_files_are_back() {
 /// `status_message`, where the request that answered 202 cannot.
 #[test]
 fn a_background_restore_that_fails_leaves_its_failure_on_the_container() {
-    let d = Daemon::start();
+    let d = start();
     let (id, rootfs) = big_container(&d, BLOBS);
     snapshot_and_wait(&d, &id, "s");
     change_every_blob(&rootfs, BLOBS);
@@ -179,7 +187,7 @@ fn a_background_restore_that_fails_leaves_its_failure_on_the_container() {
 
 #[test]
 fn gc_shows_its_progress_and_its_last_run_to_the_admin() {
-    let d = Daemon::start();
+    let d = start();
     let (id, rootfs) = big_container(&d, BLOBS);
     snapshot_and_wait(&d, &id, "all");
     // Keep a quarter of the blobs in a second snapshot: GC then rewrites
@@ -235,14 +243,14 @@ fn gc_shows_its_progress_and_its_last_run_to_the_admin() {
 /// why, and a new snapshot of the same alias works.
 #[test]
 fn a_snapshot_job_cut_off_by_a_kill_leaves_no_progress_and_no_snapshot() {
-    let mut d = Daemon::start();
+    let mut d = start();
     let (id, rootfs) = big_container(&d, BIG);
     let wanted = common::tree_digest(&rootfs);
     snapshot_in_background(&d, &id, "cut");
     d.stop_with(libc::SIGKILL, Duration::from_secs(5));
     let dir = std::mem::replace(&mut d.dir, tempfile::tempdir().unwrap());
     drop(d);
-    let d = Daemon::start_in(dir, &[]);
+    let d = Daemon::start_in_with_env(dir, &[], JOB_WAIT);
     let c = d.call("GET", &format!("/containers/{id}"), None);
     assert_eq!(c.data()["progress"], Value::Null, "{c:?}");
     assert!(c.data()["status_message"].as_str().unwrap_or_default().contains("interrupted"), "{c:?}");

@@ -1,5 +1,5 @@
 //! A container's long operations (snapshot, restore) as jobs: the request
-//! waits [`JOB_WAIT`] for its job and answers with the result when it ended by
+//! waits [`job_wait`] for its job and answers with the result when it ended by
 //! then, else `202` while the job goes on in the background; either way the
 //! job's progress is published on the container record (`progress`) a few
 //! times a second, from counters its workers bump (see [`crate::progress`]),
@@ -14,8 +14,16 @@ use super::EngineError;
 use crate::catalog::{Catalog, CatalogError};
 use crate::progress::{JobProgress, RateMeter, Reporter, Sample};
 
-/// How long a request waits for its job before answering `202`.
-pub const JOB_WAIT: Duration = Duration::from_millis(1000);
+/// How long a request waits for its job before answering `202`: 1 s, or
+/// `HOODY_JOB_WAIT_MS` (docs/CONFIGURATION.md; the tests of progress shorten
+/// it, so that a fast machine finishing 1 GiB within a second does not turn
+/// their jobs into plain answers).
+pub fn job_wait() -> Duration {
+    static WAIT: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+    *WAIT.get_or_init(|| {
+        std::env::var("HOODY_JOB_WAIT_MS").ok().and_then(|v| v.trim().parse().ok()).map_or(Duration::from_millis(1000), Duration::from_millis)
+    })
+}
 /// When a job's progress is first published (a job done sooner writes none)...
 pub const FIRST_TICK: Duration = Duration::from_millis(200);
 /// ...and how often after that.
@@ -192,11 +200,11 @@ impl Handoff {
     }
 }
 
-/// Waits for a job's outcome: `Some` when it ended within [`JOB_WAIT`] (or
+/// Waits for a job's outcome: `Some` when it ended within [`job_wait`] (or
 /// was ending by then), `None` when the request should answer `202`.
 pub async fn wait<T>(handoff: &Handoff, mut outcome: oneshot::Receiver<Result<T, EngineError>>) -> Option<Result<T, EngineError>> {
     let vanished = || Err(EngineError::internal("a job vanished"));
-    match tokio::time::timeout(JOB_WAIT, &mut outcome).await {
+    match tokio::time::timeout(job_wait(), &mut outcome).await {
         Ok(result) => Some(result.unwrap_or_else(|_| vanished())),
         Err(_) if handoff.detach() => None,
         Err(_) => Some(outcome.await.unwrap_or_else(|_| vanished())),

@@ -75,6 +75,11 @@ impl Daemon {
 
     /// Starts a daemon on an existing data dir (kept by the returned Daemon).
     pub fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> Daemon {
+        Self::start_in_with_env(dir, extra, &[])
+    }
+
+    /// [`Daemon::start_in`] with environment variables of its own for the daemon.
+    pub fn start_in_with_env(dir: tempfile::TempDir, extra: &[&str], envs: &[(&str, &str)]) -> Daemon {
         let endpoints = dir.path().join("run/endpoints.json");
         let _ = std::fs::remove_file(&endpoints);
         let mut cmd = Command::new(HOODYD);
@@ -83,6 +88,7 @@ impl Daemon {
         // than a pipe holds would block in its next log line.
         let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.path().join("hoodyd.log")).expect("daemon log");
         cmd.args(extra).stdout(Stdio::null()).stderr(log).env_remove("HOODY_URL").env_remove("HOODY_TOKEN");
+        cmd.envs(envs.iter().copied());
         let child = cmd.spawn().expect("spawn hoodyd");
         let (http, quic) = wait_for_endpoints(&endpoints, Duration::from_secs(30));
         let token = std::fs::read_to_string(dir.path().join("admin.token")).expect("admin.token").trim().to_string();
