@@ -32,6 +32,9 @@ pub enum EngineError {
     /// The caller may not do this (an admin's power).
     #[error("{0}")]
     Forbidden(String),
+    /// The caller may not give `field` (a host path from a tenant).
+    #[error("{message}")]
+    ForbiddenField { field: String, message: String },
     /// An operation failed for a reason the caller should read; the detail
     /// (which may name host paths) was logged when it was made.
     #[error("{0}")]
@@ -70,6 +73,10 @@ impl EngineError {
         matches!(self, EngineError::Internal(_)) || matches!(self, EngineError::Catalog(c) if !matches!(c, CatalogError::Conflict(_)))
     }
 
+    pub fn forbidden_field(field: impl Into<String>, message: impl Into<String>) -> Self {
+        EngineError::ForbiddenField { field: field.into(), message: message.into() }
+    }
+
     pub fn not_found_field(field: impl Into<String>, message: impl Into<String>) -> Self {
         EngineError::NotFound { message: message.into(), field: Some(field.into()) }
     }
@@ -85,6 +92,7 @@ impl From<EngineError> for ApiError {
             EngineError::Conflict(message) => ApiError::Conflict(message),
             EngineError::Unauthenticated(message) => ApiError::Unauthorized(message),
             EngineError::Forbidden(message) => ApiError::Forbidden(message),
+            EngineError::ForbiddenField { field, message } => ApiError::forbidden_field(field, message),
             EngineError::Failed(message) => ApiError::Failed(message),
             EngineError::Catalog(CatalogError::Conflict(message)) => ApiError::Conflict(message),
             EngineError::Catalog(other) => ApiError::internal(other),
@@ -117,6 +125,7 @@ mod tests {
             (EngineError::Conflict("m".into()), 409, "conflict"),
             (EngineError::Unauthenticated("m".into()), 401, "unauthorized"),
             (EngineError::Forbidden("m".into()), 403, "forbidden"),
+            (EngineError::forbidden_field("rootfs_path", "m"), 403, "forbidden"),
             (EngineError::Catalog(CatalogError::Conflict("m".into())), 409, "conflict"),
             (EngineError::Catalog(CatalogError::Corrupt { key: "k".into(), reason: "r".into() }), 500, "internal"),
             (EngineError::Failed("m".into()), 500, "operation_failed"),

@@ -195,14 +195,14 @@ impl Engine {
         }
     }
 
-    async fn owned_project(&self, who: &Principal, id: &str, field: Option<&str>) -> Result<ProjectRecord, ApiError> {
+    async fn owned_project(&self, who: &Principal, id: &str, field: Option<&str>) -> Result<ProjectRecord, EngineError> {
         match self.catalog.project(id).await? {
             Some(p) if p.account_id == who.account_id => Ok(p),
             _ => {
                 let msg = format!("project `{id}` not found");
                 Err(match field {
-                    Some(f) => ApiError::not_found_field(f, msg),
-                    None => ApiError::not_found(msg),
+                    Some(f) => EngineError::not_found_field(f, msg),
+                    None => EngineError::not_found(msg),
                 })
             }
         }
@@ -211,29 +211,29 @@ impl Engine {
     /// Checks an existing directory offered as a rootfs: from the admin only,
     /// beneath the operator's `adopt_roots`, a directory, not in the data dir,
     /// and overlapping no other container's rootfs.
-    async fn adoptable_rootfs(&self, who: &Principal, requested: &str) -> Result<PathBuf, ApiError> {
+    async fn adoptable_rootfs(&self, who: &Principal, requested: &str) -> Result<PathBuf, EngineError> {
         let field = "rootfs_path";
         if !who.is_admin {
-            return Err(ApiError::forbidden_field(field, "`rootfs_path` (adopting a host directory) is for the admin account only"));
+            return Err(EngineError::forbidden_field(field, "`rootfs_path` (adopting a host directory) is for the admin account only"));
         }
         let path = Path::new(requested);
         if !path.is_absolute() {
-            return Err(ApiError::invalid(field, format!("`rootfs_path` must be absolute, got `{requested}`")));
+            return Err(EngineError::invalid(field, format!("`rootfs_path` must be absolute, got `{requested}`")));
         }
         let canonical = self.host_paths.adoptable(path).map_err(|e| match e {
-            crate::daemon::config::HostPathError::Unreadable(why) => ApiError::invalid(field, format!("`rootfs_path` {requested}: {why}")),
-            refused => ApiError::forbidden_field(field, format!("`rootfs_path` {requested}: {refused}")),
+            crate::daemon::config::HostPathError::Unreadable(why) => EngineError::invalid(field, format!("`rootfs_path` {requested}: {why}")),
+            refused => EngineError::forbidden_field(field, format!("`rootfs_path` {requested}: {refused}")),
         })?;
         if !canonical.is_dir() {
-            return Err(ApiError::invalid(field, format!("`rootfs_path` {requested} is not a directory")));
+            return Err(EngineError::invalid(field, format!("`rootfs_path` {requested} is not a directory")));
         }
         if canonical.starts_with(&self.data_dir) || self.data_dir.starts_with(&canonical) {
-            return Err(ApiError::invalid(field, format!("`rootfs_path` {requested} overlaps the daemon's data dir")));
+            return Err(EngineError::invalid(field, format!("`rootfs_path` {requested} overlaps the daemon's data dir")));
         }
         for other in self.catalog.containers().await? {
             let theirs = Path::new(&other.rootfs_path);
             if canonical.starts_with(theirs) || theirs.starts_with(&canonical) {
-                return Err(ApiError::invalid(field, format!("`rootfs_path` {requested} overlaps the rootfs of container `{}`", other.id)));
+                return Err(EngineError::invalid(field, format!("`rootfs_path` {requested} overlaps the rootfs of container `{}`", other.id)));
             }
         }
         Ok(canonical)
@@ -241,13 +241,13 @@ impl Engine {
 
     /// A cgroup to freeze for snapshots: from the admin only, beneath the
     /// operator's `cgroup_root`.
-    fn allowed_cgroup(&self, who: &Principal, requested: &str) -> Result<(), ApiError> {
+    fn allowed_cgroup(&self, who: &Principal, requested: &str) -> Result<(), EngineError> {
         let field = "cgroup_path";
         if !who.is_admin {
-            return Err(ApiError::forbidden_field(field, "`cgroup_path` (a host cgroup) is for the admin account only"));
+            return Err(EngineError::forbidden_field(field, "`cgroup_path` (a host cgroup) is for the admin account only"));
         }
         validate_cgroup_path(requested)?;
-        self.host_paths.cgroup_allowed(Path::new(requested)).map_err(|e| ApiError::forbidden_field(field, format!("`cgroup_path` {requested}: {e}")))
+        self.host_paths.cgroup_allowed(Path::new(requested)).map_err(|e| EngineError::forbidden_field(field, format!("`cgroup_path` {requested}: {e}")))
     }
 
     fn local_server(&self, record: ServerRecord) -> Server {
@@ -291,7 +291,7 @@ impl HoodyService for Engine {
     async fn authenticate(&self, token: &str) -> Result<Principal, ApiError> {
         match self.tokens.verify(&self.catalog, token).await? {
             Some(account) => Ok(Principal { account_id: account.id, account_name: account.name, is_admin: account.is_admin }),
-            None => Err(ApiError::Unauthorized("invalid token".into())),
+            None => Err(EngineError::Unauthenticated("invalid token".into()).into()),
         }
     }
 
@@ -317,7 +317,7 @@ impl HoodyService for Engine {
         validate_name("name", &req.name)?;
         if let Some(server) = &req.server_id {
             if server != &self.node.id {
-                return Err(ApiError::not_found_field("server_id", format!("server `{server}` not found")));
+                return Err(EngineError::not_found_field("server_id", format!("server `{server}` not found")).into());
             }
         }
         if let Some(key) = &req.ssh_public_key {
@@ -336,7 +336,7 @@ impl HoodyService for Engine {
             Some(requested) => (self.adoptable_rootfs(who, requested).await?, true),
             None => {
                 let rootfs = self.layout.container_dir(&id).join("rootfs");
-                std::fs::create_dir_all(&rootfs).map_err(ApiError::internal)?;
+                std::fs::create_dir_all(&rootfs).map_err(EngineError::internal)?;
                 (rootfs, false)
             }
         };
@@ -447,20 +447,20 @@ impl HoodyService for Engine {
     async fn delete_container(&self, who: &Principal, id: &str) -> Result<ContainerDeleted, ApiError> {
         let old = self.owned_container(who, id).await?;
         if old.status == ContainerStatus::Copying {
-            return Err(ApiError::Conflict(format!("container `{id}` is copying; wait for the copy to finish")));
+            return Err(EngineError::Conflict(format!("container `{id}` is copying; wait for the copy to finish")).into());
         }
         let lock = self.op_lock(id);
-        let _busy = lock.try_lock().map_err(|_| ApiError::Conflict(format!("container `{id}` is busy with a snapshot or restore")))?;
+        let _busy = lock.try_lock().map_err(|_| EngineError::Conflict(format!("container `{id}` is busy with a snapshot or restore")))?;
         let mut deleting = old.clone();
         deleting.status = ContainerStatus::Deleting;
         deleting.updated_at = crate::ids::now();
         if !self.catalog.swap_container(&old, &deleting).await? {
-            return Err(ApiError::Conflict(format!("container `{id}` changed during the request; retry")));
+            return Err(EngineError::Conflict(format!("container `{id}` changed during the request; retry")).into());
         }
         // Marked first, removed second: a crash in between is finished by `recover`.
         // Shares come off first, so removing the rootfs never reaches into a mount.
         self.detach_container_shares(id).await?;
-        let removed = self.remove_rootfs(&deleting).await.map_err(|e| ApiError::failed(format!("removing the root filesystem of container `{id}` failed: {}", hoody_api::io_reason(&e)), e))?;
+        let removed = self.remove_rootfs(&deleting).await.map_err(|e| EngineError::failed(format!("removing the root filesystem of container `{id}` failed: {}", hoody_api::io_reason(&e)), e))?;
         self.forget_snapshots(id).await?;
         self.catalog.delete_container(id).await?;
         Ok(ContainerDeleted { id: id.to_string(), rootfs_removed: removed })
@@ -469,7 +469,7 @@ impl HoodyService for Engine {
     async fn container_operation(&self, who: &Principal, id: &str, op: ContainerOperation) -> Result<Container, ApiError> {
         loop {
             let old = self.owned_container(who, id).await?;
-            let status = transition(old.status, op).map_err(ApiError::Conflict)?;
+            let status = transition(old.status, op).map_err(EngineError::Conflict)?;
             let mut new = old.clone();
             new.status = status;
             new.status_message = None;
@@ -525,14 +525,14 @@ impl HoodyService for Engine {
 
     async fn collect_garbage(&self, who: &Principal) -> Result<GcSummary, ApiError> {
         if !who.is_admin {
-            return Err(ApiError::Forbidden("garbage collection needs an admin token".into()));
+            return Err(EngineError::Forbidden("garbage collection needs an admin token".into()).into());
         }
-        self.gc_now().await.map_err(|e| ApiError::failed("garbage collection failed; see the daemon's log", format!("{e:#}")))
+        Ok(self.gc_now().await.map_err(|e| EngineError::failed("garbage collection failed; see the daemon's log", format!("{e:#}")))?)
     }
 
     async fn gc_status(&self, who: &Principal) -> Result<GcStatus, ApiError> {
         if !who.is_admin {
-            return Err(ApiError::Forbidden("garbage collection needs an admin token".into()));
+            return Err(EngineError::Forbidden("garbage collection needs an admin token".into()).into());
         }
         Ok(self.gc_status())
     }
@@ -574,7 +574,7 @@ impl HoodyService for Engine {
     }
 
     async fn get_server(&self, who: &Principal, id: &str) -> Result<Server, ApiError> {
-        self.list_servers(who).await?.into_iter().find(|s| s.id == id).ok_or_else(|| ApiError::not_found(format!("server `{id}` not found")))
+        Ok(self.list_servers(who).await?.into_iter().find(|s| s.id == id).ok_or_else(|| EngineError::not_found(format!("server `{id}` not found")))?)
     }
 
     /// `ok` only when the catalog answers a read and the store a check, each
