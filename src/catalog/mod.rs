@@ -111,6 +111,24 @@ pub struct ContainerRecord {
     pub record_version: u32,
 }
 
+/// What a snapshot captured: the file system only (`stateless`), or process
+/// state too (`stateful`, never claimed until really captured: SPEC).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SnapshotMode {
+    Stateless,
+    Stateful,
+}
+
+impl SnapshotMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SnapshotMode::Stateless => "stateless",
+            SnapshotMode::Stateful => "stateful",
+        }
+    }
+}
+
 /// A snapshot: its root tree hash (the id) and what the API shows of it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct SnapshotRecord {
@@ -119,7 +137,7 @@ pub struct SnapshotRecord {
     pub container_id: String,
     pub account_id: String,
     pub server_id: String,
-    pub mode: String,
+    pub mode: SnapshotMode,
     pub created_at: String,
     pub expires_at: Option<String>,
     /// `expires_at` as Unix seconds, for the expiry sweep.
@@ -439,6 +457,13 @@ impl Catalog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_snapshot_mode_is_the_word_earlier_daemons_wrote() {
+        assert_eq!(serde_json::to_string(&SnapshotMode::Stateless).unwrap(), "\"stateless\"");
+        assert_eq!(serde_json::from_str::<SnapshotMode>("\"stateful\"").unwrap(), SnapshotMode::Stateful);
+        assert!(serde_json::from_str::<SnapshotMode>("\"frozen\"").is_err());
+    }
 
     /// A share record as written when it held the API's `ShareMode` (and
     /// carried no version) reads into the domain's, and is written back byte
