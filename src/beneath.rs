@@ -564,20 +564,23 @@ pub fn unmount_all_beneath(root: &Path, only_under: &[u8]) -> io::Result<usize> 
 }
 
 /// Removes the directory `path` (a container's, the daemon's own) and
-/// everything in it by descriptors, after detaching whatever is mounted
-/// beneath it. Fails, leaving it, if a mount could not be detached.
+/// everything in it by descriptors, from its parent down, after detaching
+/// whatever is mounted beneath it. Fails, leaving it, if a mount could not
+/// be detached.
 pub fn remove_dir_tree(path: &Path) -> io::Result<()> {
     let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
         return Err(io::Error::from_raw_os_error(libc::EINVAL));
     };
-    match std::fs::symlink_metadata(path) {
+    let parent = Dir::open_root(parent)?;
+    match parent.stat(name) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(e),
-        Ok(st) if !st.is_dir() => return std::fs::remove_file(path),
+        Ok(st) if st.is_dir() && !parent.is_mount_point(&st) => {
+            unmount_all_beneath(path, b"")?;
+        }
         Ok(_) => {}
     }
-    unmount_all_beneath(path, b"")?;
-    match Dir::open_root(parent)?.remove(name)? {
+    match parent.remove(name)? {
         Removed::All => Ok(()),
         Removed::KeptMounts => Err(io::Error::new(io::ErrorKind::ResourceBusy, "a mount inside could not be detached")),
     }

@@ -96,6 +96,18 @@ fn files(root: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     out
 }
 
+/// Shares the source container's `/srv/data` read-write into `target` as
+/// `data`; returns the share's id.
+fn share_srv_data(d: &Daemon, source: &serde_json::Value, target: &str) -> String {
+    let share = d.call(
+        "POST",
+        &format!("/containers/{}/storage/shares", source["id"].as_str().unwrap()),
+        Some(json!({"source_path": "/srv/data", "mode": "readwrite", "target_container_id": target, "alias": "data"})),
+    );
+    assert_eq!(share.status, 201, "{share:?}");
+    share.data()["id"].as_str().unwrap().to_string()
+}
+
 #[test]
 fn restoring_a_target_never_reaches_through_its_share_into_the_source() {
     if !fuse_available() {
@@ -113,12 +125,7 @@ fn restoring_a_target_never_reaches_through_its_share_into_the_source() {
     let target_id = target["id"].as_str().unwrap();
     // The snapshot is taken before the share is mounted: it has no /hoody.
     assert_eq!(d.snapshot(target_id, "before").status, 201);
-    let share = d.call(
-        "POST",
-        &format!("/containers/{}/storage/shares", source["id"].as_str().unwrap()),
-        Some(json!({"source_path": "/srv/data", "mode": "readwrite", "target_container_id": target_id, "alias": "data"})),
-    );
-    assert_eq!(share.status, 201, "{share:?}");
+    share_srv_data(&d, &source, target_id);
     let mounted = target_root.join("hoody/shares/data");
     wait_until("the share is mounted", || std::fs::read(mounted.join("db.sqlite")).is_ok());
     std::fs::write(target_root.join("app.conf"), b"v2").unwrap();
@@ -190,13 +197,7 @@ fn a_mount_point_swapped_for_a_symlink_never_sends_a_share_outside_the_rootfs() 
     let outside = tempfile::tempdir().unwrap();
     let outside_path = outside.path().canonicalize().unwrap();
     let target_id = target["id"].as_str().unwrap().to_string();
-    let share = d.call(
-        "POST",
-        &format!("/containers/{}/storage/shares", source["id"].as_str().unwrap()),
-        Some(json!({"source_path": "/srv/data", "mode": "readwrite", "target_container_id": target_id, "alias": "data"})),
-    );
-    assert_eq!(share.status, 201, "{share:?}");
-    let share_id = share.data()["id"].as_str().unwrap().to_string();
+    let share_id = share_srv_data(&d, &source, &target_id);
     wait_until("the share is mounted", || std::fs::read(target_root.join("hoody/shares/data/f")).is_ok());
 
     // The container's side: `hoody/shares` is, by turns, its directory and a
