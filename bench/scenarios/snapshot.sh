@@ -44,7 +44,10 @@ echo "REFERENCE cp cp -a of the same tree (full restore: writing new files)"
 # --- hoodyd: the container's rootfs is a copy of the data set, adopted.
 W=$TMP/container
 cp -a "$DATA/data" "$W"
-"$BIN" serve --data-dir "$TMP/hoody" --http 127.0.0.1:0 --quic 127.0.0.1:0 >"$TMP/hoodyd.log" 2>&1 &
+# Adopting a directory is the operator's: allowed beneath $TMP by the config file.
+printf 'adopt_roots = ["%s"]\n' "$TMP" >"$TMP/hoodyd.toml"
+# Each timed call waits for its job to end (no 202): the time is the operation's.
+HOODY_JOB_WAIT_MS=3600000 "$BIN" serve --data-dir "$TMP/hoody" --config "$TMP/hoodyd.toml" --http 127.0.0.1:0 --quic 127.0.0.1:0 >"$TMP/hoodyd.log" 2>&1 &
 HPID=$!
 for _ in $(seq 1 300); do [ -s "$TMP/hoody/run/endpoints.json" ] && [ -s "$TMP/hoody/admin.token" ] && break; sleep 0.1; done
 HTTP=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["http"])' "$TMP/hoody/run/endpoints.json")
