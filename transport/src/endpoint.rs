@@ -1,139 +1,289 @@
-//! A node's QUIC endpoint: serves peers' requests and calls peers.
+//! A node's QUIC endpoint: accepts members (and, if asked, joining nodes), serves
+//! their streams with the [`Handler`], and calls members over pooled connections.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use tokio::io::AsyncWriteExt;
 
-use crate::protocol::{error_code, read_frame, Request, Response};
-use crate::tls::{ClusterIdentity, CLUSTER_SERVER_NAME};
-use crate::TransportError;
+use crate::connection::{serve_connection, Peer};
+use crate::error::{codes, RemoteError, TransportError};
+use crate::frame::{check_outgoing, Frame, DEFAULT_MAX_FRAME};
+use crate::join::{serve_join, JoinHandler};
+use crate::pool::Pool;
+use crate::stream::{BodyReceiver, BodySender};
+use crate::tls::{ClusterIdentity, ALPN, JOIN_ALPN};
 
-/// Deadline of one call, connection setup included: a dead peer becomes an error.
-pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The calling node, as seen by the handler.
-#[derive(Debug, Clone)]
-pub struct Peer {
-    pub addr: SocketAddr,
-}
-
-/// What a node does with its peers' requests.
+/// What a node does with the streams its peers open.
 #[async_trait]
-pub trait RequestHandler: Send + Sync + 'static {
-    async fn handle(&self, peer: &Peer, request: Request) -> Response;
+pub trait Handler: Send + Sync + 'static {
+    /// Request/response on one stream.
+    async fn call(&self, peer: &Peer, request: Frame) -> Result<Frame, RemoteError>;
+
+    /// A streaming call: the request frame, then bodies both ways (block
+    /// transfers, large reads). The answer body ends when this returns; an error
+    /// is appended to it as an error frame.
+    async fn stream(&self, peer: &Peer, request: Frame, rx: BodyReceiver, tx: BodySender) -> Result<(), RemoteError> {
+        let _ = (peer, request, rx, tx);
+        Err(RemoteError::unsupported("this node does not accept streaming calls"))
+    }
+
+    /// Whether a node id is still a member. Checked when a connection is set up
+    /// and before each incoming stream, so a revoked node is refused at once.
+    fn is_member(&self, node_id: &str) -> bool {
+        let _ = node_id;
+        true
+    }
 }
 
-/// A bound QUIC endpoint with the node's cluster identity.
+/// Limits and timers of an endpoint.
+#[derive(Debug, Clone)]
+pub struct EndpointConfig {
+    /// Largest frame body accepted or sent.
+    pub max_frame: usize,
+    /// Deadline of [`Endpoint::call`], connection setup included; also how long a
+    /// peer may take to send a request after opening a stream.
+    pub call_deadline: Duration,
+    /// How often an idle connection is probed, keeping it (and NAT state) alive.
+    pub keep_alive: Duration,
+    /// A connection that hears nothing for this long is dead.
+    pub idle_timeout: Duration,
+    /// Streams a peer may have open at once on one connection (at least 1024).
+    pub max_concurrent_streams: u32,
+    /// Handshakes in progress at once; more are refused (cheaply) until some end.
+    pub max_concurrent_handshakes: usize,
+    /// Bytes one stream may have in flight towards us (flow control window).
+    pub stream_receive_window: u32,
+    /// Bytes all streams of a connection may have in flight towards us.
+    pub connection_receive_window: u32,
+    /// Bytes we keep in flight per connection before waiting for acknowledgements.
+    pub send_window: u64,
+}
+
+impl Default for EndpointConfig {
+    fn default() -> Self {
+        EndpointConfig {
+            max_frame: DEFAULT_MAX_FRAME,
+            call_deadline: Duration::from_secs(10),
+            keep_alive: Duration::from_secs(3),
+            idle_timeout: Duration::from_secs(15),
+            max_concurrent_streams: 1024,
+            max_concurrent_handshakes: 64,
+            stream_receive_window: 8 * 1024 * 1024,
+            connection_receive_window: 16 * 1024 * 1024,
+            send_window: 16 * 1024 * 1024,
+        }
+    }
+}
+
+impl EndpointConfig {
+    fn transport(&self) -> Result<quinn::TransportConfig, TransportError> {
+        let invalid = |what: &str| TransportError::Protocol(format!("endpoint config: {what}"));
+        let mut t = quinn::TransportConfig::default();
+        t.max_idle_timeout(Some(self.idle_timeout.try_into().map_err(|_| invalid("idle_timeout too large"))?));
+        t.keep_alive_interval(Some(self.keep_alive));
+        t.max_concurrent_bidi_streams(self.max_concurrent_streams.max(1024).into());
+        t.max_concurrent_uni_streams(0u32.into());
+        t.stream_receive_window(self.stream_receive_window.into());
+        t.receive_window(self.connection_receive_window.into());
+        t.send_window(self.send_window);
+        Ok(t)
+    }
+}
+
+/// State shared by the endpoint, its connections and their tasks.
+pub(crate) struct Shared {
+    pub(crate) handler: Arc<dyn Handler>,
+    pub(crate) join: Option<Arc<dyn JoinHandler>>,
+    pub(crate) config: EndpointConfig,
+    transport: Arc<quinn::TransportConfig>,
+    shut_down: AtomicBool,
+}
+
+impl Shared {
+    pub(crate) fn is_shut_down(&self) -> bool {
+        self.shut_down.load(Ordering::Relaxed)
+    }
+}
+
+/// A bound QUIC endpoint with the node's cluster identity. Cheap to clone.
 #[derive(Clone)]
 pub struct Endpoint {
     inner: quinn::Endpoint,
-    connections: Arc<Mutex<HashMap<SocketAddr, quinn::Connection>>>,
+    shared: Arc<Shared>,
+    pool: Arc<Pool>,
+    accept_task: Arc<Mutex<Option<tokio::task::JoinHandle<()>>>>,
 }
 
 impl Endpoint {
-    /// Binds `addr` (port 0 allowed) and starts serving `handler`.
-    pub fn bind(addr: SocketAddr, identity: &ClusterIdentity, handler: Arc<dyn RequestHandler>) -> Result<Self, TransportError> {
-        let server_crypto = quinn::crypto::rustls::QuicServerConfig::try_from(identity.server_config()?).map_err(|e| TransportError::Tls(e.to_string()))?;
-        let mut server = quinn::ServerConfig::with_crypto(Arc::new(server_crypto));
-        server.transport_config(Arc::new(transport_config()));
-        let client_crypto = quinn::crypto::rustls::QuicClientConfig::try_from(identity.client_config()?).map_err(|e| TransportError::Tls(e.to_string()))?;
-        let mut client = quinn::ClientConfig::new(Arc::new(client_crypto));
-        client.transport_config(Arc::new(transport_config()));
-        let mut inner = quinn::Endpoint::server(server, addr)?;
-        inner.set_default_client_config(client);
-        let endpoint = Endpoint { inner, connections: Default::default() };
-        tokio::spawn(accept_loop(endpoint.inner.clone(), handler));
-        Ok(endpoint)
+    /// Binds `addr` (port 0 allowed) and starts serving `handler` (and `join`, for
+    /// certificate-less nodes under [`JOIN_ALPN`], if given). Needs a tokio runtime.
+    pub fn bind(addr: SocketAddr, identity: &ClusterIdentity, handler: Arc<dyn Handler>, join: Option<Arc<dyn JoinHandler>>, config: EndpointConfig) -> Result<Self, TransportError> {
+        let transport = Arc::new(config.transport()?);
+        let shared = Arc::new(Shared { handler, join, config, transport, shut_down: AtomicBool::new(false) });
+        let server = server_config(identity, &shared)?;
+        let client = client_config(identity, &shared)?;
+        let inner = quinn::Endpoint::server(server, addr)?;
+        let pool = Arc::new(Pool::new(inner.clone(), client));
+        let accept_task = tokio::spawn(accept_loop(inner.clone(), shared.clone()));
+        Ok(Endpoint { inner, shared, pool, accept_task: Arc::new(Mutex::new(Some(accept_task))) })
     }
 
     pub fn local_addr(&self) -> Result<SocketAddr, TransportError> {
         Ok(self.inner.local_addr()?)
     }
 
-    /// Sends `request` to the node at `addr` and waits for its answer, at most [`CALL_TIMEOUT`].
-    pub async fn call(&self, addr: SocketAddr, request: &Request) -> Result<Response, TransportError> {
-        match tokio::time::timeout(CALL_TIMEOUT, self.call_inner(addr, request)).await {
+    pub fn config(&self) -> &EndpointConfig {
+        &self.shared.config
+    }
+
+    /// Replaces the identity (after joining a cluster, or a renewal); connections
+    /// set up from now on use it, open ones keep theirs.
+    pub fn set_identity(&self, identity: &ClusterIdentity) -> Result<(), TransportError> {
+        self.inner.set_server_config(Some(server_config(identity, &self.shared)?));
+        self.pool.set_client_config(client_config(identity, &self.shared)?);
+        Ok(())
+    }
+
+    /// The member at `addr`, connecting if needed: which node it is, and a handle to call it.
+    pub async fn connect(&self, addr: SocketAddr) -> Result<Peer, TransportError> {
+        let deadline = self.shared.config.call_deadline;
+        match tokio::time::timeout(deadline, self.pool.get(addr, &self.shared)).await {
+            Ok(result) => result,
+            Err(_) => Err(TransportError::Timeout { addr, deadline }),
+        }
+    }
+
+    /// Sends `frame` to the member at `addr` and waits for its answer, at most the
+    /// configured call deadline.
+    pub async fn call(&self, addr: SocketAddr, frame: Frame) -> Result<Frame, TransportError> {
+        self.call_with_deadline(addr, frame, self.shared.config.call_deadline).await
+    }
+
+    /// As [`Self::call`], with its own deadline (connection setup included).
+    pub async fn call_with_deadline(&self, addr: SocketAddr, frame: Frame, deadline: Duration) -> Result<Frame, TransportError> {
+        check_outgoing(&frame, self.shared.config.max_frame)?;
+        let mut used: Option<(Peer, u64)> = None;
+        let attempt = async {
+            for _ in 0..2 {
+                let peer = self.pool.get(addr, &self.shared).await?;
+                used = Some((peer.clone(), peer.connection().stats().udp_rx.datagrams));
+                match peer.open().await {
+                    Ok(streams) => return peer.call_on(streams, frame).await,
+                    // Nothing was sent: the pooled connection had died; dial again once.
+                    Err(_) => self.pool.discard(&peer, "connection lost"),
+                }
+            }
+            Err(TransportError::Unreachable { addr, reason: "connection lost twice while opening a stream".into() })
+        };
+        match tokio::time::timeout(deadline, attempt).await {
             Ok(result) => result,
             Err(_) => {
-                self.connections.lock().expect("connection table").remove(&addr);
-                Err(TransportError::Timeout { addr, seconds: CALL_TIMEOUT.as_secs() })
+                // Not a single packet from the peer while we waited: it is gone (a
+                // crashed peer's connection would otherwise linger until the idle
+                // timeout), so the next call dials afresh.
+                if let Some((peer, received)) = used {
+                    if peer.connection().stats().udp_rx.datagrams == received {
+                        self.pool.discard(&peer, "peer unresponsive");
+                    }
+                }
+                Err(TransportError::Timeout { addr, deadline })
             }
         }
     }
 
-    async fn call_inner(&self, addr: SocketAddr, request: &Request) -> Result<Response, TransportError> {
-        let conn = self.connection(addr).await?;
-        let unreachable = |e: &dyn std::fmt::Display| TransportError::Unreachable { addr, reason: e.to_string() };
-        let (mut send, mut recv) = match conn.open_bi().await {
-            Ok(streams) => streams,
-            Err(e) => {
-                self.connections.lock().expect("connection table").remove(&addr);
-                return Err(unreachable(&e));
-            }
-        };
-        send.write_all(&request.encode()).await.map_err(|e| unreachable(&e))?;
-        send.finish().map_err(|e| unreachable(&e))?;
-        let (kind, payload) = read_frame(&mut recv).await?;
-        Response::decode(kind, &payload)
+    /// Opens a streaming call to the member at `addr` (connecting within the call deadline).
+    pub async fn open_stream(&self, addr: SocketAddr, frame: Frame) -> Result<(BodySender, BodyReceiver), TransportError> {
+        self.connect(addr).await?.open_stream(frame).await
     }
 
-    async fn connection(&self, addr: SocketAddr) -> Result<quinn::Connection, TransportError> {
-        if let Some(c) = self.connections.lock().expect("connection table").get(&addr) {
-            if c.close_reason().is_none() {
-                return Ok(c.clone());
-            }
-        }
-        let unreachable = |e: &dyn std::fmt::Display| TransportError::Unreachable { addr, reason: e.to_string() };
-        let conn = self.inner.connect(addr, CLUSTER_SERVER_NAME).map_err(|e| unreachable(&e))?.await.map_err(|e| unreachable(&e))?;
-        self.connections.lock().expect("connection table").insert(addr, conn.clone());
-        Ok(conn)
-    }
-
-    /// Closes every connection and stops accepting.
+    /// Closes every connection and stops accepting; later calls fail.
     pub async fn shutdown(&self) {
-        self.inner.close(0u32.into(), b"shutdown");
+        self.shared.shut_down.store(true, Ordering::Relaxed);
+        self.inner.close(codes::NONE.into(), b"shutdown");
+        if let Some(task) = self.accept_task.lock().expect("accept task").take() {
+            task.abort();
+        }
         let _ = tokio::time::timeout(Duration::from_secs(2), self.inner.wait_idle()).await;
     }
 }
 
-fn transport_config() -> quinn::TransportConfig {
-    let mut config = quinn::TransportConfig::default();
-    config.max_idle_timeout(Some(Duration::from_secs(30).try_into().expect("valid idle timeout")));
-    config.keep_alive_interval(Some(Duration::from_secs(5)));
-    config
+fn server_config(identity: &ClusterIdentity, shared: &Shared) -> Result<quinn::ServerConfig, TransportError> {
+    let tls = identity.server_config_with_join(shared.join.is_some())?;
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls).map_err(|e| TransportError::Tls(e.to_string()))?;
+    let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    server.transport_config(shared.transport.clone());
+    // Peers of a cluster do not roam; refusing migration keeps address validation simple.
+    server.migration(false);
+    Ok(server)
 }
 
-async fn accept_loop(endpoint: quinn::Endpoint, handler: Arc<dyn RequestHandler>) {
+fn client_config(identity: &ClusterIdentity, shared: &Shared) -> Result<quinn::ClientConfig, TransportError> {
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(identity.client_config()?).map_err(|e| TransportError::Tls(e.to_string()))?;
+    let mut client = quinn::ClientConfig::new(Arc::new(crypto));
+    client.transport_config(shared.transport.clone());
+    Ok(client)
+}
+
+/// Handshakes of strangers must not starve members: at most
+/// `max_concurrent_handshakes` run at once, each bounded in time; past half of
+/// that, unvalidated addresses must first echo a retry token (one packet, no
+/// crypto), and past the limit new attempts are refused outright. Members whose
+/// connections are already up are not affected at all.
+async fn accept_loop(endpoint: quinn::Endpoint, shared: Arc<Shared>) {
+    let limit = shared.config.max_concurrent_handshakes.max(1);
+    let handshakes = Arc::new(tokio::sync::Semaphore::new(limit));
     while let Some(incoming) = endpoint.accept().await {
-        let handler = handler.clone();
+        if shared.is_shut_down() {
+            incoming.refuse();
+            continue;
+        }
+        if handshakes.available_permits() < limit / 2 && !incoming.remote_address_validated() && incoming.may_retry() {
+            let _ = incoming.retry();
+            continue;
+        }
+        let Ok(permit) = handshakes.clone().try_acquire_owned() else {
+            incoming.refuse();
+            continue;
+        };
+        let shared = shared.clone();
         tokio::spawn(async move {
             let addr = incoming.remote_address();
-            match incoming.await {
-                Ok(conn) => serve_connection(conn, Peer { addr }, handler).await,
-                Err(e) => tracing::warn!(%addr, error = %e, "refused QUIC peer"),
-            }
+            let handshake = async { incoming.accept()?.await };
+            let conn = match tokio::time::timeout(shared.config.call_deadline, handshake).await {
+                Ok(Ok(conn)) => conn,
+                Ok(Err(e)) => {
+                    tracing::debug!(%addr, error = %e, "refused QUIC handshake");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%addr, "QUIC handshake timed out");
+                    return;
+                }
+            };
+            drop(permit);
+            serve_accepted(conn, shared).await;
         });
     }
 }
 
-async fn serve_connection(conn: quinn::Connection, peer: Peer, handler: Arc<dyn RequestHandler>) {
-    while let Ok((mut send, mut recv)) = conn.accept_bi().await {
-        let handler = handler.clone();
-        let peer = peer.clone();
-        tokio::spawn(async move {
-            let response = match read_frame(&mut recv).await.and_then(|(k, p)| Request::decode(k, &p)) {
-                Ok(request) => handler.handle(&peer, request).await,
-                Err(e) => Response::Error { code: error_code::BAD_REQUEST, message: e.to_string() },
-            };
-            if send.write_all(&response.encode()).await.is_ok() {
-                let _ = send.finish();
-                let _ = send.stopped().await;
+async fn serve_accepted(conn: quinn::Connection, shared: Arc<Shared>) {
+    let alpn = conn.handshake_data().and_then(|d| d.downcast::<quinn::crypto::rustls::HandshakeData>().ok()).and_then(|d| d.protocol);
+    match alpn.as_deref() {
+        Some(p) if p == JOIN_ALPN => match shared.join.clone() {
+            Some(join) => serve_join(conn, join).await,
+            None => conn.close(codes::FORBIDDEN.into(), b"not accepting joins"),
+        },
+        Some(p) if p == ALPN => match Peer::new(conn.clone(), shared.config.max_frame) {
+            Ok(peer) if shared.handler.is_member(&peer.node_id) => serve_connection(peer, shared).await,
+            Ok(peer) => {
+                tracing::info!(node = %peer.node_id, addr = %peer.addr, "refused a node that is not a member");
+                conn.close(codes::FORBIDDEN.into(), b"not a member");
             }
-            let _ = send.shutdown().await;
-        });
+            Err(_) => conn.close(codes::FORBIDDEN.into(), b"a certificate is required"),
+        },
+        _ => conn.close(codes::FORBIDDEN.into(), b"unknown protocol"),
     }
 }

@@ -1,36 +1,30 @@
-//! QUIC between hoodyd nodes: mutually authenticated endpoints (every peer shows
-//! a certificate signed by the cluster CA), the wire protocol, a client with typed
-//! calls and deadlines, and a server that hands each request to a [`RequestHandler`].
+//! QUIC between hoodyd nodes: mutually authenticated endpoints that carry opaque
+//! frames (a `u16` kind and bytes) between cluster members.
 //!
-//! This crate knows QUIC, TLS and the wire format; it knows nothing of FUSE, HTTP
-//! or the block store.
+//! What this crate owns: connection setup and reuse, mTLS against the cluster CA,
+//! the verified identity of the peer, reconnection, keep-alive, deadlines, size
+//! limits, request/response and streaming calls in both directions, and the
+//! token-based join handshake for nodes that have no certificate yet.
+//!
+//! What it must never do: know a message set. The daemon defines its messages
+//! (remote shares, block transfer, cluster control) in `src/` and encodes them
+//! into [`Frame`] bodies; this crate never looks inside a body. It knows nothing
+//! of FUSE, the store or HTTP. The wire format is documented in [`frame`].
 
 pub mod endpoint;
-pub mod protocol;
+pub mod frame;
+pub mod join;
 pub mod tls;
 
-pub use endpoint::{Endpoint, Peer, RequestHandler};
-pub use protocol::{Request, Response};
-pub use tls::ClusterIdentity;
+mod connection;
+mod error;
+mod pool;
+mod stream;
 
-/// Failures of the transport, with whether retrying can help.
-#[derive(Debug, thiserror::Error)]
-pub enum TransportError {
-    #[error("tls setup: {0}")]
-    Tls(String),
-    #[error("could not reach {addr}: {reason}")]
-    Unreachable { addr: std::net::SocketAddr, reason: String },
-    #[error("{addr} did not answer within {seconds} s")]
-    Timeout { addr: std::net::SocketAddr, seconds: u64 },
-    #[error("protocol violation: {0}")]
-    Protocol(String),
-    #[error("io: {0}")]
-    Io(#[from] std::io::Error),
-}
-
-impl TransportError {
-    /// Whether the same call may succeed later (the peer may come back).
-    pub fn is_retryable(&self) -> bool {
-        matches!(self, TransportError::Unreachable { .. } | TransportError::Timeout { .. })
-    }
-}
+pub use connection::Peer;
+pub use endpoint::{Endpoint, EndpointConfig, Handler};
+pub use error::{codes, RemoteError, TransportError};
+pub use frame::Frame;
+pub use join::{join_call, JoinHandler};
+pub use stream::{BodyReceiver, BodySender};
+pub use tls::{ca_fingerprint, ClusterIdentity};

@@ -1,6 +1,8 @@
 //! Cluster membership as certificates: a cluster CA, and per node a key and a
-//! certificate signed by it. Both ends of every QUIC connection must present a
-//! certificate chaining to the CA; anything else fails the handshake.
+//! certificate signed by it (CN = node id, OU = node name). Both ends of every
+//! member connection present a certificate chaining to the CA (TLS 1.3 only);
+//! anything else fails the handshake. The one exception is the join ALPN, under
+//! which a node without a certificate may ask to be admitted (see [`crate::join`]).
 //!
 //! Files in a node's `tls/` directory: `ca.pem` (CA certificate), `ca.key`
 //! (CA key: only on nodes allowed to admit new members), `node.pem`, `node.key`.
@@ -11,8 +13,12 @@ use std::sync::Arc;
 use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::protocol::ALPN;
 use crate::TransportError;
+
+/// Versioned application protocol of members; bump on any incompatible change.
+pub const ALPN: &[u8] = b"hoody/2";
+/// Protocol of certificate-less nodes asking to join (one request, small frames).
+pub const JOIN_ALPN: &[u8] = b"hoody-join/1";
 
 /// The name every node certificate carries and every client verifies: membership
 /// is proven by the CA's signature, not by a host name.
@@ -96,16 +102,40 @@ impl ClusterIdentity {
         Arc::new(rustls::crypto::ring::default_provider())
     }
 
+    /// The chain a node presents: its certificate, then the CA's, so a joining
+    /// node can find the CA by its fingerprint.
+    fn chain(&self) -> Result<Vec<CertificateDer<'static>>, TransportError> {
+        let mut chain = Self::certs(&self.node_cert_pem)?;
+        if chain.is_empty() {
+            return Err(tls_err("no certificate in node.pem"));
+        }
+        chain.extend(Self::certs(&self.ca_cert_pem)?);
+        Ok(chain)
+    }
+
     /// TLS for accepting peers: a client certificate from the cluster CA is required.
     pub fn server_config(&self) -> Result<rustls::ServerConfig, TransportError> {
-        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(self.roots()?, Self::provider()).build().map_err(tls_err)?;
+        self.server_config_with_join(false)
+    }
+
+    /// As [`Self::server_config`]; with `join`, also offers [`JOIN_ALPN`] and lets
+    /// clients without a certificate finish the handshake. The endpoint then closes
+    /// any certificate-less connection that did not choose the join protocol.
+    pub fn server_config_with_join(&self, join: bool) -> Result<rustls::ServerConfig, TransportError> {
+        let mut verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(self.roots()?, Self::provider());
+        if join {
+            verifier = verifier.allow_unauthenticated();
+        }
         let mut config = rustls::ServerConfig::builder_with_provider(Self::provider())
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(tls_err)?
-            .with_client_cert_verifier(verifier)
-            .with_single_cert(Self::certs(&self.node_cert_pem)?, self.key()?)
+            .with_client_cert_verifier(verifier.build().map_err(tls_err)?)
+            .with_single_cert(self.chain()?, self.key()?)
             .map_err(tls_err)?;
         config.alpn_protocols = vec![ALPN.to_vec()];
+        if join {
+            config.alpn_protocols.push(JOIN_ALPN.to_vec());
+        }
         Ok(config)
     }
 
@@ -115,10 +145,103 @@ impl ClusterIdentity {
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(tls_err)?
             .with_root_certificates(self.roots()?)
-            .with_client_auth_cert(Self::certs(&self.node_cert_pem)?, self.key()?)
+            .with_client_auth_cert(self.chain()?, self.key()?)
             .map_err(tls_err)?;
         config.alpn_protocols = vec![ALPN.to_vec()];
         Ok(config)
+    }
+}
+
+/// The verified identity in a node certificate: `(node id, node name)` from its
+/// CN and OU.
+pub fn node_names(cert_der: &[u8]) -> Result<(String, String), TransportError> {
+    let (_, cert) = x509_parser::parse_x509_certificate(cert_der).map_err(|e| tls_err(format!("peer certificate: {e}")))?;
+    let subject = cert.subject();
+    let text = |attr: Option<&x509_parser::x509::AttributeTypeAndValue>| attr.and_then(|a| a.as_str().ok()).map(str::to_string);
+    let node_id = text(subject.iter_common_name().next()).ok_or_else(|| tls_err("peer certificate has no CN"))?;
+    let node_name = text(subject.iter_organizational_unit().next()).unwrap_or_default();
+    Ok((node_id, node_name))
+}
+
+/// Hex SHA-256 of the CA certificate's DER: what a joining node is told out of band.
+pub fn ca_fingerprint(ca_cert_pem: &str) -> Result<String, TransportError> {
+    let certs = ClusterIdentity::certs(ca_cert_pem)?;
+    let ca = certs.first().ok_or_else(|| tls_err("no certificate in the CA PEM"))?;
+    Ok(fingerprint_der(ca))
+}
+
+pub(crate) fn fingerprint_der(der: &[u8]) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, der);
+    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// TLS for a node without a certificate that asks to join: it trusts the server
+/// only if the server's chain holds a CA whose fingerprint it was given, and the
+/// server's certificate chains to that CA. The verified CA lands in the returned cell.
+pub(crate) fn join_client_config(ca_fingerprint: &str) -> Result<(rustls::ClientConfig, VerifiedCa), TransportError> {
+    let found = Arc::new(std::sync::Mutex::new(None));
+    let verifier = FingerprintVerifier { fingerprint: ca_fingerprint.trim().to_ascii_lowercase(), provider: ClusterIdentity::provider(), found: found.clone() };
+    let mut config = rustls::ClientConfig::builder_with_provider(ClusterIdentity::provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(tls_err)?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth();
+    config.alpn_protocols = vec![JOIN_ALPN.to_vec()];
+    Ok((config, found))
+}
+
+/// Where the join verifier leaves the CA certificate it verified the server with.
+pub(crate) type VerifiedCa = Arc<std::sync::Mutex<Option<CertificateDer<'static>>>>;
+
+#[derive(Debug)]
+struct FingerprintVerifier {
+    fingerprint: String,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    found: VerifiedCa,
+}
+
+impl rustls::client::danger::ServerCertVerifier for FingerprintVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &rustls::pki_types::ServerName<'_>,
+        ocsp_response: &[u8],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        let ca = intermediates
+            .iter()
+            .find(|c| fingerprint_der(c) == self.fingerprint)
+            .ok_or_else(|| rustls::Error::General("no CA with the expected fingerprint in the server's chain".into()))?;
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ca.clone().into_owned())?;
+        let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), self.provider.clone()).build().map_err(|e| rustls::Error::General(e.to_string()))?;
+        let verified = webpki.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)?;
+        *self.found.lock().expect("join CA cell") = Some(ca.clone().into_owned());
+        Ok(verified)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::General("TLS 1.2 is not offered".into()))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider.signature_verification_algorithms.supported_schemes()
     }
 }
 
@@ -131,4 +254,23 @@ fn write_file(path: &Path, text: &str, mode: u32) -> Result<(), TransportError> 
     f.sync_all()?;
     std::fs::rename(&tmp, path)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_certificates_name_the_node_and_the_ca_has_a_stable_fingerprint() {
+        let (ca_pem, ca_key) = new_cluster_ca().unwrap();
+        let id = issue_node_identity(&ca_pem, &ca_key, "node-1", "alpha").unwrap();
+        let chain = id.chain().unwrap();
+        assert_eq!(chain.len(), 2);
+        assert_eq!(node_names(&chain[0]).unwrap(), ("node-1".to_string(), "alpha".to_string()));
+        let fp = ca_fingerprint(&ca_pem).unwrap();
+        assert_eq!(fp.len(), 64);
+        assert_eq!(fp, fingerprint_der(&chain[1]));
+        assert!(node_names(b"not a certificate").is_err());
+        assert!(ca_fingerprint("no pem here").is_err());
+    }
 }
