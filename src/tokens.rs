@@ -14,7 +14,7 @@ use rand::RngCore;
 use subtle::ConstantTimeEq;
 use time::OffsetDateTime;
 
-use crate::catalog::kv::Watch;
+use crate::catalog::kv::{Watch, WatchItem};
 use crate::catalog::{AccountRecord, Catalog, CatalogResult, TokenRecord};
 
 const PREFIX: &str = "hoody_";
@@ -162,7 +162,7 @@ pub struct TokenCache {
 
 impl TokenCache {
     pub fn new(catalog: &Catalog) -> Self {
-        TokenCache { seen: Default::default(), changes: Mutex::new(catalog.kv().watch(b"tokens/")) }
+        TokenCache { seen: Default::default(), changes: Mutex::new(catalog.kv().watch(b"tokens/", None)) }
     }
 
     /// The account a token belongs to, or `None` for anything that is not a
@@ -204,11 +204,11 @@ impl TokenCache {
         let mut changes = self.changes.lock().expect("token watch");
         while let Some(change) = changes.try_next() {
             match change {
-                Ok(ev) => {
+                WatchItem::Event(ev) => {
                     let key = String::from_utf8_lossy(&ev.key);
                     self.forget(key.strip_prefix("tokens/").unwrap_or(&key));
                 }
-                Err(_lagged) => {
+                WatchItem::Resync => {
                     let mut seen = self.seen.write().expect("token cache");
                     seen.by_id.clear();
                     seen.generation += 1;
@@ -260,7 +260,7 @@ mod tests {
             assert!(cache.verify(&catalog, &forged).await.unwrap().is_none(), "a cached id does not admit a wrong secret");
         }
         let stored = catalog.kv().range(b"tokens/").await.unwrap();
-        assert!(!String::from_utf8_lossy(&stored[0].1).contains(token.rsplit('_').next().unwrap()), "secret stored in clear");
+        assert!(!String::from_utf8_lossy(&stored.items[0].1.value).contains(token.rsplit('_').next().unwrap()), "secret stored in clear");
     }
 
     #[tokio::test]

@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::kv::{Compare, KvStore, Op, Txn};
-use super::{decode, encode, AccountRecord, CatalogResult, ContainerRecord, ProjectRecord, ServerRecord, ShareRecord, SnapshotRecord, TokenRecord};
+use super::{container_index, decode, encode, share_index, AccountRecord, CatalogResult, ContainerRecord, ProjectRecord, ServerRecord, ShareRecord, SnapshotRecord, TokenRecord, CATALOG_ID_KEY};
 
 const VERSION_KEY: &[u8] = b"meta/schema_version";
 
@@ -21,13 +21,15 @@ const STEPS: &[Step] = &[
     |_| Box::pin(async { Ok(()) }),
     // 2: every record carries the version of its layout (`record_version`).
     |kv| Box::pin(stamp_record_versions(kv)),
+    // 3: the catalog has an id (`meta/catalog_id`), containers and shares their index keys.
+    |kv| Box::pin(name_and_index(kv)),
 ];
 
 pub const CURRENT_VERSION: u64 = STEPS.len() as u64;
 
 pub async fn run(kv: &Arc<dyn KvStore>) -> CatalogResult<()> {
     loop {
-        let stored = kv.get(VERSION_KEY).await?;
+        let stored = kv.get(VERSION_KEY).await?.map(|v| v.value);
         let version: u64 = stored.as_deref().and_then(|v| std::str::from_utf8(v).ok()).and_then(|v| v.parse().ok()).unwrap_or(0);
         if version >= CURRENT_VERSION {
             return Ok(());
@@ -57,13 +59,36 @@ async fn stamp_record_versions(kv: &Arc<dyn KvStore>) -> CatalogResult<()> {
 }
 
 async fn restamp<T: Serialize + DeserializeOwned>(kv: &Arc<dyn KvStore>, prefix: &str) -> CatalogResult<()> {
-    for (key, old) in kv.range(prefix.as_bytes()).await? {
-        let Ok(record) = decode::<T>(&key, &old) else { continue };
+    for (key, old) in kv.range(prefix.as_bytes()).await?.items {
+        let Ok(record) = decode::<T>(&key, &old.value) else { continue };
         let new = encode(&record);
-        if new != old {
+        if new != old.value {
             // Changed meanwhile by another node: then it was written stamped.
-            kv.txn(Txn::when(vec![Compare::Equals(key.clone(), old)]).then(vec![Op::Put(key, new)])).await?;
+            kv.txn(Txn::when(vec![Compare::ModRevision(key.clone(), old.mod_revision)]).then(vec![Op::Put(key, new)])).await?;
         }
+    }
+    Ok(())
+}
+
+/// Names the catalog (so a copy can tell it from another, see
+/// [`super::copy_all`]) and writes the index keys of every container and
+/// share that decodes. Idempotent: index keys are empty and put again as they are.
+async fn name_and_index(kv: &Arc<dyn KvStore>) -> CatalogResult<()> {
+    let id = crate::ids::new_id().into_bytes();
+    kv.txn(Txn::when(vec![Compare::Absent(CATALOG_ID_KEY.to_vec())]).then(vec![Op::Put(CATALOG_ID_KEY.to_vec(), id)])).await?;
+    let mut index = Vec::new();
+    for (key, v) in kv.range(b"containers/").await?.items {
+        if let Ok(record) = decode::<ContainerRecord>(&key, &v.value) {
+            index.extend(container_index(&record));
+        }
+    }
+    for (key, v) in kv.range(b"shares/").await?.items {
+        if let Ok(record) = decode::<ShareRecord>(&key, &v.value) {
+            index.extend(share_index(&record));
+        }
+    }
+    for chunk in index.chunks(super::kv::MAX_TXN_OPS) {
+        kv.txn(Txn::default().then(chunk.iter().map(|k| Op::Put(k.clone(), Vec::new())).collect())).await?;
     }
     Ok(())
 }
@@ -79,7 +104,7 @@ mod tests {
         let kv: Arc<dyn KvStore> = Arc::new(SqliteKv::open(&dir.path().join("c.db")).unwrap());
         run(&kv).await.unwrap();
         run(&kv).await.unwrap();
-        assert_eq!(kv.get(VERSION_KEY).await.unwrap(), Some(CURRENT_VERSION.to_string().into_bytes()));
+        assert_eq!(kv.get(VERSION_KEY).await.unwrap().map(|v| v.value), Some(CURRENT_VERSION.to_string().into_bytes()));
     }
 
     /// A data dir of schema version 1 (records without `record_version`) is
@@ -100,15 +125,17 @@ mod tests {
         kv.put(b"containers/c1", &serde_json::to_vec(&container).unwrap()).await.unwrap();
         kv.put(b"containers/bad", b"not json").await.unwrap();
         let catalog = crate::catalog::Catalog::open(kv.clone()).await.unwrap();
-        assert_eq!(kv.get(VERSION_KEY).await.unwrap(), Some(CURRENT_VERSION.to_string().into_bytes()));
+        assert_eq!(kv.get(VERSION_KEY).await.unwrap().map(|v| v.value), Some(CURRENT_VERSION.to_string().into_bytes()));
         for key in [&b"accounts/a1"[..], b"containers/c1"] {
-            let stored: serde_json::Value = serde_json::from_slice(&kv.get(key).await.unwrap().unwrap()).unwrap();
+            let stored: serde_json::Value = serde_json::from_slice(&kv.get(key).await.unwrap().unwrap().value).unwrap();
             assert_eq!(stored["record_version"], 1, "{}", String::from_utf8_lossy(key));
         }
-        assert_eq!(kv.get(b"containers/bad").await.unwrap().as_deref(), Some(&b"not json"[..]), "left as it was");
-        let old = catalog.container("c1").await.unwrap().unwrap();
+        assert_eq!(kv.get(b"containers/bad").await.unwrap().map(|v| v.value), Some(b"not json".to_vec()), "left as it was");
+        let (old, rev) = catalog.container_at("c1").await.unwrap().unwrap();
         let mut new = old.clone();
         new.status_message = Some("swapped".into());
-        assert!(catalog.swap_container(&old, &new).await.unwrap());
+        assert!(catalog.swap_container(rev, &old, &new).await.unwrap());
+        assert_eq!(kv.get(b"container-by-server/n1/c1").await.unwrap().map(|v| v.value), Some(Vec::new()), "indexed by migration 3");
+        assert!(kv.get(b"meta/catalog_id").await.unwrap().is_some());
     }
 }

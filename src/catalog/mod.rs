@@ -6,8 +6,15 @@
 //! `accounts/<id>`, `account-names/<name>` → id, `tokens/<id>`, `projects/<id>`,
 //! `project-names/<account>/<name>` → id, `containers/<id>`, `servers/<id>`,
 //! `shares/<id>`, `share-mounts/<share>/<container>` → `1` (the target
-//! accepted) or `0` (declined), `meta/schema_version`.
+//! accepted) or `0` (declined), `meta/schema_version`, `meta/catalog_id`.
+//!
+//! Indexes (empty values), written in the same transaction as their record so
+//! hot paths range a prefix instead of scanning every record:
+//! `container-by-server/<server>/<container>`,
+//! `shares-by-source/<container>/<share>`, `shares-by-target/<container>/<share>`.
+//! Writers of indexed records compare-and-swap on the record's revision.
 
+pub mod etcd;
 pub mod kv;
 mod migrations;
 pub mod sqlite;
@@ -21,7 +28,7 @@ use serde_json::Value;
 
 use crate::containers::ContainerStatus;
 use crate::progress::JobProgress;
-pub use kv::{Compare, KvError, KvStore, Op, Txn};
+pub use kv::{Compare, KvError, KvStore, Op, Txn, TxnOutcome, Versioned};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
@@ -213,6 +220,43 @@ fn mount_choice_key(share: &str, container: &str) -> Vec<u8> {
 fn server_key(id: &str) -> Vec<u8> {
     format!("servers/{id}").into_bytes()
 }
+fn container_by_server_key(server: &str, container: &str) -> Vec<u8> {
+    format!("container-by-server/{server}/{container}").into_bytes()
+}
+fn shares_by_source_key(container: &str, share: &str) -> Vec<u8> {
+    format!("shares-by-source/{container}/{share}").into_bytes()
+}
+fn shares_by_target_key(container: &str, share: &str) -> Vec<u8> {
+    format!("shares-by-target/{container}/{share}").into_bytes()
+}
+
+/// The index keys of a container record.
+fn container_index(c: &ContainerRecord) -> Vec<Vec<u8>> {
+    vec![container_by_server_key(&c.server_id, &c.id)]
+}
+
+/// The index keys of a share record.
+fn share_index(s: &ShareRecord) -> Vec<Vec<u8>> {
+    let mut keys = vec![shares_by_source_key(&s.source_container_id, &s.id)];
+    if let Some(target) = &s.target_container_id {
+        keys.push(shares_by_target_key(target, &s.id));
+    }
+    keys
+}
+
+/// The operations that replace a record's index `old` by `new`: stale keys
+/// deleted, missing ones put (unchanged keys are left alone, so a record's
+/// frequent updates do not rewrite its index).
+fn reindex(old: &[Vec<u8>], new: &[Vec<u8>]) -> Vec<Op> {
+    let gone = old.iter().filter(|k| !new.contains(k)).map(|k| Op::Delete(k.clone()));
+    let added = new.iter().filter(|k| !old.contains(k)).map(|k| Op::Put(k.clone(), Vec::new()));
+    gone.chain(added).collect()
+}
+
+/// The last path segment of each key under `prefix` (the ids an index names).
+fn index_ids(ranged: kv::Ranged) -> Vec<String> {
+    ranged.items.into_iter().filter_map(|(k, _)| String::from_utf8(k).ok()?.rsplit('/').next().map(str::to_string)).collect()
+}
 
 fn encode<T: Serialize>(v: &T) -> Vec<u8> {
     serde_json::to_vec(v).expect("catalog records always serialize")
@@ -240,15 +284,36 @@ impl Catalog {
         &self.kv
     }
 
+    /// Whether the catalog's store answers (names the cause when not).
+    pub async fn health(&self) -> CatalogResult<()> {
+        Ok(self.kv.health().await?)
+    }
+
     async fn get_record<T: DeserializeOwned>(&self, key: Vec<u8>) -> CatalogResult<Option<T>> {
+        Ok(self.get_versioned(key).await?.map(|(record, _)| record))
+    }
+
+    /// A record and the revision that last changed it.
+    async fn get_versioned<T: DeserializeOwned>(&self, key: Vec<u8>) -> CatalogResult<Option<(T, u64)>> {
         match self.kv.get(&key).await? {
-            Some(bytes) => decode(&key, &bytes).map(Some),
+            Some(v) => Ok(Some((decode(&key, &v.value)?, v.mod_revision))),
             None => Ok(None),
         }
     }
 
     async fn list_records<T: DeserializeOwned>(&self, prefix: &str) -> CatalogResult<Vec<T>> {
-        self.kv.range(prefix.as_bytes()).await?.iter().map(|(k, v)| decode(k, v)).collect()
+        self.kv.range(prefix.as_bytes()).await?.items.iter().map(|(k, v)| decode(k, &v.value)).collect()
+    }
+
+    /// The records an index names (those deleted since the index was read are left out).
+    async fn indexed_records<T: DeserializeOwned>(&self, index_prefix: String, key: fn(&str) -> Vec<u8>) -> CatalogResult<Vec<T>> {
+        let mut out = Vec::new();
+        for id in index_ids(self.kv.range(index_prefix.as_bytes()).await?) {
+            if let Some(record) = self.get_record(key(&id)).await? {
+                out.push(record);
+            }
+        }
+        Ok(out)
     }
 
     // --- accounts and tokens
@@ -259,7 +324,7 @@ impl Catalog {
 
     pub async fn account_by_name(&self, name: &str) -> CatalogResult<Option<AccountRecord>> {
         match self.kv.get(&account_name_key(name)).await? {
-            Some(id) => self.account(&String::from_utf8_lossy(&id)).await,
+            Some(id) => self.account(&String::from_utf8_lossy(&id.value)).await,
             None => Ok(None),
         }
     }
@@ -277,7 +342,8 @@ impl Catalog {
                     Op::Put(account_name_key(name), record.id.clone().into_bytes()),
                     Op::Put(account_key(&record.id), encode(&record)),
                 ]))
-                .await?;
+                .await?
+                .succeeded;
             if created {
                 return Ok(record);
             }
@@ -285,7 +351,8 @@ impl Catalog {
     }
 
     pub async fn put_token(&self, token: &TokenRecord) -> CatalogResult<()> {
-        Ok(self.kv.put(&token_key(&token.id), &encode(token)).await?)
+        self.kv.put(&token_key(&token.id), &encode(token)).await?;
+        Ok(())
     }
 
     pub async fn token(&self, id: &str) -> CatalogResult<Option<TokenRecord>> {
@@ -312,7 +379,8 @@ impl Catalog {
                 Op::Put(name_key, project.id.clone().into_bytes()),
                 Op::Put(project_key(&project.id), encode(project)),
             ]))
-            .await?;
+            .await?
+            .succeeded;
         if created {
             Ok(())
         } else {
@@ -338,19 +406,51 @@ impl Catalog {
         self.list_records("containers/").await
     }
 
+    /// The container and the revision that last changed it, for [`Catalog::swap_container`].
+    pub async fn container_at(&self, id: &str) -> CatalogResult<Option<(ContainerRecord, u64)>> {
+        self.get_versioned(container_key(id)).await
+    }
+
+    /// The containers placed on `server` (by index, not a scan).
+    pub async fn containers_on(&self, server: &str) -> CatalogResult<Vec<ContainerRecord>> {
+        self.indexed_records(format!("container-by-server/{server}/"), container_key).await
+    }
+
+    /// Writes `c` (created or replaced, whatever is stored) with its index.
     pub async fn put_container(&self, c: &ContainerRecord) -> CatalogResult<()> {
-        Ok(self.kv.put(&container_key(&c.id), &encode(c)).await?)
+        loop {
+            let current = self.container_at(&c.id).await?;
+            let (old_index, revision) = current.map_or((Vec::new(), 0), |(old, rev)| (container_index(&old), rev));
+            let key = container_key(&c.id);
+            let mut ops = vec![Op::Put(key.clone(), encode(c))];
+            ops.extend(reindex(&old_index, &container_index(c)));
+            if self.kv.txn(Txn::when(vec![Compare::ModRevision(key, revision)]).then(ops)).await?.succeeded {
+                return Ok(());
+            }
+        }
     }
 
-    /// Replaces `old` by `new` only if the stored record is still `old`, so two
-    /// concurrent transitions of one container cannot both win.
-    pub async fn swap_container(&self, old: &ContainerRecord, new: &ContainerRecord) -> CatalogResult<bool> {
-        let key = container_key(&old.id);
-        Ok(self.kv.txn(Txn::when(vec![Compare::Equals(key.clone(), encode(old))]).then(vec![Op::Put(key, encode(new))])).await?)
+    /// Replaces `old`, read at `revision` (see [`Catalog::container_at`]), by
+    /// `new` only if nobody changed the record since, so two concurrent
+    /// transitions of one container cannot both win. `false`: changed meanwhile.
+    pub async fn swap_container(&self, revision: u64, old: &ContainerRecord, new: &ContainerRecord) -> CatalogResult<bool> {
+        let key = container_key(&new.id);
+        let mut ops = vec![Op::Put(key.clone(), encode(new))];
+        ops.extend(reindex(&container_index(old), &container_index(new)));
+        Ok(self.kv.txn(Txn::when(vec![Compare::ModRevision(key, revision)]).then(ops)).await?.succeeded)
     }
 
+    /// Deletes the container's record and its index; whether it existed.
     pub async fn delete_container(&self, id: &str) -> CatalogResult<bool> {
-        Ok(self.kv.delete(&container_key(id)).await?)
+        loop {
+            let Some((old, revision)) = self.container_at(id).await? else { return Ok(false) };
+            let key = container_key(id);
+            let mut ops = vec![Op::Delete(key.clone())];
+            ops.extend(reindex(&container_index(&old), &[]));
+            if self.kv.txn(Txn::when(vec![Compare::ModRevision(key, revision)]).then(ops)).await?.succeeded {
+                return Ok(true);
+            }
+        }
     }
 
     // --- snapshots
@@ -358,7 +458,7 @@ impl Catalog {
     /// Records a snapshot; an alias already used in the container is a conflict.
     pub async fn create_snapshot(&self, s: &SnapshotRecord) -> CatalogResult<()> {
         let key = snapshot_key(&s.container_id, &s.alias);
-        if self.kv.txn(Txn::when(vec![Compare::Absent(key.clone())]).then(vec![Op::Put(key, encode(s))])).await? {
+        if self.kv.txn(Txn::when(vec![Compare::Absent(key.clone())]).then(vec![Op::Put(key, encode(s))])).await?.succeeded {
             Ok(())
         } else {
             Err(CatalogError::Conflict(format!("snapshot alias `{}` already exists in this container", s.alias)))
@@ -386,8 +486,29 @@ impl Catalog {
 
     // --- shares
 
+    /// Writes `s` (created or replaced) with its index.
     pub async fn put_share(&self, s: &ShareRecord) -> CatalogResult<()> {
-        Ok(self.kv.put(&share_key(&s.id), &encode(s)).await?)
+        loop {
+            let current: Option<(ShareRecord, u64)> = self.get_versioned(share_key(&s.id)).await?;
+            let (old_index, revision) = current.map_or((Vec::new(), 0), |(old, rev)| (share_index(&old), rev));
+            let key = share_key(&s.id);
+            let mut ops = vec![Op::Put(key.clone(), encode(s))];
+            ops.extend(reindex(&old_index, &share_index(s)));
+            if self.kv.txn(Txn::when(vec![Compare::ModRevision(key, revision)]).then(ops)).await?.succeeded {
+                return Ok(());
+            }
+        }
+    }
+
+    /// The shares whose target is the container `container` (not those
+    /// offered to its whole project), by index.
+    pub async fn shares_targeting(&self, container: &str) -> CatalogResult<Vec<ShareRecord>> {
+        self.indexed_records(format!("shares-by-target/{container}/"), share_key).await
+    }
+
+    /// The shares whose source is the container `container`, by index.
+    pub async fn shares_from(&self, container: &str) -> CatalogResult<Vec<ShareRecord>> {
+        self.indexed_records(format!("shares-by-source/{container}/"), share_key).await
     }
 
     pub async fn share(&self, id: &str) -> CatalogResult<Option<ShareRecord>> {
@@ -401,25 +522,32 @@ impl Catalog {
         Ok(all)
     }
 
-    /// Deletes a share and every target's mount choice for it.
+    /// Deletes a share, its index and every target's mount choice for it, at once.
     pub async fn delete_share(&self, id: &str) -> CatalogResult<bool> {
-        for (k, _) in self.kv.range(format!("share-mounts/{id}/").as_bytes()).await? {
-            self.kv.delete(&k).await?;
+        loop {
+            let key = share_key(id);
+            let current: Option<(ShareRecord, u64)> = self.get_versioned(key.clone()).await?;
+            let (old_index, revision) = current.as_ref().map_or((Vec::new(), 0), |(old, rev)| (share_index(old), *rev));
+            let mut ops = vec![Op::Delete(key.clone()), Op::DeletePrefix(format!("share-mounts/{id}/").into_bytes())];
+            ops.extend(reindex(&old_index, &[]));
+            if self.kv.txn(Txn::when(vec![Compare::ModRevision(key, revision)]).then(ops)).await?.succeeded {
+                return Ok(current.is_some());
+            }
         }
-        Ok(self.kv.delete(&share_key(id)).await?)
     }
 
     /// The target's choice for a share: `true` accepts (needed for another
     /// account's share), `false` declines (any share).
     pub async fn set_mount_choice(&self, share: &str, container: &str, mount: bool) -> CatalogResult<()> {
-        Ok(self.kv.put(&mount_choice_key(share, container), if mount { b"1" } else { b"0" }).await?)
+        self.kv.put(&mount_choice_key(share, container), if mount { b"1" } else { b"0" }).await?;
+        Ok(())
     }
 
     /// Every recorded choice: `(share, container)` → whether the target said "mount".
     /// A pair with no record has made no choice.
     pub async fn mount_choices(&self) -> CatalogResult<std::collections::HashMap<(String, String), bool>> {
         let mut out = std::collections::HashMap::new();
-        for (k, v) in self.kv.range(b"share-mounts/").await? {
+        for (k, v) in self.kv.range(b"share-mounts/").await?.into_pairs() {
             let key = String::from_utf8_lossy(&k).into_owned();
             let mut parts = key.trim_start_matches("share-mounts/").splitn(2, '/');
             if let (Some(s), Some(c)) = (parts.next(), parts.next()) {
@@ -431,7 +559,7 @@ impl Catalog {
 
     /// Forgets every choice `container` made (it is being deleted).
     pub async fn forget_mount_choices_of(&self, container: &str) -> CatalogResult<()> {
-        for (k, _) in self.kv.range(b"share-mounts/").await? {
+        for (k, _) in self.kv.range(b"share-mounts/").await?.items {
             if k.ends_with(format!("/{container}").as_bytes()) {
                 self.kv.delete(&k).await?;
             }
@@ -442,7 +570,8 @@ impl Catalog {
     // --- servers
 
     pub async fn put_server(&self, s: &ServerRecord) -> CatalogResult<()> {
-        Ok(self.kv.put(&server_key(&s.id), &encode(s)).await?)
+        self.kv.put(&server_key(&s.id), &encode(s)).await?;
+        Ok(())
     }
 
     pub async fn servers(&self) -> CatalogResult<Vec<ServerRecord>> {
@@ -454,9 +583,154 @@ impl Catalog {
     }
 }
 
+/// The key naming a catalog: written once (migration 3), copied with it.
+pub const CATALOG_ID_KEY: &[u8] = b"meta/catalog_id";
+
+/// Makes `to` an exact copy of `from` as of one revision of `from` (for
+/// `hoodyd cluster init`, moving the embedded catalog into etcd): every key
+/// put, in transactions of at most [`kv::MAX_TXN_OPS`] operations, and keys
+/// `to` holds that `from` lacks deleted. Idempotent: run again after a
+/// failure midway, it finishes the copy. Refuses (`Conflict`) when `to`
+/// already holds another catalog (a different `meta/catalog_id`), so it
+/// never overwrites a live cluster's records with another node's. Keys are
+/// copied without their leases (a lease belongs to its process); the number
+/// of keys copied is returned. Writers of `from` must be stopped meanwhile:
+/// what they write after the read is not copied.
+pub async fn copy_all(from: &dyn KvStore, to: &dyn KvStore) -> CatalogResult<usize> {
+    let source = from.range(b"").await?;
+    let source_id = source.items.iter().find(|(k, _)| k == CATALOG_ID_KEY).map(|(_, v)| v.value.clone());
+    if let (Some(theirs), Some(ours)) = (to.get(CATALOG_ID_KEY).await?, &source_id) {
+        if &theirs.value != ours {
+            return Err(CatalogError::Conflict(format!(
+                "the destination holds another catalog ({}), not this one ({})",
+                String::from_utf8_lossy(&theirs.value),
+                String::from_utf8_lossy(ours)
+            )));
+        }
+    }
+    let wanted: std::collections::HashSet<&[u8]> = source.items.iter().map(|(k, _)| k.as_slice()).collect();
+    let stale: Vec<Op> = to.range(b"").await?.items.into_iter().filter(|(k, _)| !wanted.contains(k.as_slice())).map(|(k, _)| Op::Delete(k)).collect();
+    // The catalog id goes last: a destination that has it holds the whole copy
+    // but for what a rerun finishes.
+    let (id, rest): (Vec<_>, Vec<_>) = source.items.into_iter().partition(|(k, _)| k == CATALOG_ID_KEY);
+    let puts: Vec<Op> = rest.into_iter().chain(id).map(|(k, v)| Op::Put(k, v.value)).collect();
+    let copied = puts.len();
+    for chunk in stale.chunks(kv::MAX_TXN_OPS).chain(puts.chunks(kv::MAX_TXN_OPS)) {
+        to.txn(Txn::default().then(chunk.to_vec())).await?;
+    }
+    Ok(copied)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    async fn sqlite_catalog(dir: &tempfile::TempDir) -> (Arc<dyn KvStore>, Catalog) {
+        let kv: Arc<dyn KvStore> = Arc::new(sqlite::SqliteKv::open(&dir.path().join("c.db")).unwrap());
+        (kv.clone(), Catalog::open(kv).await.unwrap())
+    }
+
+    fn container(id: &str, server: &str) -> ContainerRecord {
+        serde_json::from_value(serde_json::json!({
+            "id": id, "account_id": "a1", "project_id": "p1", "name": id, "server_id": server,
+            "status": "running", "status_message": null, "source_container_id": null, "ssh_public_key": null,
+            "rootfs_path": "/r", "rootfs_adopted": false, "cgroup_path": null, "env": {}, "resources": {},
+            "firewall_rules": [], "network_rules": [], "created_at": "t", "updated_at": "t", "progress": null,
+        }))
+        .unwrap()
+    }
+
+    fn share(id: &str, source: &str, target: Option<&str>) -> ShareRecord {
+        serde_json::from_value(serde_json::json!({
+            "id": id, "account_id": "a1", "source_container_id": source, "source_path": "/data", "mode": "readonly",
+            "target_container_id": target, "target_project_id": null, "alias": id, "description": null,
+            "enabled": true, "expires_at": null, "created_at": "t", "updated_at": "t",
+        }))
+        .unwrap()
+    }
+
+    async fn keys(kv: &Arc<dyn KvStore>, prefix: &str) -> Vec<String> {
+        kv.range(prefix.as_bytes()).await.unwrap().items.into_iter().map(|(k, _)| String::from_utf8(k).unwrap()).collect()
+    }
+
+    #[tokio::test]
+    async fn index_keys_follow_their_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let (kv, catalog) = sqlite_catalog(&dir).await;
+        catalog.put_container(&container("c1", "n1")).await.unwrap();
+        catalog.put_container(&container("c2", "n1")).await.unwrap();
+        catalog.put_container(&container("c3", "n2")).await.unwrap();
+        assert_eq!(keys(&kv, "container-by-server/").await, ["container-by-server/n1/c1", "container-by-server/n1/c2", "container-by-server/n2/c3"]);
+        let on_n1: Vec<_> = catalog.containers_on("n1").await.unwrap().into_iter().map(|c| c.id).collect();
+        assert_eq!(on_n1, ["c1", "c2"]);
+
+        // Moved to another server by a swap: the index moves with it.
+        let (old, rev) = catalog.container_at("c2").await.unwrap().unwrap();
+        let moved = ContainerRecord { server_id: "n2".into(), ..old.clone() };
+        assert!(catalog.swap_container(rev, &old, &moved).await.unwrap());
+        assert_eq!(catalog.containers_on("n2").await.unwrap().len(), 2);
+        assert!(catalog.delete_container("c2").await.unwrap());
+        assert!(!catalog.delete_container("c2").await.unwrap());
+        assert_eq!(keys(&kv, "container-by-server/").await, ["container-by-server/n1/c1", "container-by-server/n2/c3"]);
+
+        catalog.put_share(&share("s1", "c1", Some("c3"))).await.unwrap();
+        catalog.put_share(&share("s2", "c1", None)).await.unwrap();
+        catalog.set_mount_choice("s1", "c3", true).await.unwrap();
+        assert_eq!(keys(&kv, "shares-by-").await, ["shares-by-source/c1/s1", "shares-by-source/c1/s2", "shares-by-target/c3/s1"]);
+        assert_eq!(catalog.shares_from("c1").await.unwrap().len(), 2);
+        assert_eq!(catalog.shares_targeting("c3").await.unwrap()[0].id, "s1");
+        // Retargeted: the old target's index goes.
+        catalog.put_share(&share("s1", "c1", Some("c1"))).await.unwrap();
+        assert!(catalog.shares_targeting("c3").await.unwrap().is_empty());
+        assert!(catalog.delete_share("s1").await.unwrap());
+        assert_eq!(keys(&kv, "shares-by-").await, ["shares-by-source/c1/s2"]);
+        assert!(keys(&kv, "share-mounts/").await.is_empty(), "its mount choices went with it");
+        assert!(!catalog.delete_share("s1").await.unwrap());
+    }
+
+    /// Two transitions of one container read at the same revision: the
+    /// second loses, even when it would write the same bytes as the record had.
+    #[tokio::test]
+    async fn a_swap_fails_when_another_writer_changed_the_record_in_between() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_kv, catalog) = sqlite_catalog(&dir).await;
+        catalog.put_container(&container("c1", "n1")).await.unwrap();
+        let (old, rev) = catalog.container_at("c1").await.unwrap().unwrap();
+        let stopped = ContainerRecord { status: ContainerStatus::Stopped, ..old.clone() };
+        assert!(catalog.swap_container(rev, &old, &stopped).await.unwrap());
+        // Another writer puts the original record back (an ABA the old byte compare missed).
+        let (now, rev2) = catalog.container_at("c1").await.unwrap().unwrap();
+        assert!(catalog.swap_container(rev2, &now, &old).await.unwrap());
+        let paused = ContainerRecord { status: ContainerStatus::Paused, ..old.clone() };
+        assert!(!catalog.swap_container(rev, &old, &paused).await.unwrap(), "a stale revision loses");
+        assert_eq!(catalog.container("c1").await.unwrap().unwrap().status, ContainerStatus::Running);
+    }
+
+    /// The embedded catalog copied into etcd: every key, again without harm,
+    /// and never over another catalog.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn copy_all_moves_a_catalog_into_etcd_once() {
+        let Some((etcd, remote)) = etcd::test_store().await else { return };
+        let dir = tempfile::tempdir().unwrap();
+        let (local, catalog) = sqlite_catalog(&dir).await;
+        for i in 0..300 {
+            catalog.put_container(&container(&format!("c{i:03}"), "n1")).await.unwrap();
+        }
+        let total = local.range(b"").await.unwrap().items.len();
+        remote.put(b"stale", b"from a failed attempt").await.unwrap();
+        assert_eq!(copy_all(local.as_ref(), &remote).await.unwrap(), total);
+        assert_eq!(copy_all(local.as_ref(), &remote).await.unwrap(), total, "idempotent");
+        let copied = remote.range(b"").await.unwrap().into_pairs();
+        assert_eq!(copied, local.range(b"").await.unwrap().into_pairs());
+        let remote: Arc<dyn KvStore> = Arc::new(remote);
+        let in_etcd = Catalog::open(remote.clone()).await.unwrap();
+        assert_eq!(in_etcd.containers_on("n1").await.unwrap().len(), 300);
+
+        let other_dir = tempfile::tempdir().unwrap();
+        let (other, _) = sqlite_catalog(&other_dir).await;
+        assert!(matches!(copy_all(other.as_ref(), remote.as_ref()).await, Err(CatalogError::Conflict(_))), "another catalog is refused");
+        drop(etcd);
+    }
 
     #[test]
     fn a_snapshot_mode_is_the_word_earlier_daemons_wrote() {

@@ -3,28 +3,66 @@
 //! SQLite rather than redb because administrative verbs (`hoodyd token create`,
 //! `hoodyd verify`) must read and write the catalog while the daemon runs, and
 //! SQLite arbitrates several processes safely; see docs/DESIGN.md.
+//!
+//! Revisions live in the file (a store-wide counter in `meta`, each key's
+//! `revision`). Watches and leases live in this process: a watch replays from
+//! a bounded in-memory history of this process's writes (older → `Resync`;
+//! another process's writes, such as an admin verb's, reach no watcher), and
+//! leases die with the process, so keys left from a previous run's leases are
+//! deleted at open.
 
+use std::collections::{HashMap, VecDeque};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use tokio::sync::broadcast;
 
-use super::kv::{Compare, KvError, KvResult, KvStore, Op, Txn, Watch, WatchEvent};
+use super::kv::{prefix_end, Compare, KvError, KvResult, KvStore, LeaseId, Op, Ranged, Txn, TxnOutcome, Versioned, Watch, WatchEvent, WatchItem};
 
 /// Versions of the table layout (`PRAGMA user_version`); catalog-level data
 /// migrations live above the seam in `catalog::migrations`.
-const SCHEMA: &[&str] = &["CREATE TABLE kv (key BLOB PRIMARY KEY, value BLOB NOT NULL, revision INTEGER NOT NULL) WITHOUT ROWID;
+const SCHEMA: &[&str] = &[
+    "CREATE TABLE kv (key BLOB PRIMARY KEY, value BLOB NOT NULL, revision INTEGER NOT NULL) WITHOUT ROWID;
      CREATE TABLE meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
-     INSERT INTO meta VALUES ('revision', 0);"];
+     INSERT INTO meta VALUES ('revision', 0);",
+    // 2: keys may belong to a lease (0: none); existing keys keep their revisions.
+    "ALTER TABLE kv ADD COLUMN lease INTEGER NOT NULL DEFAULT 0;
+     CREATE INDEX kv_lease ON kv (lease) WHERE lease != 0;",
+];
 
 const READERS: usize = 4;
+/// Changes kept for watches from a past revision.
+const HISTORY: usize = 4096;
+/// How often expired leases are looked for.
+const LEASE_SWEEP: Duration = Duration::from_millis(200);
 
 pub struct SqliteKv {
-    writer: Arc<Mutex<Connection>>,
-    readers: Arc<Vec<Mutex<Connection>>>,
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    writer: Mutex<Connection>,
+    readers: Vec<Mutex<Connection>>,
+    feed: Mutex<Feed>,
+    leases: Mutex<Leases>,
+}
+
+/// This process's recent changes, and their fan-out to live watchers. Written
+/// under the writer lock, so history and broadcast follow revision order.
+struct Feed {
+    history: VecDeque<WatchEvent>,
+    /// Every change above this revision made by this process is in `history`.
+    floor: u64,
     events: broadcast::Sender<WatchEvent>,
+}
+
+#[derive(Default)]
+struct Leases {
+    live: HashMap<LeaseId, (Duration, Instant)>,
+    sweeper: bool,
 }
 
 fn storage(e: impl std::fmt::Display) -> KvError {
@@ -39,19 +77,27 @@ fn open_connection(path: &Path) -> KvResult<Connection> {
     Ok(conn)
 }
 
+fn current_revision(conn: &Connection) -> rusqlite::Result<u64> {
+    conn.query_row("SELECT value FROM meta WHERE name = 'revision'", [], |r| r.get(0))
+}
+
 impl SqliteKv {
     /// Opens (creating and migrating if needed) the catalog at `path`.
     pub fn open(path: &Path) -> KvResult<Self> {
         let mut writer = open_connection(path)?;
         migrate(&mut writer)?;
+        drop_orphaned_leased_keys(&mut writer)?;
+        let floor = current_revision(&writer).map_err(storage)?;
         let readers = (0..READERS).map(|_| open_connection(path).map(Mutex::new)).collect::<KvResult<Vec<_>>>()?;
-        let (events, _) = broadcast::channel(4096);
-        Ok(SqliteKv { writer: Arc::new(Mutex::new(writer)), readers: Arc::new(readers), events })
+        let (events, _) = broadcast::channel(HISTORY);
+        let feed = Feed { history: VecDeque::new(), floor, events };
+        Ok(SqliteKv { inner: Arc::new(Inner { writer: Mutex::new(writer), readers, feed: Mutex::new(feed), leases: Default::default() }) })
     }
 
     async fn read<T: Send + 'static>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static) -> KvResult<T> {
-        let readers = self.readers.clone();
+        let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
+            let readers = &inner.readers;
             // Any free reader will do; fall back to waiting on one chosen by thread.
             let conn = readers.iter().find_map(|r| r.try_lock().ok());
             let result = match conn {
@@ -67,15 +113,33 @@ impl SqliteKv {
         .map_err(storage)?
     }
 
-    async fn write(&self, txn: Txn) -> KvResult<bool> {
-        let writer = self.writer.clone();
-        let (ok, events) = tokio::task::spawn_blocking(move || apply(&mut writer.lock().expect("writer connection"), txn))
-            .await
-            .map_err(storage)??;
-        for ev in events {
-            let _ = self.events.send(ev);
+    async fn write(&self, txn: Txn) -> KvResult<TxnOutcome> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || inner.apply(txn)).await.map_err(storage)?
+    }
+
+    /// Expires leases in the background while any exist; the task ends with the store.
+    fn start_sweeper(&self) {
+        let mut leases = self.inner.leases.lock().expect("leases");
+        if leases.sweeper {
+            return;
         }
-        Ok(ok)
+        leases.sweeper = true;
+        let weak: Weak<Inner> = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(LEASE_SWEEP).await;
+                let Some(inner) = weak.upgrade() else { return };
+                let now = Instant::now();
+                let expired: Vec<LeaseId> = inner.leases.lock().expect("leases").live.iter().filter(|(_, (_, deadline))| *deadline <= now).map(|(id, _)| *id).collect();
+                if !expired.is_empty() {
+                    let result = tokio::task::spawn_blocking(move || inner.end_leases(&expired, Some(now))).await;
+                    if let Ok(Err(e)) = result {
+                        tracing::warn!(error = %e, "expiring catalog leases failed; retrying");
+                    }
+                }
+            }
+        });
     }
 }
 
@@ -97,32 +161,55 @@ fn migrate(conn: &mut Connection) -> KvResult<()> {
     Ok(())
 }
 
-fn get_value(conn: &Connection, key: &[u8]) -> rusqlite::Result<Option<Vec<u8>>> {
-    conn.query_row("SELECT value FROM kv WHERE key = ?1", params![key], |r| r.get(0)).optional()
+/// A new process holds no lease: keys put under a previous run's leases go
+/// (as etcd deletes them when their lease expires), in one new revision.
+fn drop_orphaned_leased_keys(conn: &mut Connection) -> KvResult<()> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(storage)?;
+    if tx.execute("DELETE FROM kv WHERE lease != 0", []).map_err(storage)? > 0 {
+        tx.execute("UPDATE meta SET value = value + 1 WHERE name = 'revision'", []).map_err(storage)?;
+    }
+    tx.commit().map_err(storage)
 }
 
-fn apply(conn: &mut Connection, txn: Txn) -> KvResult<(bool, Vec<WatchEvent>)> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(storage)?;
-    let mut ok = true;
-    for c in &txn.compares {
-        let holds = match c {
-            Compare::Equals(k, v) => get_value(&tx, k).map_err(storage)?.as_deref() == Some(v.as_slice()),
-            Compare::Absent(k) => get_value(&tx, k).map_err(storage)?.is_none(),
-            Compare::Present(k) => get_value(&tx, k).map_err(storage)?.is_some(),
-        };
-        if !holds {
-            ok = false;
-            break;
+fn get_versioned(conn: &Connection, key: &[u8]) -> rusqlite::Result<Option<Versioned>> {
+    conn.query_row("SELECT value, revision FROM kv WHERE key = ?1", params![key], |r| Ok(Versioned { value: r.get(0)?, mod_revision: r.get(1)? })).optional()
+}
+
+impl Inner {
+    /// Applies `txn` in one SQLite transaction and publishes its changes, all
+    /// under the writer lock.
+    fn apply(&self, txn: Txn) -> KvResult<TxnOutcome> {
+        let mut conn = self.writer.lock().expect("writer connection");
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(storage)?;
+        let mut ok = true;
+        for c in &txn.compares {
+            let holds = match c {
+                Compare::Equals(k, v) => get_versioned(&tx, k).map_err(storage)?.is_some_and(|cur| cur.value == *v),
+                Compare::Absent(k) => get_versioned(&tx, k).map_err(storage)?.is_none(),
+                Compare::Present(k) => get_versioned(&tx, k).map_err(storage)?.is_some(),
+                Compare::ModRevision(k, rev) => get_versioned(&tx, k).map_err(storage)?.map_or(0, |cur| cur.mod_revision) == *rev,
+            };
+            if !holds {
+                ok = false;
+                break;
+            }
         }
-    }
-    let ops = if ok { txn.success } else { txn.failure };
-    let mut events = Vec::new();
-    if !ops.is_empty() {
-        let revision: u64 = tx.query_row("UPDATE meta SET value = value + 1 WHERE name = 'revision' RETURNING value", [], |r| r.get(0)).map_err(storage)?;
+        let ops = if ok { txn.success } else { txn.failure };
+        let current = current_revision(&tx).map_err(storage)?;
+        let revision = current + 1;
+        let mut events = Vec::new();
         for op in ops {
             match op {
                 Op::Put(k, v) => {
-                    tx.execute("INSERT INTO kv (key, value, revision) VALUES (?1, ?2, ?3) ON CONFLICT(key) DO UPDATE SET value = ?2, revision = ?3", params![k, v, revision])
+                    tx.execute("INSERT INTO kv (key, value, revision, lease) VALUES (?1, ?2, ?3, 0) ON CONFLICT(key) DO UPDATE SET value = ?2, revision = ?3, lease = 0", params![k, v, revision])
+                        .map_err(storage)?;
+                    events.push(WatchEvent { key: k, value: Some(v), revision });
+                }
+                Op::PutLeased(k, v, lease) => {
+                    if self.leases.lock().expect("leases").live.get(&lease).is_none_or(|(_, deadline)| *deadline <= Instant::now()) {
+                        return Err(KvError::Storage(format!("lease {lease:x} not found (expired or revoked)")));
+                    }
+                    tx.execute("INSERT INTO kv (key, value, revision, lease) VALUES (?1, ?2, ?3, ?4) ON CONFLICT(key) DO UPDATE SET value = ?2, revision = ?3, lease = ?4", params![k, v, revision, lease])
                         .map_err(storage)?;
                     events.push(WatchEvent { key: k, value: Some(v), revision });
                 }
@@ -131,71 +218,170 @@ fn apply(conn: &mut Connection, txn: Txn) -> KvResult<(bool, Vec<WatchEvent>)> {
                         events.push(WatchEvent { key: k, value: None, revision });
                     }
                 }
+                Op::DeletePrefix(p) => {
+                    let mut keys: Vec<Vec<u8>> = match prefix_end(&p) {
+                        Some(end) => tx.prepare_cached("DELETE FROM kv WHERE key >= ?1 AND key < ?2 RETURNING key").and_then(|mut st| st.query_map(params![p, end], |r| r.get(0))?.collect()),
+                        None => tx.prepare_cached("DELETE FROM kv WHERE key >= ?1 RETURNING key").and_then(|mut st| st.query_map(params![p], |r| r.get(0))?.collect()),
+                    }
+                    .map_err(storage)?;
+                    keys.sort();
+                    events.extend(keys.into_iter().map(|key| WatchEvent { key, value: None, revision }));
+                }
             }
         }
+        let changed = !events.is_empty();
+        if changed {
+            tx.execute("UPDATE meta SET value = ?1 WHERE name = 'revision'", params![revision]).map_err(storage)?;
+        }
+        tx.commit().map_err(storage)?;
+        self.publish(events);
+        Ok(TxnOutcome { succeeded: ok, revision: if changed { revision } else { current } })
     }
-    tx.commit().map_err(storage)?;
-    Ok((ok, events))
-}
 
-/// The smallest key greater than every key starting with `prefix` (None: no bound).
-fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return Some(end);
+    fn publish(&self, events: Vec<WatchEvent>) {
+        if events.is_empty() {
+            return;
+        }
+        let mut feed = self.feed.lock().expect("watch feed");
+        for ev in events {
+            if feed.history.len() == HISTORY {
+                if let Some(old) = feed.history.pop_front() {
+                    feed.floor = feed.floor.max(old.revision);
+                }
+            }
+            feed.history.push_back(ev.clone());
+            let _ = feed.events.send(ev);
         }
     }
-    None
+
+    /// Ends `leases` (those expired by `expired_at`, or all when `None`) and
+    /// deletes their keys in one revision.
+    fn end_leases(&self, leases: &[LeaseId], expired_at: Option<Instant>) -> KvResult<()> {
+        let mut conn = self.writer.lock().expect("writer connection");
+        let ending: Vec<LeaseId> = {
+            let mut table = self.leases.lock().expect("leases");
+            let ending = leases.iter().copied().filter(|id| table.live.get(id).is_some_and(|(_, deadline)| expired_at.is_none_or(|at| *deadline <= at))).collect::<Vec<_>>();
+            for id in &ending {
+                table.live.remove(id);
+            }
+            ending
+        };
+        if ending.is_empty() {
+            return Ok(());
+        }
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(storage)?;
+        let revision = current_revision(&tx).map_err(storage)? + 1;
+        let mut keys = Vec::new();
+        for id in ending {
+            let mut st = tx.prepare_cached("DELETE FROM kv WHERE lease = ?1 RETURNING key").map_err(storage)?;
+            let gone: Vec<Vec<u8>> = st.query_map(params![id], |r| r.get(0)).and_then(|rows| rows.collect()).map_err(storage)?;
+            keys.extend(gone);
+        }
+        if !keys.is_empty() {
+            tx.execute("UPDATE meta SET value = ?1 WHERE name = 'revision'", params![revision]).map_err(storage)?;
+        }
+        tx.commit().map_err(storage)?;
+        keys.sort();
+        self.publish(keys.into_iter().map(|key| WatchEvent { key, value: None, revision }).collect());
+        Ok(())
+    }
 }
 
 #[async_trait]
 impl KvStore for SqliteKv {
-    async fn get(&self, key: &[u8]) -> KvResult<Option<Vec<u8>>> {
+    async fn get(&self, key: &[u8]) -> KvResult<Option<Versioned>> {
         let key = key.to_vec();
-        self.read(move |c| get_value(c, &key)).await
+        self.read(move |c| get_versioned(c, &key)).await
     }
 
-    async fn put(&self, key: &[u8], value: &[u8]) -> KvResult<()> {
-        self.write(Txn::default().then(vec![Op::Put(key.to_vec(), value.to_vec())])).await.map(|_| ())
+    async fn put(&self, key: &[u8], value: &[u8]) -> KvResult<u64> {
+        Ok(self.write(Txn::default().then(vec![Op::Put(key.to_vec(), value.to_vec())])).await?.revision)
     }
 
     async fn delete(&self, key: &[u8]) -> KvResult<bool> {
         let key = key.to_vec();
         let existed = Txn::when(vec![Compare::Present(key.clone())]).then(vec![Op::Delete(key)]);
-        self.write(existed).await
+        Ok(self.write(existed).await?.succeeded)
     }
 
-    async fn range(&self, prefix: &[u8]) -> KvResult<Vec<(Vec<u8>, Vec<u8>)>> {
+    async fn range(&self, prefix: &[u8]) -> KvResult<Ranged> {
         let start = prefix.to_vec();
         self.read(move |c| {
-            let mut rows = Vec::new();
-            match prefix_end(&start) {
-                Some(end) => {
-                    let mut st = c.prepare_cached("SELECT key, value FROM kv WHERE key >= ?1 AND key < ?2 ORDER BY key")?;
-                    for row in st.query_map(params![start, end], |r| Ok((r.get(0)?, r.get(1)?)))? {
-                        rows.push(row?);
-                    }
-                }
-                None => {
-                    let mut st = c.prepare_cached("SELECT key, value FROM kv WHERE key >= ?1 ORDER BY key")?;
-                    for row in st.query_map(params![start], |r| Ok((r.get(0)?, r.get(1)?)))? {
-                        rows.push(row?);
-                    }
-                }
-            }
-            Ok(rows)
+            // One read transaction: the rows and the revision agree.
+            let tx = c.unchecked_transaction()?;
+            let revision = current_revision(&tx)?;
+            let row = |r: &rusqlite::Row| Ok((r.get(0)?, Versioned { value: r.get(1)?, mod_revision: r.get(2)? }));
+            let items = match prefix_end(&start) {
+                Some(end) => tx.prepare_cached("SELECT key, value, revision FROM kv WHERE key >= ?1 AND key < ?2 ORDER BY key")?.query_map(params![start, end], row)?.collect::<rusqlite::Result<Vec<_>>>()?,
+                None => tx.prepare_cached("SELECT key, value, revision FROM kv WHERE key >= ?1 ORDER BY key")?.query_map(params![start], row)?.collect::<rusqlite::Result<Vec<_>>>()?,
+            };
+            tx.finish()?;
+            Ok(Ranged { items, revision })
         })
         .await
     }
 
-    async fn txn(&self, txn: Txn) -> KvResult<bool> {
+    async fn txn(&self, txn: Txn) -> KvResult<TxnOutcome> {
         self.write(txn).await
     }
 
-    fn watch(&self, prefix: &[u8]) -> Watch {
-        Watch::new(prefix.to_vec(), self.events.subscribe())
+    fn watch(&self, prefix: &[u8], from: Option<u64>) -> Watch {
+        let feed = self.inner.feed.lock().expect("watch feed");
+        // Subscribed under the feed's lock: the backlog and the live changes neither overlap nor leave a gap.
+        let rx = feed.events.subscribe();
+        let mut backlog = VecDeque::new();
+        if let Some(from) = from {
+            if from < feed.floor {
+                backlog.push_back(WatchItem::Resync);
+            } else {
+                backlog.extend(feed.history.iter().filter(|ev| ev.revision > from && ev.key.starts_with(prefix)).cloned().map(WatchItem::Event));
+            }
+        }
+        Watch::local(prefix.to_vec(), backlog, rx, from.unwrap_or(0))
+    }
+
+    async fn compact(&self, revision: u64) -> KvResult<()> {
+        let mut feed = self.inner.feed.lock().expect("watch feed");
+        while feed.history.front().is_some_and(|ev| ev.revision <= revision) {
+            feed.history.pop_front();
+        }
+        feed.floor = feed.floor.max(revision);
+        Ok(())
+    }
+
+    async fn grant_lease(&self, ttl: Duration) -> KvResult<LeaseId> {
+        let ttl = Duration::from_secs(ttl.as_secs_f64().ceil().max(1.0) as u64);
+        let id = loop {
+            let id = rand::random::<i64>() & i64::MAX;
+            if id != 0 {
+                break id;
+            }
+        };
+        self.inner.leases.lock().expect("leases").live.insert(id, (ttl, Instant::now() + ttl));
+        self.start_sweeper();
+        Ok(id)
+    }
+
+    async fn keep_alive(&self, lease: LeaseId) -> KvResult<bool> {
+        let now = Instant::now();
+        let mut table = self.inner.leases.lock().expect("leases");
+        match table.live.get_mut(&lease) {
+            Some((ttl, deadline)) if *deadline > now => {
+                *deadline = now + *ttl;
+                Ok(true)
+            }
+            // Expired, not swept yet: the sweeper deletes its keys.
+            _ => Ok(false),
+        }
+    }
+
+    async fn revoke_lease(&self, lease: LeaseId) -> KvResult<()> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || inner.end_leases(&[lease], None)).await.map_err(storage)?
+    }
+
+    async fn health(&self) -> KvResult<()> {
+        self.read(|c| c.query_row("SELECT 1", [], |_| Ok(()))).await
     }
 }
 
@@ -203,48 +389,27 @@ impl KvStore for SqliteKv {
 mod tests {
     use super::*;
 
-    fn store() -> (tempfile::TempDir, SqliteKv) {
+    async fn store() -> Option<(tempfile::TempDir, SqliteKv)> {
         let dir = tempfile::tempdir().unwrap();
         let kv = SqliteKv::open(&dir.path().join("catalog.db")).unwrap();
-        (dir, kv)
+        Some((dir, kv))
     }
 
-    #[tokio::test]
-    async fn get_put_delete_range() {
-        let (_d, kv) = store();
-        kv.put(b"a/1", b"one").await.unwrap();
-        kv.put(b"a/2", b"two").await.unwrap();
-        kv.put(b"b/1", b"other").await.unwrap();
-        assert_eq!(kv.get(b"a/1").await.unwrap().as_deref(), Some(&b"one"[..]));
-        let keys: Vec<_> = kv.range(b"a/").await.unwrap().into_iter().map(|(k, _)| k).collect();
-        assert_eq!(keys, vec![b"a/1".to_vec(), b"a/2".to_vec()]);
-        assert!(kv.delete(b"a/1").await.unwrap());
-        assert!(!kv.delete(b"a/1").await.unwrap());
-        assert_eq!(kv.get(b"a/1").await.unwrap(), None);
-    }
-
-    #[tokio::test]
-    async fn compare_and_swap_applies_one_branch_atomically() {
-        let (_d, kv) = store();
-        let claim = |v: &[u8]| Txn::when(vec![Compare::Absent(b"name/x".to_vec())]).then(vec![Op::Put(b"name/x".to_vec(), v.to_vec()), Op::Put(v.to_vec(), b"1".to_vec())]);
-        assert!(kv.txn(claim(b"first")).await.unwrap());
-        assert!(!kv.txn(claim(b"second")).await.unwrap());
-        assert_eq!(kv.get(b"second").await.unwrap(), None, "failed branch wrote nothing");
-        assert!(kv.txn(Txn::when(vec![Compare::Equals(b"name/x".to_vec(), b"first".to_vec())]).then(vec![Op::Delete(b"name/x".to_vec())])).await.unwrap());
-    }
+    crate::catalog::kv::suite::seam_suite!(store());
 
     #[tokio::test]
     async fn watch_sees_changes_under_its_prefix_only() {
-        let (_d, kv) = store();
-        let mut w = kv.watch(b"containers/");
+        let (_d, kv) = store().await.unwrap();
+        let mut w = kv.watch(b"containers/", None);
         kv.put(b"projects/p", b"x").await.unwrap();
         kv.put(b"containers/c", b"y").await.unwrap();
         kv.delete(b"containers/c").await.unwrap();
-        let put = w.next().await.unwrap().unwrap();
+        let Some(WatchItem::Event(put)) = w.next().await else { panic!("a put") };
         assert_eq!((put.key.as_slice(), put.value.as_deref()), (&b"containers/c"[..], Some(&b"y"[..])));
-        let del = w.next().await.unwrap().unwrap();
+        let Some(WatchItem::Event(del)) = w.try_next() else { panic!("a delete, pending") };
         assert_eq!(del.value, None);
         assert!(del.revision > put.revision);
+        assert_eq!(w.try_next(), None);
     }
 
     #[tokio::test]
@@ -264,7 +429,52 @@ mod tests {
             }
         }
         let kv = SqliteKv::open(&path).unwrap();
-        assert_eq!(kv.range(b"k/").await.unwrap().len(), 32);
+        let ranged = kv.range(b"k/").await.unwrap();
+        assert_eq!((ranged.items.len(), ranged.revision), (32, 32));
+    }
+
+    /// Leases die with the process: a reopened store has none, nor their keys.
+    #[tokio::test]
+    async fn leased_keys_of_an_earlier_process_are_gone_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("catalog.db");
+        let before = {
+            let kv = SqliteKv::open(&path).unwrap();
+            let lease = kv.grant_lease(Duration::from_secs(60)).await.unwrap();
+            kv.put(b"plain", b"1").await.unwrap();
+            kv.txn(Txn::default().then(vec![Op::PutLeased(b"leased".to_vec(), b"1".to_vec(), lease)])).await.unwrap().revision
+        };
+        let kv = SqliteKv::open(&path).unwrap();
+        assert_eq!(kv.get(b"leased").await.unwrap(), None);
+        assert!(kv.get(b"plain").await.unwrap().is_some());
+        assert!(kv.range(b"").await.unwrap().revision > before, "the deletion is a change");
+    }
+
+    /// A catalog file of the first layout (no lease column) opens with its
+    /// keys and their revisions as they were.
+    #[tokio::test]
+    async fn a_first_layout_file_keeps_its_revisions() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("catalog.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(SCHEMA[0]).unwrap();
+            conn.execute_batch("INSERT INTO kv VALUES (x'612f31', x'31', 7); UPDATE meta SET value = 7; PRAGMA user_version = 1;").unwrap();
+        }
+        let kv = SqliteKv::open(&path).unwrap();
+        assert_eq!(kv.get(b"a/1").await.unwrap(), Some(Versioned { value: b"1".to_vec(), mod_revision: 7 }));
+        assert_eq!(kv.put(b"a/2", b"2").await.unwrap(), 8);
+    }
+
+    /// A watcher from before the bounded history resyncs instead of missing changes.
+    #[tokio::test]
+    async fn a_watch_older_than_the_history_resyncs() {
+        let (_d, kv) = store().await.unwrap();
+        let first = kv.put(b"h/0", b"0").await.unwrap();
+        let writes: Vec<Op> = (0..HISTORY + 1).map(|i| Op::Put(format!("h/{i}").into_bytes(), b"1".to_vec())).collect();
+        kv.txn(Txn::default().then(writes)).await.unwrap();
+        assert_eq!(kv.watch(b"h/", Some(first)).try_next(), Some(WatchItem::Resync));
+        assert_eq!(kv.watch(b"h/", Some(first + 1)).try_next(), None, "nothing after the latest revision");
     }
 
     #[test]

@@ -6,7 +6,7 @@
 
 use hoody_api::ApiError;
 
-use crate::catalog::CatalogError;
+use crate::catalog::{CatalogError, KvError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -70,7 +70,7 @@ impl EngineError {
     /// Whether this is a failure of the daemon itself, whose detail is not the
     /// client's (answered as a generic internal error).
     pub fn is_internal(&self) -> bool {
-        matches!(self, EngineError::Internal(_)) || matches!(self, EngineError::Catalog(c) if !matches!(c, CatalogError::Conflict(_)))
+        matches!(self, EngineError::Internal(_)) || matches!(self, EngineError::Catalog(c) if !matches!(c, CatalogError::Conflict(_) | CatalogError::Kv(KvError::Unavailable(_))))
     }
 
     pub fn forbidden_field(field: impl Into<String>, message: impl Into<String>) -> Self {
@@ -95,6 +95,8 @@ impl From<EngineError> for ApiError {
             EngineError::ForbiddenField { field, message } => ApiError::forbidden_field(field, message),
             EngineError::Failed(message) => ApiError::Failed(message),
             EngineError::Catalog(CatalogError::Conflict(message)) => ApiError::Conflict(message),
+            // The client may retry; the message names what cannot be reached.
+            EngineError::Catalog(CatalogError::Kv(e @ KvError::Unavailable(_))) => ApiError::Unavailable(e.to_string()),
             EngineError::Catalog(other) => ApiError::internal(other),
             EngineError::Internal(detail) => ApiError::internal(detail),
         }
@@ -139,5 +141,18 @@ mod tests {
                 assert_eq!(api.to_string(), shown);
             }
         }
+    }
+
+    /// A catalog that cannot be reached (etcd down) answers 503 naming it,
+    /// not a generic 500.
+    #[test]
+    fn an_unreachable_catalog_answers_503_naming_it() {
+        let e = EngineError::Catalog(CatalogError::Kv(KvError::Unavailable("etcd at http://10.0.0.1:2379: tcp connect error: Connection refused".into())));
+        assert!(!e.is_internal());
+        let api = ApiError::from(e);
+        assert_eq!((api.status_code().as_u16(), api.code()), (503, "unavailable"));
+        assert_eq!(api.to_string(), "catalog unavailable: etcd at http://10.0.0.1:2379: tcp connect error: Connection refused");
+        let storage = ApiError::from(CatalogError::Kv(KvError::Storage("disk I/O error".into())));
+        assert_eq!(storage.status_code().as_u16(), 500);
     }
 }

@@ -136,14 +136,14 @@ impl Ticker {
 /// the message the previous job left (compare-and-swap loop).
 async fn publish(catalog: &Catalog, id: &str, progress: &JobProgress, first: bool) -> Result<(), CatalogError> {
     loop {
-        let Some(old) = catalog.container(id).await? else { return Ok(()) };
+        let Some((old, rev)) = catalog.container_at(id).await? else { return Ok(()) };
         let mut new = old.clone();
         new.progress = Some(progress.clone());
         if first {
             new.status_message = None;
             new.updated_at = crate::ids::now();
         }
-        if catalog.swap_container(&old, &new).await? {
+        if catalog.swap_container(rev, &old, &new).await? {
             return Ok(());
         }
     }
@@ -153,7 +153,7 @@ async fn publish(catalog: &Catalog, id: &str, progress: &JobProgress, first: boo
 /// (a failure, or `None`). Writes only when that changes the record.
 pub async fn finish(catalog: &Catalog, id: &str, message: Option<String>) -> Result<(), CatalogError> {
     loop {
-        let Some(old) = catalog.container(id).await? else { return Ok(()) };
+        let Some((old, rev)) = catalog.container_at(id).await? else { return Ok(()) };
         if old.progress.is_none() && old.status_message == message {
             return Ok(());
         }
@@ -161,7 +161,7 @@ pub async fn finish(catalog: &Catalog, id: &str, message: Option<String>) -> Res
         new.progress = None;
         new.status_message = message.clone();
         new.updated_at = crate::ids::now();
-        if catalog.swap_container(&old, &new).await? {
+        if catalog.swap_container(rev, &old, &new).await? {
             return Ok(());
         }
     }

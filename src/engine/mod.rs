@@ -188,6 +188,14 @@ impl Engine {
     }
 
     /// The caller's container `id`; another account's or a vanishing one is "not found".
+    /// [`Self::owned_container`] and the revision it was read at, for a swap.
+    async fn owned_container_at(&self, who: &Principal, id: &str) -> Result<(ContainerRecord, u64), EngineError> {
+        match self.catalog.container_at(id).await? {
+            Some((c, rev)) if c.account_id == who.account_id && c.status != ContainerStatus::Deleting => Ok((c, rev)),
+            _ => Err(EngineError::not_found(format!("container `{id}` not found"))),
+        }
+    }
+
     async fn owned_container(&self, who: &Principal, id: &str) -> Result<ContainerRecord, EngineError> {
         match self.catalog.container(id).await? {
             Some(c) if c.account_id == who.account_id && c.status != ContainerStatus::Deleting => Ok(c),
@@ -414,7 +422,7 @@ impl HoodyService for Engine {
             validate_env(env)?;
         }
         loop {
-            let old = self.owned_container(who, id).await?;
+            let (old, rev) = self.owned_container_at(who, id).await?;
             let mut new = old.clone();
             if let Some(name) = &req.name {
                 new.name = name.clone();
@@ -438,14 +446,14 @@ impl HoodyService for Engine {
                 new.network_rules = json_objects(rules.clone());
             }
             new.updated_at = crate::ids::now();
-            if self.catalog.swap_container(&old, &new).await? {
+            if self.catalog.swap_container(rev, &old, &new).await? {
                 return Ok(self.with_count(new).await?);
             }
         }
     }
 
     async fn delete_container(&self, who: &Principal, id: &str) -> Result<ContainerDeleted, ApiError> {
-        let old = self.owned_container(who, id).await?;
+        let (old, rev) = self.owned_container_at(who, id).await?;
         if old.status == ContainerStatus::Copying {
             return Err(EngineError::Conflict(format!("container `{id}` is copying; wait for the copy to finish")).into());
         }
@@ -454,7 +462,7 @@ impl HoodyService for Engine {
         let mut deleting = old.clone();
         deleting.status = ContainerStatus::Deleting;
         deleting.updated_at = crate::ids::now();
-        if !self.catalog.swap_container(&old, &deleting).await? {
+        if !self.catalog.swap_container(rev, &old, &deleting).await? {
             return Err(EngineError::Conflict(format!("container `{id}` changed during the request; retry")).into());
         }
         // Marked first, removed second: a crash in between is finished by `recover`.
@@ -468,13 +476,13 @@ impl HoodyService for Engine {
 
     async fn container_operation(&self, who: &Principal, id: &str, op: ContainerOperation) -> Result<Container, ApiError> {
         loop {
-            let old = self.owned_container(who, id).await?;
+            let (old, rev) = self.owned_container_at(who, id).await?;
             let status = transition(old.status, op).map_err(EngineError::Conflict)?;
             let mut new = old.clone();
             new.status = status;
             new.status_message = None;
             new.updated_at = crate::ids::now();
-            if self.catalog.swap_container(&old, &new).await? {
+            if self.catalog.swap_container(rev, &old, &new).await? {
                 // A stopped source makes its shares fail fast; a started one serves again.
                 if self.shares_concern(&new).await {
                     self.reconcile_shares().await;

@@ -25,14 +25,24 @@ pub struct Peer {
 
 impl std::fmt::Debug for Peer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Peer").field("node_id", &self.node_id).field("node_name", &self.node_name).field("addr", &self.addr).finish()
+        f.debug_struct("Peer")
+            .field("node_id", &self.node_id)
+            .field("node_name", &self.node_name)
+            .field("addr", &self.addr)
+            .finish()
     }
 }
 
 impl Peer {
     pub(crate) fn new(conn: quinn::Connection, max_frame: usize) -> Result<Self, TransportError> {
         let (node_id, node_name) = verified_names(&conn)?;
-        Ok(Peer { node_id, node_name, addr: conn.remote_address(), conn, max_frame })
+        Ok(Peer {
+            node_id,
+            node_name,
+            addr: conn.remote_address(),
+            conn,
+            max_frame,
+        })
     }
 
     pub(crate) fn connection(&self) -> &quinn::Connection {
@@ -75,7 +85,9 @@ impl Peer {
     }
 
     pub(crate) async fn call_on(&self, (mut send, mut recv): (quinn::SendStream, quinn::RecvStream), frame: Frame) -> Result<Frame, TransportError> {
-        let written = write_frame(&mut send, &[OPEN_CALL], &frame).await.and_then(|()| send.finish().map_err(|e| TransportError::Protocol(e.to_string())));
+        let written = write_frame(&mut send, &[OPEN_CALL], &frame)
+            .await
+            .and_then(|()| send.finish().map_err(|e| TransportError::Protocol(e.to_string())));
         // A peer that refuses stops reading and answers with an error frame: that
         // answer says more than our failed write.
         match (written, read_item(&mut recv, self.max_frame).await) {
@@ -117,7 +129,12 @@ async fn serve_stream(peer: Peer, shared: Arc<Shared>, mut send: quinn::SendStre
     // Membership is checked per stream, so a revoked node is refused on the
     // connection it already has.
     if !shared.handler.is_member(&peer.node_id) {
-        refuse(&mut send, &mut recv, RemoteError::forbidden(format!("node {} is not a member of this cluster", peer.node_id))).await;
+        refuse(
+            &mut send,
+            &mut recv,
+            RemoteError::forbidden(format!("node {} is not a member of this cluster", peer.node_id)),
+        )
+        .await;
         return;
     }
     let max_frame = shared.config.max_frame;

@@ -60,6 +60,9 @@ pub struct EndpointConfig {
     pub connection_receive_window: u32,
     /// Bytes we keep in flight per connection before waiting for acknowledgements.
     pub send_window: u64,
+    /// Largest UDP payload to use where path MTU discovery finds the path allows
+    /// it (jumbo frames, loopback); 1472 keeps to Ethernet's 1500.
+    pub max_udp_payload: u16,
 }
 
 impl Default for EndpointConfig {
@@ -71,9 +74,10 @@ impl Default for EndpointConfig {
             idle_timeout: Duration::from_secs(15),
             max_concurrent_streams: 1024,
             max_concurrent_handshakes: 64,
-            stream_receive_window: 8 * 1024 * 1024,
-            connection_receive_window: 16 * 1024 * 1024,
-            send_window: 16 * 1024 * 1024,
+            stream_receive_window: 16 * 1024 * 1024,
+            connection_receive_window: 32 * 1024 * 1024,
+            send_window: 32 * 1024 * 1024,
+            max_udp_payload: MAX_UDP_PAYLOAD,
         }
     }
 }
@@ -89,9 +93,18 @@ impl EndpointConfig {
         t.stream_receive_window(self.stream_receive_window.into());
         t.receive_window(self.connection_receive_window.into());
         t.send_window(self.send_window);
+        // Probe up to the largest payload we accept; a path that drops big packets
+        // is detected and quinn falls back to what works.
+        let mut mtu = quinn::MtuDiscoveryConfig::default();
+        mtu.upper_bound(self.max_udp_payload.clamp(1200, 65527));
+        t.mtu_discovery_config(Some(mtu));
         Ok(t)
     }
 }
+
+/// Ethernet's 1500-byte MTU less the IPv4 and UDP headers. Larger payloads measured
+/// slower on loopback (transport_bench), so raising this is left to configuration.
+const MAX_UDP_PAYLOAD: u16 = 1472;
 
 /// State shared by the endpoint, its connections and their tasks.
 pub(crate) struct Shared {
@@ -120,15 +133,37 @@ pub struct Endpoint {
 impl Endpoint {
     /// Binds `addr` (port 0 allowed) and starts serving `handler` (and `join`, for
     /// certificate-less nodes under [`JOIN_ALPN`], if given). Needs a tokio runtime.
-    pub fn bind(addr: SocketAddr, identity: &ClusterIdentity, handler: Arc<dyn Handler>, join: Option<Arc<dyn JoinHandler>>, config: EndpointConfig) -> Result<Self, TransportError> {
+    pub fn bind(
+        addr: SocketAddr,
+        identity: &ClusterIdentity,
+        handler: Arc<dyn Handler>,
+        join: Option<Arc<dyn JoinHandler>>,
+        config: EndpointConfig,
+    ) -> Result<Self, TransportError> {
         let transport = Arc::new(config.transport()?);
-        let shared = Arc::new(Shared { handler, join, config, transport, shut_down: AtomicBool::new(false) });
+        let shared = Arc::new(Shared {
+            handler,
+            join,
+            config,
+            transport,
+            shut_down: AtomicBool::new(false),
+        });
         let server = server_config(identity, &shared)?;
         let client = client_config(identity, &shared)?;
-        let inner = quinn::Endpoint::server(server, addr)?;
+        let mut endpoint_config = quinn::EndpointConfig::default();
+        endpoint_config
+            .max_udp_payload_size(shared.config.max_udp_payload.clamp(1200, 65527))
+            .map_err(|e| TransportError::Protocol(format!("endpoint config: {e}")))?;
+        let socket = std::net::UdpSocket::bind(addr)?;
+        let inner = quinn::Endpoint::new(endpoint_config, Some(server), socket, Arc::new(quinn::TokioRuntime))?;
         let pool = Arc::new(Pool::new(inner.clone(), client));
         let accept_task = tokio::spawn(accept_loop(inner.clone(), shared.clone()));
-        Ok(Endpoint { inner, shared, pool, accept_task: Arc::new(Mutex::new(Some(accept_task))) })
+        Ok(Endpoint {
+            inner,
+            shared,
+            pool,
+            accept_task: Arc::new(Mutex::new(Some(accept_task))),
+        })
     }
 
     pub fn local_addr(&self) -> Result<SocketAddr, TransportError> {
@@ -176,7 +211,10 @@ impl Endpoint {
                     Err(_) => self.pool.discard(&peer, "connection lost"),
                 }
             }
-            Err(TransportError::Unreachable { addr, reason: "connection lost twice while opening a stream".into() })
+            Err(TransportError::Unreachable {
+                addr,
+                reason: "connection lost twice while opening a stream".into(),
+            })
         };
         match tokio::time::timeout(deadline, attempt).await {
             Ok(result) => result,
@@ -270,7 +308,10 @@ async fn accept_loop(endpoint: quinn::Endpoint, shared: Arc<Shared>) {
 }
 
 async fn serve_accepted(conn: quinn::Connection, shared: Arc<Shared>) {
-    let alpn = conn.handshake_data().and_then(|d| d.downcast::<quinn::crypto::rustls::HandshakeData>().ok()).and_then(|d| d.protocol);
+    let alpn = conn
+        .handshake_data()
+        .and_then(|d| d.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
+        .and_then(|d| d.protocol);
     match alpn.as_deref() {
         Some(p) if p == JOIN_ALPN => match shared.join.clone() {
             Some(join) => serve_join(conn, join).await,

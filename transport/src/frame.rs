@@ -83,7 +83,13 @@ impl Frame {
             return Err(TransportError::Protocol(format!("truncated frame: {} of {end} bytes", bytes.len())));
         }
         let kind = u16::from_be_bytes([bytes[4], bytes[5]]);
-        Ok((Frame { kind, body: Bytes::copy_from_slice(&bytes[6..end]) }, end))
+        Ok((
+            Frame {
+                kind,
+                body: Bytes::copy_from_slice(&bytes[6..end]),
+            },
+            end,
+        ))
     }
 
     /// Whether this is an error frame.
@@ -99,7 +105,10 @@ fn body_len(length: u32, max_frame: usize) -> Result<usize, TransportError> {
         return Err(TransportError::Protocol(format!("frame length {length} is shorter than its kind")));
     }
     if length - 2 > max_frame {
-        return Err(TransportError::FrameTooLarge { size: length - 2, limit: max_frame });
+        return Err(TransportError::FrameTooLarge {
+            size: length - 2,
+            limit: max_frame,
+        });
     }
     Ok(length - 2)
 }
@@ -110,7 +119,10 @@ impl RemoteError {
         let mut body = Vec::with_capacity(2 + self.message.len());
         body.extend_from_slice(&self.code.to_be_bytes());
         body.extend_from_slice(self.message.as_bytes());
-        Frame { kind: ERROR_KIND, body: body.into() }
+        Frame {
+            kind: ERROR_KIND,
+            body: body.into(),
+        }
     }
 
     /// Decodes the body of an error frame.
@@ -120,7 +132,10 @@ impl RemoteError {
         }
         let code = u16::from_be_bytes([body[0], body[1]]);
         let message = std::str::from_utf8(&body[2..]).map_err(|e| TransportError::Protocol(format!("error message is not UTF-8: {e}")))?;
-        Ok(RemoteError { code, message: message.to_string() })
+        Ok(RemoteError {
+            code,
+            message: message.to_string(),
+        })
     }
 }
 
@@ -202,7 +217,10 @@ pub(crate) fn check_outgoing(frame: &Frame, max_frame: usize) -> Result<(), Tran
         return Err(TransportError::Protocol("kind 0xFFFF is reserved for error frames".into()));
     }
     if frame.body.len() > max_frame {
-        return Err(TransportError::FrameTooLarge { size: frame.body.len(), limit: max_frame });
+        return Err(TransportError::FrameTooLarge {
+            size: frame.body.len(),
+            limit: max_frame,
+        });
     }
     Ok(())
 }
@@ -225,7 +243,15 @@ mod tests {
         assert_eq!(call, b"\x01\x00\x00\x00\x02\x00\x07".to_vec());
         assert_eq!((OPEN_CALL, OPEN_STREAM, ERROR_KIND), (1, 2, 0xFFFF));
         assert_eq!(
-            (codes::BAD_REQUEST, codes::UNSUPPORTED, codes::INTERNAL, codes::FORBIDDEN, codes::NOT_FOUND, codes::FRAME_TOO_LARGE, codes::UNAVAILABLE),
+            (
+                codes::BAD_REQUEST,
+                codes::UNSUPPORTED,
+                codes::INTERNAL,
+                codes::FORBIDDEN,
+                codes::NOT_FOUND,
+                codes::FRAME_TOO_LARGE,
+                codes::UNAVAILABLE
+            ),
             (1, 2, 3, 4, 5, 6, 7)
         );
     }

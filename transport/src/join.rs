@@ -88,17 +88,27 @@ async fn join_connect(addr: SocketAddr, ca_fingerprint: &str) -> Result<(quinn::
     let (tls, found) = join_client_config(ca_fingerprint)?;
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(|e| TransportError::Tls(e.to_string()))?;
     let client = quinn::ClientConfig::new(Arc::new(crypto));
-    let bind: SocketAddr = if addr.is_ipv4() { (std::net::Ipv4Addr::UNSPECIFIED, 0).into() } else { (std::net::Ipv6Addr::UNSPECIFIED, 0).into() };
+    let bind: SocketAddr = if addr.is_ipv4() {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
     let endpoint = quinn::Endpoint::client(bind)?;
     let unreachable = |e: &dyn std::fmt::Display| TransportError::Unreachable { addr, reason: e.to_string() };
     let connecting = endpoint.connect_with(client, addr, CLUSTER_SERVER_NAME).map_err(|e| unreachable(&e))?;
     let conn = match connecting.await {
         Ok(conn) => conn,
         // A server we cannot trust is not something retrying fixes.
-        Err(quinn::ConnectionError::TransportError(e)) if e.code.to_string().contains("CRYPTO") || e.reason.contains("fingerprint") => return Err(TransportError::Tls(e.to_string())),
+        Err(quinn::ConnectionError::TransportError(e)) if e.code.to_string().contains("CRYPTO") || e.reason.contains("fingerprint") => {
+            return Err(TransportError::Tls(e.to_string()))
+        }
         Err(e) => return Err(unreachable(&e)),
     };
-    let ca = found.lock().expect("join CA cell").take().ok_or_else(|| TransportError::Tls("the server's CA was not verified".into()))?;
+    let ca = found
+        .lock()
+        .expect("join CA cell")
+        .take()
+        .ok_or_else(|| TransportError::Tls("the server's CA was not verified".into()))?;
     let ca_pem = pem::encode(&pem::Pem::new("CERTIFICATE", ca.to_vec()));
     Ok((endpoint, conn, ca_pem))
 }

@@ -20,7 +20,12 @@ pub(crate) struct Pool {
 
 impl Pool {
     pub(crate) fn new(endpoint: quinn::Endpoint, client: quinn::ClientConfig) -> Self {
-        Pool { endpoint, client: RwLock::new(client), peers: Default::default(), dialing: Default::default() }
+        Pool {
+            endpoint,
+            client: RwLock::new(client),
+            peers: Default::default(),
+            dialing: Default::default(),
+        }
     }
 
     pub(crate) fn set_client_config(&self, client: quinn::ClientConfig) {
@@ -63,7 +68,12 @@ impl Pool {
         }
         let unreachable = |e: &dyn std::fmt::Display| TransportError::Unreachable { addr, reason: e.to_string() };
         let config = self.client.read().expect("client config").clone();
-        let conn = self.endpoint.connect_with(config, addr, CLUSTER_SERVER_NAME).map_err(|e| unreachable(&e))?.await.map_err(|e| unreachable(&e))?;
+        let conn = self
+            .endpoint
+            .connect_with(config, addr, CLUSTER_SERVER_NAME)
+            .map_err(|e| unreachable(&e))?
+            .await
+            .map_err(|e| unreachable(&e))?;
         let peer = match Peer::new(conn.clone(), shared.config.max_frame) {
             Ok(peer) => peer,
             Err(e) => {

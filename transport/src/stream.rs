@@ -52,7 +52,10 @@ impl SendHalf {
 
 impl BodySender {
     pub(crate) fn new(stream: quinn::SendStream, max_frame: usize) -> Self {
-        BodySender { half: Arc::new(tokio::sync::Mutex::new(SendHalf { stream, ended: false })), max_frame }
+        BodySender {
+            half: Arc::new(tokio::sync::Mutex::new(SendHalf { stream, ended: false })),
+            max_frame,
+        }
     }
 
     pub(crate) fn shared_half(&self) -> Arc<tokio::sync::Mutex<SendHalf>> {

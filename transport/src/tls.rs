@@ -63,14 +63,22 @@ pub fn issue_node_identity(ca_cert_pem: &str, ca_key_pem: &str, node_id: &str, n
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
     let key = KeyPair::generate().map_err(tls_err)?;
     let cert = params.signed_by(&key, &issuer, &ca_key).map_err(tls_err)?;
-    Ok(ClusterIdentity { ca_cert_pem: ca_cert_pem.to_string(), node_cert_pem: cert.pem(), node_key_pem: key.serialize_pem() })
+    Ok(ClusterIdentity {
+        ca_cert_pem: ca_cert_pem.to_string(),
+        node_cert_pem: cert.pem(),
+        node_key_pem: key.serialize_pem(),
+    })
 }
 
 impl ClusterIdentity {
     /// Loads `ca.pem`, `node.pem`, `node.key` from `dir`.
     pub fn load(dir: &Path) -> Result<Self, TransportError> {
         let read = |name: &str| std::fs::read_to_string(dir.join(name)).map_err(|e| TransportError::Tls(format!("{}: {e}", dir.join(name).display())));
-        Ok(ClusterIdentity { ca_cert_pem: read("ca.pem")?, node_cert_pem: read("node.pem")?, node_key_pem: read("node.key")? })
+        Ok(ClusterIdentity {
+            ca_cert_pem: read("ca.pem")?,
+            node_cert_pem: read("node.pem")?,
+            node_key_pem: read("node.key")?,
+        })
     }
 
     /// Writes the identity into `dir` (keys with mode 0600).
@@ -87,7 +95,9 @@ impl ClusterIdentity {
     }
 
     fn key(&self) -> Result<PrivateKeyDer<'static>, TransportError> {
-        rustls_pemfile::private_key(&mut self.node_key_pem.as_bytes()).map_err(tls_err)?.ok_or_else(|| tls_err("no private key in node.key"))
+        rustls_pemfile::private_key(&mut self.node_key_pem.as_bytes())
+            .map_err(tls_err)?
+            .ok_or_else(|| tls_err("no private key in node.key"))
     }
 
     fn roots(&self) -> Result<Arc<rustls::RootCertStore>, TransportError> {
@@ -180,7 +190,11 @@ pub(crate) fn fingerprint_der(der: &[u8]) -> String {
 /// server's certificate chains to that CA. The verified CA lands in the returned cell.
 pub(crate) fn join_client_config(ca_fingerprint: &str) -> Result<(rustls::ClientConfig, VerifiedCa), TransportError> {
     let found = Arc::new(std::sync::Mutex::new(None));
-    let verifier = FingerprintVerifier { fingerprint: ca_fingerprint.trim().to_ascii_lowercase(), provider: ClusterIdentity::provider(), found: found.clone() };
+    let verifier = FingerprintVerifier {
+        fingerprint: ca_fingerprint.trim().to_ascii_lowercase(),
+        provider: ClusterIdentity::provider(),
+        found: found.clone(),
+    };
     let mut config = rustls::ClientConfig::builder_with_provider(ClusterIdentity::provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(tls_err)?
@@ -216,7 +230,9 @@ impl rustls::client::danger::ServerCertVerifier for FingerprintVerifier {
             .ok_or_else(|| rustls::Error::General("no CA with the expected fingerprint in the server's chain".into()))?;
         let mut roots = rustls::RootCertStore::empty();
         roots.add(ca.clone().into_owned())?;
-        let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), self.provider.clone()).build().map_err(|e| rustls::Error::General(e.to_string()))?;
+        let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), self.provider.clone())
+            .build()
+            .map_err(|e| rustls::Error::General(e.to_string()))?;
         let verified = webpki.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)?;
         *self.found.lock().expect("join CA cell") = Some(ca.clone().into_owned());
         Ok(verified)

@@ -29,10 +29,16 @@ async fn members_talk_and_each_side_knows_the_other_by_its_certificate() {
     // The other direction, and a refusal arriving as a remote error with its code.
     assert_eq!(b.call(a.local_addr().unwrap(), Frame::new(5, Bytes::new())).await.unwrap().kind, 6);
     let err = a.call(b.local_addr().unwrap(), Frame::new(999, Bytes::new())).await.unwrap_err();
-    assert!(matches!(&err, TransportError::Remote { code: codes::NOT_FOUND, message } if message.contains("999")), "{err}");
+    assert!(
+        matches!(&err, TransportError::Remote { code: codes::NOT_FOUND, message } if message.contains("999")),
+        "{err}"
+    );
     assert!(!err.is_retryable());
     // The reserved kind is refused before anything is sent.
-    assert!(matches!(a.call(b.local_addr().unwrap(), Frame::new(0xFFFF, Bytes::new())).await, Err(TransportError::Protocol(_))));
+    assert!(matches!(
+        a.call(b.local_addr().unwrap(), Frame::new(0xFFFF, Bytes::new())).await,
+        Err(TransportError::Protocol(_))
+    ));
 }
 
 #[tokio::test]
@@ -83,10 +89,10 @@ async fn a_malformed_frame_ends_only_its_stream() {
         read_item(&mut recv, 1 << 20).await
     }
     let cases: [(&[u8], u16); 5] = [
-        (b"\x01\x00\x00\x00\x01\x00", codes::BAD_REQUEST),          // length shorter than the kind
-        (b"\x01\xff\xff\xff\xff\x00\x01", codes::FRAME_TOO_LARGE),  // 4 GiB announced
-        (b"\x01\x00\x00\x00\x10\x00\x01abc", codes::BAD_REQUEST),   // ends inside the body
-        (b"\x09\x00\x00\x00\x02\x00\x01", codes::BAD_REQUEST),      // unknown stream type
+        (b"\x01\x00\x00\x00\x01\x00", codes::BAD_REQUEST),             // length shorter than the kind
+        (b"\x01\xff\xff\xff\xff\x00\x01", codes::FRAME_TOO_LARGE),     // 4 GiB announced
+        (b"\x01\x00\x00\x00\x10\x00\x01abc", codes::BAD_REQUEST),      // ends inside the body
+        (b"\x09\x00\x00\x00\x02\x00\x01", codes::BAD_REQUEST),         // unknown stream type
         (b"\x01\x00\x00\x00\x04\xff\xff\x00\x01", codes::BAD_REQUEST), // an error frame as request
     ];
     // In parallel with a good call each, on the same connection.
@@ -99,7 +105,10 @@ async fn a_malformed_frame_ends_only_its_stream() {
     assert_eq!(hb.calls.load(Ordering::SeqCst), 5, "malformed requests never reach the handler");
 
     // An oversize frame from a peer with a larger limit: refused, the connection carries on.
-    let big = EndpointConfig { max_frame: 32 << 20, ..EndpointConfig::default() };
+    let big = EndpointConfig {
+        max_frame: 32 << 20,
+        ..EndpointConfig::default()
+    };
     let a = Endpoint::bind(loopback(), &cluster.identity("a"), Arc::new(Echo::default()), None, big).unwrap();
     let err = a.call(addr, Frame::new(1, vec![0u8; (16 << 20) + 1])).await.unwrap_err();
     assert_eq!(err.remote_code(), Some(codes::FRAME_TOO_LARGE), "{err}");
@@ -202,7 +211,10 @@ struct CallsBack;
 #[async_trait]
 impl Handler for CallsBack {
     async fn call(&self, peer: &Peer, request: Frame) -> Result<Frame, RemoteError> {
-        let answer = peer.call(Frame::new(10, request.body), Duration::from_secs(5)).await.map_err(|e| RemoteError::internal(e.to_string()))?;
+        let answer = peer
+            .call(Frame::new(10, request.body), Duration::from_secs(5))
+            .await
+            .map_err(|e| RemoteError::internal(e.to_string()))?;
         Ok(Frame::new(answer.kind, [&b"via "[..], &answer.body].concat()))
     }
 }

@@ -60,7 +60,11 @@ async fn a_flood_of_strangers_does_not_slow_a_member() {
     latencies.sort();
     let p99 = latencies[latencies.len() * 99 / 100];
     let max = *latencies.last().unwrap();
-    eprintln!("{} member calls during the flood: p50 {:?}, p99 {p99:?}, max {max:?}", latencies.len(), latencies[latencies.len() / 2]);
+    eprintln!(
+        "{} member calls during the flood: p50 {:?}, p99 {p99:?}, max {max:?}",
+        latencies.len(),
+        latencies[latencies.len() / 2]
+    );
     assert!(max < Duration::from_secs(2), "max {max:?}");
     assert!(p99 < Duration::from_millis(500), "p99 {p99:?}");
     // Only the member's calls reached the handler; a new member connection still works.

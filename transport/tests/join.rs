@@ -21,11 +21,20 @@ async fn join_with_the_right_fingerprint_returns_the_answer_and_the_verified_ca(
     let cluster = Cluster::new();
     let server = join_server(&cluster, Arc::new(Echo::default()));
     let fingerprint = ca_fingerprint(&cluster.ca_pem).unwrap();
-    let (answer, ca_pem) = join_call(server.local_addr().unwrap(), &fingerprint, Frame::new(3, &b"let me in"[..]), Duration::from_secs(5)).await.unwrap();
+    let (answer, ca_pem) = join_call(server.local_addr().unwrap(), &fingerprint, Frame::new(3, &b"let me in"[..]), Duration::from_secs(5))
+        .await
+        .unwrap();
     assert_eq!(answer, Frame::new(3, &b"welcome"[..]));
     assert_eq!(ca_fingerprint(&ca_pem).unwrap(), fingerprint);
     // The handler's refusal arrives with its code.
-    let err = join_call(server.local_addr().unwrap(), &fingerprint.to_uppercase(), Frame::new(3, &b"wrong"[..]), Duration::from_secs(5)).await.unwrap_err();
+    let err = join_call(
+        server.local_addr().unwrap(),
+        &fingerprint.to_uppercase(),
+        Frame::new(3, &b"wrong"[..]),
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(err.remote_code(), Some(codes::FORBIDDEN), "{err}");
 }
 
@@ -34,7 +43,9 @@ async fn join_with_a_wrong_fingerprint_fails() {
     let (cluster, other) = (Cluster::new(), Cluster::new());
     let server = join_server(&cluster, Arc::new(Echo::default()));
     let wrong = ca_fingerprint(&other.ca_pem).unwrap();
-    let err = join_call(server.local_addr().unwrap(), &wrong, Frame::new(3, &b"let me in"[..]), Duration::from_secs(5)).await.unwrap_err();
+    let err = join_call(server.local_addr().unwrap(), &wrong, Frame::new(3, &b"let me in"[..]), Duration::from_secs(5))
+        .await
+        .unwrap_err();
     assert!(matches!(err, TransportError::Tls(_)), "{err}");
     assert!(!err.is_retryable());
 }
@@ -44,7 +55,11 @@ async fn an_endpoint_without_a_join_handler_refuses_joins() {
     let cluster = Cluster::new();
     let server = cluster.node("server", Arc::new(Echo::default()));
     let fingerprint = ca_fingerprint(&cluster.ca_pem).unwrap();
-    assert!(join_call(server.local_addr().unwrap(), &fingerprint, Frame::new(3, &b"let me in"[..]), Duration::from_secs(2)).await.is_err());
+    assert!(
+        join_call(server.local_addr().unwrap(), &fingerprint, Frame::new(3, &b"let me in"[..]), Duration::from_secs(2))
+            .await
+            .is_err()
+    );
 }
 
 #[tokio::test]

@@ -77,7 +77,10 @@ impl JoinHandler for TokenJoin {
 pub async fn raw_connect(tls: rustls::ClientConfig, addr: SocketAddr) -> Result<(quinn::Endpoint, quinn::Connection), quinn::ConnectionError> {
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
     let endpoint = quinn::Endpoint::client(loopback()).unwrap();
-    let conn = endpoint.connect_with(quinn::ClientConfig::new(Arc::new(crypto)), addr, CLUSTER_SERVER_NAME).unwrap().await?;
+    let conn = endpoint
+        .connect_with(quinn::ClientConfig::new(Arc::new(crypto)), addr, CLUSTER_SERVER_NAME)
+        .unwrap()
+        .await?;
     Ok((endpoint, conn))
 }
 
