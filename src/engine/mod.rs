@@ -187,7 +187,6 @@ impl Engine {
         }
     }
 
-    /// The caller's container `id`; another account's or a vanishing one is "not found".
     /// [`Self::owned_container`] and the revision it was read at, for a swap.
     async fn owned_container_at(&self, who: &Principal, id: &str) -> Result<(ContainerRecord, u64), EngineError> {
         match self.catalog.container_at(id).await? {
@@ -196,6 +195,7 @@ impl Engine {
         }
     }
 
+    /// The caller's container `id`; another account's or a vanishing one is "not found".
     async fn owned_container(&self, who: &Principal, id: &str) -> Result<ContainerRecord, EngineError> {
         match self.catalog.container(id).await? {
             Some(c) if c.account_id == who.account_id && c.status != ContainerStatus::Deleting => Ok(c),
