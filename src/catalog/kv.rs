@@ -218,7 +218,9 @@ pub trait KvStore: Send + Sync + 'static {
     /// No gap: when the history from `from` is gone (compacted, the watcher
     /// lagged, a broken stream that cannot resume) the watch yields
     /// [`WatchItem::Resync`]; a remote watch whose connection breaks resumes
-    /// by itself from the last revision it delivered.
+    /// by itself from the last revision it delivered. With `None`, a remote
+    /// watch starts when the store registers it, shortly after the call: a
+    /// caller that must not miss a change passes the revision of its read.
     fn watch(&self, prefix: &[u8], from: Option<u64>) -> Watch;
     /// Forgets the history up to `revision`: watches from before it resync.
     async fn compact(&self, revision: u64) -> KvResult<()>;
