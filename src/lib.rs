@@ -14,6 +14,7 @@
 
 pub mod beneath;
 pub mod catalog;
+pub mod cluster;
 pub mod containers;
 pub mod durable;
 pub mod daemon;

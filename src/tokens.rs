@@ -22,7 +22,7 @@ const PREFIX: &str = "hoody_";
 /// The longest lifetime `--expires-in` / `expires_in` accept (100 years).
 const MAX_LIFETIME: Duration = Duration::from_secs(36_500 * 86_400);
 
-fn hash_secret(secret: &str) -> String {
+pub(crate) fn hash_secret(secret: &str) -> String {
     blake3::hash(secret.as_bytes()).to_hex().to_string()
 }
 
@@ -89,7 +89,7 @@ fn parse(token: &str) -> Option<(&str, &str)> {
 }
 
 /// Whether `secret` hashes to `stored_hash`, compared in constant time.
-fn secret_matches(secret: &str, stored_hash: &str) -> bool {
+pub(crate) fn secret_matches(secret: &str, stored_hash: &str) -> bool {
     hash_secret(secret).as_bytes().ct_eq(stored_hash.as_bytes()).into()
 }
 

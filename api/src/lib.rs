@@ -15,7 +15,7 @@ mod service;
 pub use envelope::{ListReply, Reply};
 pub use error::{io_reason, ApiError};
 pub use extract::{decode_json, StrictJson, StrictQuery};
-pub use routes::{openapi, router};
+pub use routes::{answer_forwarded, openapi, router, Forwarded};
 pub use service::HoodyService;
 
 /// Largest request body accepted; larger ones are answered 413.
@@ -30,3 +30,4 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     axum::serve(listener, router(service)).with_graceful_shutdown(shutdown).await
 }
+pub use axum::Router as HttpRouter;

@@ -276,16 +276,50 @@ pub struct ServerAddresses {
     pub quic: String,
 }
 
+/// Whether a member answers: `online` while it holds its registration lease,
+/// `unreachable` within seconds of its death or partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ServerState {
+    Online,
+    Unreachable,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Server {
     pub id: String,
     pub name: String,
     pub addresses: ServerAddresses,
     pub version: String,
-    /// Bytes of the filesystem holding the data dir.
+    pub state: ServerState,
+    /// Bytes of the filesystem holding the data dir (as last reported).
     pub capacity_bytes: u64,
     pub free_bytes: u64,
     pub started_at: String,
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateJoinToken {
+    /// Lifetime: a whole number and a unit s, m, h or d; default `1h`.
+    pub expires_in: Option<String>,
+}
+
+/// A one-time token admitting one new server: `hoodyd serve --join <token>`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct JoinToken {
+    pub token: String,
+    pub id: String,
+    pub expires_at: String,
+    /// SHA-256 of the cluster CA certificate the joining server will check.
+    pub ca_fingerprint: String,
+}
+
+/// A server taken out of the cluster: its certificate is revoked.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ServerRemoved {
+    pub id: String,
+    pub name: String,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -623,4 +657,32 @@ pub struct NewToken {
     pub account_id: String,
     pub created_at: String,
     pub expires_at: Option<String>,
+}
+
+/// What a request changes, for finding the node that must answer it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RequestTarget {
+    /// Anything that changes this container or works on its files.
+    Container(String),
+    /// A new container, on `server_id` when named.
+    NewContainer { server_id: Option<String> },
+}
+
+/// An API request sent on to the node that must answer it, as the client made it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForwardedRequest {
+    pub method: String,
+    pub path_and_query: String,
+    /// The caller's `Authorization` header: the answering node authenticates the caller itself.
+    pub authorization: String,
+    pub content_type: Option<String>,
+    pub body: Vec<u8>,
+}
+
+/// The answering node's reply, passed back to the client unchanged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForwardedResponse {
+    pub status: u16,
+    pub content_type: Option<String>,
+    pub body: Vec<u8>,
 }

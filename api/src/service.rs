@@ -52,6 +52,20 @@ pub trait HoodyService: Send + Sync + 'static {
 
     async fn list_servers(&self, who: &Principal) -> Result<Vec<Server>, ApiError>;
     async fn get_server(&self, who: &Principal, id: &str) -> Result<Server, ApiError>;
+    /// Takes a server out of the cluster and revokes its certificate (admin only).
+    async fn remove_server(&self, who: &Principal, id: &str) -> Result<ServerRemoved, ApiError>;
+    /// A one-time, expiring token admitting a new server (admin only).
+    async fn create_join_token(&self, who: &Principal, req: CreateJoinToken) -> Result<JoinToken, ApiError>;
+
+    /// The node that must answer a request about `target`: `None` for this
+    /// one. A single node always answers itself.
+    async fn owner_of(&self, _who: &Principal, _target: &RequestTarget) -> Result<Option<String>, ApiError> {
+        Ok(None)
+    }
+    /// Sends a request to the node `node` and gives back its answer as it is.
+    async fn forward(&self, node: &str, _request: ForwardedRequest) -> Result<ForwardedResponse, ApiError> {
+        Err(ApiError::Unavailable(format!("server {node} cannot be reached from a single node")))
+    }
 
     /// The caller's own tokens (never their secrets).
     async fn list_tokens(&self, who: &Principal) -> Result<Vec<Token>, ApiError>;

@@ -37,6 +37,36 @@ enum Command {
     /// Manage API tokens.
     #[command(subcommand)]
     Token(TokenCmd),
+    /// Form a cluster of servers: its catalog in etcd, its members talking QUIC with mutual TLS.
+    #[command(subcommand)]
+    Cluster(ClusterCmd),
+}
+
+#[derive(Subcommand)]
+enum ClusterCmd {
+    /// Make this server the first node of a cluster whose catalog lives in etcd: everything
+    /// its catalog holds is copied into etcd, then served from there.
+    Init {
+        /// etcd client URLs, comma-separated (http://host:port).
+        #[arg(long)]
+        etcd: String,
+        /// Key prefix of this cluster in etcd.
+        #[arg(long, default_value = hoodyd::cluster::config::DEFAULT_PREFIX)]
+        prefix: String,
+        #[command(flatten)]
+        dir: DataDirArg,
+    },
+    /// Make a new member's data dir offline (identity, certificate signed by this node's CA,
+    /// cluster.json): then `hoodyd serve --data-dir DIR` on the new server.
+    AddNode {
+        /// The new server's name.
+        name: String,
+        /// Its data dir (must not hold a node yet).
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        dir: DataDirArg,
+    },
 }
 
 #[derive(Subcommand)]
@@ -108,10 +138,14 @@ struct ServeArgs {
     /// Log filter, e.g. `info` or `hoodyd=debug` [default: info].
     #[arg(long, env = "HOODY_LOG")]
     log_level: Option<String>,
+    /// Join a cluster with a token from `hoody cluster join-token` (ignored once joined).
+    #[arg(long, env = "HOODY_JOIN")]
+    join: Option<String>,
 }
 
 impl ServeArgs {
-    fn config(self) -> anyhow::Result<Config> {
+    fn config(mut self) -> anyhow::Result<Config> {
+        let join = self.join.take();
         let file = match &self.config {
             Some(path) => ConfigLayer::from_file(path)?,
             None => ConfigLayer::default(),
@@ -127,7 +161,9 @@ impl ServeArgs {
             adopt_roots: None,
             cgroup_root: None,
         };
-        Ok(cli.over(file).resolve())
+        let mut config = cli.over(file).resolve();
+        config.join = join;
+        Ok(config)
     }
 }
 
@@ -181,6 +217,18 @@ fn main() -> anyhow::Result<()> {
         Command::Gc { dir } => {
             let summary = runtime.block_on(hoodyd::daemon::gc(&dir.resolve()))?;
             println!("{}", serde_json::to_string(&summary)?);
+            Ok(())
+        }
+        Command::Cluster(ClusterCmd::Init { etcd, prefix, dir }) => {
+            let urls = hoodyd::cluster::config::parse_etcd_urls(&etcd)?;
+            let copied = runtime.block_on(hoodyd::daemon::cluster_init(&dir.resolve(), urls, prefix))?;
+            println!("{} is now the first node of a cluster; {copied} catalog records copied into etcd", dir.resolve().display());
+            Ok(())
+        }
+        Command::Cluster(ClusterCmd::AddNode { name, out, dir }) => {
+            let layout = hoodyd::layout::DataLayout::new(dir.resolve());
+            let node = hoodyd::cluster::join::add_node(&layout, &name, &out)?;
+            println!("made {} for node {} ({}): start it with `hoodyd serve --data-dir {}`", out.display(), node.name, node.id, out.display());
             Ok(())
         }
         Command::Token(TokenCmd::Create { account, expires_in, dir }) => {

@@ -14,6 +14,7 @@
 //! `shares-by-source/<container>/<share>`, `shares-by-target/<container>/<share>`.
 //! Writers of indexed records compare-and-swap on the record's revision.
 
+pub mod cluster;
 pub mod etcd;
 pub mod kv;
 mod migrations;

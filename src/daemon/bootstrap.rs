@@ -10,6 +10,7 @@ use hoody_transport::ClusterIdentity;
 
 use crate::catalog::sqlite::SqliteKv;
 use crate::catalog::Catalog;
+use crate::cluster::config::ClusterConfig;
 use crate::durable::write_atomic;
 use crate::layout::{DataLayout, NodeIdentity};
 
@@ -20,6 +21,8 @@ pub struct Bootstrapped {
     pub node: NodeIdentity,
     pub tls: ClusterIdentity,
     pub catalog: Catalog,
+    /// The node's cluster; `None` on its own.
+    pub cluster: Option<ClusterConfig>,
 }
 
 /// Creates what is missing (idempotent): directories, node identity, cluster CA
@@ -34,18 +37,29 @@ pub async fn init(layout: &DataLayout, node_name: &str) -> anyhow::Result<Bootst
         let token = crate::tokens::issue(&catalog, &admin).await?;
         write_atomic(&layout.admin_token(), format!("{token}\n").as_bytes(), 0o600).context("writing admin.token")?;
     }
-    Ok(Bootstrapped { node, tls, catalog })
+    let cluster = crate::cluster::config::load(layout.root())?;
+    Ok(Bootstrapped { node, tls, catalog, cluster })
 }
 
-/// Opens the embedded catalog of `layout` (usable while the daemon runs).
+/// Opens the node's catalog: in etcd for a node of a cluster, else the
+/// embedded one of `layout` (usable while the daemon runs).
 pub async fn open_catalog(layout: &DataLayout) -> anyhow::Result<Catalog> {
     std::fs::create_dir_all(layout.root()).with_context(|| format!("creating {}", layout.root().display()))?;
+    if let Some(cluster) = crate::cluster::config::load(layout.root())? {
+        return Ok(Catalog::open(connect_etcd(&cluster).await?).await?);
+    }
     let path = layout.catalog();
     let kv = tokio::task::spawn_blocking(move || SqliteKv::open(&path)).await??;
     Ok(Catalog::open(Arc::new(kv)).await?)
 }
 
-fn node_identity(layout: &DataLayout, node_name: &str) -> anyhow::Result<NodeIdentity> {
+/// The cluster's catalog store in etcd.
+pub async fn connect_etcd(cluster: &ClusterConfig) -> anyhow::Result<Arc<dyn crate::catalog::KvStore>> {
+    let kv = crate::catalog::etcd::EtcdKv::connect(&cluster.etcd).await.with_context(|| format!("connecting to etcd at {}", cluster.etcd.join(",")))?;
+    Ok(Arc::new(kv.with_namespace(cluster.prefix.as_bytes())))
+}
+
+pub(crate) fn node_identity(layout: &DataLayout, node_name: &str) -> anyhow::Result<NodeIdentity> {
     let path = layout.node_file();
     let mut node = match std::fs::read(&path) {
         Ok(bytes) => serde_json::from_slice::<NodeIdentity>(&bytes).with_context(|| format!("reading {}", path.display()))?,

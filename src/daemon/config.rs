@@ -27,6 +27,8 @@ pub struct Config {
     pub log_format: LogFormat,
     pub log_level: String,
     pub host_paths: HostPaths,
+    /// A join token to become a member of a cluster (`serve --join`; once only).
+    pub join: Option<String>,
 }
 
 /// The host paths an admin may hand the daemon: directories to adopt as a
@@ -118,6 +120,7 @@ impl ConfigLayer {
             log_format: self.log_format.unwrap_or(LogFormat::Text),
             log_level: self.log_level.unwrap_or_else(|| "info".into()),
             host_paths: HostPaths { adopt_roots: self.adopt_roots.unwrap_or_default(), cgroup_root: self.cgroup_root },
+            join: None,
         }
     }
 }

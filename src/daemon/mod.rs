@@ -11,8 +11,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use async_trait::async_trait;
-use hoody_transport::{Endpoint, Peer, Request, RequestHandler, Response};
+use hoody_transport::{Endpoint, EndpointConfig};
+
+use crate::cluster::join::JoinService;
+use crate::cluster::membership::Membership;
+use crate::cluster::peer_service::PeerService;
+use crate::cluster::ClusterLink;
 
 use crate::daemon::config::Config;
 use crate::engine::Engine;
@@ -21,24 +25,6 @@ use crate::layout::{DataLayout, Endpoints};
 
 /// How long in-flight HTTP requests get to finish once shutdown starts.
 const DRAIN: Duration = Duration::from_secs(3);
-
-/// Answers peers on the QUIC endpoint.
-struct PeerService {
-    node_id: String,
-    node_name: String,
-}
-
-#[async_trait]
-impl RequestHandler for PeerService {
-    async fn handle(&self, peer: &Peer, request: Request) -> Response {
-        match request {
-            Request::Ping { from_node } => {
-                tracing::debug!(%from_node, addr = %peer.addr, "ping");
-                Response::Pong { node_id: self.node_id.clone(), node_name: self.node_name.clone() }
-            }
-        }
-    }
-}
 
 /// Holds an exclusive lock on the data dir for the daemon's lifetime, so two
 /// daemons never serve one data dir.
@@ -71,6 +57,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     let layout = DataLayout::new(&config.data_dir);
     layout.create_dirs().with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
     let _lock = DataDirLock::acquire(&layout)?;
+    if let Some(token) = &config.join {
+        crate::cluster::join::join(&layout, &config.node_name, token).await?;
+    }
     let boot = crate::daemon::bootstrap::init(&layout, &config.node_name).await?;
     // After init: the catalog's files exist by now.
     let rootfs_dirs: Vec<std::path::PathBuf> = boot.catalog.containers().await?.into_iter().map(|c| c.rootfs_path.into()).collect();
@@ -86,9 +75,15 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
 
     let http = tokio::net::TcpListener::bind(config.http).await.with_context(|| format!("binding HTTP on {}", config.http))?;
     let http_addr = http.local_addr()?;
-    let peers = Arc::new(PeerService { node_id: boot.node.id.clone(), node_name: boot.node.name.clone() });
-    let quic = Endpoint::bind(config.quic, &boot.tls, peers).with_context(|| format!("binding QUIC on {}", config.quic))?;
+    let membership = Membership::new(boot.catalog.clone(), boot.node.id.clone(), config.data_dir.clone());
+    let peers = PeerService::new(boot.node.clone(), membership.clone());
+    let joins = join_service(&layout, &boot)?;
+    let quic = Endpoint::bind(config.quic, &boot.tls, peers.clone(), joins, EndpointConfig::default()).with_context(|| format!("binding QUIC on {}", config.quic))?;
     let quic_addr = quic.local_addr()?;
+    engine.set_cluster(Arc::new(ClusterLink { endpoint: quic.clone(), membership: membership.clone(), config: boot.cluster.clone(), quic_addr }));
+    peers.serve_api(hoody_api::router(engine.clone()));
+    let heartbeat = membership.spawn_heartbeat();
+    let revocations = membership.spawn_revocation_watch();
 
     engine.register(&http_addr.to_string(), &quic_addr.to_string()).await?;
     let endpoints = Endpoints { http: http_addr.to_string(), quic: quic_addr.to_string() };
@@ -115,11 +110,45 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     }
     housekeeping.abort();
     share_reconciler.abort();
+    heartbeat.abort();
+    revocations.abort();
     engine.unmount_all_shares().await;
     quic.shutdown().await;
     let _ = std::fs::remove_file(layout.endpoints());
     tracing::info!("stopped");
     Ok(())
+}
+
+/// A node of a cluster that holds the CA key admits new servers.
+fn join_service(layout: &DataLayout, boot: &crate::daemon::bootstrap::Bootstrapped) -> anyhow::Result<Option<Arc<dyn hoody_transport::JoinHandler>>> {
+    let (Some(cluster), Ok(ca_key_pem)) = (&boot.cluster, std::fs::read_to_string(layout.tls().join("ca.key"))) else {
+        return Ok(None);
+    };
+    Ok(Some(Arc::new(JoinService { catalog: boot.catalog.clone(), node: boot.node.clone(), ca_cert_pem: boot.tls.ca_cert_pem.clone(), ca_key_pem, cluster: cluster.clone() })))
+}
+
+/// `hoodyd cluster init`: makes this node the first of a cluster whose catalog
+/// is in etcd. Every record of the embedded catalog is copied into etcd, then
+/// `cluster.json` makes every later start serve from there. The embedded
+/// catalog stays on disk, untouched, as it was at the switch.
+pub async fn cluster_init(data_dir: &std::path::Path, etcd: Vec<String>, prefix: String) -> anyhow::Result<usize> {
+    let layout = DataLayout::new(data_dir);
+    layout.create_dirs()?;
+    let Some(_lock) = DataDirLock::try_acquire(&layout)? else {
+        anyhow::bail!("a daemon is serving {}: stop it, run `hoodyd cluster init` again, then start it", data_dir.display());
+    };
+    if crate::cluster::config::load(data_dir)?.is_some() {
+        anyhow::bail!("{} is already a node of a cluster", data_dir.display());
+    }
+    let local = crate::daemon::bootstrap::open_catalog(&layout).await?;
+    let cluster = crate::cluster::config::ClusterConfig { etcd, prefix };
+    let remote = crate::daemon::bootstrap::connect_etcd(&cluster).await?;
+    if !remote.range(b"").await?.items.is_empty() {
+        anyhow::bail!("etcd at {} already holds a catalog under `{}`: pick another --prefix", cluster.etcd.join(","), cluster.prefix);
+    }
+    let copied = crate::catalog::copy_all(local.kv().as_ref(), remote.as_ref()).await?;
+    crate::cluster::config::save(data_dir, &cluster)?;
+    Ok(copied)
 }
 
 /// Resolves on the first SIGTERM or SIGINT.

@@ -39,6 +39,10 @@ pub enum EngineError {
     /// (which may name host paths) was logged when it was made.
     #[error("{0}")]
     Failed(String),
+    /// Something the call needs cannot be reached now (another server); may
+    /// succeed later.
+    #[error("{0}")]
+    Unavailable(String),
     #[error(transparent)]
     Catalog(#[from] CatalogError),
     /// A failure of the engine itself (a broken invariant).
@@ -94,6 +98,7 @@ impl From<EngineError> for ApiError {
             EngineError::Forbidden(message) => ApiError::Forbidden(message),
             EngineError::ForbiddenField { field, message } => ApiError::forbidden_field(field, message),
             EngineError::Failed(message) => ApiError::Failed(message),
+            EngineError::Unavailable(message) => ApiError::Unavailable(message),
             EngineError::Catalog(CatalogError::Conflict(message)) => ApiError::Conflict(message),
             // The client may retry; the message names what cannot be reached.
             EngineError::Catalog(CatalogError::Kv(e @ KvError::Unavailable(_))) => ApiError::Unavailable(e.to_string()),
@@ -131,6 +136,7 @@ mod tests {
             (EngineError::Catalog(CatalogError::Conflict("m".into())), 409, "conflict"),
             (EngineError::Catalog(CatalogError::Corrupt { key: "k".into(), reason: "r".into() }), 500, "internal"),
             (EngineError::Failed("m".into()), 500, "operation_failed"),
+            (EngineError::Unavailable("m".into()), 503, "unavailable"),
             (EngineError::Internal("m".into()), 500, "internal"),
         ];
         for (e, status, code) in cases {

@@ -3,6 +3,7 @@
 
 // The API face of each domain: the HoodyService calls, over the mechanisms
 // in crate::snapshot, crate::shares and crate::tokens.
+mod cluster_api;
 mod errors;
 mod jobs;
 mod share_api;
@@ -52,6 +53,8 @@ pub struct Engine {
     share_reconcile: tokio::sync::Mutex<()>,
     /// Where an admin may point the daemon at the host (adoption, cgroups).
     host_paths: crate::daemon::config::HostPaths,
+    /// The link to the other servers, set once the QUIC endpoint is bound.
+    cluster: std::sync::OnceLock<Arc<crate::cluster::ClusterLink>>,
 }
 
 impl Engine {
@@ -76,7 +79,13 @@ impl Engine {
             share_status: Default::default(),
             share_reconcile: Default::default(),
             host_paths,
+            cluster: std::sync::OnceLock::new(),
         }))
+    }
+
+    /// Gives the engine its link to the other servers (once, at start).
+    pub fn set_cluster(&self, link: Arc<crate::cluster::ClusterLink>) {
+        let _ = self.cluster.set(link);
     }
 
     pub fn node(&self) -> &NodeIdentity {
@@ -257,19 +266,6 @@ impl Engine {
         validate_cgroup_path(requested)?;
         self.host_paths.cgroup_allowed(Path::new(requested)).map_err(|e| EngineError::forbidden_field(field, format!("`cgroup_path` {requested}: {e}")))
     }
-
-    fn local_server(&self, record: ServerRecord) -> Server {
-        let (capacity_bytes, free_bytes) = disk_space(self.layout.root()).unwrap_or((0, 0));
-        Server {
-            id: record.id,
-            name: record.name,
-            addresses: ServerAddresses { http: record.http, quic: record.quic },
-            version: record.version,
-            capacity_bytes,
-            free_bytes,
-            started_at: record.started_at,
-        }
-    }
 }
 
 /// [`crate::beneath::remove_dir_tree`] off the runtime's workers.
@@ -278,7 +274,7 @@ async fn remove_tree_blocking(dir: PathBuf) -> std::io::Result<()> {
 }
 
 /// `(capacity, free)` bytes of the filesystem holding `path`.
-fn disk_space(path: &Path) -> std::io::Result<(u64, u64)> {
+pub(crate) fn disk_space(path: &Path) -> std::io::Result<(u64, u64)> {
     use std::os::unix::ffi::OsStrExt;
     let c = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
@@ -578,11 +574,27 @@ impl HoodyService for Engine {
     }
 
     async fn list_servers(&self, _who: &Principal) -> Result<Vec<Server>, ApiError> {
-        Ok(self.catalog.servers().await?.into_iter().filter(|s| s.id == self.node.id).map(|s| self.local_server(s)).collect())
+        Ok(self.servers_with_state().await?)
     }
 
     async fn get_server(&self, who: &Principal, id: &str) -> Result<Server, ApiError> {
         Ok(self.list_servers(who).await?.into_iter().find(|s| s.id == id).ok_or_else(|| EngineError::not_found(format!("server `{id}` not found")))?)
+    }
+
+    async fn remove_server(&self, who: &Principal, id: &str) -> Result<ServerRemoved, ApiError> {
+        Ok(self.remove_server_now(who, id).await?)
+    }
+
+    async fn create_join_token(&self, who: &Principal, req: CreateJoinToken) -> Result<JoinToken, ApiError> {
+        Ok(self.new_join_token(who, req).await?)
+    }
+
+    async fn owner_of(&self, _who: &Principal, target: &RequestTarget) -> Result<Option<String>, ApiError> {
+        Ok(self.owner(target).await?)
+    }
+
+    async fn forward(&self, node: &str, request: ForwardedRequest) -> Result<ForwardedResponse, ApiError> {
+        Ok(self.forward_to(node, request).await?)
     }
 
     /// `ok` only when the catalog answers a read and the store a check, each

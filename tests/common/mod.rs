@@ -83,7 +83,12 @@ impl Daemon {
         let endpoints = dir.path().join("run/endpoints.json");
         let _ = std::fs::remove_file(&endpoints);
         let mut cmd = Command::new(HOODYD);
-        cmd.args(["serve", "--data-dir"]).arg(dir.path()).args(["--http", "127.0.0.1:0", "--quic", "127.0.0.1:0", "--node-name", "test-node"]);
+        cmd.args(["serve", "--data-dir"]).arg(dir.path());
+        for (flag, default) in [("--http", "127.0.0.1:0"), ("--quic", "127.0.0.1:0"), ("--node-name", "test-node")] {
+            if !extra.contains(&flag) {
+                cmd.args([flag, default]);
+            }
+        }
         // A file, not a pipe: nobody reads a pipe, and a daemon that logs more
         // than a pipe holds would block in its next log line.
         let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.path().join("hoodyd.log")).expect("daemon log");
@@ -329,5 +334,79 @@ impl std::ops::Index<usize> for Nodes {
     type Output = Daemon;
     fn index(&self, i: usize) -> &Daemon {
         &self.nodes[i]
+    }
+}
+
+/// A cluster on this machine: a real etcd and `n` real daemons, the first
+/// made a cluster by `hoodyd cluster init`, the others admitted by join
+/// tokens (`hoodyd serve --join`), each named `node<k>`.
+pub struct Cluster {
+    pub etcd: hoodyd::catalog::etcd::LocalEtcd,
+    pub nodes: Vec<Daemon>,
+}
+
+impl Cluster {
+    /// `None` (after [`skip`]) where etcd cannot run.
+    pub fn start(n: usize) -> Option<Cluster> {
+        let etcd = match hoodyd::catalog::etcd::LocalEtcd::new() {
+            Ok(e) => e,
+            Err(reason) => {
+                skip(&reason);
+                return None;
+            }
+        };
+        let dir = tempfile::tempdir().expect("tempdir");
+        let init = Command::new(HOODYD).args(["init", "--node-name", "node1", "--data-dir"]).arg(dir.path()).output().unwrap();
+        assert!(init.status.success(), "hoodyd init: {}", String::from_utf8_lossy(&init.stderr));
+        let made = Command::new(HOODYD).args(["cluster", "init", "--etcd", &etcd.url(), "--data-dir"]).arg(dir.path()).output().unwrap();
+        assert!(made.status.success(), "hoodyd cluster init: {}", String::from_utf8_lossy(&made.stderr));
+        let first = Daemon::start_in(dir, &["--node-name", "node1"]);
+        let mut cluster = Cluster { etcd, nodes: vec![first] };
+        for _ in 1..n {
+            cluster.add();
+        }
+        cluster.wait_online(n, Duration::from_secs(20));
+        Some(cluster)
+    }
+
+    /// A one-time join token from node 1 (which holds the CA key).
+    pub fn join_token(&self) -> String {
+        let r = self.nodes[0].call("POST", "/cluster/join-tokens", Some(serde_json::json!({})));
+        assert_eq!(r.status, 201, "{r:?}");
+        r.data()["token"].as_str().unwrap().to_string()
+    }
+
+    /// Admits one more node; its index.
+    pub fn add(&mut self) -> usize {
+        let token = self.join_token();
+        let name = format!("node{}", self.nodes.len() + 1);
+        let node = Daemon::start_in(tempfile::tempdir().expect("tempdir"), &["--node-name", &name, "--join", &token]);
+        self.nodes.push(node);
+        self.nodes.len() - 1
+    }
+
+    /// The node id of node `i` (from its data dir).
+    pub fn id(&self, i: usize) -> String {
+        let node: Value = serde_json::from_slice(&std::fs::read(self.nodes[i].data_dir().join("state/node.json")).unwrap()).unwrap();
+        node["id"].as_str().unwrap().to_string()
+    }
+
+    /// `(name, state)` of every server, as node `via` lists them.
+    pub fn states(&self, via: usize) -> Vec<(String, String)> {
+        let r = self.nodes[via].call("GET", "/servers", None);
+        assert_eq!(r.status, 200, "{r:?}");
+        r.data().as_array().unwrap().iter().map(|s| (s["name"].as_str().unwrap().to_string(), s["state"].as_str().unwrap().to_string())).collect()
+    }
+
+    pub fn wait_online(&self, count: usize, within: Duration) {
+        let started = Instant::now();
+        loop {
+            let states = self.states(0);
+            if states.iter().filter(|(_, s)| s == "online").count() >= count {
+                return;
+            }
+            assert!(started.elapsed() < within, "not {count} servers online within {within:?}: {states:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 }

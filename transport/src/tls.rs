@@ -51,23 +51,46 @@ pub fn new_cluster_ca() -> Result<(String, String), TransportError> {
     Ok((cert.pem(), key.serialize_pem()))
 }
 
-/// Issues a node certificate signed by the CA whose key is `ca_key_pem`.
-pub fn issue_node_identity(ca_cert_pem: &str, ca_key_pem: &str, node_id: &str, node_name: &str) -> Result<ClusterIdentity, TransportError> {
-    let ca_key = KeyPair::from_pem(ca_key_pem).map_err(tls_err)?;
-    // Re-deriving the issuer from the same parameters and key gives the same subject
-    // and key identifier, so the signature chains to the stored CA certificate.
-    let issuer = ca_params()?.self_signed(&ca_key).map_err(tls_err)?;
+/// The certificate parameters of a member: CN = node id, OU = node name, the
+/// cluster's server name, usable both ways.
+fn node_params(node_id: &str, node_name: &str) -> Result<CertificateParams, TransportError> {
     let mut params = CertificateParams::new(vec![CLUSTER_SERVER_NAME.to_string()]).map_err(tls_err)?;
     params.distinguished_name.push(DnType::CommonName, node_id);
     params.distinguished_name.push(DnType::OrganizationalUnitName, node_name);
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+    Ok(params)
+}
+
+/// Signs a member certificate for `public_key` with the CA.
+fn sign_member(ca_key_pem: &str, node_id: &str, node_name: &str, public_key: &impl rcgen::PublicKeyData) -> Result<String, TransportError> {
+    let ca_key = KeyPair::from_pem(ca_key_pem).map_err(tls_err)?;
+    // Re-deriving the issuer from the same parameters and key gives the same subject
+    // and key identifier, so the signature chains to the stored CA certificate.
+    let issuer = ca_params()?.self_signed(&ca_key).map_err(tls_err)?;
+    Ok(node_params(node_id, node_name)?.signed_by(public_key, &issuer, &ca_key).map_err(tls_err)?.pem())
+}
+
+/// Issues a node certificate signed by the CA whose key is `ca_key_pem`.
+pub fn issue_node_identity(ca_cert_pem: &str, ca_key_pem: &str, node_id: &str, node_name: &str) -> Result<ClusterIdentity, TransportError> {
     let key = KeyPair::generate().map_err(tls_err)?;
-    let cert = params.signed_by(&key, &issuer, &ca_key).map_err(tls_err)?;
-    Ok(ClusterIdentity {
-        ca_cert_pem: ca_cert_pem.to_string(),
-        node_cert_pem: cert.pem(),
-        node_key_pem: key.serialize_pem(),
-    })
+    let cert = sign_member(ca_key_pem, node_id, node_name, &key)?;
+    Ok(ClusterIdentity { ca_cert_pem: ca_cert_pem.to_string(), node_cert_pem: cert, node_key_pem: key.serialize_pem() })
+}
+
+/// A joining node's new key and its certificate signing request: `(key PEM, CSR PEM)`.
+/// The key never leaves the node; the CA signs the CSR's public key.
+pub fn new_node_key_and_csr(node_id: &str, node_name: &str) -> Result<(String, String), TransportError> {
+    let key = KeyPair::generate().map_err(tls_err)?;
+    let csr = node_params(node_id, node_name)?.serialize_request(&key).map_err(tls_err)?;
+    Ok((key.serialize_pem(), csr.pem().map_err(tls_err)?))
+}
+
+/// Signs the public key of `csr_pem` as member `node_id`/`node_name`. Only the
+/// key is taken from the request: names and usages are the CA's own choice, so
+/// a crafted request cannot ask for more.
+pub fn sign_node_csr(ca_key_pem: &str, csr_pem: &str, node_id: &str, node_name: &str) -> Result<String, TransportError> {
+    let csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem).map_err(tls_err)?;
+    sign_member(ca_key_pem, node_id, node_name, &csr.public_key)
 }
 
 impl ClusterIdentity {
@@ -288,5 +311,18 @@ mod tests {
         assert_eq!(fp, fingerprint_der(&chain[1]));
         assert!(node_names(b"not a certificate").is_err());
         assert!(ca_fingerprint("no pem here").is_err());
+    }
+
+    #[test]
+    fn a_csr_is_signed_for_its_key_with_the_names_the_ca_chooses() {
+        let (ca_pem, ca_key) = new_cluster_ca().unwrap();
+        let (key_pem, csr_pem) = new_node_key_and_csr("asked-id", "asked-name").unwrap();
+        let cert_pem = sign_node_csr(&ca_key, &csr_pem, "given-id", "given-name").unwrap();
+        let id = ClusterIdentity { ca_cert_pem: ca_pem, node_cert_pem: cert_pem, node_key_pem: key_pem };
+        // The key the node kept matches the certificate (rustls checks the pair).
+        id.server_config().unwrap();
+        id.client_config().unwrap();
+        assert_eq!(node_names(&id.chain().unwrap()[0]).unwrap(), ("given-id".to_string(), "given-name".to_string()));
+        assert!(sign_node_csr(&ca_key, "not a csr", "a", "b").is_err());
     }
 }

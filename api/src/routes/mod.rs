@@ -5,6 +5,7 @@
 //! that make `/openapi.json`, so the document cannot drift from the code.
 
 mod containers;
+mod forward;
 mod projects;
 mod shares;
 mod snapshots;
@@ -24,6 +25,7 @@ use utoipa_axum::routes;
 
 use crate::metrics::{self as http_metrics, HttpMetrics};
 use crate::{ApiError, HoodyService, MAX_BODY_BYTES};
+pub use forward::{answer_forwarded, Forwarded};
 
 #[derive(Clone)]
 pub(crate) struct AppState {
@@ -72,7 +74,8 @@ fn api_v1() -> OpenApiRouter<AppState> {
         .routes(routes!(shares::set_mount_anywhere))
         .routes(routes!(system::collect_garbage, system::gc_status))
         .routes(routes!(system::list_servers))
-        .routes(routes!(system::get_server))
+        .routes(routes!(system::get_server, system::remove_server))
+        .routes(routes!(system::create_join_token))
         .routes(routes!(tokens::list_tokens, tokens::create_token))
         .routes(routes!(tokens::revoke_token))
         .routes(routes!(tokens::admin_revoke_token))
@@ -111,7 +114,8 @@ pub fn router(service: Arc<dyn HoodyService>) -> Router {
     let state = AppState { service, metrics: HttpMetrics::new() };
     let (api, public, _) = assemble();
     let document = openapi();
-    let api = api.layer(middleware::from_fn_with_state(state.clone(), require_token));
+    // Outermost last: the token is checked first, then the owner of what changes answers.
+    let api = api.layer(middleware::from_fn_with_state(state.clone(), forward::route_to_owner)).layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .merge(api)
         .merge(public)

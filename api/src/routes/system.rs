@@ -4,8 +4,8 @@ use axum::response::IntoResponse;
 use axum::Extension;
 
 use super::AppState;
-use crate::model::{GcStatus, GcSummary, Health, NoQuery, PageQuery, Principal, Server};
-use crate::{ApiError, ListReply, Reply, StrictQuery};
+use crate::model::{CreateJoinToken, GcStatus, GcSummary, Health, JoinToken, NoQuery, PageQuery, Principal, Server, ServerRemoved};
+use crate::{ApiError, ListReply, Reply, StrictJson, StrictQuery};
 
 /// Health: `ok` only when the catalog and the store answer, else `503` whose
 /// message names what fails; needs no token and reveals no tenant data.
@@ -58,4 +58,32 @@ pub(super) async fn collect_garbage(State(s): State<AppState>, Extension(who): E
 #[utoipa::path(get, path = "/admin/gc", tag = "system", responses((status = 200, description = "The running and the last collection", body = GcStatus), (status = 403, description = "Not an admin")))]
 pub(super) async fn gc_status(State(s): State<AppState>, Extension(who): Extension<Principal>, StrictQuery(NoQuery {}): StrictQuery<NoQuery>) -> Result<Reply<GcStatus>, ApiError> {
     Ok(Reply::ok("garbage collection", s.service.gc_status(&who).await?))
+}
+
+/// Take a server out of the cluster (admin token only): its certificate is
+/// revoked, so its next request to any member is refused.
+#[utoipa::path(delete, path = "/servers/{id}", tag = "servers", params(("id" = String, Path, description = "Server id")),
+    responses((status = 200, description = "Removed", body = ServerRemoved), (status = 403, description = "Not an admin"), (status = 404, description = "Unknown"),
+        (status = 409, description = "The server still owns containers, or it is the one answering")))]
+pub(super) async fn remove_server(
+    State(s): State<AppState>,
+    Extension(who): Extension<Principal>,
+    Path(id): Path<String>,
+    StrictQuery(NoQuery {}): StrictQuery<NoQuery>,
+) -> Result<Reply<ServerRemoved>, ApiError> {
+    Ok(Reply::ok("server removed", s.service.remove_server(&who, &id).await?))
+}
+
+/// A one-time, expiring token that admits one new server (admin token only):
+/// `hoodyd serve --join <token>` on the new server.
+#[utoipa::path(post, path = "/cluster/join-tokens", tag = "servers", request_body = CreateJoinToken,
+    responses((status = 201, description = "Created", body = JoinToken), (status = 400, description = "Bad input"), (status = 403, description = "Not an admin"),
+        (status = 409, description = "This node cannot sign certificates")))]
+pub(super) async fn create_join_token(
+    State(s): State<AppState>,
+    Extension(who): Extension<Principal>,
+    StrictQuery(NoQuery {}): StrictQuery<NoQuery>,
+    StrictJson(req): StrictJson<CreateJoinToken>,
+) -> Result<Reply<JoinToken>, ApiError> {
+    Ok(Reply::created("join token created", s.service.create_join_token(&who, req).await?))
 }

@@ -48,9 +48,12 @@ pub enum Command {
     /// Storage shares: the source decides what, the target decides if.
     #[command(subcommand)]
     Storage(StorageCmd),
-    /// Servers of the cluster.
+    /// Servers of the cluster: list (with state and free space), get, remove.
     #[command(subcommand)]
     Servers(ServersCmd),
+    /// The cluster: tokens that admit new servers.
+    #[command(subcommand)]
+    Cluster(ClusterCmd),
     /// The caller's own API tokens: list (never secrets), create, revoke.
     #[command(subcommand)]
     Tokens(TokensCmd),
@@ -346,6 +349,18 @@ pub enum ServersCmd {
         page: Paging,
     },
     Get { id: String },
+    /// Take a server out of the cluster (admin): its certificate is refused from then on.
+    Remove { id: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ClusterCmd {
+    /// Print a one-time token admitting one new server (admin): `hoodyd serve --join <token>`.
+    JoinToken {
+        /// Lifetime: a whole number and s, m, h or d [default: 1h].
+        #[arg(long)]
+        expires_in: Option<String>,
+    },
 }
 
 /// A failed command: what to print and the exit code.
@@ -454,7 +469,8 @@ const PROJECT_COLUMNS: &[&str] = &["id", "name", "created_at"];
 const SNAPSHOT_COLUMNS: &[&str] = &["alias", "id", "mode", "created_at", "expires_at", "size_bytes", "new_bytes"];
 const SHARE_COLUMNS: &[&str] = &["id", "alias", "source_container_id", "source_path", "mode", "enabled", "target_container_id", "target_project_id"];
 const INCOMING_COLUMNS: &[&str] = &["share_id", "container_id", "alias", "mode", "mount", "status", "status_message"];
-const SERVER_COLUMNS: &[&str] = &["id", "name", "addresses.http", "addresses.quic", "free_bytes"];
+const SERVER_COLUMNS: &[&str] = &["id", "name", "state", "addresses.http", "addresses.quic", "free_bytes"];
+const JOIN_TOKEN_COLUMNS: &[&str] = &["token", "expires_at"];
 const TOKEN_COLUMNS: &[&str] = &["id", "created_at", "expires_at", "expired"];
 
 /// Runs one command, printing its output; the error carries the exit code.
@@ -484,9 +500,11 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             let env = match cmd {
                 ServersCmd::List { page } => api.call("GET", &with_query("/servers", page.pairs()), None)?,
                 ServersCmd::Get { id } => api.call("GET", &format!("/servers/{}", encode(id)), None)?,
+                ServersCmd::Remove { id } => api.call("DELETE", &format!("/servers/{}", encode(id)), None)?,
             };
             (env, SERVER_COLUMNS)
         }
+        Command::Cluster(ClusterCmd::JoinToken { expires_in }) => (api.call("POST", "/cluster/join-tokens", Some(json!({"expires_in": expires_in})))?, JOIN_TOKEN_COLUMNS),
         Command::Tokens(cmd) => {
             let env = match cmd {
                 TokensCmd::List { page } => api.call("GET", &with_query("/tokens", page.pairs()), None)?,

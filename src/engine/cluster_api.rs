@@ -1,0 +1,121 @@
+//! The cluster's face of the API: servers with their state, removing one,
+//! join tokens, and which node answers a call (owner of a container, or the
+//! server a new container goes to) with the forwarding to it.
+
+use hoody_api::model::{CreateJoinToken, ForwardedRequest, ForwardedResponse, JoinToken, Principal, RequestTarget, Server, ServerAddresses, ServerRemoved, ServerState};
+
+use super::{Engine, EngineError};
+use crate::catalog::ServerRecord;
+
+impl Engine {
+    fn require_admin(who: &Principal, what: &str) -> Result<(), EngineError> {
+        if who.is_admin {
+            Ok(())
+        } else {
+            Err(EngineError::Forbidden(format!("{what} is for the admin account only")))
+        }
+    }
+
+    /// Every member, `online` while it holds its lease.
+    pub(super) async fn servers_with_state(&self) -> Result<Vec<Server>, EngineError> {
+        let alive = self.catalog.liveness().await?;
+        let mut servers: Vec<Server> = self
+            .catalog
+            .servers()
+            .await?
+            .into_iter()
+            .map(|record| {
+                let report = alive.get(&record.id);
+                let (capacity_bytes, free_bytes) = if record.id == self.node.id {
+                    super::disk_space(self.layout.root()).unwrap_or((0, 0))
+                } else {
+                    report.map(|r| (r.capacity_bytes, r.free_bytes)).unwrap_or((0, 0))
+                };
+                // This node answers, so it is online whatever its lease says this instant.
+                let online = record.id == self.node.id || report.is_some();
+                Server {
+                    id: record.id,
+                    name: record.name,
+                    addresses: ServerAddresses { http: record.http, quic: record.quic },
+                    version: record.version,
+                    state: if online { ServerState::Online } else { ServerState::Unreachable },
+                    capacity_bytes,
+                    free_bytes,
+                    started_at: record.started_at,
+                }
+            })
+            .collect();
+        servers.sort_by(|a, b| (&a.name, &a.id).cmp(&(&b.name, &b.id)));
+        Ok(servers)
+    }
+
+    pub(super) async fn remove_server_now(&self, who: &Principal, id: &str) -> Result<ServerRemoved, EngineError> {
+        Self::require_admin(who, "removing a server")?;
+        let record = self.catalog.server(id).await?.ok_or_else(|| EngineError::not_found(format!("server `{id}` not found")))?;
+        if record.id == self.node.id {
+            return Err(EngineError::Conflict(format!("server `{}` is the one answering this call; remove it from another member", record.name)));
+        }
+        let owned = self.catalog.containers().await?.into_iter().filter(|c| c.server_id == record.id).count();
+        if owned > 0 {
+            return Err(EngineError::Conflict(format!("server `{}` still owns {owned} containers; delete or move them first", record.name)));
+        }
+        self.catalog.revoke_server(&record, &crate::ids::now()).await?;
+        tracing::info!(node = %record.id, name = %record.name, "server removed; its certificate is refused from now on");
+        Ok(ServerRemoved { id: record.id, name: record.name })
+    }
+
+    pub(super) async fn new_join_token(&self, who: &Principal, req: CreateJoinToken) -> Result<JoinToken, EngineError> {
+        Self::require_admin(who, "admitting a server")?;
+        let lifetime = match req.expires_in.as_deref() {
+            Some(text) => crate::tokens::parse_lifetime(text).map_err(|e| EngineError::invalid("expires_in", e))?,
+            None => crate::cluster::join::DEFAULT_LIFETIME,
+        };
+        let link = self.cluster.get().ok_or_else(|| EngineError::Conflict("this node is still starting".into()))?;
+        if link.config.is_none() {
+            return Err(EngineError::Conflict("this server is on its own: make it a cluster first (`hoodyd cluster init --etcd URL`)".into()));
+        }
+        let tls = self.layout.tls();
+        if !tls.join("ca.key").exists() {
+            return Err(EngineError::Conflict("this server holds no CA key and cannot admit servers; ask the cluster's first server".into()));
+        }
+        let ca = std::fs::read_to_string(tls.join("ca.pem")).map_err(|e| EngineError::failed("reading the cluster CA failed", e))?;
+        let (ticket, record) = crate::cluster::join::create_token(&self.catalog, &self.node, vec![link.quic_addr], &ca, lifetime).await.map_err(EngineError::internal)?;
+        let expires = time::OffsetDateTime::from_unix_timestamp(record.expires_unix).map(crate::ids::format_time).unwrap_or_default();
+        Ok(JoinToken { token: ticket.encode(), id: ticket.id, expires_at: expires, ca_fingerprint: ticket.ca_fingerprint })
+    }
+
+    /// The node that must answer a call about `target`; `None`: this one.
+    pub(super) async fn owner(&self, target: &RequestTarget) -> Result<Option<String>, EngineError> {
+        let owner = match target {
+            RequestTarget::Container(id) => match self.catalog.container(id).await? {
+                Some(c) => c.server_id,
+                // Unknown here: answered here (404).
+                None => return Ok(None),
+            },
+            RequestTarget::NewContainer { server_id: Some(server) } => {
+                if self.catalog.server(server).await?.is_none() {
+                    return Err(EngineError::not_found_field("server_id", format!("server `{server}` not found")));
+                }
+                server.clone()
+            }
+            RequestTarget::NewContainer { server_id: None } => self.roomiest_server().await?,
+        };
+        Ok((owner != self.node.id).then_some(owner))
+    }
+
+    /// The online server with the most free space (this one on its own).
+    async fn roomiest_server(&self) -> Result<String, EngineError> {
+        let best = self.servers_with_state().await?.into_iter().filter(|s| s.state == ServerState::Online).max_by_key(|s| (s.free_bytes, s.id == self.node.id));
+        Ok(best.map(|s| s.id).unwrap_or_else(|| self.node.id.clone()))
+    }
+
+    pub(super) async fn forward_to(&self, node: &str, request: ForwardedRequest) -> Result<ForwardedResponse, EngineError> {
+        let record: ServerRecord = self.catalog.server(node).await?.ok_or_else(|| EngineError::Unavailable(format!("server `{node}` is not a member of this cluster")))?;
+        let link = self.cluster.get().ok_or_else(|| EngineError::Unavailable("this node is still starting".into()))?;
+        let addr = record.quic.parse().map_err(|e| EngineError::internal(format!("server {} has QUIC address {}: {e}", record.id, record.quic)))?;
+        let started = std::time::Instant::now();
+        let answer = link.forward(addr, &request).await.map_err(|e| EngineError::Unavailable(format!("server `{}` ({}) cannot be reached: {e}", record.name, record.id)))?;
+        tracing::debug!(to = %record.name, path = %request.path_and_query, status = answer.status, elapsed = ?started.elapsed(), "forwarded");
+        Ok(answer)
+    }
+}
