@@ -111,24 +111,40 @@ fn add_node_offline_makes_a_member() {
 }
 
 #[test]
-fn cluster_init_keeps_everything_a_single_node_held() {
+fn cluster_init_turns_a_running_node_into_a_cluster_keeping_everything_it_held() {
     let Some(etcd) = hoodyd::catalog::etcd::LocalEtcd::new().map_err(|e| common::skip(&e)).ok() else { return };
     let single = Daemon::start_with(&["--node-name", "solo"]);
     let project = single.project("kept");
     let container = single.container(&project, "box");
     let id = container["id"].as_str().unwrap().to_string();
     let tenant = single.token_for("tenant");
-    let dir = single.into_dir();
-    let made = std::process::Command::new(HOODYD).args(["cluster", "init", "--etcd", &etcd.url(), "--data-dir"]).arg(dir.path()).output().unwrap();
+    // While it runs: the verb goes through the daemon, which keeps serving.
+    let made = single.hoodyd(&["cluster", "init", "--etcd", &etcd.url()]);
     assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
-    let node = Daemon::start_in(dir, &["--node-name", "solo"]);
-    let r = node.call("GET", &format!("/containers/{id}"), None);
+    let r = single.call("GET", &format!("/containers/{id}"), None);
     assert_eq!((r.status, r.data()["name"].as_str()), (200, Some("box")), "{r:?}");
-    let r = node.call_as(&tenant, "GET", "/projects", None);
-    assert_eq!(r.status, 200, "{r:?}");
-    // Served from etcd now: a second init is refused, the catalog is not copied twice.
-    let again = std::process::Command::new(HOODYD).args(["cluster", "init", "--etcd", &etcd.url(), "--data-dir"]).arg(node.data_dir()).output().unwrap();
+    // Writes now land in etcd: a server that joins sees them.
+    let p2 = single.call_as(&tenant, "POST", "/projects", Some(json!({"name": "after"})));
+    assert_eq!(p2.status, 201, "{p2:?}");
+    let token = {
+        let r = single.call("POST", "/cluster/join-tokens", Some(json!({})));
+        assert_eq!(r.status, 201, "{r:?}");
+        r.data()["token"].as_str().unwrap().to_string()
+    };
+    let second = Daemon::start_in(tempfile::tempdir().unwrap(), &["--node-name", "second", "--join", &token]);
+    let r = second.call_as(&tenant, "GET", "/projects", None);
+    let names: Vec<&str> = r.data().as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+    assert_eq!(names.len(), 1, "the tenant's project, made after the move: {r:?}");
+    assert!(names.contains(&"after"));
+    let r = second.call("GET", &format!("/containers/{id}"), None);
+    assert_eq!(r.status, 200, "the container, made before the move: {r:?}");
+    // A second init is refused; a restart serves from etcd.
+    let again = single.hoodyd(&["cluster", "init", "--etcd", &etcd.url()]);
     assert!(!again.status.success());
+    let node = Daemon::start_in(single.into_dir(), &["--node-name", "solo"]);
+    assert_eq!(node.call("GET", &format!("/containers/{id}"), None).status, 200);
+    assert!(node.data_dir().join("cluster.json").exists());
+    drop(second);
 }
 
 #[test]
@@ -206,4 +222,37 @@ fn with_etcd_down_catalog_calls_fail_within_2s_naming_it_and_resume_when_it_is_b
         std::thread::sleep(Duration::from_millis(100));
     }
     cluster.wait_online(2, Duration::from_secs(15));
+}
+
+/// A share made through one node between containers of another is mounted by
+/// the other within 1 s: its reconciler follows the catalog's watch.
+#[test]
+fn a_share_made_through_one_node_is_mounted_by_the_owner_of_its_target_within_1s() {
+    if !std::path::Path::new("/dev/fuse").exists() {
+        return common::skip("/dev/fuse is absent");
+    }
+    let Some(cluster) = Cluster::start(2) else { return };
+    let n1 = &cluster.nodes[0];
+    let project = n1.project("p");
+    let make = |name: &str| {
+        let r = n1.call("POST", "/containers", Some(json!({"name": name, "project_id": project, "server_id": cluster.id(1)})));
+        assert_eq!(r.status, 201, "{r:?}");
+        r.data().clone()
+    };
+    let (source, target) = (make("source"), make("target"));
+    let source_root = common::path_of(&source);
+    std::fs::create_dir_all(source_root.join("data")).unwrap();
+    std::fs::write(source_root.join("data/hello.txt"), b"hello").unwrap();
+    let started = Instant::now();
+    let r = n1.call("POST", &format!("/containers/{}/storage/shares", source["id"].as_str().unwrap()), Some(json!({"source_path": "/data", "target_container_id": target["id"], "mode": "readonly", "alias": "data"})));
+    assert_eq!(r.status, 201, "{r:?}");
+    let seen = common::path_of(&target).join("hoody/shares/data/hello.txt");
+    loop {
+        if std::fs::read(&seen).is_ok_and(|b| b == b"hello") {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(1), "not mounted on node 2 within 1 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    println!("mounted on node 2 {:?} after the call to node 1", started.elapsed());
 }

@@ -315,6 +315,25 @@ pub struct JoinToken {
     pub ca_fingerprint: String,
 }
 
+/// Make this server the first node of a cluster whose catalog lives in etcd.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InitCluster {
+    /// etcd client URLs (`http://host:port`).
+    pub etcd: Vec<String>,
+    /// Key prefix of this cluster in etcd; default `hoody/`.
+    pub prefix: Option<String>,
+}
+
+/// The catalog now lives in etcd.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ClusterInitialized {
+    pub etcd: Vec<String>,
+    pub prefix: String,
+    /// Catalog records copied into etcd.
+    pub records: u64,
+}
+
 /// A server taken out of the cluster: its certificate is revoked.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ServerRemoved {

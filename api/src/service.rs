@@ -54,6 +54,8 @@ pub trait HoodyService: Send + Sync + 'static {
     async fn get_server(&self, who: &Principal, id: &str) -> Result<Server, ApiError>;
     /// Takes a server out of the cluster and revokes its certificate (admin only).
     async fn remove_server(&self, who: &Principal, id: &str) -> Result<ServerRemoved, ApiError>;
+    /// Moves this server's catalog into etcd while it runs (admin only): `hoodyd cluster init`.
+    async fn init_cluster(&self, who: &Principal, req: InitCluster) -> Result<ClusterInitialized, ApiError>;
     /// A one-time, expiring token admitting a new server (admin only).
     async fn create_join_token(&self, who: &Principal, req: CreateJoinToken) -> Result<JoinToken, ApiError>;
 

@@ -19,6 +19,7 @@ pub mod etcd;
 pub mod kv;
 mod migrations;
 pub mod sqlite;
+pub mod switchable;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

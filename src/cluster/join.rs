@@ -87,7 +87,8 @@ pub struct JoinService {
     pub node: NodeIdentity,
     pub ca_cert_pem: String,
     pub ca_key_pem: String,
-    pub cluster: ClusterConfig,
+    /// Joins are refused until the node is in a cluster.
+    pub cluster: crate::cluster::SharedClusterConfig,
 }
 
 fn refuse(code: u16, message: impl Into<String>) -> RemoteError {
@@ -96,7 +97,10 @@ fn refuse(code: u16, message: impl Into<String>) -> RemoteError {
 
 impl JoinService {
     async fn admit(&self, req: JoinRequest) -> Result<JoinResponse, RemoteError> {
-        use hoody_transport::codes::{BAD_REQUEST, FORBIDDEN, INTERNAL};
+        use hoody_transport::codes::{BAD_REQUEST, FORBIDDEN, INTERNAL, UNAVAILABLE};
+        let Some(cluster) = self.cluster.read().clone() else {
+            return Err(refuse(UNAVAILABLE, "this server is not in a cluster yet (`hoodyd cluster init`)"));
+        };
         if req.node_id.len() != 24 || !req.node_id.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(refuse(BAD_REQUEST, "node_id must be 24 hex digits"));
         }
@@ -129,7 +133,7 @@ impl JoinService {
         }
         let cert = hoody_transport::tls::sign_node_csr(&self.ca_key_pem, &req.csr_pem, &req.node_id, &req.node_name).map_err(|e| refuse(BAD_REQUEST, format!("csr: {e}")))?;
         tracing::info!(node = %req.node_id, name = %req.node_name, "admitted a new server");
-        Ok(JoinResponse { node_cert_pem: cert, etcd: self.cluster.etcd.clone(), prefix: self.cluster.prefix.clone() })
+        Ok(JoinResponse { node_cert_pem: cert, etcd: cluster.etcd, prefix: cluster.prefix })
     }
 }
 

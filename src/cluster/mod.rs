@@ -21,12 +21,17 @@ use crate::cluster::messages::{kind, ForwardedRequest, ForwardedResponse};
 /// How long a forwarded API call may take at the owner (a job answers 202 long before).
 pub const FORWARD_DEADLINE: Duration = Duration::from_secs(120);
 
+/// The node's cluster as it is now (it changes once, at `cluster init`).
+pub type SharedClusterConfig = Arc<parking_lot::RwLock<Option<config::ClusterConfig>>>;
+
 /// A node's live link to its peers.
 pub struct ClusterLink {
     pub endpoint: Endpoint,
     pub membership: Arc<membership::Membership>,
-    /// `None` on a node on its own (embedded catalog).
-    pub config: Option<config::ClusterConfig>,
+    /// `None` on a node on its own (embedded catalog); set by `cluster init`.
+    pub config: SharedClusterConfig,
+    /// The catalog store, which `cluster init` moves into etcd.
+    pub catalog_store: Arc<crate::catalog::switchable::SwitchableKv>,
     /// Where peers reach this node.
     pub quic_addr: SocketAddr,
 }

@@ -9,6 +9,7 @@ use hoody_transport::tls::{issue_node_identity, new_cluster_ca};
 use hoody_transport::ClusterIdentity;
 
 use crate::catalog::sqlite::SqliteKv;
+use crate::catalog::switchable::SwitchableKv;
 use crate::catalog::Catalog;
 use crate::cluster::config::ClusterConfig;
 use crate::durable::write_atomic;
@@ -21,6 +22,8 @@ pub struct Bootstrapped {
     pub node: NodeIdentity,
     pub tls: ClusterIdentity,
     pub catalog: Catalog,
+    /// The store under `catalog`, which `cluster init` may move into etcd.
+    pub catalog_store: Arc<SwitchableKv>,
     /// The node's cluster; `None` on its own.
     pub cluster: Option<ClusterConfig>,
 }
@@ -31,26 +34,31 @@ pub async fn init(layout: &DataLayout, node_name: &str) -> anyhow::Result<Bootst
     layout.create_dirs().with_context(|| format!("creating data dir {}", layout.root().display()))?;
     let node = node_identity(layout, node_name)?;
     let tls = tls_identity(layout, &node)?;
-    let catalog = open_catalog(layout).await?;
+    let catalog_store = SwitchableKv::new(open_store(layout).await?);
+    let catalog = Catalog::open(catalog_store.clone()).await?;
     let admin = catalog.ensure_account(ADMIN_ACCOUNT, true).await?;
     if !layout.admin_token().exists() {
         let token = crate::tokens::issue(&catalog, &admin).await?;
         write_atomic(&layout.admin_token(), format!("{token}\n").as_bytes(), 0o600).context("writing admin.token")?;
     }
     let cluster = crate::cluster::config::load(layout.root())?;
-    Ok(Bootstrapped { node, tls, catalog, cluster })
+    Ok(Bootstrapped { node, tls, catalog, catalog_store, cluster })
 }
 
 /// Opens the node's catalog: in etcd for a node of a cluster, else the
 /// embedded one of `layout` (usable while the daemon runs).
 pub async fn open_catalog(layout: &DataLayout) -> anyhow::Result<Catalog> {
+    Ok(Catalog::open(open_store(layout).await?).await?)
+}
+
+/// The store under the node's catalog: etcd in a cluster, else embedded.
+async fn open_store(layout: &DataLayout) -> anyhow::Result<Arc<dyn crate::catalog::KvStore>> {
     std::fs::create_dir_all(layout.root()).with_context(|| format!("creating {}", layout.root().display()))?;
     if let Some(cluster) = crate::cluster::config::load(layout.root())? {
-        return Ok(Catalog::open(connect_etcd(&cluster).await?).await?);
+        return connect_etcd(&cluster).await;
     }
     let path = layout.catalog();
-    let kv = tokio::task::spawn_blocking(move || SqliteKv::open(&path)).await??;
-    Ok(Catalog::open(Arc::new(kv)).await?)
+    Ok(Arc::new(tokio::task::spawn_blocking(move || SqliteKv::open(&path)).await??))
 }
 
 /// The cluster's catalog store in etcd.

@@ -77,10 +77,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     let http_addr = http.local_addr()?;
     let membership = Membership::new(boot.catalog.clone(), boot.node.id.clone(), config.data_dir.clone());
     let peers = PeerService::new(boot.node.clone(), membership.clone());
-    let joins = join_service(&layout, &boot)?;
+    let cluster_config: crate::cluster::SharedClusterConfig = Arc::new(parking_lot::RwLock::new(boot.cluster.clone()));
+    let joins = join_service(&layout, &boot, &cluster_config);
     let quic = Endpoint::bind(config.quic, &boot.tls, peers.clone(), joins, EndpointConfig::default()).with_context(|| format!("binding QUIC on {}", config.quic))?;
     let quic_addr = quic.local_addr()?;
-    engine.set_cluster(Arc::new(ClusterLink { endpoint: quic.clone(), membership: membership.clone(), config: boot.cluster.clone(), quic_addr }));
+    engine.set_cluster(Arc::new(ClusterLink { endpoint: quic.clone(), membership: membership.clone(), config: cluster_config, catalog_store: boot.catalog_store.clone(), quic_addr }));
     peers.serve_api(hoody_api::router(engine.clone()));
     let heartbeat = membership.spawn_heartbeat();
     let revocations = membership.spawn_revocation_watch();
@@ -119,12 +120,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     Ok(())
 }
 
-/// A node of a cluster that holds the CA key admits new servers.
-fn join_service(layout: &DataLayout, boot: &crate::daemon::bootstrap::Bootstrapped) -> anyhow::Result<Option<Arc<dyn hoody_transport::JoinHandler>>> {
-    let (Some(cluster), Ok(ca_key_pem)) = (&boot.cluster, std::fs::read_to_string(layout.tls().join("ca.key"))) else {
-        return Ok(None);
-    };
-    Ok(Some(Arc::new(JoinService { catalog: boot.catalog.clone(), node: boot.node.clone(), ca_cert_pem: boot.tls.ca_cert_pem.clone(), ca_key_pem, cluster: cluster.clone() })))
+/// A node holding the CA key admits new servers (once it is in a cluster).
+fn join_service(layout: &DataLayout, boot: &crate::daemon::bootstrap::Bootstrapped, cluster: &crate::cluster::SharedClusterConfig) -> Option<Arc<dyn hoody_transport::JoinHandler>> {
+    let ca_key_pem = std::fs::read_to_string(layout.tls().join("ca.key")).ok()?;
+    Some(Arc::new(JoinService { catalog: boot.catalog.clone(), node: boot.node.clone(), ca_cert_pem: boot.tls.ca_cert_pem.clone(), ca_key_pem, cluster: cluster.clone() }))
 }
 
 /// `hoodyd cluster init`: makes this node the first of a cluster whose catalog
@@ -135,7 +134,10 @@ pub async fn cluster_init(data_dir: &std::path::Path, etcd: Vec<String>, prefix:
     let layout = DataLayout::new(data_dir);
     layout.create_dirs()?;
     let Some(_lock) = DataDirLock::try_acquire(&layout)? else {
-        anyhow::bail!("a daemon is serving {}: stop it, run `hoodyd cluster init` again, then start it", data_dir.display());
+        // The daemon runs: it moves its catalog itself, without stopping.
+        let body = serde_json::json!({"etcd": etcd, "prefix": prefix});
+        let reply = admin_call(&layout, "POST", "/api/v1/admin/cluster", Some(body), Duration::from_secs(600)).await?;
+        return Ok(reply["data"]["records"].as_u64().unwrap_or(0) as usize);
     };
     if crate::cluster::config::load(data_dir)?.is_some() {
         anyhow::bail!("{} is already a node of a cluster", data_dir.display());
@@ -143,12 +145,34 @@ pub async fn cluster_init(data_dir: &std::path::Path, etcd: Vec<String>, prefix:
     let local = crate::daemon::bootstrap::open_catalog(&layout).await?;
     let cluster = crate::cluster::config::ClusterConfig { etcd, prefix };
     let remote = crate::daemon::bootstrap::connect_etcd(&cluster).await?;
-    if !remote.range(b"").await?.items.is_empty() {
-        anyhow::bail!("etcd at {} already holds a catalog under `{}`: pick another --prefix", cluster.etcd.join(","), cluster.prefix);
-    }
     let copied = crate::catalog::copy_all(local.kv().as_ref(), remote.as_ref()).await?;
     crate::cluster::config::save(data_dir, &cluster)?;
     Ok(copied)
+}
+
+/// A call to the daemon serving `layout`, with its admin token; the error
+/// is the daemon's message.
+async fn admin_call(layout: &DataLayout, method: &str, path: &str, body: Option<serde_json::Value>, timeout: Duration) -> anyhow::Result<serde_json::Value> {
+    let endpoints: Endpoints = serde_json::from_slice(&std::fs::read(layout.endpoints()).context("the daemon runs but endpoints.json is missing")?)?;
+    let token = std::fs::read_to_string(layout.admin_token())?.trim().to_string();
+    let url = format!("http://{}{path}", endpoints.http);
+    let method = method.to_string();
+    tokio::task::spawn_blocking(move || {
+        let req = ureq::request(&method, &url).set("Authorization", &format!("Bearer {token}")).timeout(timeout);
+        let answer = match body {
+            Some(b) => req.send_json(b),
+            None => req.call(),
+        };
+        match answer {
+            Ok(reply) => Ok(reply.into_json::<serde_json::Value>()?),
+            Err(ureq::Error::Status(_, reply)) => {
+                let body: serde_json::Value = reply.into_json().unwrap_or_default();
+                anyhow::bail!("{}", body["message"].as_str().unwrap_or("the daemon refused"))
+            }
+            Err(e) => anyhow::bail!("reaching the daemon: {e}"),
+        }
+    })
+    .await?
 }
 
 /// Resolves on the first SIGTERM or SIGINT.

@@ -2,7 +2,7 @@
 //! join tokens, and which node answers a call (owner of a container, or the
 //! server a new container goes to) with the forwarding to it.
 
-use hoody_api::model::{CreateJoinToken, ForwardedRequest, ForwardedResponse, JoinToken, Principal, RequestTarget, Server, ServerAddresses, ServerRemoved, ServerState};
+use hoody_api::model::{ClusterInitialized, CreateJoinToken, InitCluster, ForwardedRequest, ForwardedResponse, JoinToken, Principal, RequestTarget, Server, ServerAddresses, ServerRemoved, ServerState};
 
 use super::{Engine, EngineError};
 use crate::catalog::ServerRecord;
@@ -71,7 +71,7 @@ impl Engine {
             None => crate::cluster::join::DEFAULT_LIFETIME,
         };
         let link = self.cluster.get().ok_or_else(|| EngineError::Conflict("this node is still starting".into()))?;
-        if link.config.is_none() {
+        if link.config.read().is_none() {
             return Err(EngineError::Conflict("this server is on its own: make it a cluster first (`hoodyd cluster init --etcd URL`)".into()));
         }
         let tls = self.layout.tls();
@@ -82,6 +82,40 @@ impl Engine {
         let (ticket, record) = crate::cluster::join::create_token(&self.catalog, &self.node, vec![link.quic_addr], &ca, lifetime).await.map_err(EngineError::internal)?;
         let expires = time::OffsetDateTime::from_unix_timestamp(record.expires_unix).map(crate::ids::format_time).unwrap_or_default();
         Ok(JoinToken { token: ticket.encode(), id: ticket.id, expires_at: expires, ca_fingerprint: ticket.ca_fingerprint })
+    }
+
+    /// Moves the catalog into etcd while the daemon runs: calls wait for the
+    /// copy, then go to etcd; `cluster.json` makes every later start do so.
+    pub(super) async fn move_catalog_to_etcd(&self, who: &Principal, req: InitCluster) -> Result<ClusterInitialized, EngineError> {
+        Self::require_admin(who, "making a cluster")?;
+        let etcd = crate::cluster::config::parse_etcd_urls(&req.etcd.join(",")).map_err(|e| EngineError::invalid("etcd", e.to_string()))?;
+        let prefix = req.prefix.unwrap_or_else(|| crate::cluster::config::DEFAULT_PREFIX.to_string());
+        if prefix.is_empty() || !prefix.ends_with('/') {
+            return Err(EngineError::invalid("prefix", "`prefix` must end with `/` (e.g. hoody/)"));
+        }
+        let link = self.cluster.get().ok_or_else(|| EngineError::Unavailable("this node is still starting".into()))?.clone();
+        if link.config.read().is_some() {
+            return Err(EngineError::Conflict("this server is already a node of a cluster".into()));
+        }
+        let cluster = crate::cluster::config::ClusterConfig { etcd, prefix };
+        let remote = crate::daemon::bootstrap::connect_etcd(&cluster).await.map_err(|e| EngineError::Unavailable(format!("{e:#}")))?;
+        let data_dir = self.layout.root().to_path_buf();
+        let saved = cluster.clone();
+        let records = link
+            .catalog_store
+            .switch_to(remote, |local, remote| async move {
+                let records = crate::catalog::copy_all(local.as_ref(), remote.as_ref()).await?;
+                crate::cluster::config::save(&data_dir, &saved)?;
+                Ok(records)
+            })
+            .await
+            .map_err(|e| match e.downcast::<crate::catalog::CatalogError>() {
+                Ok(c) => EngineError::from(c),
+                Err(e) => EngineError::failed("moving the catalog into etcd failed", format!("{e:#}")),
+            })?;
+        *link.config.write() = Some(cluster.clone());
+        tracing::info!(records, etcd = %cluster.etcd.join(","), "this server is now the first node of a cluster");
+        Ok(ClusterInitialized { etcd: cluster.etcd, prefix: cluster.prefix, records: records as u64 })
     }
 
     /// The node that must answer a call about `target`; `None`: this one.

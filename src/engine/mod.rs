@@ -585,6 +585,10 @@ impl HoodyService for Engine {
         Ok(self.remove_server_now(who, id).await?)
     }
 
+    async fn init_cluster(&self, who: &Principal, req: InitCluster) -> Result<ClusterInitialized, ApiError> {
+        Ok(self.move_catalog_to_etcd(who, req).await?)
+    }
+
     async fn create_join_token(&self, who: &Principal, req: CreateJoinToken) -> Result<JoinToken, ApiError> {
         Ok(self.new_join_token(who, req).await?)
     }

@@ -451,13 +451,33 @@ impl Engine {
         })
     }
 
-    /// Re-checks shares every [`SHARE_RECONCILE_INTERVAL`] (expiry, sources that appeared).
+    /// Reconciles mounts whenever the catalog's shares, mount choices or
+    /// containers change (a watch on each: a change made through any node
+    /// takes effect here at once), and every [`SHARE_RECONCILE_INTERVAL`] as
+    /// a safety net and for what no catalog change announces (expiry, source
+    /// directories that appeared).
     pub fn spawn_share_reconciler(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         let engine = self.clone();
         tokio::spawn(async move {
+            let (changed, mut wake) = tokio::sync::mpsc::channel::<()>(1);
+            // Dropped with this task (when the daemon stops), which ends the watchers.
+            let mut watchers = tokio::task::JoinSet::new();
+            for prefix in [&b"shares/"[..], b"share-mounts/", b"containers/"] {
+                let mut watch = engine.catalog.kv().watch(prefix, None);
+                let changed = changed.clone();
+                watchers.spawn(async move {
+                    while watch.next().await.is_some() {
+                        // A wake-up pending already covers this change too.
+                        let _ = changed.try_send(());
+                    }
+                });
+            }
             loop {
                 engine.reconcile_shares().await;
-                tokio::time::sleep(SHARE_RECONCILE_INTERVAL).await;
+                tokio::select! {
+                    _ = wake.recv() => {}
+                    _ = tokio::time::sleep(SHARE_RECONCILE_INTERVAL) => {}
+                }
             }
         })
     }

@@ -76,6 +76,7 @@ fn api_v1() -> OpenApiRouter<AppState> {
         .routes(routes!(system::list_servers))
         .routes(routes!(system::get_server, system::remove_server))
         .routes(routes!(system::create_join_token))
+        .routes(routes!(system::init_cluster))
         .routes(routes!(tokens::list_tokens, tokens::create_token))
         .routes(routes!(tokens::revoke_token))
         .routes(routes!(tokens::admin_revoke_token))

@@ -4,7 +4,7 @@ use axum::response::IntoResponse;
 use axum::Extension;
 
 use super::AppState;
-use crate::model::{CreateJoinToken, GcStatus, GcSummary, Health, JoinToken, NoQuery, PageQuery, Principal, Server, ServerRemoved};
+use crate::model::{ClusterInitialized, CreateJoinToken, GcStatus, InitCluster, GcSummary, Health, JoinToken, NoQuery, PageQuery, Principal, Server, ServerRemoved};
 use crate::{ApiError, ListReply, Reply, StrictJson, StrictQuery};
 
 /// Health: `ok` only when the catalog and the store answer, else `503` whose
@@ -86,4 +86,18 @@ pub(super) async fn create_join_token(
     StrictJson(req): StrictJson<CreateJoinToken>,
 ) -> Result<Reply<JoinToken>, ApiError> {
     Ok(Reply::created("join token created", s.service.create_join_token(&who, req).await?))
+}
+
+/// Make this server the first node of a cluster (admin token only): its
+/// catalog is copied into etcd and served from there, while it runs.
+#[utoipa::path(post, path = "/admin/cluster", tag = "servers", request_body = InitCluster,
+    responses((status = 201, description = "The catalog is in etcd", body = ClusterInitialized), (status = 400, description = "Bad input"), (status = 403, description = "Not an admin"),
+        (status = 409, description = "Already in a cluster, or etcd holds another catalog"), (status = 503, description = "etcd cannot be reached")))]
+pub(super) async fn init_cluster(
+    State(s): State<AppState>,
+    Extension(who): Extension<Principal>,
+    StrictQuery(NoQuery {}): StrictQuery<NoQuery>,
+    StrictJson(req): StrictJson<InitCluster>,
+) -> Result<Reply<ClusterInitialized>, ApiError> {
+    Ok(Reply::created("cluster initialized", s.service.init_cluster(&who, req).await?))
 }
