@@ -256,3 +256,38 @@ fn a_share_made_through_one_node_is_mounted_by_the_owner_of_its_target_within_1s
     }
     println!("mounted on node 2 {:?} after the call to node 1", started.elapsed());
 }
+
+/// With etcd away, what is mounted keeps working (reads and writes through a
+/// share), and the share stays mounted across the reconciler's passes.
+#[test]
+fn with_etcd_down_a_mounted_share_keeps_working() {
+    if !std::path::Path::new("/dev/fuse").exists() {
+        return common::skip("/dev/fuse is absent");
+    }
+    let Some(mut cluster) = Cluster::start(2) else { return };
+    let n2 = &cluster.nodes[1];
+    let project = n2.project("p");
+    let source = n2.container(&project, "source");
+    let target = n2.container(&project, "target");
+    let source_root = common::path_of(&source);
+    std::fs::create_dir_all(source_root.join("data")).unwrap();
+    std::fs::write(source_root.join("data/a.txt"), b"a").unwrap();
+    let r = n2.call("POST", &format!("/containers/{}/storage/shares", source["id"].as_str().unwrap()), Some(json!({"source_path": "/data", "target_container_id": target["id"], "mode": "readwrite"})));
+    assert_eq!(r.status, 201, "{r:?}");
+    let mnt = common::path_of(&target).join("hoody/shares/data");
+    let started = Instant::now();
+    while std::fs::read(mnt.join("a.txt")).is_err() {
+        assert!(started.elapsed() < Duration::from_secs(5), "mounted");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    cluster.etcd.stop();
+    // Several reconciler passes (2 s each) while the catalog cannot be read.
+    for round in 0..3 {
+        std::thread::sleep(Duration::from_secs(2));
+        assert_eq!(std::fs::read(mnt.join("a.txt")).unwrap(), b"a");
+        std::fs::write(mnt.join(format!("w{round}.txt")), b"w").unwrap();
+        assert_eq!(std::fs::read(source_root.join(format!("data/w{round}.txt"))).unwrap(), b"w");
+    }
+    cluster.etcd.start().unwrap();
+    assert_eq!(std::fs::read(mnt.join("a.txt")).unwrap(), b"a");
+}

@@ -62,7 +62,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     }
     let boot = crate::daemon::bootstrap::init(&layout, &config.node_name).await?;
     // After init: the catalog's files exist by now.
-    let rootfs_dirs: Vec<std::path::PathBuf> = boot.catalog.containers().await?.into_iter().map(|c| c.rootfs_path.into()).collect();
+    let rootfs_dirs: Vec<std::path::PathBuf> = boot.catalog.containers_on(&boot.node.id).await?.into_iter().map(|c| c.rootfs_path.into()).collect();
     let fixed = layout.make_private(&rootfs_dirs).with_context(|| format!("making the data dir {} private", config.data_dir.display()))?;
     if fixed > 0 {
         tracing::warn!(files = fixed, "made files of the data dir private (0600, directories 0700)");

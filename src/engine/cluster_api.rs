@@ -55,7 +55,7 @@ impl Engine {
         if record.id == self.node.id {
             return Err(EngineError::Conflict(format!("server `{}` is the one answering this call; remove it from another member", record.name)));
         }
-        let owned = self.catalog.containers().await?.into_iter().filter(|c| c.server_id == record.id).count();
+        let owned = self.catalog.containers_on(&record.id).await?.len();
         if owned > 0 {
             return Err(EngineError::Conflict(format!("server `{}` still owns {owned} containers; delete or move them first", record.name)));
         }

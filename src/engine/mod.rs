@@ -116,7 +116,7 @@ impl Engine {
     pub async fn recover(&self) -> anyhow::Result<()> {
         // First of all: a container a killed daemon left frozen runs again.
         crate::snapshot::freeze::thaw_marked(&self.frozen_marks())?;
-        let records = self.catalog.containers().await?;
+        let records = self.catalog.containers_on(&self.node.id).await?;
         for c in records.iter().filter(|c| c.server_id == self.node.id) {
             match crate::snapshot::freeze::remove_leftover_snapshot(std::path::Path::new(&c.rootfs_path)) {
                 Ok(true) => tracing::info!(container = %c.id, "removed the temporary subvolume snapshot of a snapshot a restart cut off"),
@@ -247,7 +247,8 @@ impl Engine {
         if canonical.starts_with(&self.data_dir) || self.data_dir.starts_with(&canonical) {
             return Err(EngineError::invalid(field, format!("`rootfs_path` {requested} overlaps the daemon's data dir")));
         }
-        for other in self.catalog.containers().await? {
+        // Host paths are this node's: only its own containers can overlap.
+        for other in self.catalog.containers_on(&self.node.id).await? {
             let theirs = Path::new(&other.rootfs_path);
             if canonical.starts_with(theirs) || theirs.starts_with(&canonical) {
                 return Err(EngineError::invalid(field, format!("`rootfs_path` {requested} overlaps the rootfs of container `{}`", other.id)));

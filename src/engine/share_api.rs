@@ -357,7 +357,7 @@ impl Engine {
     /// Makes the mounts of this node match the catalog and records each target's status.
     pub async fn reconcile_shares(&self) {
         let _one_at_a_time = self.share_reconcile.lock().await;
-        let (shares, containers, choices) = match (self.catalog.shares().await, self.catalog.containers().await, self.catalog.mount_choices().await) {
+        let (shares, containers, choices) = match (self.catalog.shares().await, self.catalog.containers_on(&self.node.id).await, self.catalog.mount_choices().await) {
             (Ok(s), Ok(c), Ok(d)) => (s, c, d),
             _ => return,
         };
@@ -490,7 +490,7 @@ impl Engine {
 
     /// Before anything else at start: mounts a crashed daemon left in containers.
     pub async fn clean_stale_share_mounts(&self) -> anyhow::Result<()> {
-        let roots: Vec<PathBuf> = self.catalog.containers().await?.into_iter().filter(|c| c.server_id == self.node.id).map(|c| PathBuf::from(c.rootfs_path)).collect();
+        let roots: Vec<PathBuf> = self.catalog.containers_on(&self.node.id).await?.into_iter().map(|c| PathBuf::from(c.rootfs_path)).collect();
         tokio::task::spawn_blocking(move || crate::shares::mounts::clean_stale_mounts(&roots)).await?;
         Ok(())
     }
@@ -502,7 +502,9 @@ impl Engine {
     /// owner's, with no target (ids are never reused, so it mounts nowhere).
     pub(super) async fn detach_container_shares(&self, container: &str) -> Result<(), EngineError> {
         let owner = self.catalog.container(container).await?.map(|c| c.account_id);
-        for s in self.catalog.shares().await? {
+        let mut related = self.catalog.shares_from(container).await?;
+        related.extend(self.catalog.shares_targeting(container).await?);
+        for s in related {
             let own_target = s.target_container_id.as_deref() == Some(container) && owner.as_deref() == Some(s.account_id.as_str());
             if s.source_container_id == container || own_target {
                 self.catalog.delete_share(&s.id).await?;

@@ -345,10 +345,7 @@ impl Engine {
     /// containers (after the interrupted restores were finished): a snapshot
     /// is simply not there, and the status message says so.
     pub(super) async fn clear_interrupted_jobs(&self) -> anyhow::Result<()> {
-        for c in self.catalog.containers().await? {
-            if c.server_id != self.node.id {
-                continue;
-            }
+        for c in self.catalog.containers_on(&self.node.id).await? {
             if let Some(p) = &c.progress {
                 let job = if p.job.is_empty() { "job" } else { p.job.as_str() };
                 tracing::info!(container = %c.id, job, "clearing the progress of a job a restart cut off");
