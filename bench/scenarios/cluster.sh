@@ -20,7 +20,9 @@ CALLS=${BENCH_CALLS:-300}
 BULK_MIB=${BENCH_BULK_MIB:-1024}
 BIN=${HOODYD_BIN:-$ROOT/target/release/hoodyd}
 TBENCH=$ROOT/target/release/examples/transport_bench
-WRK=(wrk -t2 -c64 -d"${SECS}s" --latency)   # identical for the cluster and the single node
+# identical for the cluster and the single node; --timeout 10s: wrk's default 2 s cuts off the
+# cluster's POSTs on a loaded machine, and a cut-off request is no latency figure
+WRK=(wrk -t2 -c64 -d"${SECS}s" --timeout 10s --latency)
 log() { echo "cluster: $*" >&2; }
 
 missing=()
