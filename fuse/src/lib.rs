@@ -35,6 +35,6 @@ pub use backend::{
 };
 pub use error::{FsError, FsResult};
 pub use id_map::{IdHasher, IdMap};
-pub use invalidation::CacheInvalidator;
+pub use invalidation::{CacheInvalidator, InvalidationSink};
 pub use mount::{mount, mount_onto, MountHandle, MountOptions, MountStats};
 

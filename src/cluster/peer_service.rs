@@ -18,15 +18,25 @@ pub struct PeerService {
     /// This node's own HTTP application, which answers forwarded calls; set
     /// once the engine it serves exists.
     router: OnceLock<hoody_api::HttpRouter>,
+    /// Remote shares: this node as a source (calls) and as a target (pushes).
+    shares: OnceLock<Arc<crate::shares::remote::RemoteShares>>,
 }
 
 impl PeerService {
     pub fn new(node: NodeIdentity, membership: Arc<Membership>) -> Arc<Self> {
-        Arc::new(PeerService { node, membership, router: OnceLock::new() })
+        Arc::new(PeerService { node, membership, router: OnceLock::new(), shares: OnceLock::new() })
     }
 
     pub fn serve_api(&self, router: hoody_api::HttpRouter) {
         let _ = self.router.set(router);
+    }
+
+    pub fn serve_shares(&self, shares: Arc<crate::shares::remote::RemoteShares>) {
+        let _ = self.shares.set(shares);
+    }
+
+    fn shares(&self) -> Result<&Arc<crate::shares::remote::RemoteShares>, RemoteError> {
+        self.shares.get().ok_or_else(|| RemoteError { code: error_code::UNAVAILABLE, message: "this node is still starting".into() })
     }
 }
 
@@ -52,6 +62,8 @@ impl Handler for PeerService {
                 let answer = hoody_api::answer_forwarded(router.clone(), &peer.node_id, req).await;
                 Ok(Frame { kind: kind::FORWARD, body: messages::encode(&answer).into() })
             }
+            crate::shares::remote::wire::kind::SHARE_OP => self.shares()?.serve_call(peer, &request.body).await,
+            crate::shares::remote::wire::kind::SHARE_INVALIDATE => self.shares()?.serve_push(peer, &request.body),
             other => Err(RemoteError { code: error_code::UNSUPPORTED, message: format!("unknown message kind {other}") }),
         }
     }

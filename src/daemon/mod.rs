@@ -83,6 +83,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     let quic_addr = quic.local_addr()?;
     engine.set_cluster(Arc::new(ClusterLink { endpoint: quic.clone(), membership: membership.clone(), config: cluster_config, catalog_store: boot.catalog_store.clone(), quic_addr }));
     peers.serve_api(hoody_api::router(engine.clone()));
+    let remote_shares = crate::shares::remote::RemoteShares::new(boot.catalog.clone(), boot.node.id.clone(), quic.clone());
+    engine.set_remote_shares(remote_shares.clone());
+    peers.serve_shares(remote_shares.clone());
     let heartbeat = membership.spawn_heartbeat();
     let revocations = membership.spawn_revocation_watch();
 
@@ -114,6 +117,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     heartbeat.abort();
     revocations.abort();
     engine.unmount_all_shares().await;
+    remote_shares.server.close_all();
     quic.shutdown().await;
     let _ = std::fs::remove_file(layout.endpoints());
     tracing::info!("stopped");

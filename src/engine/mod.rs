@@ -55,6 +55,8 @@ pub struct Engine {
     host_paths: crate::daemon::config::HostPaths,
     /// The link to the other servers, set once the QUIC endpoint is bound.
     cluster: std::sync::OnceLock<Arc<crate::cluster::ClusterLink>>,
+    /// Shares across nodes (as a source and as a target), set with the link.
+    remote_shares: std::sync::OnceLock<Arc<crate::shares::remote::RemoteShares>>,
 }
 
 impl Engine {
@@ -80,12 +82,20 @@ impl Engine {
             share_reconcile: Default::default(),
             host_paths,
             cluster: std::sync::OnceLock::new(),
+            remote_shares: std::sync::OnceLock::new(),
         }))
     }
 
     /// Gives the engine its link to the other servers (once, at start).
     pub fn set_cluster(&self, link: Arc<crate::cluster::ClusterLink>) {
         let _ = self.cluster.set(link);
+    }
+
+    /// Shares across nodes: mounts of sources elsewhere, and sessions served
+    /// to other nodes' mounts (kept in step by the share reconciler).
+    pub fn set_remote_shares(&self, remote: Arc<crate::shares::remote::RemoteShares>) {
+        self.mounts.set_remote(remote.clone());
+        let _ = self.remote_shares.set(remote);
     }
 
     pub fn node(&self) -> &NodeIdentity {

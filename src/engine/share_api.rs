@@ -362,7 +362,19 @@ impl Engine {
             _ => return,
         };
         let local: Vec<ContainerRecord> = containers.into_iter().filter(|c| c.server_id == self.node.id).collect();
-        let by_id: HashMap<&str, &ContainerRecord> = local.iter().map(|c| (c.id.as_str(), c)).collect();
+        // Sources on other nodes, of shares that target a container here.
+        let mut remote_sources: Vec<ContainerRecord> = Vec::new();
+        for s in shares.iter().filter(|s| !local.iter().any(|c| c.id == s.source_container_id) && !Self::targets_of(s, &local).is_empty()) {
+            if remote_sources.iter().any(|c| c.id == s.source_container_id) {
+                continue;
+            }
+            match self.catalog.container(&s.source_container_id).await {
+                Ok(Some(c)) => remote_sources.push(c),
+                Ok(None) => {}
+                Err(_) => return,
+            }
+        }
+        let by_id: HashMap<&str, &ContainerRecord> = local.iter().chain(remote_sources.iter()).map(|c| (c.id.as_str(), c)).collect();
         let now = now_unix();
         let mut status = ShareStatuses::new();
         let mut desired = Vec::new();
@@ -402,7 +414,8 @@ impl Engine {
                 let Some(src) = by_id.get(s.source_container_id.as_str()) else {
                     return Err((ShareStatus::Failed, "the source container no longer exists".to_string()));
                 };
-                if !source_dir_exists(Path::new(&src.rootfs_path), &s.source_path) {
+                // A source on another node is checked there, when the mount attaches.
+                if src.server_id == self.node.id && !source_dir_exists(Path::new(&src.rootfs_path), &s.source_path) {
                     return Err((ShareStatus::Failed, format!("source path {} does not exist in the source container", s.source_path)));
                 }
                 if let Some((other, other_offer)) = aliases.get(&(t.id.clone(), s.alias.clone())) {
@@ -423,6 +436,7 @@ impl Engine {
                         source_rootfs: PathBuf::from(&src.rootfs_path),
                         source_path: PathBuf::from(&s.source_path),
                         source_available: !matches!(src.status, ContainerStatus::Stopped | ContainerStatus::Failed),
+                        source_node: (src.server_id != self.node.id).then(|| src.server_id.clone()),
                         mode: s.mode,
                     });
                     status.insert(key, (ShareStatus::Active, None));
@@ -441,6 +455,9 @@ impl Engine {
             status.insert(key, (ShareStatus::Failed, Some(message)));
         }
         *self.share_status.lock().expect("share status") = status;
+        if let Some(remote) = self.remote_shares.get() {
+            remote.server.revalidate().await;
+        }
     }
 
     /// Whether any share names `c` as its source or target (directly or through

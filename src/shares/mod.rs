@@ -10,6 +10,7 @@ mod dir_stream;
 mod file_locks;
 pub mod local_backend;
 pub mod mounts;
+pub mod remote;
 mod mount_watch;
 mod node_table;
 mod privileges;

@@ -14,6 +14,7 @@ use hoody_fuse::{mount_onto, MountHandle, MountOptions};
 
 use crate::beneath::Dir;
 
+use super::remote::{RemoteBackend, RemoteShares};
 use super::{LocalBackend, ShareMode};
 
 /// One share mounted in one target container.
@@ -28,6 +29,9 @@ pub struct DesiredMount {
     pub mode: ShareMode,
     /// Whether the source container runs (a stopped source fails fast).
     pub source_available: bool,
+    /// The node of the source container when it is not this one: the mount
+    /// is then served over QUIC by that node.
+    pub source_node: Option<String>,
 }
 
 impl DesiredMount {
@@ -56,6 +60,8 @@ impl Mounted {
 #[derive(Default)]
 pub struct MountManager {
     mounts: Mutex<HashMap<(String, String), Mounted>>,
+    /// How mounts of sources on other nodes reach them (set once the QUIC endpoint is up).
+    remote: std::sync::OnceLock<Arc<RemoteShares>>,
     /// Requests and errors of mounts gone, so that totals never go down.
     retired: Mutex<(u64, u64)>,
 }
@@ -74,6 +80,10 @@ pub struct ShareTotals {
 }
 
 impl MountManager {
+    pub fn set_remote(&self, remote: Arc<RemoteShares>) {
+        let _ = self.remote.set(remote);
+    }
+
     /// Unmounts what is not desired and mounts what is missing. A mount whose
     /// alias or mode changed is remade at once: unmounted (its old mount point
     /// removed) with every other stale mount first, so that a name it frees is
@@ -95,7 +105,7 @@ impl MountManager {
                 m.available.store(d.source_available, Ordering::Relaxed);
                 continue;
             }
-            match mount_one(d, runtime) {
+            match mount_one(d, runtime, self.remote.get()) {
                 Ok(mounted) => {
                     tracing::info!(share = %d.share_id, target = %d.target_id, mountpoint = %mounted.handle.mountpoint().display(), "share mounted");
                     self.mounts.lock().expect("mount table").insert(d.key(), mounted);
@@ -171,20 +181,37 @@ impl MountManager {
 /// The error of a desired mount is a share's `status_message`, which clients
 /// read: it names paths as the containers see them, and the full error (with
 /// host paths) goes to the log.
-fn mount_one(d: &DesiredMount, runtime: &tokio::runtime::Handle) -> Result<Mounted, String> {
+fn mount_one(d: &DesiredMount, runtime: &tokio::runtime::Handle, remote: Option<&Arc<RemoteShares>>) -> Result<Mounted, String> {
     let failed = |public: String, e: &io::Error| {
         tracing::warn!(share = %d.share_id, target = %d.target_id, error = %e, "{public}");
         public
     };
-    let backend = LocalBackend::open_in_container(&d.source_rootfs, &d.source_path, d.mode).map_err(|e| {
-        failed(format!("source path {} is not available in the source container: {}", d.source_path.display(), hoody_api::io_reason(&e)), &e)
-    })?;
+    let (backend, available): (Arc<dyn hoody_fuse::FsBackend>, Arc<AtomicBool>) = match &d.source_node {
+        None => {
+            let backend = LocalBackend::open_in_container(&d.source_rootfs, &d.source_path, d.mode).map_err(|e| {
+                failed(format!("source path {} is not available in the source container: {}", d.source_path.display(), hoody_api::io_reason(&e)), &e)
+            })?;
+            let available = backend.availability();
+            (Arc::new(backend), available)
+        }
+        Some(node) => {
+            let remote = remote.ok_or_else(|| "this node cannot reach other nodes yet".to_string())?;
+            let channel = remote.channel(node, &d.share_id, &d.target_id);
+            let backend = runtime.block_on(RemoteBackend::attach(channel)).map_err(|e| {
+                let e = io::Error::from_raw_os_error(e.to_errno());
+                failed(format!("the source on server {node} refused or could not be reached: {}", hoody_api::io_reason(&e)), &e)
+            })?;
+            let backend = Arc::new(backend);
+            remote.register(&d.share_id, &d.target_id, &backend);
+            let available = backend.availability();
+            (backend, available)
+        }
+    };
     let mountpoint = ensure_mountpoint(&d.target_rootfs, &d.alias).map_err(|e| {
         // ensure_mountpoint's own messages name container paths only.
         let reason = if e.raw_os_error().is_some() { hoody_api::io_reason(&e) } else { e.to_string() };
         failed(format!("cannot make the mount point /hoody/shares/{}: {reason}", d.alias), &e)
     })?;
-    let available = backend.availability();
     available.store(d.source_available, Ordering::Relaxed);
     let transport = MountTransport::from_env();
     if transport.io_uring {
@@ -200,7 +227,7 @@ fn mount_one(d: &DesiredMount, runtime: &tokio::runtime::Handle) -> Result<Mount
         spin: transport.spin,
         ..Default::default()
     };
-    let handle = mount_onto(Arc::new(backend), mountpoint.as_fd(), options).map_err(|e| failed(format!("mount failed: {}", hoody_api::io_reason(&e)), &e))?;
+    let handle = mount_onto(backend, mountpoint.as_fd(), options).map_err(|e| failed(format!("mount failed: {}", hoody_api::io_reason(&e)), &e))?;
     Ok(Mounted { handle, available, target_rootfs: d.target_rootfs.clone(), alias: d.alias.clone(), mode: d.mode })
 }
 

@@ -1,0 +1,150 @@
+//! Shares across servers: the source container on one node, the target on
+//! another, the mount served over QUIC by the source's node.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::{Cluster, Daemon};
+use serde_json::{json, Value};
+
+fn fuse_available() -> bool {
+    let ok = Path::new("/dev/fuse").exists();
+    if !ok {
+        common::skip("/dev/fuse is absent");
+    }
+    ok
+}
+
+/// Node `on` creates a container through node 0, placed on node `on`.
+fn container_on(cluster: &Cluster, project: &str, name: &str, on: usize) -> Value {
+    let r = cluster.nodes[0].call("POST", "/containers", Some(json!({"name": name, "project_id": project, "server_id": cluster.id(on)})));
+    assert_eq!(r.status, 201, "{r:?}");
+    r.data().clone()
+}
+
+struct RemotePair {
+    cluster: Cluster,
+    source: Value,
+    target: Value,
+    share: String,
+}
+
+impl RemotePair {
+    fn source_dir(&self) -> PathBuf {
+        common::path_of(&self.source).join("data")
+    }
+    fn mount(&self) -> PathBuf {
+        common::path_of(&self.target).join("hoody/shares/data")
+    }
+    fn node(&self, i: usize) -> &Daemon {
+        &self.cluster.nodes[i]
+    }
+}
+
+/// A share of `/data` from a container on node 1 to a container on node 2.
+fn remote_pair(mode: &str) -> Option<RemotePair> {
+    if !fuse_available() {
+        return None;
+    }
+    let cluster = Cluster::start(2)?;
+    let project = cluster.nodes[0].project("p");
+    let source = container_on(&cluster, &project, "source", 0);
+    let target = container_on(&cluster, &project, "target", 1);
+    let dir = common::path_of(&source).join("data");
+    std::fs::create_dir_all(dir.join("sub")).unwrap();
+    std::fs::write(dir.join("hello.txt"), b"hello").unwrap();
+    let r = cluster.nodes[0].call("POST", &format!("/containers/{}/storage/shares", source["id"].as_str().unwrap()), Some(json!({"source_path": "/data", "target_container_id": target["id"], "mode": mode, "alias": "data"})));
+    assert_eq!(r.status, 201, "{r:?}");
+    let share = r.data()["id"].as_str().unwrap().to_string();
+    let pair = RemotePair { cluster, source, target, share };
+    let started = Instant::now();
+    while std::fs::read(pair.mount().join("hello.txt")).is_err() {
+        assert!(started.elapsed() < Duration::from_secs(5), "the remote share was not mounted on node 2 within 5 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Some(pair)
+}
+
+#[test]
+fn a_share_whose_source_is_on_another_node_is_read_and_written_through_quic() {
+    let Some(p) = remote_pair("readwrite") else { return };
+    let mnt = p.mount();
+    assert_eq!(std::fs::read(mnt.join("hello.txt")).unwrap(), b"hello");
+    // Write through the target: lands in the source's directory on node 1.
+    std::fs::write(mnt.join("sub/new.txt"), b"from the target").unwrap();
+    assert_eq!(std::fs::read(p.source_dir().join("sub/new.txt")).unwrap(), b"from the target");
+    // Big file, both ways, content checked.
+    let big: Vec<u8> = (0..8 * 1024 * 1024u32).map(|i| (i.wrapping_mul(2654435761) >> 24) as u8).collect();
+    std::fs::write(mnt.join("big.bin"), &big).unwrap();
+    assert!(std::fs::read(p.source_dir().join("big.bin")).unwrap() == big);
+    assert!(std::fs::read(mnt.join("big.bin")).unwrap() == big);
+    // Metadata ops.
+    std::fs::rename(mnt.join("sub/new.txt"), mnt.join("moved.txt")).unwrap();
+    assert!(p.source_dir().join("moved.txt").exists());
+    std::os::unix::fs::symlink("moved.txt", mnt.join("link")).unwrap();
+    assert_eq!(std::fs::read_link(p.source_dir().join("link")).unwrap(), Path::new("moved.txt"));
+    std::fs::remove_file(mnt.join("moved.txt")).unwrap();
+    assert!(!p.source_dir().join("moved.txt").exists());
+    let mut names: Vec<String> = std::fs::read_dir(&mnt).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    names.sort();
+    assert_eq!(names, ["big.bin", "hello.txt", "link", "sub"]);
+    // The share's status, as the target's node reports it.
+    let incoming = p.node(1).call("GET", &format!("/containers/{}/storage/incoming/{}", p.target["id"].as_str().unwrap(), p.share), None);
+    assert_eq!(incoming.data()["status"], "active", "{incoming:?}");
+}
+
+#[test]
+fn a_readonly_remote_share_refuses_writes_on_the_source_side() {
+    let Some(p) = remote_pair("readonly") else { return };
+    let err = std::fs::write(p.mount().join("nope.txt"), b"x").unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EROFS), "{err}");
+    assert!(!p.source_dir().join("nope.txt").exists());
+}
+
+#[test]
+fn a_change_on_the_source_reaches_the_remote_target_within_1s() {
+    let Some(p) = remote_pair("readwrite") else { return };
+    let mnt = p.mount();
+    // Cached on the target first.
+    assert_eq!(std::fs::read(mnt.join("hello.txt")).unwrap(), b"hello");
+    let _ = std::fs::metadata(mnt.join("later.txt"));
+    std::fs::write(p.source_dir().join("hello.txt"), b"changed on the source").unwrap();
+    std::fs::write(p.source_dir().join("later.txt"), b"new").unwrap();
+    let started = Instant::now();
+    loop {
+        let seen = std::fs::read(mnt.join("hello.txt")).unwrap();
+        if seen == b"changed on the source" && mnt.join("later.txt").exists() {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(1), "not seen on the target within 1 s: {:?}", String::from_utf8_lossy(&seen));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn with_the_source_node_killed_every_access_fails_within_5s_and_resumes_when_it_is_back() {
+    let Some(mut p) = remote_pair("readwrite") else { return };
+    let mnt = p.mount();
+    p.cluster.nodes[0].stop_with(libc::SIGKILL, Duration::from_secs(5));
+    for probe in ["hello.txt", "absent.txt"] {
+        let path = mnt.join(probe);
+        let started = Instant::now();
+        let worker = std::thread::spawn(move || std::fs::read(path).map(|_| ()));
+        while !worker.is_finished() {
+            assert!(started.elapsed() < Duration::from_secs(6), "an access to {probe} hung with the source node dead");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        println!("{probe}: {:?} after {:?}", worker.join().unwrap(), started.elapsed());
+    }
+    // The source node comes back on its data dir: access resumes by itself.
+    let dir = std::mem::replace(&mut p.cluster.nodes[0].dir, tempfile::tempdir().unwrap());
+    p.cluster.nodes[0] = Daemon::start_in(dir, &["--node-name", "node1"]);
+    let started = Instant::now();
+    while std::fs::read(mnt.join("hello.txt")).ok().as_deref() != Some(&b"hello"[..]) {
+        assert!(started.elapsed() < Duration::from_secs(10), "access did not resume after the source node came back");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    println!("resumed {:?} after the restart", started.elapsed());
+}
