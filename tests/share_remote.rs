@@ -90,9 +90,13 @@ fn a_share_whose_source_is_on_another_node_is_read_and_written_through_quic() {
     let mut names: Vec<String> = std::fs::read_dir(&mnt).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     names.sort();
     assert_eq!(names, ["big.bin", "hello.txt", "link", "sub"]);
-    // The share's status, as the target's node reports it.
-    let incoming = p.node(1).call("GET", &format!("/containers/{}/storage/incoming/{}", p.target["id"].as_str().unwrap(), p.share), None);
-    assert_eq!(incoming.data()["status"], "active", "{incoming:?}");
+    // The share's status, as the target's node decided it, from either node.
+    for via in [0, 1] {
+        let incoming = p.node(via).call("GET", &format!("/containers/{}/storage/incoming/{}", p.target["id"].as_str().unwrap(), p.share), None);
+        assert_eq!(incoming.data()["status"], "active", "via node {}: {incoming:?}", via + 1);
+        let share = p.node(via).call("GET", &format!("/containers/{}/storage/shares/{}", p.source["id"].as_str().unwrap(), p.share), None);
+        assert_eq!(share.data()["targets"][0]["status"], "active", "via node {}: {share:?}", via + 1);
+    }
 }
 
 #[test]
@@ -138,6 +142,20 @@ fn with_the_source_node_killed_every_access_fails_within_5s_and_resumes_when_it_
         }
         println!("{probe}: {:?} after {:?}", worker.join().unwrap(), started.elapsed());
     }
+    // The target's node says why.
+    let status_of = |p: &RemotePair| {
+        let r = p.node(1).call("GET", &format!("/containers/{}/storage/incoming/{}", p.target["id"].as_str().unwrap(), p.share), None);
+        (r.data()["status"].as_str().unwrap_or("").to_string(), r.data()["status_message"].as_str().unwrap_or("").to_string())
+    };
+    let started = Instant::now();
+    loop {
+        let (status, message) = status_of(&p);
+        if status == "failed" && message.contains("cannot be reached") {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(6), "status with the source dead: {status} {message}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     // The source node comes back on its data dir: access resumes by itself.
     let dir = std::mem::replace(&mut p.cluster.nodes[0].dir, tempfile::tempdir().unwrap());
     p.cluster.nodes[0] = Daemon::start_in(dir, &["--node-name", "node1"]);
@@ -147,4 +165,9 @@ fn with_the_source_node_killed_every_access_fails_within_5s_and_resumes_when_it_
         std::thread::sleep(Duration::from_millis(100));
     }
     println!("resumed {:?} after the restart", started.elapsed());
+    let started = Instant::now();
+    while status_of(&p).0 != "active" {
+        assert!(started.elapsed() < Duration::from_secs(6), "status after the source came back: {:?}", status_of(&p));
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

@@ -18,6 +18,7 @@ pub mod cluster;
 pub mod etcd;
 pub mod kv;
 mod migrations;
+pub mod share_status;
 pub mod sqlite;
 pub mod switchable;
 

@@ -50,6 +50,10 @@ pub struct Engine {
     mounts: Arc<crate::shares::mounts::MountManager>,
     /// Per (share, target): `active`, `failed`, … and why.
     share_status: std::sync::Mutex<share_api::ShareStatuses>,
+    /// Every node's published statuses (`share-status/`), for targets on other nodes.
+    published_status: std::sync::Mutex<share_api::ShareStatuses>,
+    /// What this node last published of its own targets.
+    own_published: tokio::sync::Mutex<share_api::ShareStatuses>,
     share_reconcile: tokio::sync::Mutex<()>,
     /// Where an admin may point the daemon at the host (adoption, cgroups).
     host_paths: crate::daemon::config::HostPaths,
@@ -79,6 +83,8 @@ impl Engine {
             tokens,
             mounts: Default::default(),
             share_status: Default::default(),
+            published_status: Default::default(),
+            own_published: Default::default(),
             share_reconcile: Default::default(),
             host_paths,
             cluster: std::sync::OnceLock::new(),

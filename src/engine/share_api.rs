@@ -22,6 +22,9 @@ use crate::shares::{ShareMode, ShareStatus};
 /// How often expiry and fixed sources are noticed without an API call.
 pub const SHARE_RECONCILE_INTERVAL: Duration = Duration::from_secs(2);
 
+/// How long a reconciliation waits for the sources of remote mounts to answer.
+const REMOTE_PROBE_DEADLINE: Duration = Duration::from_millis(1500);
+
 type Key = (String, String);
 
 /// Per (share, target): status and why.
@@ -135,7 +138,9 @@ impl Engine {
     /// `target`'s status for `share` as the last reconciliation recorded it.
     fn target_state<'a>(&self, share: &ShareRecord, target: &'a ContainerRecord) -> TargetState<'a> {
         let key = (share.id.clone(), target.id.clone());
-        let (status, message) = self.share_status.lock().expect("share status").get(&key).cloned().unwrap_or((ShareStatus::Pending, None));
+        // A target on another node: as its node published it.
+        let table = if target.server_id == self.node.id { &self.share_status } else { &self.published_status };
+        let (status, message) = table.lock().expect("share status").get(&key).cloned().unwrap_or((ShareStatus::Pending, None));
         TargetState { container: target, status, message }
     }
 
@@ -454,10 +459,59 @@ impl Engine {
             tracing::warn!(share = %key.0, target = %key.1, %message, "share mount failed");
             status.insert(key, (ShareStatus::Failed, Some(message)));
         }
+        if let Some(remote) = self.remote_shares.get() {
+            // Mounted, but its source does not answer: say so (the mount stays,
+            // and access resumes by itself when the source is back).
+            for (key, why) in remote.probe(REMOTE_PROBE_DEADLINE).await {
+                if status.get(&key).is_some_and(|(s, _)| *s == ShareStatus::Active) {
+                    status.insert(key, (ShareStatus::Failed, Some(why)));
+                }
+            }
+        }
+        self.publish_statuses(&status).await;
         *self.share_status.lock().expect("share status") = status;
         if let Some(remote) = self.remote_shares.get() {
             remote.server.revalidate().await;
         }
+    }
+
+    /// Publishes what changed of this node's statuses (`share-status/`), so
+    /// every node answers them; kept for the next round only once written.
+    async fn publish_statuses(&self, now: &ShareStatuses) {
+        let mut own = self.own_published.lock().await;
+        let record = |(st, msg): &(ShareStatus, Option<String>)| crate::catalog::share_status::ShareStatusRecord { status: st.as_str().to_string(), message: msg.clone(), node: self.node.id.clone() };
+        let changed: Vec<_> = now.iter().filter(|(k, v)| own.get(*k) != Some(*v)).map(|(k, v)| (k.clone(), record(v))).collect();
+        let gone: Vec<_> = own.keys().filter(|k| !now.contains_key(*k)).cloned().collect();
+        if changed.is_empty() && gone.is_empty() {
+            return;
+        }
+        match self.catalog.publish_share_statuses(&changed, &gone).await {
+            Ok(()) => *own = now.clone(),
+            Err(e) => tracing::debug!(error = %e, "share statuses not published; next round"),
+        }
+    }
+
+    /// Keeps [`Engine::published_status`] current: read, then follow the watch.
+    async fn follow_published_statuses(&self) -> anyhow::Result<()> {
+        let (all, revision) = self.catalog.share_statuses().await?;
+        let parse = |r: &crate::catalog::share_status::ShareStatusRecord| (ShareStatus::parse(&r.status).unwrap_or(ShareStatus::Pending), r.message.clone());
+        *self.published_status.lock().expect("share status") = all.iter().map(|(k, r)| (k.clone(), parse(r))).collect();
+        let mut watch = self.catalog.kv().watch(crate::catalog::share_status::PREFIX, Some(revision));
+        while let Some(item) = watch.next().await {
+            match item {
+                crate::catalog::kv::WatchItem::Event(ev) => {
+                    let Some(key) = crate::catalog::share_status::parse_key(&ev.key) else { continue };
+                    let record = ev.value.as_deref().and_then(|v| serde_json::from_slice::<crate::catalog::share_status::ShareStatusRecord>(v).ok());
+                    let mut table = self.published_status.lock().expect("share status");
+                    match record {
+                        Some(r) => table.insert(key, parse(&r)),
+                        None => table.remove(&key),
+                    };
+                }
+                crate::catalog::kv::WatchItem::Resync => return Ok(()),
+            }
+        }
+        Ok(())
     }
 
     /// Whether any share names `c` as its source or target (directly or through
@@ -479,6 +533,15 @@ impl Engine {
             let (changed, mut wake) = tokio::sync::mpsc::channel::<()>(1);
             // Dropped with this task (when the daemon stops), which ends the watchers.
             let mut watchers = tokio::task::JoinSet::new();
+            let follower = engine.clone();
+            watchers.spawn(async move {
+                loop {
+                    if let Err(e) = follower.follow_published_statuses().await {
+                        tracing::debug!(error = %e, "following published share statuses; retrying");
+                    }
+                    tokio::time::sleep(SHARE_RECONCILE_INTERVAL).await;
+                }
+            });
             for prefix in [&b"shares/"[..], b"share-mounts/", b"containers/"] {
                 let mut watch = engine.catalog.kv().watch(prefix, None);
                 let changed = changed.clone();

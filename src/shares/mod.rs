@@ -53,3 +53,23 @@ pub enum ShareStatus {
     /// Its expiry has passed.
     Expired,
 }
+
+impl ShareStatus {
+    const ALL: [ShareStatus; 6] = [ShareStatus::Active, ShareStatus::Failed, ShareStatus::Pending, ShareStatus::Unmounted, ShareStatus::Disabled, ShareStatus::Expired];
+
+    /// The word the catalog records (the API's word too).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ShareStatus::Active => "active",
+            ShareStatus::Failed => "failed",
+            ShareStatus::Pending => "pending",
+            ShareStatus::Unmounted => "unmounted",
+            ShareStatus::Disabled => "disabled",
+            ShareStatus::Expired => "expired",
+        }
+    }
+
+    pub fn parse(word: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == word)
+    }
+}

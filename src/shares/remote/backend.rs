@@ -65,6 +65,17 @@ impl RemoteBackend {
         }
     }
 
+    /// Whether the source answers now (a cheap call, short deadline): `Err`
+    /// says why not, for the share's status.
+    pub async fn probe(&self, deadline: Duration) -> Result<(), String> {
+        match tokio::time::timeout(deadline, self.ask(FsOp::Root)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(FsError::Unavailable)) if !self.available.load(Ordering::Relaxed) => Ok(()),
+            Ok(Err(FsError::Unavailable)) | Err(_) => Err("the source's server cannot be reached: access fails with EIO until it is back".into()),
+            Ok(Err(e)) => Err(format!("the source refuses this mount: {e}")),
+        }
+    }
+
     pub fn availability(&self) -> Arc<AtomicBool> {
         self.available.clone()
     }

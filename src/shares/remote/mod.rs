@@ -60,6 +60,24 @@ impl RemoteShares {
         mounted.insert((share.to_string(), target.to_string()), Arc::downgrade(backend));
     }
 
+    /// Asks the source of every remote mount of this node whether it
+    /// answers, all at once, within `deadline`: the mounts whose source does
+    /// not, with why.
+    pub async fn probe(&self, deadline: Duration) -> HashMap<Key, String> {
+        let backends: Vec<(Key, Arc<RemoteBackend>)> = self.mounted.lock().iter().filter_map(|(k, b)| Some((k.clone(), b.upgrade()?))).collect();
+        let mut probes = tokio::task::JoinSet::new();
+        for (key, backend) in backends {
+            probes.spawn(async move { (key, backend.probe(deadline).await) });
+        }
+        let mut failing = HashMap::new();
+        while let Some(done) = probes.join_next().await {
+            if let Ok((key, Err(why))) = done {
+                failing.insert(key, why);
+            }
+        }
+        failing
+    }
+
     /// A share call from a peer (this node is the source).
     pub async fn serve_call(&self, peer: &Peer, body: &[u8]) -> Result<Frame, RemoteError> {
         let call: ShareCall = wire::decode(body).map_err(RemoteError::bad_request)?;
