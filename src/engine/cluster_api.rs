@@ -5,6 +5,9 @@
 use hoody_api::model::{ClusterInitialized, CreateJoinToken, InitCluster, ForwardedRequest, ForwardedResponse, JoinToken, Principal, RequestTarget, Server, ServerAddresses, ServerRemoved, ServerState};
 
 use super::{Engine, EngineError};
+
+/// Containers whose owner is remembered at most (then forgotten all at once).
+const OWNER_CACHE_LIMIT: usize = 100_000;
 use crate::catalog::ServerRecord;
 
 impl Engine {
@@ -121,11 +124,25 @@ impl Engine {
     /// The node that must answer a call about `target`; `None`: this one.
     pub(super) async fn owner(&self, target: &RequestTarget) -> Result<Option<String>, EngineError> {
         let owner = match target {
-            RequestTarget::Container(id) => match self.catalog.container(id).await? {
-                Some(c) => c.server_id,
-                // Unknown here: answered here (404).
-                None => return Ok(None),
-            },
+            RequestTarget::Container(id) => {
+                // A container never changes servers: its owner, once read, is remembered.
+                let known = self.owners.lock().expect("owner cache").get(id).cloned();
+                match known {
+                    Some(owner) => owner,
+                    None => match self.catalog.container(id).await? {
+                        Some(c) => {
+                            let mut owners = self.owners.lock().expect("owner cache");
+                            if owners.len() >= OWNER_CACHE_LIMIT {
+                                owners.clear();
+                            }
+                            owners.insert(id.clone(), c.server_id.clone());
+                            c.server_id
+                        }
+                        // Unknown here: answered here (404).
+                        None => return Ok(None),
+                    },
+                }
+            }
             RequestTarget::NewContainer { server_id: Some(server) } => {
                 if self.catalog.server(server).await?.is_none() {
                     return Err(EngineError::not_found_field("server_id", format!("server `{server}` not found")));

@@ -59,6 +59,8 @@ pub struct Engine {
     host_paths: crate::daemon::config::HostPaths,
     /// The link to the other servers, set once the QUIC endpoint is bound.
     cluster: std::sync::OnceLock<Arc<crate::cluster::ClusterLink>>,
+    /// Container id → the node that owns it (containers never move), for forwarding.
+    owners: std::sync::Mutex<HashMap<String, String>>,
     /// Shares across nodes (as a source and as a target), set with the link.
     remote_shares: std::sync::OnceLock<Arc<crate::shares::remote::RemoteShares>>,
 }
@@ -89,6 +91,7 @@ impl Engine {
             host_paths,
             cluster: std::sync::OnceLock::new(),
             remote_shares: std::sync::OnceLock::new(),
+            owners: Default::default(),
         }))
     }
 

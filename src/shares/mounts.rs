@@ -17,6 +17,10 @@ use crate::beneath::Dir;
 use super::remote::{RemoteBackend, RemoteShares};
 use super::{LocalBackend, ShareMode};
 
+/// How long a target's kernel trusts names and attributes of a remote share
+/// (its source pushes invalidations; this bounds staleness if one is lost).
+pub const REMOTE_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// One share mounted in one target container.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DesiredMount {
@@ -219,7 +223,12 @@ fn mount_one(d: &DesiredMount, runtime: &tokio::runtime::Handle, remote: Option<
             tracing::warn!(error = %e, "FUSE-over-io_uring asked for but not allowed; the mount reads /dev/fuse");
         }
     }
+    // A remote source pushes every change it sees: the kernel may trust what
+    // it was told for long, and a second walk asks the source nothing.
+    let ttl = if d.source_node.is_some() { REMOTE_CACHE_TTL } else { MountOptions::default().entry_ttl };
     let options = MountOptions {
+        entry_ttl: ttl,
+        attr_ttl: ttl,
         read_only: d.mode == ShareMode::ReadOnly,
         subtype: "hoody".into(),
         runtime: Some(runtime.clone()),

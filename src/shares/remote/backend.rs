@@ -110,6 +110,10 @@ impl RemoteBackend {
             FsReply::Attached { .. } => {
                 self.attached.fetch_add(1, Ordering::AcqRel);
                 tracing::info!("remote share session attached again");
+                // Whatever changed while the source was away was never pushed.
+                if let Some(kernel) = self.kernel.get().cloned() {
+                    std::thread::spawn(move || kernel.invalidate_everything());
+                }
                 Ok(())
             }
             other => Err(unexpected(other)),
