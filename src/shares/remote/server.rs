@@ -90,8 +90,7 @@ impl ShareServer {
             Err(_) => return Err(libc::EIO),
         };
         backend.availability().store(source_running(&source), Ordering::Relaxed);
-        let sink = PushSink { peer: peer.clone(), share_id: key.0.clone(), target_id: key.1.clone(), runtime: tokio::runtime::Handle::current() };
-        backend.attach_invalidator(CacheInvalidator::from_sink(Arc::new(sink)));
+        backend.attach_invalidator(invalidations_to(peer, &key.0, &key.1));
         let root = match backend.root().await {
             Ok(a) => a,
             Err(e) => return Err(e.to_errno()),
@@ -184,6 +183,13 @@ async fn authorize(catalog: &Catalog, me: &str, peer: &str, share_id: &str, targ
         _ => {}
     }
     Ok((share, source))
+}
+
+/// Where a session's backend sends its invalidations: to `peer` (the target's
+/// node), on the connection it opened, as [`Pushed`] frames. Needs a tokio runtime.
+pub fn invalidations_to(peer: &Peer, share_id: &str, target_id: &str) -> CacheInvalidator {
+    let sink = PushSink { peer: peer.clone(), share_id: share_id.to_string(), target_id: target_id.to_string(), runtime: tokio::runtime::Handle::current() };
+    CacheInvalidator::from_sink(Arc::new(sink))
 }
 
 /// Sends a session's invalidations to the target's node, on the connection
