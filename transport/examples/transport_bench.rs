@@ -2,7 +2,11 @@
 //! certificates, in one process: small-call round trips (1 and 64 in flight) and
 //! a one-way bulk stream.
 //!
-//! cargo run --release -p hoody-transport --example transport_bench -- [--bulk-mib 1024] [--calls 5000] [--max-udp-payload 8952]
+//! cargo run --release -p hoody-transport --example transport_bench -- [--bulk-mib 1024] [--frame-kib 1024] [--repeat 3]
+//!     [--calls 5000] [--max-udp-payload 8952] [--part quic|tcp] [-v]
+//!
+//! Both sides run on the same tokio runtime and send the same frames (6-byte
+//! header, then the body); `-v` prints QUIC's packet counts per bulk run.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,10 +28,21 @@ impl Handler for Bench {
         Ok(request)
     }
 
-    async fn stream(&self, _peer: &Peer, _request: Frame, mut rx: BodyReceiver, mut tx: BodySender) -> Result<(), RemoteError> {
+    async fn stream(&self, peer: &Peer, _request: Frame, mut rx: BodyReceiver, mut tx: BodySender) -> Result<(), RemoteError> {
+        let before = peer.stats();
         let mut total = 0u64;
         while let Some(frame) = rx.recv().await {
             total += frame.map_err(|e| RemoteError::internal(e.to_string()))?.body.len() as u64;
+        }
+        if std::env::args().any(|a| a == "-v") {
+            let after = peer.stats();
+            eprintln!(
+                "  receiver: {} packets sent, {} UDP sends, {} UDP receives ({} datagrams)",
+                after.path.sent_packets - before.path.sent_packets,
+                after.udp_tx.ios - before.udp_tx.ios,
+                after.udp_rx.ios - before.udp_rx.ios,
+                after.udp_rx.datagrams - before.udp_rx.datagrams,
+            );
         }
         tx.send(Frame::new(1, total.to_be_bytes().to_vec()))
             .await
@@ -45,6 +60,22 @@ impl Latencies {
     }
 }
 
+/// CPU seconds this process used so far (user + system), from /proc.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+    let ticks: f64 = fields.get(11..13).map(|f| f.iter().filter_map(|v| v.parse::<f64>().ok()).sum()).unwrap_or(0.0);
+    ticks / 100.0
+}
+
+fn min_median(runs: &mut [f64]) -> (f64, f64) {
+    if runs.is_empty() {
+        return (f64::NAN, f64::NAN);
+    }
+    runs.sort_by(|a, b| a.total_cmp(b));
+    (runs[0], runs[runs.len() / 2])
+}
+
 fn arg(name: &str, default: usize) -> usize {
     let args: Vec<String> = std::env::args().collect();
     args.iter()
@@ -57,9 +88,18 @@ fn arg(name: &str, default: usize) -> usize {
 #[tokio::main]
 async fn main() {
     let bulk_mib = arg("--bulk-mib", 1024);
+    let bulk_bytes = bulk_mib << 20;
+    let frame_size = arg("--frame-kib", CHUNK >> 10) << 10;
+    let repeat = arg("--repeat", 3).max(1);
     let calls = arg("--calls", 5000);
+    let verbose = std::env::args().any(|a| a == "-v");
+    // `--part quic` or `--part tcp` runs the bulk transfers of one side only.
+    let part = std::env::args().skip_while(|a| a != "--part").nth(1).unwrap_or_default();
     let config = EndpointConfig {
         max_udp_payload: arg("--max-udp-payload", EndpointConfig::default().max_udp_payload as usize) as u16,
+        send_window: (arg("--send-window-kib", (EndpointConfig::default().send_window >> 10) as usize) << 10) as u64,
+        stream_receive_window: (arg("--stream-window-kib", (EndpointConfig::default().stream_receive_window >> 10) as usize) << 10) as u32,
+        udp_socket_buffer: arg("--udp-buffer-kib", EndpointConfig::default().udp_socket_buffer >> 10) << 10,
         ..EndpointConfig::default()
     };
     let (ca, key) = new_cluster_ca().unwrap();
@@ -104,17 +144,44 @@ async fn main() {
     }
     let quic64_rate = quic64.0.len() as f64 / started.elapsed().as_secs_f64();
 
-    // QUIC bulk, one way.
-    let chunk = Bytes::from(vec![0xA5u8; CHUNK]);
-    let started = Instant::now();
-    let (mut tx, mut rx) = a.open_stream(addr, Frame::new(1, Bytes::new())).await.unwrap();
-    for _ in 0..bulk_mib {
-        tx.send(Frame::new(2, chunk.clone())).await.unwrap();
+    // QUIC bulk, one way, `repeat` times on the pooled connection.
+    let chunk = Bytes::from(vec![0xA5u8; frame_size]);
+    let frames = bulk_bytes / frame_size;
+    let mut quic_bulk = Vec::new();
+    if part != "tcp" {
+        for _ in 0..repeat {
+            let before = a.connect(addr).await.unwrap().stats();
+            let cpu = cpu_seconds();
+            let started = Instant::now();
+            let (mut tx, mut rx) = a.open_stream(addr, Frame::new(1, Bytes::new())).await.unwrap();
+            for _ in 0..frames {
+                tx.send(Frame::new(2, chunk.clone())).await.unwrap();
+            }
+            tx.finish().await.unwrap();
+            let answer = rx.recv().await.unwrap().unwrap();
+            assert_eq!(u64::from_be_bytes(answer.body[..8].try_into().unwrap()), (frames * frame_size) as u64);
+            let rate = (frames * frame_size) as f64 / 1e6 / started.elapsed().as_secs_f64();
+            let cpu = cpu_seconds() - cpu;
+            let after = a.connect(addr).await.unwrap().stats();
+            if verbose {
+                eprintln!(
+                    "quic bulk {rate:.0} MB/s, {:.2} CPU s/GB: {} packets sent, {} lost, {} congestion events, {} UDP sends ({} datagrams), {} UDP receives ({} datagrams), cwnd {} rtt {:?} mtu {}",
+                    cpu / ((frames * frame_size) as f64 / 1e9),
+                    after.path.sent_packets - before.path.sent_packets,
+                    after.path.lost_packets - before.path.lost_packets,
+                    after.path.congestion_events - before.path.congestion_events,
+                    after.udp_tx.ios - before.udp_tx.ios,
+                    after.udp_tx.datagrams - before.udp_tx.datagrams,
+                    after.udp_rx.ios - before.udp_rx.ios,
+                    after.udp_rx.datagrams - before.udp_rx.datagrams,
+                    after.path.cwnd,
+                    after.path.rtt,
+                    after.path.current_mtu,
+                );
+            }
+            quic_bulk.push(rate);
+        }
     }
-    tx.finish().await.unwrap();
-    let answer = rx.recv().await.unwrap().unwrap();
-    assert_eq!(u64::from_be_bytes(answer.body[..8].try_into().unwrap()), (bulk_mib * CHUNK) as u64);
-    let quic_bulk = (bulk_mib * CHUNK) as f64 / 1e6 / started.elapsed().as_secs_f64();
 
     // TCP + TLS 1.3 with the same certificates: an echo of frames, and a byte sink.
     let listener = tokio::net::TcpListener::bind(loopback).await.unwrap();
@@ -133,13 +200,9 @@ async fn main() {
                         tls.write_all(&frame.encode()).await.unwrap();
                     }
                 } else {
-                    let mut buf = vec![0u8; CHUNK];
                     let mut total = 0u64;
-                    loop {
-                        match tls.read(&mut buf).await.unwrap() {
-                            0 => break,
-                            n => total += n as u64,
-                        }
+                    while let Some(frame) = read_frame(&mut tls, 1 << 24).await.unwrap() {
+                        total += frame.body.len() as u64;
                     }
                     tls.write_all(&total.to_be_bytes()).await.unwrap();
                     tls.shutdown().await.unwrap();
@@ -167,22 +230,37 @@ async fn main() {
     }
     let tcp1_rate = calls as f64 / tcp1.0.iter().sum::<Duration>().as_secs_f64();
 
-    let mut tls = connect().await;
-    let started = Instant::now();
-    tls.write_all(&[2]).await.unwrap();
-    for _ in 0..bulk_mib {
-        tls.write_all(&chunk).await.unwrap();
+    // The same frames over TCP+TLS: header and body per frame, read back frame by
+    // frame by the same reader the QUIC side uses.
+    let mut tcp_bulk = Vec::new();
+    if part != "quic" {
+        for _ in 0..repeat {
+            let mut tls = connect().await;
+            let cpu = cpu_seconds();
+            let started = Instant::now();
+            tls.write_all(&[2]).await.unwrap();
+            for _ in 0..frames {
+                let frame = Frame::new(2, chunk.clone());
+                tls.write_all(&frame.header()).await.unwrap();
+                tls.write_all(&frame.body).await.unwrap();
+            }
+            tls.shutdown().await.unwrap();
+            let mut total = [0u8; 8];
+            tls.read_exact(&mut total).await.unwrap();
+            assert_eq!(u64::from_be_bytes(total), (frames * frame_size) as u64);
+            let rate = (frames * frame_size) as f64 / 1e6 / started.elapsed().as_secs_f64();
+            if verbose {
+                eprintln!("tcp bulk {rate:.0} MB/s, {:.2} CPU s/GB", (cpu_seconds() - cpu) / ((frames * frame_size) as f64 / 1e9));
+            }
+            tcp_bulk.push(rate);
+        }
     }
-    tls.shutdown().await.unwrap();
-    let mut total = [0u8; 8];
-    tls.read_exact(&mut total).await.unwrap();
-    assert_eq!(u64::from_be_bytes(total), (bulk_mib * CHUNK) as u64);
-    let tcp_bulk = (bulk_mib * CHUNK) as f64 / 1e6 / started.elapsed().as_secs_f64();
 
     let us = |d: Duration| d.as_secs_f64() * 1e6;
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     println!(
-        "transport_bench: loopback, {calls} calls of 64 B, bulk {bulk_mib} MiB one way, max UDP payload {}, {cores} cores",
+        "transport_bench: loopback, {calls} calls of 64 B, bulk {bulk_mib} MiB one way in {} KiB frames ({repeat} runs), max UDP payload {}, {cores} cores",
+        frame_size >> 10,
         config.max_udp_payload
     );
     println!("{:<28} {:>12} {:>12} {:>8}", "measure", "QUIC", "TCP+TLS", "ratio");
@@ -194,7 +272,11 @@ async fn main() {
     println!("{:<28} {:>12.0} {:>12} {:>8}", "64 in flight p50 (us)", us(quic64.pct(50)), "-", "-");
     println!("{:<28} {:>12.0} {:>12} {:>8}", "64 in flight p99 (us)", us(quic64.pct(99)), "-", "-");
     println!("{:<28} {:>12.0} {:>12} {:>8}", "64 in flight calls/s", quic64_rate, "-", "-");
-    println!("{:<28} {:>12.0} {:>12.0} {:>8.2}", "bulk MB/s", quic_bulk, tcp_bulk, quic_bulk / tcp_bulk);
+    let (qmin, qmed) = min_median(&mut quic_bulk);
+    let (tmin, tmed) = min_median(&mut tcp_bulk);
+    println!("{:<28} {:>12.0} {:>12.0} {:>8.2}", "bulk MB/s median", qmed, tmed, qmed / tmed);
+    println!("{:<28} {:>12.0} {:>12.0} {:>8.2}", "bulk MB/s min", qmin, tmin, qmin / tmin);
+    println!("bulk runs: QUIC {quic_bulk:.0?} TCP+TLS {tcp_bulk:.0?}");
     a.shutdown().await;
     b.shutdown().await;
 }

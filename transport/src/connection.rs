@@ -49,6 +49,11 @@ impl Peer {
         &self.conn
     }
 
+    /// Counters of the connection (packets, losses, congestion window, round-trip time).
+    pub fn stats(&self) -> quinn::ConnectionStats {
+        self.conn.stats()
+    }
+
     /// Whether the connection is still open (it may still be dead without knowing yet).
     pub fn is_connected(&self) -> bool {
         self.conn.close_reason().is_none()
