@@ -11,6 +11,11 @@ fn errno(e: FsError) -> i32 {
     e.to_errno()
 }
 
+/// The largest read served. The kernel asks at most its `max_read` (1 MiB)
+/// and an answer frame carries at most 16 MiB; a read buffer is allocated
+/// whole before reading, so a crafted `u32::MAX` would cost the source 4 GiB.
+pub const MAX_READ: u32 = 8 << 20;
+
 /// Applies `op` to `backend` (never `Attach`, which the share server handles).
 pub async fn apply(backend: &dyn FsBackend, op: FsOp) -> Answer {
     let attr = |a: hoody_fuse::Attr| FsReply::Attr(WAttr::from(&a));
@@ -35,6 +40,7 @@ pub async fn apply(backend: &dyn FsBackend, op: FsOp) -> Answer {
             .create(NodeId(parent), name(&n), mode, umask, flags, caller.into())
             .await
             .map(|(a, o)| FsReply::Created { attr: WAttr::from(&a), handle: o.handle.0 }),
+        FsOp::Read { size, .. } if size > MAX_READ => return Err(libc::EINVAL),
         FsOp::Read { handle, offset, size } => backend.read(HandleId(handle), offset, size).await.map(FsReply::Data),
         FsOp::Write { handle, offset, data, drop_privileges } => backend.write(HandleId(handle), offset, data, drop_privileges.map(Into::into)).await.map(FsReply::Written),
         FsOp::Flush { handle } => backend.flush(HandleId(handle)).await.map(|_| FsReply::Done),
@@ -66,6 +72,11 @@ pub async fn apply(backend: &dyn FsBackend, op: FsOp) -> Answer {
             Ok(lock) => backend.getlk(HandleId(handle), owner, lock).await.map(|l| FsReply::Lock(l.map(Into::into))),
             Err(e) => return Err(e),
         },
+        // A backend that takes no locks (a readonly share: its readers may not
+        // hold up the source's writers) told the target so at `Attach`, and
+        // the target's kernel keeps its locks to itself: a lock asked anyway
+        // is refused, never taken on the source's file.
+        FsOp::Setlk { lock, .. } if !backend.takes_locks() && lock.kind != libc::F_UNLCK => return Err(libc::EROFS),
         FsOp::Setlk { handle, owner, lock } => match lock.to_lock() {
             Ok(lock) => backend.setlk(HandleId(handle), owner.into(), lock, false).await.map(|_| FsReply::Done),
             Err(e) => return Err(e),
