@@ -206,7 +206,7 @@ fn mount_one(d: &DesiredMount, runtime: &tokio::runtime::Handle, remote: Option<
                 failed(format!("the source on server {node} refused or could not be reached: {}", hoody_api::io_reason(&e)), &e)
             })?;
             let backend = Arc::new(backend);
-            remote.register(&d.share_id, &d.target_id, &backend);
+            remote.register(&d.share_id, &d.target_id, node, &backend);
             let available = backend.availability();
             (backend, available)
         }

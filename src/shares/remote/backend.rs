@@ -16,6 +16,8 @@ use super::wire::{Answer, FsOp, FsReply, WAttr, WLock};
 
 /// How long one call may take before the access fails with `EIO`.
 pub const OP_DEADLINE: Duration = Duration::from_secs(4);
+/// The most one kernel request waits, re-attaching and reviving included.
+const ASK_DEADLINE: Duration = Duration::from_secs(12);
 /// How often a waiting lock is tried again on the source.
 const LOCK_RETRY: Duration = Duration::from_millis(20);
 const LOCK_RETRY_MAX: Duration = Duration::from_millis(200);
@@ -89,6 +91,12 @@ impl RemoteBackend {
         if !self.available.load(Ordering::Relaxed) {
             return Err(FsError::Unavailable);
         }
+        // Whatever happens below (a re-attach, bringing nodes back), the
+        // caller in the container gets an answer in bounded time.
+        tokio::time::timeout(ASK_DEADLINE, self.ask_unbounded(op)).await.map_err(|_| FsError::Unavailable)?
+    }
+
+    async fn ask_unbounded(&self, op: FsOp) -> FsResult<FsReply> {
         let generation = self.attached.load(Ordering::Acquire);
         match self.channel.call(op.clone(), OP_DEADLINE).await? {
             // The source lost this mount's session (it restarted): attach

@@ -6,6 +6,7 @@
 
 pub mod backend;
 pub mod dispatch;
+pub mod revive;
 pub mod server;
 pub mod wire;
 
@@ -33,7 +34,8 @@ pub struct RemoteShares {
     pub server: Arc<ShareServer>,
     endpoint: Endpoint,
     catalog: Catalog,
-    mounted: Mutex<HashMap<Key, Weak<RemoteBackend>>>,
+    /// Each remote mount of this node, with the node of its source (the only one whose pushes it takes).
+    mounted: Mutex<HashMap<Key, (String, Weak<RemoteBackend>)>>,
 }
 
 impl RemoteShares {
@@ -43,28 +45,28 @@ impl RemoteShares {
 
     /// The channel to `source_node` for the mount of `share` in `target`.
     pub fn channel(&self, source_node: &str, share: &str, target: &str) -> Arc<dyn backend::ShareChannel> {
-        Arc::new(QuicChannel {
+        revive::RevivingChannel::new(Arc::new(QuicChannel {
             endpoint: self.endpoint.clone(),
             catalog: self.catalog.clone(),
             source_node: source_node.to_string(),
             share_id: share.to_string(),
             target_id: target.to_string(),
             addr: RwLock::new(None),
-        })
+        }))
     }
 
     /// Remembers a mount, for the invalidations its source pushes.
-    pub fn register(&self, share: &str, target: &str, backend: &Arc<RemoteBackend>) {
+    pub fn register(&self, share: &str, target: &str, source_node: &str, backend: &Arc<RemoteBackend>) {
         let mut mounted = self.mounted.lock();
-        mounted.retain(|_, b| b.strong_count() > 0);
-        mounted.insert((share.to_string(), target.to_string()), Arc::downgrade(backend));
+        mounted.retain(|_, (_, b)| b.strong_count() > 0);
+        mounted.insert((share.to_string(), target.to_string()), (source_node.to_string(), Arc::downgrade(backend)));
     }
 
     /// Asks the source of every remote mount of this node whether it
     /// answers, all at once, within `deadline`: the mounts whose source does
     /// not, with why.
     pub async fn probe(&self, deadline: Duration) -> HashMap<Key, String> {
-        let backends: Vec<(Key, Arc<RemoteBackend>)> = self.mounted.lock().iter().filter_map(|(k, b)| Some((k.clone(), b.upgrade()?))).collect();
+        let backends: Vec<(Key, Arc<RemoteBackend>)> = self.mounted.lock().iter().filter_map(|(k, (_, b))| Some((k.clone(), b.upgrade()?))).collect();
         let mut probes = tokio::task::JoinSet::new();
         for (key, backend) in backends {
             probes.spawn(async move { (key, backend.probe(deadline).await) });
@@ -88,7 +90,12 @@ impl RemoteShares {
     /// An invalidation a source pushed (this node holds the target's mount).
     pub fn serve_push(&self, peer: &Peer, body: &[u8]) -> Result<Frame, RemoteError> {
         let pushed: Pushed = wire::decode(body).map_err(RemoteError::bad_request)?;
-        let backend = self.mounted.lock().get(&(pushed.share_id.clone(), pushed.target_id.clone())).and_then(Weak::upgrade);
+        let backend = match self.mounted.lock().get(&(pushed.share_id.clone(), pushed.target_id.clone())) {
+            // Only the share's source may drop this mount's caches.
+            Some((source, b)) if *source == peer.node_id => b.upgrade(),
+            Some(_) => return Err(RemoteError::new(hoody_transport::codes::FORBIDDEN, "not the source of this share")),
+            None => None,
+        };
         if let Some(kernel) = backend.and_then(|b| b.kernel()) {
             tracing::trace!(from = %peer.node_id, share = %pushed.share_id, "pushed invalidation");
             // Off the transport's task: the kernel may take its time.
