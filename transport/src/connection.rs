@@ -80,7 +80,7 @@ impl Peer {
     /// Opens a stream; failing here means nothing was sent, so a caller may retry
     /// on a new connection.
     pub(crate) async fn open(&self) -> Result<(quinn::SendStream, quinn::RecvStream), TransportError> {
-        self.conn.open_bi().await.map_err(|e| TransportError::ConnectionLost(e.to_string()))
+        self.conn.open_bi().await.map_err(|e| crate::error::connection_lost(&e))
     }
 
     pub(crate) async fn call_now(&self, frame: Frame) -> Result<Frame, TransportError> {

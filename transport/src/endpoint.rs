@@ -238,6 +238,11 @@ impl Endpoint {
                 used = Some((peer.clone(), peer.connection().stats().udp_rx.datagrams));
                 match peer.open().await {
                     Ok(streams) => return peer.call_on(streams, frame).await,
+                    // Refused as no member: dialing again changes nothing.
+                    Err(e @ TransportError::Forbidden(_)) => {
+                        self.pool.discard(&peer, "refused");
+                        return Err(e);
+                    }
                     // Nothing was sent: the pooled connection had died; dial again once.
                     Err(_) => self.pool.discard(&peer, "connection lost"),
                 }

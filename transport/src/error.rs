@@ -118,3 +118,15 @@ impl From<RemoteError> for TransportError {
         TransportError::Remote { code: e.code, message: e.message }
     }
 }
+
+/// A connection that ended: refused as no member of the cluster (the peer
+/// closed it with [`codes::FORBIDDEN`]) is `Forbidden`, never worth retrying;
+/// anything else is `ConnectionLost`.
+pub(crate) fn connection_lost(e: &quinn::ConnectionError) -> TransportError {
+    match e {
+        quinn::ConnectionError::ApplicationClosed(close) if close.error_code == quinn::VarInt::from_u32(u32::from(codes::FORBIDDEN)) => {
+            TransportError::Forbidden(format!("refused by the peer: {}", String::from_utf8_lossy(&close.reason)))
+        }
+        other => TransportError::ConnectionLost(other.to_string()),
+    }
+}

@@ -197,7 +197,7 @@ pub(crate) fn read_error(e: std::io::Error) -> TransportError {
     }
     match e.get_ref().and_then(|inner| inner.downcast_ref::<quinn::ReadError>()) {
         Some(quinn::ReadError::Reset(code)) => TransportError::StreamClosed { code: code.into_inner() },
-        Some(quinn::ReadError::ConnectionLost(c)) => TransportError::ConnectionLost(c.to_string()),
+        Some(quinn::ReadError::ConnectionLost(c)) => crate::error::connection_lost(c),
         _ => TransportError::Io(e),
     }
 }
@@ -206,7 +206,7 @@ pub(crate) fn read_error(e: std::io::Error) -> TransportError {
 pub(crate) fn write_error(e: quinn::WriteError) -> TransportError {
     match e {
         quinn::WriteError::Stopped(code) => TransportError::StreamClosed { code: code.into_inner() },
-        quinn::WriteError::ConnectionLost(c) => TransportError::ConnectionLost(c.to_string()),
+        quinn::WriteError::ConnectionLost(c) => crate::error::connection_lost(&c),
         other => TransportError::Protocol(other.to_string()),
     }
 }
