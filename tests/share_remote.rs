@@ -211,3 +211,46 @@ fn open_files_and_cached_names_keep_working_across_a_source_restart() {
     let meta = dir.metadata().unwrap();
     assert!(meta.is_dir());
 }
+
+/// Two targets on two other nodes share one source: what one writes reaches
+/// the other within 1 s (pushed by the source), and files both write land.
+#[test]
+fn targets_on_two_nodes_see_each_others_writes_within_1s_and_both_land() {
+    if !fuse_available() {
+        return;
+    }
+    let Some(cluster) = Cluster::start(3) else { return };
+    let project = cluster.nodes[0].project("p");
+    let source = container_on(&cluster, &project, "source", 0);
+    let t2 = container_on(&cluster, &project, "t2", 1);
+    let t3 = container_on(&cluster, &project, "t3", 2);
+    let dir = common::path_of(&source).join("data");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("seed.txt"), b"seed").unwrap();
+    let r = cluster.nodes[0].call("POST", &format!("/containers/{}/storage/shares", source["id"].as_str().unwrap()), Some(json!({"source_path": "/data", "target_project_id": project, "mode": "readwrite", "alias": "data"})));
+    assert_eq!(r.status, 201, "{r:?}");
+    let (m2, m3) = (common::path_of(&t2).join("hoody/shares/data"), common::path_of(&t3).join("hoody/shares/data"));
+    let started = Instant::now();
+    while !(m2.join("seed.txt").exists() && m3.join("seed.txt").exists()) {
+        assert!(started.elapsed() < Duration::from_secs(5), "mounted on nodes 2 and 3");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Both cache the file and the absence of the new ones.
+    assert_eq!(std::fs::read(m2.join("seed.txt")).unwrap(), b"seed");
+    assert!(!m2.join("from3.txt").exists());
+    assert!(!m3.join("from2.txt").exists());
+    std::fs::write(m3.join("seed.txt"), b"rewritten on node 3").unwrap();
+    std::fs::write(m3.join("from3.txt"), b"3").unwrap();
+    std::fs::write(m2.join("from2.txt"), b"2").unwrap();
+    let started = Instant::now();
+    loop {
+        let seen = std::fs::read(m2.join("seed.txt")).unwrap();
+        if seen == b"rewritten on node 3" && m2.join("from3.txt").exists() && m3.join("from2.txt").exists() {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(1), "writes of one target not seen by the other within 1 s: {:?}", String::from_utf8_lossy(&seen));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(std::fs::read(dir.join("from2.txt")).unwrap(), b"2");
+    assert_eq!(std::fs::read(dir.join("from3.txt")).unwrap(), b"3");
+}
