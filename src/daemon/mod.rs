@@ -89,7 +89,17 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     let heartbeat = membership.spawn_heartbeat();
     let revocations = membership.spawn_revocation_watch();
 
-    engine.register(&http_addr.to_string(), &quic_addr.to_string()).await?;
+    // The QUIC address other nodes are told to reach this one at: the bound one, unless
+    // HOODY_QUIC_ADVERTISE names another (a NAT, a proxy, or a relay in front of it).
+    let advertised_quic = match std::env::var("HOODY_QUIC_ADVERTISE") {
+        Ok(a) if !a.trim().is_empty() => {
+            let a: std::net::SocketAddr = a.trim().parse().with_context(|| format!("HOODY_QUIC_ADVERTISE={a:?} is not an IP:port"))?;
+            tracing::info!(bound = %quic_addr, advertised = %a, "advertising another QUIC address than the bound one (HOODY_QUIC_ADVERTISE)");
+            a.to_string()
+        }
+        _ => quic_addr.to_string(),
+    };
+    engine.register(&http_addr.to_string(), &advertised_quic).await?;
     let endpoints = Endpoints { http: http_addr.to_string(), quic: quic_addr.to_string() };
     write_atomic(&layout.endpoints(), &serde_json::to_vec(&endpoints)?, crate::layout::PRIVATE_FILE)?;
     tracing::info!(http = %http_addr, quic = %quic_addr, data_dir = %config.data_dir.display(), node = %boot.node.name, "hoodyd listening");
