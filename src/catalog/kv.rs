@@ -338,14 +338,17 @@ pub(crate) mod suite {
         let kept = kv.grant_lease(ttl).await.unwrap();
         let dropped = kv.grant_lease(ttl).await.unwrap();
         let revoked = kv.grant_lease(Duration::from_secs(60)).await.unwrap();
-        kv.txn(Txn::default().then(vec![
-            Op::PutLeased(b"l/kept".to_vec(), b"1".to_vec(), kept),
-            Op::PutLeased(b"l/dropped".to_vec(), b"1".to_vec(), dropped),
-            Op::PutLeased(b"l/revoked".to_vec(), b"1".to_vec(), revoked),
-        ]))
-        .await
-        .unwrap();
-        let mut w = kv.watch(b"l/revoked", None);
+        let written = kv
+            .txn(Txn::default().then(vec![
+                Op::PutLeased(b"l/kept".to_vec(), b"1".to_vec(), kept),
+                Op::PutLeased(b"l/dropped".to_vec(), b"1".to_vec(), dropped),
+                Op::PutLeased(b"l/revoked".to_vec(), b"1".to_vec(), revoked),
+            ]))
+            .await
+            .unwrap();
+        // From the write's revision: a watch "from now" on etcd starts only once
+        // etcd registers it, and the revoke below could come first.
+        let mut w = kv.watch(b"l/revoked", Some(written.revision));
         kv.revoke_lease(revoked).await.unwrap();
         assert_eq!(kv.get(b"l/revoked").await.unwrap(), None, "revoke deletes at once");
         match next_event(&mut w).await {
