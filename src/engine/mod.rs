@@ -55,6 +55,9 @@ pub struct Engine {
     /// What this node last published of its own targets.
     own_published: tokio::sync::Mutex<share_api::ShareStatuses>,
     share_reconcile: tokio::sync::Mutex<()>,
+    /// Failed mounts to try again (`enabled: true`, a new alias or mode, a
+    /// target's choice): (share, one target or all).
+    share_retry: std::sync::Mutex<std::collections::HashSet<(String, Option<String>)>>,
     /// Where an admin may point the daemon at the host (adoption, cgroups).
     host_paths: crate::daemon::config::HostPaths,
     /// The link to the other servers, set once the QUIC endpoint is bound.
@@ -88,6 +91,7 @@ impl Engine {
             published_status: Default::default(),
             own_published: Default::default(),
             share_reconcile: Default::default(),
+            share_retry: Default::default(),
             host_paths,
             cluster: std::sync::OnceLock::new(),
             remote_shares: std::sync::OnceLock::new(),

@@ -266,6 +266,7 @@ impl Engine {
         let renamed = req.alias.as_ref().is_some_and(|a| *a != s.alias) || req.mode.is_some_and(|m| ShareMode::from(m) != s.mode);
         if req.enabled == Some(true) || renamed {
             self.share_status.lock().expect("share status").retain(|(share, _), _| share != id);
+            self.share_retry.lock().expect("share retry").insert((id.to_string(), None));
         }
         if let Some(e) = req.enabled {
             s.enabled = e;
@@ -355,6 +356,7 @@ impl Engine {
         let container = self.incoming_one(who, container, share).await?.container_id;
         self.catalog.set_mount_choice(share, &container, mount).await?;
         self.share_status.lock().expect("share status").remove(&(share.to_string(), container.clone()));
+        self.share_retry.lock().expect("share retry").insert((share.to_string(), Some(container.clone())));
         self.reconcile_shares().await;
         self.incoming_one(who, Some(&container), share).await.map_err(|_| EngineError::Internal("share vanished".into()))
     }
@@ -386,6 +388,10 @@ impl Engine {
         // (target, alias) → the share that holds it there, and whether that is an offer.
         let mut aliases: HashMap<(String, String), (String, bool)> = HashMap::new();
         let previous = self.share_status.lock().expect("share status").clone();
+        // Retries asked for before this round began (a round already running
+        // when one is asked keeps its own view; the next round honours it).
+        let retry = self.share_retry.lock().expect("share retry").clone();
+        let retried = |key: &Key| retry.contains(&(key.0.clone(), None)) || retry.contains(&(key.0.clone(), Some(key.1.clone())));
         // Aliases go first to a container's own account's shares, then to other
         // accounts' offers, whatever the creation order; within each, a share
         // mounted under that alias now keeps it (a rename cannot take a name
@@ -412,7 +418,7 @@ impl Engine {
                 }
                 // A failure stays failed until the source PATCHes `enabled: true` (or the target remounts).
                 if let Some((st, msg)) = previous.get(&key) {
-                    if *st == ShareStatus::Failed && !self.mounts.is_mounted(&key) {
+                    if *st == ShareStatus::Failed && !self.mounts.is_mounted(&key) && !retried(&key) {
                         return Err((ShareStatus::Failed, msg.clone().unwrap_or_default()));
                     }
                 }
@@ -468,8 +474,10 @@ impl Engine {
                 }
             }
         }
+        // In memory first: what this node answers follows its mounts at once.
+        *self.share_status.lock().expect("share status") = status.clone();
         self.publish_statuses(&status).await;
-        *self.share_status.lock().expect("share status") = status;
+        self.share_retry.lock().expect("share retry").retain(|r| !retry.contains(r));
         if let Some(remote) = self.remote_shares.get() {
             remote.server.revalidate().await;
         }
