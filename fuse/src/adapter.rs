@@ -16,7 +16,7 @@ use std::sync::Arc;
 use crate::mount_state::{file_mode, Shared, GENERATION};
 use crate::open_handles::OpenDir;
 use crate::reply::{
-    FileHandle, FopenFlags, INodeNo, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyError, ReplyLock,
+    FileHandle, INodeNo, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyError, ReplyLock,
     ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
 };
 use crate::request::{Handler, InitConfig, Replier};
@@ -264,7 +264,7 @@ impl ShareFs {
             "opendir",
             reply,
             move |s| async move { s.backend.opendir(s.node(ino)?).await },
-            |s, reply, handle| reply.opened(FileHandle(s.handles.insert_dir(handle)), FopenFlags::empty(), None),
+            |s, reply, handle| reply.opened(FileHandle(s.handles.insert_dir(handle)), s.dir_open_flags(), None),
         );
     }
 

@@ -285,6 +285,14 @@ pub trait FsBackend: Send + Sync + 'static {
         false
     }
 
+    /// Whether the backend invalidates the kernel's caches on every change made
+    /// behind its back (a remote source pushes them): the kernel may then keep
+    /// file data across opens (`FOPEN_KEEP_CACHE`) and directory listings
+    /// (`FOPEN_CACHE_DIR`), so a second read or walk asks nothing.
+    fn tells_every_change(&self) -> bool {
+        false
+    }
+
     /// Called once per mount, before the first request: a backend that learns
     /// of changes behind the kernel's back (another writer, the remote source)
     /// keeps `invalidator` to drop the kernel's stale caches.

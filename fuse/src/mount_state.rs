@@ -146,8 +146,19 @@ impl Shared {
 
     /// How the kernel should treat a file this mount opens.
     pub(crate) fn file_open_flags(&self) -> FopenFlags {
-        if self.backend.writes_land_at_once() {
-            FopenFlags::NOFLUSH
+        let flags = if self.backend.writes_land_at_once() { FopenFlags::NOFLUSH } else { FopenFlags::empty() };
+        if self.backend.tells_every_change() {
+            flags.with(FopenFlags::KEEP_CACHE)
+        } else {
+            flags
+        }
+    }
+
+    /// How the kernel should treat a directory this mount opens: listings
+    /// kept in its cache when the backend tells every change.
+    pub(crate) fn dir_open_flags(&self) -> FopenFlags {
+        if self.backend.tells_every_change() {
+            FopenFlags::CACHE_DIR.with(FopenFlags::KEEP_CACHE)
         } else {
             FopenFlags::empty()
         }

@@ -26,6 +26,12 @@ pub(crate) struct FopenFlags(pub(crate) u32);
 
 impl FopenFlags {
     pub(crate) const NOFLUSH: FopenFlags = FopenFlags(wire::FOPEN_NOFLUSH);
+    pub(crate) const KEEP_CACHE: FopenFlags = FopenFlags(wire::FOPEN_KEEP_CACHE);
+    pub(crate) const CACHE_DIR: FopenFlags = FopenFlags(wire::FOPEN_CACHE_DIR);
+
+    pub(crate) fn with(self, other: FopenFlags) -> Self {
+        FopenFlags(self.0 | other.0)
+    }
 
     pub(crate) fn empty() -> Self {
         FopenFlags(0)

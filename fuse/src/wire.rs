@@ -81,6 +81,8 @@ pub(crate) mod init {
 
 pub(crate) const FOPEN_PASSTHROUGH: u32 = 1 << 7;
 pub(crate) const FOPEN_NOFLUSH: u32 = 1 << 5;
+pub(crate) const FOPEN_KEEP_CACHE: u32 = 1 << 1;
+pub(crate) const FOPEN_CACHE_DIR: u32 = 1 << 3;
 
 const FATTR_MODE: u32 = 1 << 0;
 const FATTR_UID: u32 = 1 << 1;

@@ -382,6 +382,11 @@ impl FsBackend for RemoteBackend {
         true
     }
 
+    /// The source pushes every change it sees (and a re-attach drops everything).
+    fn tells_every_change(&self) -> bool {
+        true
+    }
+
     fn attach_invalidator(&self, invalidator: CacheInvalidator) {
         let _ = self.kernel.set(invalidator);
     }
