@@ -161,11 +161,29 @@ impl Engine {
     }
 
     pub(super) async fn forward_to(&self, node: &str, request: ForwardedRequest) -> Result<ForwardedResponse, EngineError> {
+        let link = self.cluster.get().ok_or_else(|| EngineError::Unavailable("this node is still starting".into()))?.clone();
+        // The address last read for the node, else the catalog's; a node that
+        // restarted may listen elsewhere, so a failure reads it again once.
+        let remembered = self.server_addrs.lock().expect("server addresses").get(node).copied();
+        if let Some(addr) = remembered {
+            match link.forward(addr, &request).await {
+                Ok(answer) => return Ok(answer),
+                // Nothing reached anyone there: read the address again and retry.
+                Err(hoody_transport::TransportError::Unreachable { .. }) => {
+                    self.server_addrs.lock().expect("server addresses").remove(node);
+                }
+                // The request may have been delivered: never sent twice.
+                Err(e) => {
+                    self.server_addrs.lock().expect("server addresses").remove(node);
+                    return Err(EngineError::Unavailable(format!("server `{node}` cannot be reached: {e}")));
+                }
+            }
+        }
         let record: ServerRecord = self.catalog.server(node).await?.ok_or_else(|| EngineError::Unavailable(format!("server `{node}` is not a member of this cluster")))?;
-        let link = self.cluster.get().ok_or_else(|| EngineError::Unavailable("this node is still starting".into()))?;
-        let addr = record.quic.parse().map_err(|e| EngineError::internal(format!("server {} has QUIC address {}: {e}", record.id, record.quic)))?;
+        let addr: std::net::SocketAddr = record.quic.parse().map_err(|e| EngineError::internal(format!("server {} has QUIC address {}: {e}", record.id, record.quic)))?;
         let started = std::time::Instant::now();
         let answer = link.forward(addr, &request).await.map_err(|e| EngineError::Unavailable(format!("server `{}` ({}) cannot be reached: {e}", record.name, record.id)))?;
+        self.server_addrs.lock().expect("server addresses").insert(node.to_string(), addr);
         tracing::debug!(to = %record.name, path = %request.path_and_query, status = answer.status, elapsed = ?started.elapsed(), "forwarded");
         Ok(answer)
     }

@@ -64,6 +64,8 @@ pub struct Engine {
     cluster: std::sync::OnceLock<Arc<crate::cluster::ClusterLink>>,
     /// Container id → the node that owns it (containers never move), for forwarding.
     owners: std::sync::Mutex<HashMap<String, String>>,
+    /// Node id → its QUIC address as last read (read again after a failure).
+    server_addrs: std::sync::Mutex<HashMap<String, std::net::SocketAddr>>,
     /// Shares across nodes (as a source and as a target), set with the link.
     remote_shares: std::sync::OnceLock<Arc<crate::shares::remote::RemoteShares>>,
 }
@@ -96,6 +98,7 @@ impl Engine {
             cluster: std::sync::OnceLock::new(),
             remote_shares: std::sync::OnceLock::new(),
             owners: Default::default(),
+            server_addrs: Default::default(),
         }))
     }
 
