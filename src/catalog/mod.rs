@@ -546,6 +546,11 @@ impl Catalog {
         Ok(())
     }
 
+    /// The target's recorded choice for one share, if it made one.
+    pub async fn mount_choice(&self, share: &str, container: &str) -> CatalogResult<Option<bool>> {
+        Ok(self.kv.get(&mount_choice_key(share, container)).await?.map(|v| v.value == b"1"))
+    }
+
     /// Every recorded choice: `(share, container)` → whether the target said "mount".
     /// A pair with no record has made no choice.
     pub async fn mount_choices(&self) -> CatalogResult<std::collections::HashMap<(String, String), bool>> {

@@ -10,8 +10,7 @@ use super::{decode, encode, Catalog, CatalogResult, Txn};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ShareStatusRecord {
-    /// The status word (`active`, `failed`, `pending`, `unmounted`, `disabled`, `expired`).
-    pub status: String,
+    pub status: crate::shares::ShareStatus,
     pub message: Option<String>,
     /// The node that decided it.
     pub node: String,

@@ -487,7 +487,7 @@ impl Engine {
     /// every node answers them; kept for the next round only once written.
     async fn publish_statuses(&self, now: &ShareStatuses) {
         let mut own = self.own_published.lock().await;
-        let record = |(st, msg): &(ShareStatus, Option<String>)| crate::catalog::share_status::ShareStatusRecord { status: st.as_str().to_string(), message: msg.clone(), node: self.node.id.clone() };
+        let record = |(st, msg): &(ShareStatus, Option<String>)| crate::catalog::share_status::ShareStatusRecord { status: *st, message: msg.clone(), node: self.node.id.clone() };
         let changed: Vec<_> = now.iter().filter(|(k, v)| own.get(*k) != Some(*v)).map(|(k, v)| (k.clone(), record(v))).collect();
         let gone: Vec<_> = own.keys().filter(|k| !now.contains_key(*k)).cloned().collect();
         if changed.is_empty() && gone.is_empty() {
@@ -502,7 +502,7 @@ impl Engine {
     /// Keeps [`Engine::published_status`] current: read, then follow the watch.
     async fn follow_published_statuses(&self) -> anyhow::Result<()> {
         let (all, revision) = self.catalog.share_statuses().await?;
-        let parse = |r: &crate::catalog::share_status::ShareStatusRecord| (ShareStatus::parse(&r.status).unwrap_or(ShareStatus::Pending), r.message.clone());
+        let parse = |r: &crate::catalog::share_status::ShareStatusRecord| (r.status, r.message.clone());
         *self.published_status.lock().expect("share status") = all.iter().map(|(k, r)| (k.clone(), parse(r))).collect();
         let mut watch = self.catalog.kv().watch(crate::catalog::share_status::PREFIX, Some(revision));
         while let Some(item) = watch.next().await {

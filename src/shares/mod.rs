@@ -36,8 +36,10 @@ pub enum ShareMode {
 }
 
 /// Where a share stands in one target, or summed up over all of them; the
-/// API's `ShareStatus` says the same on the wire (mapped in `engine::share_api`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// API's `ShareStatus` says the same on the wire (mapped in `engine::share_api`),
+/// and the catalog records the same word (`share-status/`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum ShareStatus {
     /// Mounted at `/hoody/shares/<alias>` in the target.
     Active,
@@ -54,22 +56,3 @@ pub enum ShareStatus {
     Expired,
 }
 
-impl ShareStatus {
-    const ALL: [ShareStatus; 6] = [ShareStatus::Active, ShareStatus::Failed, ShareStatus::Pending, ShareStatus::Unmounted, ShareStatus::Disabled, ShareStatus::Expired];
-
-    /// The word the catalog records (the API's word too).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ShareStatus::Active => "active",
-            ShareStatus::Failed => "failed",
-            ShareStatus::Pending => "pending",
-            ShareStatus::Unmounted => "unmounted",
-            ShareStatus::Disabled => "disabled",
-            ShareStatus::Expired => "expired",
-        }
-    }
-
-    pub fn parse(word: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|s| s.as_str() == word)
-    }
-}

@@ -175,9 +175,10 @@ async fn authorize(catalog: &Catalog, me: &str, peer: &str, share_id: &str, targ
     if share.expires_at.is_some_and(|e| e <= crate::ids::now_unix()) {
         return Err(refuse("the share has expired"));
     }
-    let choices = catalog.mount_choices().await.map_err(failed)?;
+    // One key, not every choice of the cluster: this runs per session on every reconciliation.
+    let choice = catalog.mount_choice(&share.id, &target.id).await.map_err(failed)?;
     let offer = share.account_id != target.account_id;
-    match choices.get(&(share.id.clone(), target.id.clone())) {
+    match choice {
         Some(false) => return Err(refuse("the target chose not to mount it")),
         None if offer => return Err(refuse("another account's offer, not accepted")),
         _ => {}
